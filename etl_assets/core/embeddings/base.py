@@ -1,0 +1,63 @@
+"""What every embedding provider offers, and the counters an operator wants to see."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Protocol
+
+
+class EmbeddingError(RuntimeError):
+    """The provider's answer cannot be used (wrong count, wrong dimension, refused input)."""
+
+
+class ModelMismatchError(RuntimeError):
+    """A collection was built with another model or dimension than the one configured."""
+
+
+@dataclass
+class EmbeddingStats:
+    requests: int = 0  # embedding calls that succeeded
+    inputs: int = 0
+    tokens: int = 0
+    http_requests: int = 0  # including retried attempts
+    retries: int = 0
+    rate_limited: int = 0  # 429 answers
+    waited_s: float = 0.0  # time spent waiting on client-side budgets or backoff
+
+    def since(self, before: EmbeddingStats) -> EmbeddingStats:
+        """What happened after ``before`` was copied (one resource can serve several steps)."""
+        return EmbeddingStats(**{k: v - getattr(before, k) for k, v in asdict(self).items()})
+
+    def copy(self) -> EmbeddingStats:
+        return EmbeddingStats(**asdict(self))
+
+    def metadata(self) -> dict[str, float | int]:
+        return {f"embedding_{k}": (round(v, 3) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+
+
+class Embedder(Protocol):
+    model: str
+    dimensions: int
+    max_input_tokens: int  # the model's own input limit
+    max_batch_inputs: int
+    max_batch_tokens: int
+    stats: EmbeddingStats
+
+    def count_tokens(self, text: str) -> int: ...
+
+    def split(self, text: str, max_tokens: int) -> list[str]:
+        """Split ``text`` into pieces of at most ``max_tokens`` tokens, in order."""
+        ...
+
+    async def embed(self, texts: list[str]) -> list[list[float]]: ...
+
+
+def check_vectors(vectors: list[list[float]], expected_count: int, dimensions: int, model: str) -> None:
+    """Refuse an answer that does not fit, before anything is written."""
+    if len(vectors) != expected_count:
+        raise EmbeddingError(f"model {model}: asked for {expected_count} embeddings, got {len(vectors)}")
+    for i, vector in enumerate(vectors):
+        if len(vector) != dimensions:
+            raise EmbeddingError(
+                f"model {model}: embedding {i} has {len(vector)} dimensions, expected {dimensions}"
+            )

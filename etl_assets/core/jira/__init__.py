@@ -1,0 +1,1 @@
+"""Jira Cloud REST v3: client, pagination, parsers, ADF to text and the bundled sample site."""

@@ -1,0 +1,238 @@
+"""A small Jira Cloud REST v3 client on httpx: auth, timeouts, retries and pagination.
+
+Every request has a timeout; 429 and 503 are retried honouring ``Retry-After`` (other 5xx
+and transport errors with exponential backoff and jitter) within a bounded budget; 401
+and 403 fail at once. Errors name the tenant, the site and the request — never the token.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import random
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import httpx
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
+
+log = logging.getLogger(__name__)
+
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
+
+
+class JiraError(RuntimeError):
+    """A Jira request failed for good. The message names tenant, site and request."""
+
+    def __init__(self, message: str, *, status: int | None = None, retryable: bool = False):
+        super().__init__(message)
+        self.status = status
+        self.retryable = retryable
+
+
+class JiraAuthError(JiraError):
+    pass
+
+
+class _Retryable(Exception):
+    def __init__(self, message: str, retry_after: float | None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+@dataclass
+class JiraStats:
+    requests: int = 0
+    retries: int = 0
+    throttled: int = 0
+    waited_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class RawPage:
+    """One response body as Jira sent it, with what was asked for."""
+
+    method: str
+    path: str
+    params: dict[str, Any]
+    status: int
+    body: str
+    fetched_at: datetime
+
+    @property
+    def content_hash(self) -> str:
+        return hashlib.sha256(self.body.encode("utf-8")).hexdigest()
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+def _error_messages(response: httpx.Response) -> str:
+    try:
+        data = response.json()
+    except ValueError:
+        return response.text[:300].strip()
+    if isinstance(data, dict):
+        parts = list(data.get("errorMessages") or [])
+        errors = data.get("errors")
+        if isinstance(errors, dict):
+            parts += [f"{k}: {v}" for k, v in errors.items()]
+        if data.get("message"):
+            parts.append(str(data["message"]))
+        if parts:
+            return "; ".join(str(p) for p in parts)[:500]
+    return response.text[:300].strip()
+
+
+@dataclass
+class JiraClient:
+    """Synchronous client for one tenant's site. Owns nothing; the caller closes ``http``."""
+
+    http: httpx.Client
+    tenant_id: str
+    site: str
+    max_attempts: int = 6
+    max_wait_s: float = 60.0
+    backoff_base_s: float = 0.5
+    stats: JiraStats = field(default_factory=JiraStats)
+    sleep: Callable[[float], None] | None = None  # injected by tests; tenacity's sleep by default
+
+    def describe(self, method: str, path: str) -> str:
+        return f"tenant {self.tenant_id!r} site {self.site}: {method} {path}"
+
+    def _wait(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        retry_after = getattr(exc, "retry_after", None)
+        if retry_after is not None:
+            wait = retry_after
+        else:
+            wait = self.backoff_base_s * 2 ** (state.attempt_number - 1)
+            wait = random.uniform(0, wait)  # full jitter keeps retrying tenants from stampeding
+        wait = min(wait, self.max_wait_s)
+        self.stats.retries += 1
+        self.stats.waited_s += wait
+        return wait
+
+    def request(
+        self, method: str, path: str, *, params: dict[str, Any] | None = None, json_body: Any = None
+    ) -> RawPage:
+        params = {k: v for k, v in (params or {}).items() if v is not None}
+        what = self.describe(method, path)
+
+        def attempt() -> RawPage:
+            self.stats.requests += 1
+            try:
+                response = self.http.request(method, path, params=params or None, json=json_body)
+            except httpx.TimeoutException as exc:
+                raise _Retryable(f"{what}: timed out ({type(exc).__name__})", None) from None
+            except httpx.TransportError as exc:
+                raise _Retryable(f"{what}: connection failed ({type(exc).__name__})", None) from None
+            status = response.status_code
+            if status in (401, 403):
+                raise JiraAuthError(
+                    f"{what}: HTTP {status} — the credentials were refused or lack permission "
+                    f"({_error_messages(response)})",
+                    status=status,
+                )
+            if status in RETRY_STATUSES:
+                if status == 429:
+                    self.stats.throttled += 1
+                raise _Retryable(
+                    f"{what}: HTTP {status} ({_error_messages(response)})",
+                    parse_retry_after(response.headers.get("Retry-After")),
+                )
+            if status >= 400:
+                raise JiraError(f"{what}: HTTP {status} — {_error_messages(response)}", status=status)
+            body = response.text
+            try:
+                json.loads(body)
+            except ValueError:
+                # A truncated body is a transport fault more often than a real answer.
+                raise _Retryable(f"{what}: response is not valid JSON ({len(body)} bytes)", None) from None
+            return RawPage(method, path, params | ({"body": json_body} if json_body else {}), status, body,
+                           datetime.now(UTC))
+
+        retrying = Retrying(
+            retry=retry_if_exception(lambda e: isinstance(e, _Retryable)),
+            stop=stop_after_attempt(self.max_attempts),
+            wait=self._wait,
+            reraise=True,
+            **({"sleep": self.sleep} if self.sleep else {}),
+        )
+        try:
+            return retrying(attempt)
+        except _Retryable as exc:
+            raise JiraError(f"{exc} — gave up after {self.max_attempts} attempts", retryable=True) from None
+
+    # -- paginated endpoints -------------------------------------------------------------
+
+    def offset_pages(
+        self, path: str, *, params: dict[str, Any] | None = None, page_size: int = 50
+    ) -> Iterator[RawPage]:
+        """Pages of a PageBean endpoint (``startAt``/``maxResults``/``isLast``/``values``)."""
+        start = 0
+        for _ in range(100_000):  # a hard bound: a server that never says isLast cannot loop us forever
+            page = self.request("GET", path, params={**(params or {}), "startAt": start, "maxResults": page_size})
+            yield page
+            data = page.json()
+            values = data.get("values") or [] if isinstance(data, dict) else []
+            if not isinstance(data, dict) or data.get("isLast", True) or not values:
+                return
+            start += len(values)
+            total = data.get("total")
+            if isinstance(total, int) and start >= total:
+                return
+        raise JiraError(f"{self.describe('GET', path)}: pagination did not end")
+
+    def token_pages(
+        self, path: str, body: dict[str, Any], *, list_key: str = "issues"
+    ) -> Iterator[RawPage]:
+        """Pages of a ``nextPageToken`` endpoint such as ``POST /rest/api/3/search/jql``."""
+        token: str | None = None
+        seen_tokens: set[str] = set()
+        for _ in range(1_000_000):
+            page = self.request("POST", path, json_body={**body, **({"nextPageToken": token} if token else {})})
+            yield page
+            data = page.json()
+            if not isinstance(data, dict):
+                return
+            token = data.get("nextPageToken")
+            if data.get("isLast") or not token or not data.get(list_key):
+                return
+            if token in seen_tokens:
+                raise JiraError(f"{self.describe('POST', path)}: server repeated nextPageToken")
+            seen_tokens.add(token)
+        raise JiraError(f"{self.describe('POST', path)}: pagination did not end")
+
+
+def basic_auth(email: str, token: str) -> httpx.BasicAuth:
+    return httpx.BasicAuth(email, token)
+
+
+def fingerprint(text: str) -> str:
+    """A short, stable hash for logs and ids (not for secrets)."""
+    return base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()[:9]).decode()

@@ -1,0 +1,45 @@
+"""Engines for the two databases we support, with the settings each needs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, event, make_url
+
+from etl_assets.core.store.ops import create_schema
+
+
+def safe_url(url: str) -> str:
+    """The URL with any password masked, for logs and metadata."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - an unparsable URL must still never be echoed
+        return "<unparsable database URL>"
+
+
+def make_engine(url: str, *, create: bool = True) -> Engine:
+    try:
+        parsed = make_url(url)
+    except Exception:  # noqa: BLE001
+        raise ValueError("DATABASE_URL is not a valid SQLAlchemy URL (e.g. sqlite:///.data/etl.db or "
+                         "postgresql+psycopg2://user:pass@host/db)") from None
+    if parsed.get_backend_name() not in ("sqlite", "postgresql"):
+        raise ValueError(f"DATABASE_URL: unsupported database {parsed.get_backend_name()!r} (sqlite or postgresql)")
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(parsed, connect_args={"timeout": 60})
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+            cur = dbapi_conn.cursor()
+            # WAL lets the vector step read while another process writes; FKs are off by default.
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=60000")
+            cur.close()
+    else:
+        engine = create_engine(parsed, pool_pre_ping=True)
+    if create:
+        create_schema(engine)
+    return engine

@@ -1,0 +1,160 @@
+"""The SQL schema: raw landing, one table per entity, quarantine and sync state.
+
+SQLAlchemy Core keeps one schema for SQLite (the embedded default) and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+TS = DateTime(timezone=True)
+
+raw_batches = Table(
+    "raw_batches",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("tenant_id", String(48), nullable=False),
+    Column("entity", String(32), nullable=False),
+    # full: a complete listing; incremental: changes since a watermark; ids: a reconciliation listing
+    Column("kind", String(16), nullable=False),
+    Column("fetched_at", TS, nullable=False),
+    Column("pages", Integer, nullable=False),
+    Column("records", Integer, nullable=False),
+    Column("run_id", String(64)),
+    Column("consumed_at", TS),
+    Index("ix_raw_batches_pending", "tenant_id", "entity", "consumed_at"),
+)
+
+raw_jira_pages = Table(
+    "raw_jira_pages",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("batch_id", Integer, ForeignKey("raw_batches.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("tenant_id", String(48), nullable=False),
+    Column("entity", String(32), nullable=False),
+    Column("page_no", Integer, nullable=False),
+    Column("method", String(8), nullable=False),
+    Column("path", String(512), nullable=False),
+    Column("params", JSON, nullable=False),
+    Column("status", Integer, nullable=False),
+    Column("fetched_at", TS, nullable=False),
+    Column("content_hash", String(64), nullable=False),
+    Column("body", Text, nullable=False),
+)
+
+rejected_records = Table(
+    "rejected_records",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("tenant_id", String(48), nullable=False),
+    Column("entity", String(32), nullable=False),
+    Column("external_id", String(64)),
+    Column("reason", Text, nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("batch_id", Integer),
+    Column("rejected_at", TS, nullable=False),
+    Index("ix_rejected_tenant_entity", "tenant_id", "entity"),
+)
+
+sync_state = Table(
+    "sync_state",
+    metadata,
+    Column("tenant_id", String(48), primary_key=True),
+    Column("entity", String(32), primary_key=True),
+    Column("watermark", TS),
+    Column("syncs_since_reconcile", Integer, nullable=False, default=0),
+    Column("last_reconciled_at", TS),
+)
+
+
+def _entity_table(name: str, *columns: Column) -> Table:
+    return Table(
+        name,
+        metadata,
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("tenant_id", String(48), nullable=False),
+        Column("external_id", String(64), nullable=False),
+        *columns,
+        Column("content_hash", String(64), nullable=False),
+        Column("data", JSON, nullable=False),
+        Column("first_seen_at", TS, nullable=False),
+        Column("synced_at", TS, nullable=False),
+        Column("deleted_at", TS),
+        UniqueConstraint("tenant_id", "external_id", name=f"uq_{name}_tenant_external"),
+        Index(f"ix_{name}_tenant_live", "tenant_id", "deleted_at"),
+    )
+
+
+projects = _entity_table(
+    "projects",
+    Column("key", String(64), nullable=False),
+    Column("name", String(1000), nullable=False),
+    Column("description", Text),
+    Column("category", String(1000)),
+    Column("project_type", String(64)),
+    Column("management", String(32)),
+    Column("lead", String(1000)),
+    Column("url", String(2000)),
+    Column("icon_url", String(2000)),
+)
+
+wits = _entity_table(
+    "wits",
+    Column("name", String(1000), nullable=False),
+    Column("description", Text),
+    Column("hierarchy_level", Integer),
+    Column("subtask", Boolean),
+    Column("scope_type", String(32)),
+    Column("scope_project_id", String(64)),
+    Column("icon_url", String(2000)),
+)
+
+statuses = _entity_table(
+    "statuses",
+    Column("name", String(1000), nullable=False),
+    Column("description", Text),
+    Column("category_key", String(64)),
+    Column("category_name", String(1000)),
+    Column("scope_type", String(32)),
+    Column("scope_project_id", String(64)),
+    Column("icon_url", String(2000)),
+)
+
+issues = _entity_table(
+    "issues",
+    Column("key", String(64), nullable=False),
+    Column("summary", String(2000), nullable=False),
+    Column("description", Text),
+    # References by (tenant, Jira id), checked by the issues table's blocking check.
+    Column("project_external_id", String(64)),
+    Column("project_key", String(64)),
+    Column("wit_external_id", String(64)),
+    Column("wit_name", String(1000)),
+    Column("status_external_id", String(64)),
+    Column("status_name", String(1000)),
+    Column("status_category", String(64)),
+    Column("priority", String(1000)),
+    Column("labels", JSON, nullable=False),
+    Column("components", JSON, nullable=False),
+    Column("assignee", String(1000)),
+    Column("reporter", String(1000)),
+    Column("resolution", String(1000)),
+    Column("parent_key", String(64)),
+    Column("created", TS),
+    Column("updated", TS, nullable=False),
+)

@@ -1,0 +1,214 @@
+"""Raw, table and vector assets, each built by one factory from the entity catalogue."""
+# No "from __future__ import annotations" here: Dagster reads these annotations at runtime.
+
+
+import time
+from datetime import timedelta
+
+import dagster as dg
+from pydantic import Field
+
+from etl_assets.core import pipeline
+from etl_assets.core.entities import EntitySpec
+from etl_assets.core.store import ops
+from etl_assets.core.tenants import TenantRegistry
+from etl_assets.core.vectorsync import sync_vectors
+from etl_assets.core.vectorstore import Collection, collection_name
+from etl_assets.defs.resources import DatabaseResource, EmbeddingsResource, JiraResource, QdrantResource
+
+TENANT_TAG = "etl/tenant"
+
+
+def raw_key(spec: EntitySpec) -> dg.AssetKey:
+    return dg.AssetKey(["jira", "raw", f"raw_jira_{spec.name}"])
+
+
+def table_key(spec: EntitySpec) -> dg.AssetKey:
+    return dg.AssetKey(["tables", f"{spec.name}_table"])
+
+
+def vector_key(spec: EntitySpec) -> dg.AssetKey:
+    return dg.AssetKey(["vectors", f"{spec.name}_vectors"])
+
+
+class RawFetchConfig(dg.Config):
+    """Launchpad options for a raw fetch. Ignored by entities that are always listed in full."""
+
+    full_resync: bool = Field(default=False, description="Fetch every issue again, not only changes since the watermark.")
+    reconcile: bool = Field(default=False, description="Also list live issue ids and mark the rest deleted.")
+    overlap_minutes: int = Field(default=10, description="Re-read this much before the watermark (JQL is per minute).")
+    reconcile_every: int = Field(default=12, description="Reconcile automatically every N incremental syncs (0: never).")
+
+
+def build_raw_asset(spec: EntitySpec, registry: TenantRegistry, partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=raw_key(spec),
+        name=None,
+        group_name="jira_raw",
+        kinds={"jira"},
+        partitions_def=partitions,
+        pool="jira",
+        description=(
+            f"{spec.title} as Jira returned them ({spec.endpoint}), landed unchanged in raw_jira_pages "
+            "with tenant, entity, fetch time and a hash — the record the tables are rebuilt from."
+        ),
+    )
+    def raw_asset(context: dg.AssetExecutionContext, config: RawFetchConfig, jira: JiraResource,
+                  database: DatabaseResource) -> dg.MaterializeResult:  # fmt: skip
+        tenant = registry.get(context.partition_key)
+        started = time.perf_counter()
+        plans, state = pipeline.plan_fetches(
+            database.engine, spec, tenant, full_resync=config.full_resync, reconcile=config.reconcile,
+            overlap=timedelta(minutes=config.overlap_minutes), reconcile_every=config.reconcile_every,
+            page_size=jira.page_size,
+        )  # fmt: skip
+        meta: dict[str, object] = {}
+        with jira.open(tenant) as client:
+            for plan in plans:
+                landed = ops.land_raw(database.engine, spec, tenant.id, pipeline.fetch(spec, client, plan),
+                                      kind=plan.kind, run_id=context.run_id)  # fmt: skip
+                prefix = "" if plan.kind in ("full", "incremental") else f"{plan.kind}_"
+                meta |= {f"{prefix}batch_id": landed.batch_id, f"{prefix}pages": landed.pages,
+                         f"{prefix}records": landed.records, f"{prefix}bytes": landed.bytes}  # fmt: skip
+            stats = client.stats
+        meta |= {
+            "tenant": tenant.id,
+            "fetch": "+".join(p.kind for p in plans),
+            "jira_requests": stats.requests,
+            "jira_retries": stats.retries,
+            "jira_429s": stats.throttled,
+            "duration_s": round(time.perf_counter() - started, 3),
+        }
+        if spec.incremental:
+            meta["watermark_before"] = state.watermark.isoformat() if state.watermark else "none (first sync)"
+            since = plans[0].request.since
+            meta["fetched_since"] = since.isoformat() if since else "everything"
+        context.log.info(f"{spec.name}: landed {meta.get('records')} records for tenant {tenant.id}")
+        return dg.MaterializeResult(metadata=meta)
+
+    return raw_asset
+
+
+def _check_results(outcomes: list[pipeline.CheckOutcome], key: dg.AssetKey) -> list[dg.AssetCheckResult]:
+    return [
+        dg.AssetCheckResult(
+            check_name=o.name, asset_key=key, passed=o.passed, metadata=o.metadata,
+            severity=dg.AssetCheckSeverity.ERROR if o.blocking else dg.AssetCheckSeverity.WARN,
+        )  # fmt: skip
+        for o in outcomes
+    ]
+
+
+TABLE_CHECKS = {
+    "no_duplicate_ids": "No Jira id appears twice for a tenant.",
+    "no_rows_without_tenant": "Every row carries its tenant id.",
+}
+
+
+def build_table_asset(spec: EntitySpec, registry: TenantRegistry, partitions: dg.PartitionsDefinition,
+                      dialect: str, catalogue: dict[str, EntitySpec]) -> dg.AssetsDefinition:  # fmt: skip
+    key = table_key(spec)
+    checks = dict(TABLE_CHECKS)
+    if spec.references:
+        checks["references_resolve"] = "Project, type and status of every live row exist for the tenant."
+    check_specs = [dg.AssetCheckSpec(name, asset=key, blocking=True, description=d) for name, d in checks.items()]
+    check_specs.append(
+        dg.AssetCheckSpec("no_rejected_records", asset=key, blocking=False,
+                          description="No record of this run was quarantined to rejected_records.")  # fmt: skip
+    )
+    deps = [raw_key(spec)] + [table_key(catalogue[target]) for _, target in spec.references]
+
+    @dg.asset(
+        key=key,
+        deps=deps,
+        group_name="tables",
+        kinds={dialect},
+        partitions_def=partitions,
+        check_specs=check_specs,
+        description=(
+            f"{spec.title}: normalized rows in table '{spec.table.name}', one per (tenant_id, external_id), "
+            "upserted from the pending raw batches in one transaction that commits before the asset "
+            "returns; rows whose Jira object disappeared are marked deleted."
+        ),
+    )
+    def table_asset(context: dg.AssetExecutionContext, database: DatabaseResource) -> dg.MaterializeResult:
+        tenant = registry.get(context.partition_key)
+        started = time.perf_counter()
+        result = ops.build_table(database.engine, spec, tenant.id)  # committed when this returns
+        for reason in result.rejected_reasons[:20]:
+            context.log.warning(f"{spec.name}: rejected a record: {reason}")
+        outcomes = pipeline.table_checks(database.engine, spec, tenant.id)
+        outcomes.append(
+            pipeline.CheckOutcome("no_rejected_records", result.rejected == 0,
+                                  "records quarantined by this run", {"rejected": result.rejected}, blocking=False)  # fmt: skip
+        )
+        meta = {**result.metadata(), "tenant": tenant.id, "table": spec.table.name,
+                "database": database.display_url, "duration_s": round(time.perf_counter() - started, 3)}  # fmt: skip
+        if result.watermark is None:
+            meta.pop("watermark", None)
+        return dg.MaterializeResult(metadata=meta, check_results=_check_results(outcomes, key))
+
+    return table_asset
+
+
+VECTOR_CHECKS = {
+    "points_match_live_rows": "Distinct rows in the collection equal live rows in the table.",
+    "vector_size_matches_model": "The collection's vector size is the embedding model's dimension.",
+}
+
+
+def vector_automation() -> dg.AutomationCondition:
+    # Follow the table: after it updates, once its blocking checks have passed.
+    return dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed()
+
+
+def build_vector_asset(spec: EntitySpec, registry: TenantRegistry, partitions: dg.PartitionsDefinition,
+                       provider_kind: str) -> dg.AssetsDefinition:  # fmt: skip
+    key = vector_key(spec)
+    check_specs = [dg.AssetCheckSpec(n, asset=key, description=d) for n, d in VECTOR_CHECKS.items()]
+
+    @dg.asset(
+        key=key,
+        deps=[table_key(spec)],
+        group_name="vectors",
+        kinds={"qdrant", provider_kind},
+        partitions_def=partitions,
+        automation_condition=vector_automation(),
+        check_specs=check_specs,
+        pool="embeddings",
+        description=(
+            f"{spec.title} as Qdrant points in collection client_<tenant>_{spec.name}. Reads committed rows "
+            "through its own connection, embeds only new or changed rows, removes points of deleted rows."
+        ),
+    )
+    async def vector_asset(context: dg.AssetExecutionContext, database: DatabaseResource,
+                           embeddings: EmbeddingsResource, qdrant: QdrantResource) -> dg.MaterializeResult:  # fmt: skip
+        tenant = registry.get(context.partition_key)
+        embedder = embeddings.embedder
+        engine = database.engine
+        collection = Collection(qdrant.client, collection_name(tenant.id, spec.name), tenant.id, spec.name,
+                                local=qdrant.local)  # fmt: skip
+
+        stats_before = embedder.stats.copy()
+
+        async def live_ids(candidates: list[str]) -> set[str]:
+            return pipeline.live_external_ids(engine, spec, tenant.id, candidates)
+
+        result = await sync_vectors(
+            spec=spec, tenant_id=tenant.id, pages=lambda: ops.iter_rows(engine, spec, tenant.id),
+            live_ids=live_ids, embedder=embedder, collection=collection, concurrency=embeddings.concurrency,
+        )  # fmt: skip
+        live_rows = ops.count_rows(engine, spec, tenant.id)
+        distinct = await collection.count(chunk=0)
+        model, size = await collection.model()
+        outcomes = [
+            pipeline.CheckOutcome("points_match_live_rows", distinct == live_rows, "",
+                                  {"rows_with_points": distinct, "live_rows": live_rows}),
+            pipeline.CheckOutcome("vector_size_matches_model", size == embedder.dimensions and model == embedder.model,
+                                  "", {"vector_size": size or 0, "model": str(model), "expected": embedder.dimensions}),
+        ]  # fmt: skip
+        meta = {**result.metadata(), **embedder.stats.since(stats_before).metadata(), "tenant": tenant.id,
+                "points_total": await collection.count()}  # fmt: skip
+        return dg.MaterializeResult(metadata=meta, check_results=_check_results(outcomes, key))
+
+    return vector_asset

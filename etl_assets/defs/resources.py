@@ -1,0 +1,206 @@
+"""Dagster resources: Jira, the database, the embedding provider and Qdrant.
+
+Each holds a client for exactly the life of a step. The embeddings and Qdrant
+resources are async: their clients are opened and closed inside the step's own event
+loop (async ``yield_for_execution``), the loop the async vector asset runs in.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import parse_qs, urlsplit
+
+import dagster as dg
+import httpx
+from pydantic import Field, PrivateAttr
+from qdrant_client import AsyncQdrantClient
+from sqlalchemy import Engine
+
+from etl_assets.core.embeddings.base import Embedder
+from etl_assets.core.jira.client import JiraClient
+from etl_assets.core.store.db import make_engine, safe_url
+from etl_assets.core.tenants import Tenant
+from etl_assets.core.vectorstore import open_qdrant
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+DATA_DIR = Path(os.environ.get("ETL_DATA_DIR") or PROJECT_ROOT / ".data")
+DEFAULT_DATABASE_URL = f"sqlite:///{DATA_DIR / 'etl.db'}"
+DEFAULT_QDRANT_PATH = str(DATA_DIR / "qdrant")
+
+
+@functools.cache
+def _sample_site(url: str) -> Any:
+    from etl_assets.core.jira.sample import generate_sample_site
+
+    parts = urlsplit(url)
+    q = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    return generate_sample_site(
+        seed=int(q.get("seed", 7)),
+        n_projects=int(q.get("projects", 36)),
+        n_issues=int(q.get("issues", 300)),
+        base_url=f"https://{parts.netloc}.sample.atlassian.net",
+    )
+
+
+class JiraResource(dg.ConfigurableResource):
+    """HTTP access to each tenant's Jira Cloud site (REST v3, basic auth with e-mail + API token)."""
+
+    timeout_s: float = Field(default=30.0, description="Read timeout per request, seconds.")
+    connect_timeout_s: float = Field(default=10.0, description="Connect timeout per request, seconds.")
+    max_attempts: int = Field(default=6, description="Attempts per request on 429, 5xx and transport errors.")
+    max_wait_s: float = Field(default=60.0, description="Longest single wait between attempts (Retry-After is capped here).")
+    page_size: int = Field(default=50, description="maxResults for paged endpoints.")
+
+    @contextlib.contextmanager
+    def open(self, tenant: Tenant) -> Iterator[JiraClient]:
+        """A client for ``tenant``'s site; its connection pool is closed when the block ends."""
+        headers = {"Accept": "application/json", "User-Agent": "etl-assets"}
+        timeout = httpx.Timeout(self.timeout_s, connect=self.connect_timeout_s)
+        if tenant.jira.is_sample:
+            from etl_assets.core.jira.sample import sample_transport
+
+            site = _sample_site(tenant.jira.url)
+            http = httpx.Client(base_url=site.base_url, transport=sample_transport(site), headers=headers,
+                                timeout=timeout)  # fmt: skip
+        else:
+            email, token = tenant.credentials()  # type: ignore[misc]
+            http = httpx.Client(base_url=tenant.jira.url, auth=httpx.BasicAuth(email, token), headers=headers,
+                                timeout=timeout)  # fmt: skip
+        try:
+            yield JiraClient(http=http, tenant_id=tenant.id, site=tenant.jira.url.split("?")[0],
+                             max_attempts=self.max_attempts, max_wait_s=self.max_wait_s)  # fmt: skip
+        finally:
+            http.close()
+
+
+class DatabaseResource(dg.ConfigurableResource):
+    """The SQL database holding raw responses and committed tables (SQLite or PostgreSQL)."""
+
+    url: str = Field(default=DEFAULT_DATABASE_URL, description="SQLAlchemy URL; set DATABASE_URL.")
+    _engine: Engine | None = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        self._engine = make_engine(self.url)
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:  # used outside a run (e.g. a sensor): open lazily
+            self._engine = make_engine(self.url)
+        return self._engine
+
+    @property
+    def display_url(self) -> str:
+        return safe_url(self.url)
+
+    @property
+    def dialect(self) -> str:
+        return "postgres" if self.url.startswith("postgres") else "sqlite"
+
+
+class EmbeddingsResource(dg.ConfigurableResource):
+    """Text embeddings: any OpenAI-compatible endpoint, or the packaged local MiniLM model."""
+
+    provider: Literal["openai", "local"] = Field(default="local", description="EMBEDDING_PROVIDER.")
+    model: str | None = Field(default=None, description="EMBEDDING_MODEL; default text-embedding-3-small (openai).")
+    dimensions: int | None = Field(default=None, description="EMBEDDING_DIMENSIONS; default 1536 (openai), 384 (local).")
+    api_key: str | None = Field(default=None, description="OPENAI_API_KEY (bind with EnvVar; never in run config).")
+    base_url: str | None = Field(default=None, description="OPENAI_BASE_URL for an OpenAI-compatible gateway.")
+    timeout_s: float = Field(default=60.0, description="Per-request timeout, seconds.")
+    max_retries: int = Field(default=6, description="SDK retries on 429/5xx/timeouts (honours retry-after).")
+    concurrency: int = Field(default=4, description="Embedding requests in flight per step.")
+    batch_inputs: int | None = Field(default=None, description="Most inputs per request (provider maximum if unset).")
+    batch_tokens: int | None = Field(default=None, description="Most tokens per request (provider maximum if unset).")
+    _embedder: Any = PrivateAttr(default=None)
+
+    def validate_settings(self) -> None:
+        if self.provider == "openai" and not self.api_key:
+            raise dg.Failure("EMBEDDING_PROVIDER=openai but OPENAI_API_KEY is not set")
+        if self.base_url:
+            parts = urlsplit(self.base_url)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise dg.Failure(f"OPENAI_BASE_URL is not an http(s) URL: {self.base_url!r}")
+        if self.dimensions is not None and self.dimensions <= 0:
+            raise dg.Failure(f"EMBEDDING_DIMENSIONS must be positive, got {self.dimensions}")
+
+    @property
+    def model_name(self) -> str:
+        from etl_assets.core.embeddings.local_provider import LOCAL_MODEL_NAME
+
+        return self.model or ("text-embedding-3-small" if self.provider == "openai" else LOCAL_MODEL_NAME)
+
+    @property
+    def embedder(self) -> Embedder:
+        if self._embedder is None:
+            raise dg.DagsterInvariantViolationError("EmbeddingsResource used outside its step")
+        return self._embedder
+
+    @contextlib.asynccontextmanager
+    async def yield_for_execution(self, context: dg.InitResourceContext) -> AsyncIterator[EmbeddingsResource]:
+        self.validate_settings()
+        if self.provider == "local":
+            from etl_assets.core.embeddings.local_provider import LocalEmbedder
+
+            embedder = LocalEmbedder()
+            if self.dimensions not in (None, embedder.dimensions):
+                raise dg.Failure(f"EMBEDDING_DIMENSIONS={self.dimensions}, but the local model has {embedder.dimensions}")
+            self._embedder = embedder
+            try:
+                yield self
+            finally:
+                self._embedder = None
+            return
+        from etl_assets.core.embeddings.openai_provider import open_openai_embedder
+
+        async with open_openai_embedder(
+            api_key=self.api_key or "", model=self.model_name, dimensions=self.dimensions or 1536,
+            base_url=self.base_url, timeout_s=self.timeout_s, max_retries=self.max_retries,
+            max_connections=max(4, self.concurrency * 2),
+        ) as embedder:  # fmt: skip
+            if self.batch_inputs:
+                embedder.max_batch_inputs = min(self.batch_inputs, embedder.max_batch_inputs)
+            if self.batch_tokens:
+                embedder.max_batch_tokens = min(self.batch_tokens, embedder.max_batch_tokens)
+            self._embedder = embedder
+            try:
+                yield self
+            finally:
+                self._embedder = None
+
+
+class QdrantResource(dg.ConfigurableResource):
+    """Qdrant: a server (QDRANT_URL, QDRANT_API_KEY) or local mode in a folder (QDRANT_PATH)."""
+
+    url: str | None = Field(default=None, description="QDRANT_URL of a server or cluster; unset for local mode.")
+    api_key: str | None = Field(default=None, description="QDRANT_API_KEY (bind with EnvVar).")
+    path: str = Field(default=DEFAULT_QDRANT_PATH, description="QDRANT_PATH: local-mode folder when no URL is set.")
+    lock_timeout_s: float = Field(default=900.0, description="How long a step waits for the local folder lock.")
+    _client: AsyncQdrantClient | None = PrivateAttr(default=None)
+
+    @property
+    def local(self) -> bool:
+        return not self.url
+
+    @property
+    def client(self) -> AsyncQdrantClient:
+        if self._client is None:
+            raise dg.DagsterInvariantViolationError("QdrantResource used outside its step")
+        return self._client
+
+    @contextlib.asynccontextmanager
+    async def yield_for_execution(self, context: dg.InitResourceContext) -> AsyncIterator[QdrantResource]:
+        async with open_qdrant(self.url, self.api_key, self.path, self.lock_timeout_s) as client:
+            self._client = client
+            try:
+                yield self
+            finally:
+                self._client = None

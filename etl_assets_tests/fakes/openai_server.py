@@ -1,0 +1,460 @@
+"""A fake OpenAI-compatible embeddings server on a real loopback socket.
+
+Serves ``POST /v1/embeddings`` the way the OpenAI API documents it (see
+``shared/openai/openai_embeddings.md``), so the real ``openai``/``httpx`` clients can be used
+against it::
+
+    with FakeEmbeddings(dimensions=8) as fake:
+        with openai.OpenAI(api_key="sk-test", base_url=fake.url, max_retries=0) as client:
+            client.embeddings.create(model="text-embedding-3-small", input=["a", "b"])
+
+Behaviour:
+
+* Vectors come from :func:`fake_vector`: deterministic, unit length, seeded by the text (not
+  by the model). With ``dimensions=d`` the vector is the re-normalised first ``d`` values of
+  the same random sequence, like the real API's shortened embeddings.
+* ``encoding_format="float"`` (the default) prints every float32 component with 9 significant
+  digits (enough to round-trip float32), ``"base64"`` sends the little-endian float32 bytes.
+  So ``np.float32(float_response) == base64_decoded == np.float32(fake_vector(...))`` exactly.
+* Tokens are approximated as ``ceil(len(text) / 4)`` per string (OpenAI's rule of thumb;
+  no tokenizer), or the array length for token-array inputs. The same count feeds
+  ``usage``, the 8192-token per-input limit, the 300,000-token per-request limit, the TPM
+  rate limit and ``per_token_s``.
+* Errors answer ``{"error": {"message", "type", "param", "code"}}``: 401 without an
+  ``Authorization: Bearer ...`` header, 400 for malformed requests (bad JSON, unknown or
+  missing fields, empty input, more than 2048 inputs, token limits, ``dimensions`` above the
+  model's size or given for ``text-embedding-ada-002``), 404/405 for other paths/methods.
+  The messages are this fake's own wording, not copies of OpenAI's.
+* ``rpm`` / ``tpm``: sliding 60 s window over successful requests (rejected ones do not
+  count). Over the limit: 429 with ``retry-after`` (whole seconds, at least 1),
+  ``retry-after-ms`` and the ``x-ratelimit-*`` headers; the same ``x-ratelimit-*`` headers
+  (only for the limits that are set) accompany successful responses. ``reset-*`` is the
+  time until the window is empty again ("resets to its initial state"), as a Go-style
+  duration (``"12ms"``, ``"1s"``, ``"59.5s"``, ``"6m0s"``). A request larger than ``tpm``
+  gets a 429 without ``retry-after`` (waiting would not help).
+* Latency: successful responses wait ``latency_s + per_token_s * tokens`` (non-blocking);
+  errors are answered at once.
+* Counters (``requests``, ``inputs``, ``tokens``, ``rate_limited``, ``input_log``,
+  ``auth_headers``) are updated under a lock when a request is handled, i.e. before any
+  latency has elapsed. ``input_log`` holds each embedded text; a token-array input is logged
+  as ``"tokens:1,2,3"`` (the string its vector is seeded from).
+* ``clock`` (default ``time.monotonic``) may be replaced to test the rate-limit window
+  without waiting.
+"""
+
+from __future__ import annotations
+
+import base64
+import collections
+import hashlib
+import json
+import math
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from etl_assets_tests.fakes.loopback import Fault, LoopbackServer, Request, Response
+
+__all__ = ["FakeEmbeddings", "count_tokens", "fake_vector", "go_duration"]
+
+MAX_INPUTS = 2048
+MAX_INPUT_TOKENS = 8192
+MAX_REQUEST_TOKENS = 300_000
+WINDOW_S = 60.0
+EMBEDDINGS_PATH = "/v1/embeddings"
+_ALLOWED_FIELDS = {"input", "model", "encoding_format", "dimensions", "user"}
+_NO_DIMENSIONS_MODELS = {"text-embedding-ada-002"}
+
+
+def count_tokens(text: str) -> int:
+    """Approximate token count: ``ceil(len(text) / 4)`` (0 for the empty string)."""
+    return (len(text) + 3) // 4
+
+
+def _unit_vector32(key: str, dimensions: int) -> np.ndarray:
+    seed = int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest()[:8], "little")
+    vec = np.random.default_rng(seed).standard_normal(dimensions)
+    vec /= np.linalg.norm(vec)
+    return vec.astype("<f4")
+
+
+def fake_vector(text: str, dimensions: int) -> list[float]:
+    """Deterministic unit vector (float32 values as Python floats) for ``text``."""
+    if dimensions < 1:
+        raise ValueError("dimensions must be >= 1")
+    return _unit_vector32(text, dimensions).tolist()
+
+
+def go_duration(seconds: float) -> str:
+    """Format like Go's ``time.Duration.String`` at millisecond precision: 12ms, 1s, 6m0s."""
+    ms = max(0, math.ceil(seconds * 1000))
+    if ms == 0:
+        return "0s"
+    if ms < 1000:
+        return f"{ms}ms"
+    hours, rest = divmod(ms, 3_600_000)
+    minutes, rest = divmod(rest, 60_000)
+    secs = f"{rest / 1000:.3f}".rstrip("0").rstrip(".")
+    if hours:
+        return f"{hours}h{minutes}m{secs}s"
+    if minutes:
+        return f"{minutes}m{secs}s"
+    return f"{secs}s"
+
+
+class _ApiError(Exception):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = {"error": {"message": message, "type": type, "param": param, "code": code}}
+        self.headers = headers or {}
+
+    def response(self) -> Response:
+        return Response.json(self.body, self.status, self.headers)
+
+
+@dataclass
+class _Parsed:
+    model: str
+    keys: list[str]  # text per input (token arrays as "tokens:1,2,3")
+    token_counts: list[int]
+    encoding_format: str
+    dimensions: int
+
+
+class _SlidingWindow:
+    """Requests and tokens accepted during the last 60 s."""
+
+    def __init__(self, rpm: int | None, tpm: int | None) -> None:
+        self.rpm, self.tpm = rpm, tpm
+        self.entries: collections.deque[tuple[float, int]] = collections.deque()
+        self.used_tokens = 0
+
+    def _prune(self, now: float) -> None:
+        while self.entries and self.entries[0][0] + WINDOW_S <= now:
+            _, tokens = self.entries.popleft()
+            self.used_tokens -= tokens
+
+    def _reset_in(self, now: float) -> float:
+        return self.entries[-1][0] + WINDOW_S - now if self.entries else 0.0
+
+    def headers(self, now: float) -> dict[str, str]:
+        reset = go_duration(self._reset_in(now))
+        out: dict[str, str] = {}
+        if self.rpm is not None:
+            out["x-ratelimit-limit-requests"] = str(self.rpm)
+            out["x-ratelimit-remaining-requests"] = str(max(0, self.rpm - len(self.entries)))
+            out["x-ratelimit-reset-requests"] = reset
+        if self.tpm is not None:
+            out["x-ratelimit-limit-tokens"] = str(self.tpm)
+            out["x-ratelimit-remaining-tokens"] = str(max(0, self.tpm - self.used_tokens))
+            out["x-ratelimit-reset-tokens"] = reset
+        return out
+
+    def admit(self, now: float, tokens: int, model: str) -> dict[str, str]:
+        """Record the request, or raise a 429 :class:`_ApiError`; returns headers."""
+        self._prune(now)
+        if self.rpm is not None and len(self.entries) >= self.rpm:
+            wait = self.entries[len(self.entries) - self.rpm][0] + WINDOW_S - now
+            self._reject(now, wait, "requests", "RPM", self.rpm, len(self.entries), 1, model)
+        if self.tpm is not None and tokens > self.tpm:
+            message = (
+                f"Request too large for {model} on tokens per min (TPM): Limit {self.tpm}, "
+                f"Requested {tokens}. Reduce the input size of this request."
+            )
+            raise _ApiError(
+                429, message, type="tokens", code="rate_limit_exceeded", headers=self.headers(now)
+            )
+        if self.tpm is not None and self.used_tokens + tokens > self.tpm:
+            freed, wait = 0, 0.0
+            for stamp, spent in self.entries:
+                freed += spent
+                wait = stamp + WINDOW_S - now
+                if self.used_tokens - freed + tokens <= self.tpm:
+                    break
+            self._reject(now, wait, "tokens", "TPM", self.tpm, self.used_tokens, tokens, model)
+        self.entries.append((now, tokens))
+        self.used_tokens += tokens
+        return self.headers(now)
+
+    def _reject(
+        self, now: float, wait: float, kind: str, unit: str, limit: int, used: int, asked: int, model: str
+    ) -> None:
+        wait = max(wait, 0.001)
+        headers = self.headers(now)
+        headers["retry-after"] = str(max(1, math.ceil(wait)))
+        headers["retry-after-ms"] = str(math.ceil(wait * 1000))
+        message = (
+            f"Rate limit reached for {model} on {kind} per min ({unit}): Limit {limit}, Used {used}, "
+            f"Requested {asked}. Please try again in {go_duration(wait)}."
+        )
+        raise _ApiError(429, message, type=kind, code="rate_limit_exceeded", headers=headers)
+
+
+class FakeEmbeddings:
+    def __init__(
+        self,
+        *,
+        dimensions: int = 1536,
+        latency_s: float = 0.0,
+        per_token_s: float = 0.0,
+        rpm: int | None = None,
+        tpm: int | None = None,
+        model_dimensions: dict[str, int] | None = None,
+    ) -> None:
+        """``dimensions``: native size of every model not listed in ``model_dimensions``."""
+        self.dimensions = dimensions
+        self.latency_s = latency_s
+        self.per_token_s = per_token_s
+        self.rpm = rpm
+        self.tpm = tpm
+        self.model_dimensions = dict(model_dimensions or {})
+        self.clock: Callable[[], float] = time.monotonic
+        self._lock = threading.Lock()
+        self._window = _SlidingWindow(rpm, tpm)
+        self._server = LoopbackServer(self._handle)
+        self.reset_counters()
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """Base URL for ``openai.OpenAI(base_url=...)``, ending in ``/v1``."""
+        return self._server.url + "/v1"
+
+    @property
+    def server(self) -> LoopbackServer:
+        return self._server
+
+    @property
+    def faults(self) -> collections.deque[Fault]:
+        return self._server.faults
+
+    @property
+    def connections_opened(self) -> int:
+        return self._server.connections_opened
+
+    def start(self) -> FakeEmbeddings:
+        self._server.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.stop()
+
+    def __enter__(self) -> FakeEmbeddings:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"<FakeEmbeddings {self._server!r} dimensions={self.dimensions}>"
+
+    # -- counters --------------------------------------------------------------------
+
+    def reset_counters(self) -> None:
+        """Zero the counters and logs and empty the rate-limit window."""
+        with self._lock:
+            self._requests = 0
+            self._inputs = 0
+            self._tokens = 0
+            self._rate_limited = 0
+            self._input_log: list[str] = []
+            self._auth_headers: list[str] = []
+            self._window = _SlidingWindow(self.rpm, self.tpm)
+
+    @property
+    def requests(self) -> int:
+        with self._lock:
+            return self._requests
+
+    @property
+    def inputs(self) -> int:
+        with self._lock:
+            return self._inputs
+
+    @property
+    def tokens(self) -> int:
+        with self._lock:
+            return self._tokens
+
+    @property
+    def rate_limited(self) -> int:
+        with self._lock:
+            return self._rate_limited
+
+    @property
+    def input_log(self) -> list[str]:
+        with self._lock:
+            return list(self._input_log)
+
+    @property
+    def auth_headers(self) -> list[str]:
+        with self._lock:
+            return list(self._auth_headers)
+
+    # -- request handling --------------------------------------------------------------
+
+    def _handle(self, request: Request) -> Response:
+        try:
+            return self._embeddings(request)
+        except _ApiError as err:
+            return err.response()
+
+    def _embeddings(self, request: Request) -> Response:
+        if request.path.rstrip("/") != EMBEDDINGS_PATH:
+            raise _ApiError(404, f"Invalid URL ({request.method} {request.path})")
+        if request.method != "POST":
+            raise _ApiError(405, f"Method not allowed ({request.method} {request.path}); use POST")
+        authorization = request.headers.get("authorization")
+        if authorization is not None:
+            with self._lock:
+                self._auth_headers.append(authorization)
+        scheme, _, key = (authorization or "").partition(" ")
+        if authorization is None:
+            raise _ApiError(401, "No API key provided: send an 'Authorization: Bearer <key>' header.")
+        if scheme.lower() != "bearer" or not key.strip():
+            raise _ApiError(401, "Malformed Authorization header; expected 'Bearer <key>'.", code="invalid_api_key")
+        parsed = self._parse(request.body)
+        total_tokens = sum(parsed.token_counts)
+
+        with self._lock:
+            try:
+                rate_headers = self._window.admit(self.clock(), total_tokens, parsed.model)
+            except _ApiError:
+                self._rate_limited += 1
+                raise
+            self._requests += 1
+            self._inputs += len(parsed.keys)
+            self._tokens += total_tokens
+            self._input_log.extend(parsed.keys)
+
+        delay = self.latency_s + self.per_token_s * total_tokens
+        body = self._render(parsed, total_tokens)
+        headers = {
+            "content-type": "application/json",
+            "openai-model": parsed.model,
+            "openai-processing-ms": str(round(delay * 1000)),
+            "openai-version": "2020-10-01",
+            "x-request-id": f"req_{uuid.uuid4().hex}",
+            **rate_headers,
+        }
+        return Response(200, headers, body, delay_s=delay)
+
+    def _parse(self, raw: bytes) -> _Parsed:
+        try:
+            body = json.loads(raw)
+        except (UnicodeDecodeError, ValueError):
+            raise _ApiError(400, "The request body is not valid JSON.") from None
+        if not isinstance(body, dict):
+            raise _ApiError(400, "The request body must be a JSON object.")
+        unknown = sorted(set(body) - _ALLOWED_FIELDS)
+        if unknown:
+            raise _ApiError(400, f"Unrecognized request argument supplied: {unknown[0]}", param=unknown[0])
+
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            raise _ApiError(400, "'model' is required and must be a non-empty string.", param="model")
+        if "input" not in body:
+            raise _ApiError(400, "'input' is a required property.", param="input")
+        keys, counts = self._parse_input(body["input"])
+
+        encoding_format = body.get("encoding_format") or "float"
+        if encoding_format not in ("float", "base64"):
+            raise _ApiError(
+                400, f"'encoding_format' must be 'float' or 'base64', got {encoding_format!r}.", param="encoding_format"
+            )
+
+        native = self.model_dimensions.get(model, self.dimensions)
+        dimensions = body.get("dimensions")
+        if dimensions is None:
+            dimensions = native
+        elif not isinstance(dimensions, int) or isinstance(dimensions, bool) or dimensions < 1:
+            raise _ApiError(400, "'dimensions' must be an integer >= 1.", param="dimensions")
+        elif model in _NO_DIMENSIONS_MODELS:
+            raise _ApiError(400, f"The model {model} does not support specifying dimensions.", param="dimensions")
+        elif dimensions > native:
+            raise _ApiError(
+                400,
+                f"'dimensions' is {dimensions} but {model} produces at most {native} dimensions.",
+                param="dimensions",
+            )
+        return _Parsed(model, keys, counts, encoding_format, dimensions)
+
+    @staticmethod
+    def _parse_input(value: Any) -> tuple[list[str], list[int]]:
+        def is_token(x: Any) -> bool:
+            return isinstance(x, int) and not isinstance(x, bool) and x >= 0
+
+        if isinstance(value, str):
+            items: list[Any] = [value]
+        elif isinstance(value, list) and value and all(is_token(x) for x in value):
+            items = [value]  # a single token array
+        elif isinstance(value, list):
+            items = value
+        else:
+            raise _ApiError(400, "'input' must be a string, an array of strings or of token arrays.", param="input")
+        if not items:
+            raise _ApiError(400, "'input' must not be empty.", param="input")
+        if len(items) > MAX_INPUTS:
+            raise _ApiError(
+                400, f"'input' has {len(items)} items; at most {MAX_INPUTS} inputs are allowed.", param="input"
+            )
+        keys: list[str] = []
+        counts: list[int] = []
+        for i, item in enumerate(items):
+            if isinstance(item, str):
+                if not item:
+                    raise _ApiError(400, f"'input[{i}]' must not be an empty string.", param="input")
+                keys.append(item)
+                counts.append(count_tokens(item))
+            elif isinstance(item, list) and item and all(is_token(x) for x in item):
+                keys.append("tokens:" + ",".join(map(str, item)))
+                counts.append(len(item))
+            else:
+                raise _ApiError(
+                    400, f"'input[{i}]' must be a non-empty string or a non-empty token array.", param="input"
+                )
+            if counts[-1] > MAX_INPUT_TOKENS:
+                raise _ApiError(
+                    400,
+                    f"'input[{i}]' has {counts[-1]} tokens; the maximum is {MAX_INPUT_TOKENS} per input.",
+                    param="input",
+                    code="context_length_exceeded",
+                )
+        if sum(counts) > MAX_REQUEST_TOKENS:
+            raise _ApiError(
+                400,
+                f"The inputs total {sum(counts)} tokens; the maximum is {MAX_REQUEST_TOKENS} per request.",
+                param="input",
+                code="max_tokens_per_request",
+            )
+        return keys, counts
+
+    @staticmethod
+    def _render(parsed: _Parsed, total_tokens: int) -> bytes:
+        items = []
+        for index, key in enumerate(parsed.keys):
+            vec = _unit_vector32(key, parsed.dimensions)
+            if parsed.encoding_format == "base64":
+                value = '"' + base64.b64encode(vec.tobytes()).decode("ascii") + '"'
+            else:
+                value = "[" + ",".join(["%.9g" % x for x in vec.tolist()]) + "]"
+            items.append(f'{{"object":"embedding","index":{index},"embedding":{value}}}')
+        usage = f'{{"prompt_tokens":{total_tokens},"total_tokens":{total_tokens}}}'
+        text = f'{{"object":"list","data":[{",".join(items)}],"model":{json.dumps(parsed.model)},"usage":{usage}}}'
+        return text.encode("utf-8")
