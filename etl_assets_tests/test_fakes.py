@@ -396,3 +396,14 @@ def test_openai_client_timeout_and_reset_faults(client: openai.OpenAI, fake: Fak
     with pytest.raises(openai.APIConnectionError):
         client.embeddings.create(model=MODEL, input="t")
     assert len(client.embeddings.create(model=MODEL, input="t").data) == 1
+
+
+def test_custom_token_counter() -> None:
+    long_text = "word " * 8000  # 40,000 chars: 10,000 approximate tokens, over the limit
+    with (
+        FakeEmbeddings(dimensions=8, token_counter=lambda text: len(text.split())) as fake,
+        openai.OpenAI(api_key=API_KEY, base_url=fake.url, max_retries=0) as client,
+    ):
+        result = client.embeddings.create(model=MODEL, input=[long_text, "two words"])
+        assert result.usage.total_tokens == 8002
+        assert fake.tokens == 8002

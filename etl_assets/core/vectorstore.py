@@ -10,13 +10,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from filelock import FileLock, Timeout
-
 from qdrant_client import AsyncQdrantClient, models
 
 from etl_assets.core.embeddings.base import ModelMismatchError
@@ -149,6 +148,20 @@ class Collection:
                 must=[models.FieldCondition(key=k, match=models.MatchValue(value=v)) for k, v in filters.items()]
             )
         return (await self.client.count(self.name, count_filter=flt, exact=True)).count
+
+
+@dataclass(frozen=True)
+class QdrantSettings:
+    url: str | None
+    api_key: str | None
+    path: str
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> QdrantSettings:
+        from etl_assets.core.settings import DEFAULT_QDRANT_PATH
+
+        return cls(env.get("QDRANT_URL") or None, env.get("QDRANT_API_KEY") or None,
+                   env.get("QDRANT_PATH") or DEFAULT_QDRANT_PATH)  # fmt: skip
 
 
 class QdrantLockTimeout(RuntimeError):

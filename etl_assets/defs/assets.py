@@ -12,8 +12,8 @@ from etl_assets.core import pipeline
 from etl_assets.core.entities import EntitySpec
 from etl_assets.core.store import ops
 from etl_assets.core.tenants import TenantRegistry
-from etl_assets.core.vectorsync import sync_vectors
 from etl_assets.core.vectorstore import Collection, collection_name
+from etl_assets.core.vectorsync import sync_vectors
 from etl_assets.defs.resources import DatabaseResource, EmbeddingsResource, JiraResource, QdrantResource
 
 TENANT_TAG = "etl/tenant"
@@ -66,7 +66,7 @@ def build_raw_asset(spec: EntitySpec, registry: TenantRegistry, partitions: dg.P
         with jira.open(tenant) as client:
             for plan in plans:
                 landed = ops.land_raw(database.engine, spec, tenant.id, pipeline.fetch(spec, client, plan),
-                                      kind=plan.kind, run_id=context.run_id)  # fmt: skip
+                                      kind=plan.kind, run_id=context.run.run_id)  # fmt: skip
                 prefix = "" if plan.kind in ("full", "incremental") else f"{plan.kind}_"
                 meta |= {f"{prefix}batch_id": landed.batch_id, f"{prefix}pages": landed.pages,
                          f"{prefix}records": landed.records, f"{prefix}bytes": landed.bytes}  # fmt: skip

@@ -9,11 +9,10 @@ from etl_assets.core.tenants import TenantRegistry
 SYNC_JOB = "jira_sync"
 
 
-def build_sync_job(partitions: dg.PartitionsDefinition) -> dg.UnresolvedAssetJobDefinition:
+def build_sync_job() -> dg.UnresolvedAssetJobDefinition:
     return dg.define_asset_job(
         SYNC_JOB,
         selection=dg.AssetSelection.all(),
-        partitions_def=partitions,
         description="Sync one tenant: raw Jira responses, committed tables, then vectors.",
     )
 

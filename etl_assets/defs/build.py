@@ -8,13 +8,14 @@ from typing import Any
 
 import dagster as dg
 
+from etl_assets.core.embeddings.factory import EmbeddingSettings
 from etl_assets.core.entities import BY_NAME, CATALOGUE, EntitySpec
+from etl_assets.core.settings import DEFAULT_DATABASE_URL
 from etl_assets.core.tenants import TenantRegistry
+from etl_assets.core.vectorstore import QdrantSettings
 from etl_assets.defs.assets import build_raw_asset, build_table_asset, build_vector_asset
 from etl_assets.defs.automation import build_automation_sensor, build_sync_job, build_sync_schedule
 from etl_assets.defs.resources import (
-    DEFAULT_DATABASE_URL,
-    DEFAULT_QDRANT_PATH,
     DatabaseResource,
     EmbeddingsResource,
     JiraResource,
@@ -27,37 +28,22 @@ def _secret(env: Mapping[str, str], name: str) -> Any:
     return dg.EnvVar(name) if env.get(name) else None
 
 
-def _int(env: Mapping[str, str], name: str) -> int | None:
-    value = env.get(name)
-    if not value:
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        raise ValueError(f"{name} must be an integer, got {value!r}") from None
-
-
 def resources_from_env(env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Resources bound from the environment; secrets stay EnvVars so no value lands in run config."""
     env = os.environ if env is None else env
-    provider = env.get("EMBEDDING_PROVIDER") or ("openai" if env.get("OPENAI_API_KEY") else "local")
-    if provider not in ("openai", "local"):
-        raise ValueError(f"EMBEDDING_PROVIDER must be 'openai' or 'local', got {provider!r}")
+    emb = EmbeddingSettings.from_env(env)
+    if emb.provider not in ("openai", "local"):  # the rest is checked when a step opens the provider
+        emb.validate()
+    qd = QdrantSettings.from_env(env)
     return {
         "jira": JiraResource(),
         "database": DatabaseResource(url=_secret(env, "DATABASE_URL") or DEFAULT_DATABASE_URL),
         "embeddings": EmbeddingsResource(
-            provider=provider,
-            model=env.get("EMBEDDING_MODEL") or None,
-            dimensions=_int(env, "EMBEDDING_DIMENSIONS"),
-            api_key=_secret(env, "OPENAI_API_KEY"),
-            base_url=env.get("OPENAI_BASE_URL") or None,
-            concurrency=_int(env, "EMBEDDING_CONCURRENCY") or 4,
-        ),
-        "qdrant": QdrantResource(
-            url=env.get("QDRANT_URL") or None,
-            api_key=_secret(env, "QDRANT_API_KEY"),
-            path=env.get("QDRANT_PATH") or DEFAULT_QDRANT_PATH,
-        ),
+            provider=emb.provider, model=emb.model, dimensions=emb.dimensions,
+            api_key=_secret(env, "OPENAI_API_KEY"), base_url=emb.base_url, concurrency=emb.concurrency,
+            batch_inputs=emb.batch_inputs, batch_tokens=emb.batch_tokens,
+        ),  # fmt: skip
+        "qdrant": QdrantResource(url=qd.url, api_key=_secret(env, "QDRANT_API_KEY"), path=qd.path),
     }
 
 
@@ -81,7 +67,7 @@ def build_definitions(
         assets.append(build_raw_asset(spec, registry, partitions))
         assets.append(build_table_asset(spec, registry, partitions, dialect, by_name))
         assets.append(build_vector_asset(spec, registry, partitions, provider_kind))
-    job = build_sync_job(partitions)
+    job = build_sync_job()
     executor_kind = env.get("ETL_EXECUTOR") or ("in_process" if not env.get("QDRANT_URL") else "multiprocess")
     if executor_kind not in ("in_process", "multiprocess"):
         raise ValueError(f"ETL_EXECUTOR must be 'in_process' or 'multiprocess', got {executor_kind!r}")

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import os
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
@@ -22,15 +20,12 @@ from qdrant_client import AsyncQdrantClient
 from sqlalchemy import Engine
 
 from etl_assets.core.embeddings.base import Embedder
+from etl_assets.core.embeddings.factory import EmbeddingConfigError, EmbeddingSettings, open_embedder
 from etl_assets.core.jira.client import JiraClient
+from etl_assets.core.settings import DEFAULT_DATABASE_URL, DEFAULT_QDRANT_PATH
 from etl_assets.core.store.db import make_engine, safe_url
 from etl_assets.core.tenants import Tenant
 from etl_assets.core.vectorstore import open_qdrant
-
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-DATA_DIR = Path(os.environ.get("ETL_DATA_DIR") or PROJECT_ROOT / ".data")
-DEFAULT_DATABASE_URL = f"sqlite:///{DATA_DIR / 'etl.db'}"
-DEFAULT_QDRANT_PATH = str(DATA_DIR / "qdrant")
 
 
 @functools.cache
@@ -122,21 +117,12 @@ class EmbeddingsResource(dg.ConfigurableResource):
     batch_tokens: int | None = Field(default=None, description="Most tokens per request (provider maximum if unset).")
     _embedder: Any = PrivateAttr(default=None)
 
-    def validate_settings(self) -> None:
-        if self.provider == "openai" and not self.api_key:
-            raise dg.Failure("EMBEDDING_PROVIDER=openai but OPENAI_API_KEY is not set")
-        if self.base_url:
-            parts = urlsplit(self.base_url)
-            if parts.scheme not in ("http", "https") or not parts.netloc:
-                raise dg.Failure(f"OPENAI_BASE_URL is not an http(s) URL: {self.base_url!r}")
-        if self.dimensions is not None and self.dimensions <= 0:
-            raise dg.Failure(f"EMBEDDING_DIMENSIONS must be positive, got {self.dimensions}")
-
-    @property
-    def model_name(self) -> str:
-        from etl_assets.core.embeddings.local_provider import LOCAL_MODEL_NAME
-
-        return self.model or ("text-embedding-3-small" if self.provider == "openai" else LOCAL_MODEL_NAME)
+    def settings(self) -> EmbeddingSettings:
+        return EmbeddingSettings(
+            provider=self.provider, model=self.model, dimensions=self.dimensions, api_key=self.api_key,
+            base_url=self.base_url, timeout_s=self.timeout_s, max_retries=self.max_retries,
+            concurrency=self.concurrency, batch_inputs=self.batch_inputs, batch_tokens=self.batch_tokens,
+        )  # fmt: skip
 
     @property
     def embedder(self) -> Embedder:
@@ -146,30 +132,11 @@ class EmbeddingsResource(dg.ConfigurableResource):
 
     @contextlib.asynccontextmanager
     async def yield_for_execution(self, context: dg.InitResourceContext) -> AsyncIterator[EmbeddingsResource]:
-        self.validate_settings()
-        if self.provider == "local":
-            from etl_assets.core.embeddings.local_provider import LocalEmbedder
-
-            embedder = LocalEmbedder()
-            if self.dimensions not in (None, embedder.dimensions):
-                raise dg.Failure(f"EMBEDDING_DIMENSIONS={self.dimensions}, but the local model has {embedder.dimensions}")
-            self._embedder = embedder
-            try:
-                yield self
-            finally:
-                self._embedder = None
-            return
-        from etl_assets.core.embeddings.openai_provider import open_openai_embedder
-
-        async with open_openai_embedder(
-            api_key=self.api_key or "", model=self.model_name, dimensions=self.dimensions or 1536,
-            base_url=self.base_url, timeout_s=self.timeout_s, max_retries=self.max_retries,
-            max_connections=max(4, self.concurrency * 2),
-        ) as embedder:  # fmt: skip
-            if self.batch_inputs:
-                embedder.max_batch_inputs = min(self.batch_inputs, embedder.max_batch_inputs)
-            if self.batch_tokens:
-                embedder.max_batch_tokens = min(self.batch_tokens, embedder.max_batch_tokens)
+        try:
+            self.settings().validate()
+        except EmbeddingConfigError as exc:
+            raise dg.Failure(str(exc)) from None
+        async with open_embedder(self.settings()) as embedder:
             self._embedder = embedder
             try:
                 yield self

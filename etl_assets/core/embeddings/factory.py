@@ -1,0 +1,100 @@
+"""Open the configured embedding provider as an async context manager."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from etl_assets.core.embeddings.base import Embedder
+
+DEFAULT_OPENAI_MODEL = "text-embedding-3-small"
+DEFAULT_OPENAI_DIMENSIONS = 1536
+
+
+class EmbeddingConfigError(ValueError):
+    """A setting of the embedding provider is wrong; the message names the setting."""
+
+
+@dataclass(frozen=True)
+class EmbeddingSettings:
+    provider: str = "local"
+    model: str | None = None
+    dimensions: int | None = None
+    api_key: str | None = None
+    base_url: str | None = None
+    timeout_s: float = 60.0
+    max_retries: int = 6
+    concurrency: int = 4
+    batch_inputs: int | None = None
+    batch_tokens: int | None = None
+
+    def validate(self) -> None:
+        if self.provider not in ("openai", "local"):
+            raise EmbeddingConfigError(f"EMBEDDING_PROVIDER must be 'openai' or 'local', got {self.provider!r}")
+        if self.provider == "openai" and not self.api_key:
+            raise EmbeddingConfigError("EMBEDDING_PROVIDER=openai but OPENAI_API_KEY is not set")
+        if self.base_url:
+            parts = urlsplit(self.base_url)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise EmbeddingConfigError(f"OPENAI_BASE_URL is not an http(s) URL: {self.base_url!r}")
+        if self.dimensions is not None and self.dimensions <= 0:
+            raise EmbeddingConfigError(f"EMBEDDING_DIMENSIONS must be positive, got {self.dimensions}")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> EmbeddingSettings:
+        def integer(name: str) -> int | None:
+            value = env.get(name)
+            if not value:
+                return None
+            try:
+                return int(value)
+            except ValueError:
+                raise EmbeddingConfigError(f"{name} must be an integer, got {value!r}") from None
+
+        return cls(
+            provider=env.get("EMBEDDING_PROVIDER") or ("openai" if env.get("OPENAI_API_KEY") else "local"),
+            model=env.get("EMBEDDING_MODEL") or None,
+            dimensions=integer("EMBEDDING_DIMENSIONS"),
+            api_key=env.get("OPENAI_API_KEY") or None,
+            base_url=env.get("OPENAI_BASE_URL") or None,
+            concurrency=integer("EMBEDDING_CONCURRENCY") or 4,
+            batch_inputs=integer("EMBEDDING_BATCH_INPUTS"),
+            batch_tokens=integer("EMBEDDING_BATCH_TOKENS"),
+        )
+
+    @property
+    def model_name(self) -> str:
+        from etl_assets.core.embeddings.local_provider import LOCAL_MODEL_NAME
+
+        return self.model or (DEFAULT_OPENAI_MODEL if self.provider == "openai" else LOCAL_MODEL_NAME)
+
+
+@contextlib.asynccontextmanager
+async def open_embedder(settings: EmbeddingSettings) -> AsyncIterator[Embedder]:
+    """The provider's embedder, opened in the running loop and closed (with its pool) on exit."""
+    settings.validate()
+    if settings.provider == "local":
+        from etl_assets.core.embeddings.local_provider import LocalEmbedder
+
+        local = LocalEmbedder()
+        if settings.dimensions not in (None, local.dimensions):
+            raise EmbeddingConfigError(
+                f"EMBEDDING_DIMENSIONS={settings.dimensions}, but the local model has {local.dimensions} dimensions"
+            )
+        yield local
+        return
+    from etl_assets.core.embeddings.openai_provider import open_openai_embedder
+
+    async with open_openai_embedder(
+        api_key=settings.api_key or "", model=settings.model_name,
+        dimensions=settings.dimensions or DEFAULT_OPENAI_DIMENSIONS, base_url=settings.base_url,
+        timeout_s=settings.timeout_s, max_retries=settings.max_retries,
+        max_connections=max(4, settings.concurrency * 2),
+    ) as embedder:  # fmt: skip
+        if settings.batch_inputs:
+            embedder.max_batch_inputs = min(settings.batch_inputs, embedder.max_batch_inputs)
+        if settings.batch_tokens:
+            embedder.max_batch_tokens = min(settings.batch_tokens, embedder.max_batch_tokens)
+        yield embedder

@@ -1,0 +1,170 @@
+"""Shared fixtures: loopback fake Jira sites and embeddings server, a fresh database and
+Qdrant folder per test, and a helper that materializes the graph for a tenant."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+from etl_assets.core.jira.sample import JiraSite, JiraSiteHandler, generate_sample_site  # noqa: E402
+from etl_assets.core.tenants import TenantRegistry  # noqa: E402
+from etl_assets.defs.build import build_definitions  # noqa: E402
+from etl_assets.defs.resources import DatabaseResource, EmbeddingsResource, JiraResource, QdrantResource  # noqa: E402
+from etl_assets_tests.fakes.loopback import LoopbackServer, Request, Response  # noqa: E402
+from etl_assets_tests.fakes.openai_server import FakeEmbeddings  # noqa: E402
+from etl_assets_tests.pg import database_url_for_test  # noqa: E402
+
+TEST_DIMENSIONS = 64
+JIRA_EMAIL = "bot@example.test"
+
+
+def jira_handler(site: JiraSite, expected_auth: tuple[str, str] | None = None):
+    handler = JiraSiteHandler(site)
+
+    def handle(req: Request) -> Response:
+        if expected_auth is not None:
+            import base64
+
+            token = base64.b64encode(f"{expected_auth[0]}:{expected_auth[1]}".encode()).decode()
+            if req.headers.get("authorization") != f"Basic {token}":
+                return Response.json({"errorMessages": ["Client must be authenticated"]}, status=401)
+        status, headers, body = handler.handle(req.method, req.path, req.query, req.body)
+        return Response(status=status, headers=headers, body=body)
+
+    return handle
+
+
+@dataclass
+class FakeTenant:
+    id: str
+    site: JiraSite
+    server: LoopbackServer
+    token: str
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+
+@dataclass
+class Env:
+    """Everything one test's graph runs against."""
+
+    tmp: Path
+    tenants: dict[str, FakeTenant]
+    embeddings: FakeEmbeddings
+    database_url: str
+    qdrant_path: str
+    environ: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def registry(self) -> TenantRegistry:
+        return TenantRegistry.from_mapping(
+            {
+                "tenants": [
+                    {"id": t.id, "jira": {"url": t.url, "email_env": f"T{t.id}_JIRA_EMAIL",
+                                          "token_env": f"T{t.id}_JIRA_TOKEN"}}  # fmt: skip
+                    for t in self.tenants.values()
+                ]
+            },
+            source="test",
+        )
+
+    def tenants_yaml(self) -> Path:
+        import yaml
+
+        path = self.tmp / "tenants.yaml"
+        path.write_text(yaml.safe_dump({"tenants": [
+            {"id": t.id, "jira": {"url": t.url, "email_env": f"T{t.id}_JIRA_EMAIL", "token_env": f"T{t.id}_JIRA_TOKEN"}}
+            for t in self.tenants.values()
+        ]}))  # fmt: skip
+        return path
+
+    def resources(self, **embedding_overrides: Any) -> dict[str, Any]:
+        emb = {"provider": "openai", "api_key": "sk-test-embeddings-secret", "base_url": self.embeddings.url,
+               "dimensions": TEST_DIMENSIONS, "max_retries": 2, **embedding_overrides}  # fmt: skip
+        return {
+            "jira": JiraResource(max_attempts=3, max_wait_s=0.2),
+            "database": DatabaseResource(url=self.database_url),
+            "embeddings": EmbeddingsResource(**emb),
+            "qdrant": QdrantResource(path=self.qdrant_path),
+        }
+
+    def process_env(self) -> dict[str, str]:
+        """Environment for a subprocess (dagster CLI) running the same graph."""
+        env = {**os.environ, **self.environ}
+        env.update({
+            "ETL_TENANTS_FILE": str(self.tenants_yaml()),
+            "DATABASE_URL": self.database_url,
+            "QDRANT_PATH": self.qdrant_path,
+            "EMBEDDING_PROVIDER": "openai",
+            "OPENAI_API_KEY": "sk-test-embeddings-secret",
+            "OPENAI_BASE_URL": self.embeddings.url,
+            "EMBEDDING_DIMENSIONS": str(TEST_DIMENSIONS),
+        })  # fmt: skip
+        return env
+
+    def definitions(self, **embedding_overrides: Any) -> dg.Definitions:
+        return build_definitions(registry=self.registry, resources=self.resources(**embedding_overrides),
+                                 env={"DATABASE_URL": self.database_url})  # fmt: skip
+
+    def materialize(self, tenant_id: str, selection: str | None = None, *, raise_on_error: bool = True,
+                    run_config: dict | None = None, instance: dg.DagsterInstance | None = None,
+                    **embedding_overrides: Any) -> dg.ExecuteInProcessResult:  # fmt: skip
+        """Materialize ``selection`` (Dagster selection syntax; default everything) for one tenant, in process."""
+        defs = self.definitions(**embedding_overrides)
+        job = defs.resolve_implicit_global_asset_job_def()
+        keys = None
+        if selection:
+            keys = list(dg.AssetSelection.from_string(selection).resolve(defs.resolve_asset_graph()))
+        return job.execute_in_process(
+            partition_key=tenant_id, asset_selection=keys, raise_on_error=raise_on_error,
+            run_config=run_config, instance=instance,
+        )  # fmt: skip
+
+
+def _start_tenant(tenant_id: str, seed: int, n_projects: int, n_issues: int, id_offset: int = 0) -> FakeTenant:
+    site = generate_sample_site(seed=seed, n_projects=n_projects, n_issues=n_issues, id_offset=id_offset)
+    token = f"jira-token-{tenant_id}-SECRETVALUE"
+    server = LoopbackServer(jira_handler(site, (JIRA_EMAIL, token))).start()
+    return FakeTenant(tenant_id, site, server, token)
+
+
+@pytest.fixture
+def env(tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
+    """Two fake tenants (small sites), a fake embeddings server, a fresh database and Qdrant folder."""
+    marker = request.node.get_closest_marker("sites")
+    spec = marker.kwargs if marker else {}
+    n_issues = spec.get("n_issues", 30)
+    tenants = {
+        "1": _start_tenant("1", seed=7, n_projects=spec.get("n_projects", 8), n_issues=n_issues),
+        "2": _start_tenant("2", seed=11, n_projects=5, n_issues=min(n_issues, 12)),
+    }
+    fake = FakeEmbeddings(dimensions=1536).start()
+    environ = {}
+    for t in tenants.values():
+        environ[f"T{t.id}_JIRA_EMAIL"] = JIRA_EMAIL
+        environ[f"T{t.id}_JIRA_TOKEN"] = t.token
+        monkeypatch.setenv(f"T{t.id}_JIRA_EMAIL", JIRA_EMAIL)
+        monkeypatch.setenv(f"T{t.id}_JIRA_TOKEN", t.token)
+    url = database_url_for_test(tmp_path)
+    try:
+        yield Env(tmp=tmp_path, tenants=tenants, embeddings=fake, database_url=url,
+                  qdrant_path=str(tmp_path / "qdrant"), environ=environ)  # fmt: skip
+    finally:
+        fake.stop()
+        for t in tenants.values():
+            t.server.stop()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "sites(**kwargs): sizes of the fake Jira sites for the env fixture")
