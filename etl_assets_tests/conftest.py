@@ -21,7 +21,7 @@ from etl_assets.defs.build import build_definitions  # noqa: E402
 from etl_assets.defs.resources import DatabaseResource, EmbeddingsResource, JiraResource, QdrantResource  # noqa: E402
 from etl_assets_tests.fakes.loopback import LoopbackServer, Request, Response  # noqa: E402
 from etl_assets_tests.fakes.openai_server import FakeEmbeddings  # noqa: E402
-from etl_assets_tests.pg import database_url_for_test  # noqa: E402
+from etl_assets_tests.pg import database_url_for_test, test_backends  # noqa: E402
 
 TEST_DIMENSIONS = 64
 JIRA_EMAIL = "bot@example.test"
@@ -139,8 +139,20 @@ def _start_tenant(tenant_id: str, seed: int, n_projects: int, n_issues: int, id_
     return FakeTenant(tenant_id, site, server, token)
 
 
+def _cl100k_tokens(text: str) -> int:
+    from etl_assets.core.embeddings.tokens import cl100k
+
+    return len(cl100k().encode(text))
+
+
+@pytest.fixture(params=test_backends())
+def backend(request: pytest.FixtureRequest) -> str:
+    """The database every graph test runs on: SQLite and, where it can start, PostgreSQL."""
+    return request.param
+
+
 @pytest.fixture
-def env(tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
+def env(tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, backend: str) -> Iterator[Env]:
     """Two fake tenants (small sites), a fake embeddings server, a fresh database and Qdrant folder."""
     marker = request.node.get_closest_marker("sites")
     spec = marker.kwargs if marker else {}
@@ -149,14 +161,14 @@ def env(tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.Monk
         "1": _start_tenant("1", seed=7, n_projects=spec.get("n_projects", 8), n_issues=n_issues),
         "2": _start_tenant("2", seed=11, n_projects=5, n_issues=min(n_issues, 12)),
     }
-    fake = FakeEmbeddings(dimensions=1536).start()
+    fake = FakeEmbeddings(dimensions=1536, token_counter=_cl100k_tokens).start()
     environ = {}
     for t in tenants.values():
         environ[f"T{t.id}_JIRA_EMAIL"] = JIRA_EMAIL
         environ[f"T{t.id}_JIRA_TOKEN"] = t.token
         monkeypatch.setenv(f"T{t.id}_JIRA_EMAIL", JIRA_EMAIL)
         monkeypatch.setenv(f"T{t.id}_JIRA_TOKEN", t.token)
-    url = database_url_for_test(tmp_path)
+    url = database_url_for_test(tmp_path, backend, request.node.name)
     try:
         yield Env(tmp=tmp_path, tenants=tenants, embeddings=fake, database_url=url,
                   qdrant_path=str(tmp_path / "qdrant"), environ=environ)  # fmt: skip

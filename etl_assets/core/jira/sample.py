@@ -59,6 +59,9 @@ __all__ = [
     "sample_transport",
     "format_jira_timestamp",
     "parse_jira_timestamp",
+    "run_jql",
+    "JqlError",
+    "SITE_NOW",
 ]
 
 # --------------------------------------------------------------------------------------
