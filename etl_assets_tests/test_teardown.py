@@ -1,0 +1,109 @@
+"""Clean teardown: the async clients live and die inside the step's event loop.
+
+The vector steps run in a child interpreter with ``-X dev -W error`` and asyncio debug on,
+against the loopback embeddings server with pooled keep-alive connections. The output and
+Dagster's event log must hold none of the lines the old design printed on every run.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+FORBIDDEN = ("Event loop is closed", "Task exception was never retrieved", "unclosed", "ResourceWarning",
+             "was never awaited", "Unclosed")  # fmt: skip
+
+CHILD = textwrap.dedent(
+    """
+    import contextlib, json
+    import dagster as dg
+    import etl_assets.core.embeddings.openai_provider as op
+    from etl_assets.defs.build import build_definitions
+
+    clients = []
+    real_open = op.open_openai_embedder
+
+    @contextlib.asynccontextmanager
+    async def recording_open(**kwargs):
+        async with real_open(**kwargs) as embedder:
+            clients.append(embedder.client)
+            yield embedder
+
+    op.open_openai_embedder = recording_open  # observe the real client; nothing is replaced
+    defs = build_definitions()
+    job = defs.resolve_job_def("jira_sync")
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = job.execute_in_process(partition_key="1", instance=instance, raise_on_error=False)
+        records = instance.get_records_for_run(result.run_id).records
+        log_text = "\\n".join(
+            (r.event_log_entry.user_message or "") + " " + str(r.event_log_entry.dagster_event or "")
+            for r in records
+        )
+    print("RESULT " + json.dumps({
+        "success": result.success,
+        "clients": len(clients),
+        "closed": [c.is_closed() for c in clients],
+        "log_text": log_text,
+    }))
+    """
+)
+
+
+@pytest.mark.slow
+def test_vector_steps_tear_down_cleanly_under_dev_mode(env, tmp_path):
+    script = tmp_path / "child.py"
+    script.write_text(CHILD)
+    process_env = env.process_env()
+    process_env["PYTHONASYNCIODEBUG"] = "1"
+    process_env["DAGSTER_HOME"] = str(tmp_path / "dagster_home")
+    (tmp_path / "dagster_home").mkdir()
+    cmd = [
+        sys.executable, "-X", "dev", "-W", "error",
+        # Third-party deprecations are not ours to fix and would abort before our code runs;
+        # ResourceWarning and every other category stay errors.
+        "-W", "ignore::DeprecationWarning", "-W", "ignore::PendingDeprecationWarning",
+        "-W", "ignore::FutureWarning",
+        str(script),
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, env=process_env, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-4000:]
+    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT "))
+    result = json.loads(line[len("RESULT ") :])
+    assert result["success"], output[-4000:]
+    for needle in FORBIDDEN:
+        assert needle not in output, f"{needle!r} in the child's output:\n{output[-4000:]}"
+        assert needle not in result["log_text"], f"{needle!r} in Dagster's event log"
+    # One client for the run, closed by the resource inside the loop, not by the garbage collector.
+    assert result["clients"] == 1 and result["closed"] == [True]
+    # Keep-alive pooling really happened: many requests over few connections, all closed now.
+    assert env.embeddings.requests >= 4
+    assert env.embeddings.connections_opened < env.embeddings.requests
+    assert env.embeddings.server.connections_active == 0
+
+
+@pytest.mark.slow
+def test_dagster_cli_materializes_a_partition_on_a_fresh_home(env, tmp_path):
+    home = tmp_path / "fresh_home"
+    home.mkdir()
+    process_env = {**env.process_env(), "DAGSTER_HOME": str(home)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "etl_assets.definitions",
+         "--select", "*", "--partition", "1"],
+        env=process_env, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    assert "RUN_SUCCESS" in proc.stdout + proc.stderr
+    from etl_assets.core.entities import CATALOGUE
+    from etl_assets_tests.test_graph import table_rows
+
+    site = env.tenants["1"].site
+    expected = {"projects": len(site.projects), "wits": len(site.issue_types), "statuses": len(site.statuses),
+                "issues": len(site.issues)}  # fmt: skip
+    for spec in CATALOGUE:
+        assert len(table_rows(env, spec, "1")) == expected[spec.name]
+        assert table_rows(env, spec, "2") == []
