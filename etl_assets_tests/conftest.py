@@ -49,10 +49,7 @@ class FakeTenant:
     site: JiraSite
     server: LoopbackServer
     token: str
-
-    @property
-    def url(self) -> str:
-        return self.server.url
+    url: str = ""  # kept after the server stops, so a test can point a tenant at a dead site
 
 
 @dataclass
@@ -136,7 +133,7 @@ def _start_tenant(tenant_id: str, seed: int, n_projects: int, n_issues: int, id_
     site = generate_sample_site(seed=seed, n_projects=n_projects, n_issues=n_issues, id_offset=id_offset)
     token = f"jira-token-{tenant_id}-SECRETVALUE"
     server = LoopbackServer(jira_handler(site, (JIRA_EMAIL, token))).start()
-    return FakeTenant(tenant_id, site, server, token)
+    return FakeTenant(tenant_id, site, server, token, server.url)
 
 
 def _cl100k_tokens(text: str) -> int:

@@ -14,7 +14,14 @@ from etl_assets.core.settings import DEFAULT_DATABASE_URL
 from etl_assets.core.tenants import TenantRegistry
 from etl_assets.core.vectorstore import QdrantSettings
 from etl_assets.defs.assets import build_raw_asset, build_table_asset, build_vector_asset
-from etl_assets.defs.automation import build_automation_sensor, build_sync_job, build_sync_schedule
+from etl_assets.defs.automation import (
+    build_automation_sensor,
+    build_change_sensor,
+    build_issues_job,
+    build_reconcile_schedule,
+    build_sync_job,
+    build_sync_schedule,
+)
 from etl_assets.defs.resources import (
     DatabaseResource,
     EmbeddingsResource,
@@ -42,6 +49,7 @@ def resources_from_env(env: Mapping[str, str] | None = None) -> dict[str, Any]:
             provider=emb.provider, model=emb.model, dimensions=emb.dimensions,
             api_key=_secret(env, "OPENAI_API_KEY"), base_url=emb.base_url, concurrency=emb.concurrency,
             batch_inputs=emb.batch_inputs, batch_tokens=emb.batch_tokens,
+            chunk_tokens=int(env["EMBEDDING_CHUNK_TOKENS"]) if env.get("EMBEDDING_CHUNK_TOKENS") else None,
         ),  # fmt: skip
         "qdrant": QdrantResource(url=qd.url, api_key=_secret(env, "QDRANT_API_KEY"), path=qd.path),
     }
@@ -68,15 +76,22 @@ def build_definitions(
         assets.append(build_table_asset(spec, registry, partitions, dialect, by_name))
         assets.append(build_vector_asset(spec, registry, partitions, provider_kind))
     job = build_sync_job()
+    issues_job = build_issues_job()
     executor_kind = env.get("ETL_EXECUTOR") or ("in_process" if not env.get("QDRANT_URL") else "multiprocess")
     if executor_kind not in ("in_process", "multiprocess"):
         raise ValueError(f"ETL_EXECUTOR must be 'in_process' or 'multiprocess', got {executor_kind!r}")
     executor = dg.in_process_executor if executor_kind == "in_process" else dg.multiprocess_executor
     return dg.Definitions(
         assets=assets,
-        jobs=[job],
-        schedules=[build_sync_schedule(job, registry, env.get("ETL_SYNC_CRON") or "0 * * * *")],
-        sensors=[build_automation_sensor(int(env.get("ETL_AUTOMATION_INTERVAL_S") or 30))],
+        jobs=[job, issues_job],
+        schedules=[
+            build_sync_schedule(job, registry, env.get("ETL_SYNC_CRON") or "0 * * * *"),
+            build_reconcile_schedule(issues_job, registry, env.get("ETL_RECONCILE_CRON") or "30 3 * * *"),
+        ],
+        sensors=[
+            build_automation_sensor(int(env.get("ETL_AUTOMATION_INTERVAL_S") or 30)),
+            build_change_sensor(issues_job, registry, int(env.get("ETL_CHANGE_SENSOR_INTERVAL_S") or 300)),
+        ],
         resources=resources,
         executor=executor,
     )

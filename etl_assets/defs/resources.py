@@ -115,6 +115,7 @@ class EmbeddingsResource(dg.ConfigurableResource):
     concurrency: int = Field(default=4, description="Embedding requests in flight per step.")
     batch_inputs: int | None = Field(default=None, description="Most inputs per request (provider maximum if unset).")
     batch_tokens: int | None = Field(default=None, description="Most tokens per request (provider maximum if unset).")
+    chunk_tokens: int | None = Field(default=None, description="EMBEDDING_CHUNK_TOKENS: longest chunk, tokens (model limit if unset).")
     _embedder: Any = PrivateAttr(default=None)
 
     def settings(self) -> EmbeddingSettings:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import datetime
 
-from etl_assets.core.jira.client import JiraClient, RawPage
+from etl_assets.core.jira.client import JiraClient, JiraError, RawPage
+from etl_assets.core.jira.parsers import parse_jira_datetime
 from etl_assets.core.tenants import Tenant
 
 SEARCH_PATH = "/rest/api/3/search/jql"
@@ -42,12 +43,39 @@ def tenant_jql(tenant: Tenant, *, since: datetime | None = None, order: str = "O
     return f"{where} {order}".strip()
 
 
+def _explain(exc: JiraError, jql: str) -> JiraError:
+    hint = ""
+    if exc.status == 410:
+        hint = " (410 Gone: this Jira no longer serves the old search API; search/jql is required)"
+    elif exc.status == 400:
+        hint = " (the site refused the JQL: check jira.projects / jira.jql in the tenants file)"
+    return JiraError(f"{exc}{hint} — JQL: {jql}", status=exc.status, retryable=exc.retryable)
+
+
 def search_pages(
     client: JiraClient, jql: str, *, fields: tuple[str, ...] | list[str] = ISSUE_FIELDS, page_size: int = 100
 ) -> Iterator[RawPage]:
+    """Every page of ``POST /rest/api/3/search/jql`` for ``jql``; errors name the tenant and the JQL."""
     body = {"jql": jql, "fields": list(fields), "maxResults": page_size}
-    return client.token_pages(SEARCH_PATH, body)
+    try:
+        yield from client.token_pages(SEARCH_PATH, body)
+    except JiraError as exc:
+        raise _explain(exc, jql) from None
 
 
-def changed_since(since: datetime, overlap: timedelta) -> datetime:
-    return since - overlap
+def newest_change(client: JiraClient, tenant: Tenant, since: datetime) -> datetime | None:
+    """The ``updated`` time of the newest issue changed at or after ``since`` (minute precision), if any.
+
+    One cheap request (one issue, one field), used by the change sensor.
+    """
+    jql = tenant_jql(tenant, since=since, order="ORDER BY updated DESC")
+    try:
+        page = client.request("POST", SEARCH_PATH, json_body={"jql": jql, "fields": ["updated"], "maxResults": 1})
+    except JiraError as exc:
+        raise _explain(exc, jql) from None
+    data = page.json()
+    issues = data.get("issues") if isinstance(data, dict) else None
+    if not issues or not isinstance(issues[0], dict):
+        return None
+    fields = issues[0].get("fields") or {}
+    return parse_jira_datetime(fields.get("updated"))

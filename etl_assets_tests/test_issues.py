@@ -1,0 +1,218 @@
+"""Issues: incremental sync by watermark, reconciliation of deletions, change-skipping, chunking."""
+
+from __future__ import annotations
+
+import dagster as dg
+import httpx
+import pytest
+from sqlalchemy import create_engine
+
+from etl_assets.core.entities import ISSUES
+from etl_assets.core.jira.client import JiraClient, JiraError
+from etl_assets.core.jira.jql import search_pages
+from etl_assets.core.store import ops
+from etl_assets.core.tenants import JiraSiteConfig, Tenant
+from etl_assets.defs.automation import RECONCILE_OP_CONFIG
+from etl_assets_tests.fakes.loopback import Fault, LoopbackServer, Request, Response
+from etl_assets_tests.test_graph import all_points, table_rows
+
+ISSUE_ASSETS = "key:jira/raw/raw_jira_issues or key:tables/issues_table or key:vectors/issues_vectors"
+RAW = "jira__raw__raw_jira_issues"
+
+
+def meta(result, node):
+    return result.asset_materializations_for_node(node)[0].metadata
+
+
+def short_issue(site):
+    return next(
+        i for i in site.issues
+        if i["key"] not in site.long_issue_keys and not i["fields"].get("parent")
+        and not any((j["fields"].get("parent") or {}).get("key") == i["key"] for j in site.issues)
+    )  # fmt: skip
+
+
+def issue_points(env, tenant_id="1"):
+    return all_points(env)[f"client_{tenant_id}_issues"]
+
+
+def watermark(env, tenant_id="1"):
+    engine = create_engine(env.database_url)
+    try:
+        return ops.read_sync_state(engine, tenant_id, "issues").watermark
+    finally:
+        engine.dispose()
+
+
+def test_change_one_delete_another_embeds_exactly_one_input(env):
+    site = env.tenants["1"].site
+    assert env.materialize("1").success
+    first_watermark = watermark(env)
+    assert first_watermark is not None
+    changed, doomed = [i for i in site.issues if i is short_issue(site)][0], None
+    doomed = next(i for i in site.issues if i is not changed and i["key"] not in site.long_issue_keys
+                  and not i["fields"].get("parent")
+                  and not any((j["fields"].get("parent") or {}).get("key") == i["key"] for j in site.issues))  # fmt: skip
+    before_points = {str(p.id): p.payload for p in issue_points(env)}
+    env.embeddings.reset_counters()
+
+    site.touch_issue(changed["key"], summary="Login fails when the password has unicode characters")
+    site.delete_issue(doomed["key"])
+    result = env.materialize("1", ISSUE_ASSETS, run_config=RECONCILE_OP_CONFIG)
+    assert result.success
+
+    assert env.embeddings.inputs == 1 and env.embeddings.requests == 1
+    assert "Login fails when the password has unicode characters" in env.embeddings.input_log[0]
+    after = {str(p.id): p.payload for p in issue_points(env)}
+    gone = set(before_points) - set(after)
+    assert {before_points[g]["external_id"] for g in gone} == {doomed["id"]}
+    updated = [pid for pid in after if pid in before_points and after[pid]["content_hash"] != before_points[pid]["content_hash"]]
+    assert [after[pid]["external_id"] for pid in updated] == [changed["id"]]
+    assert after[updated[0]]["summary"] == "Login fails when the password has unicode characters"
+    vec = meta(result, "vectors__issues_vectors")
+    assert vec["rows_changed"].value == 1 and vec["points_deleted"].value == 1
+    table = meta(result, "tables__issues_table")
+    assert table["deleted"].value == 1 and table["updated"].value == 1
+    assert watermark(env) > first_watermark
+    assert table["watermark"].value == watermark(env).isoformat()
+    raw = meta(result, RAW)
+    assert raw["fetch"].value == "incremental+ids"
+    assert raw["records"].value < len(site.issues), "an incremental sync asks only for what changed"
+
+
+def test_deletion_waits_for_reconciliation(env):
+    site = env.tenants["1"].site
+    env.materialize("1")
+    doomed = short_issue(site)
+    site.delete_issue(doomed["key"])
+    env.materialize("1", ISSUE_ASSETS)  # incremental only: a deletion is invisible to 'updated >='
+    assert doomed["id"] in {r["external_id"] for r in table_rows(env, ISSUES, "1")}
+    result = env.materialize("1", ISSUE_ASSETS, run_config=RECONCILE_OP_CONFIG)
+    assert doomed["id"] not in {r["external_id"] for r in table_rows(env, ISSUES, "1")}
+    assert doomed["id"] in {r["external_id"] for r in table_rows(env, ISSUES, "1", live=False)}
+    assert doomed["id"] not in {p.payload["external_id"] for p in issue_points(env)}
+    assert meta(result, "vectors__issues_vectors")["points_deleted"].value >= 1
+
+
+def test_rerun_without_jira_changes_sends_zero_embedding_requests(env):
+    env.materialize("1")
+    env.embeddings.reset_counters()
+    result = env.materialize("1", ISSUE_ASSETS)
+    assert env.embeddings.requests == 0
+    assert meta(result, "vectors__issues_vectors")["rows_unchanged"].value == len(env.tenants["1"].site.issues)
+
+
+def test_full_resync_is_one_config_flag(env):
+    env.materialize("1")
+    result = env.materialize("1", ISSUE_ASSETS, run_config={"ops": {RAW: {"config": {"full_resync": True}}}})
+    assert meta(result, RAW)["fetch"].value == "full"
+    assert meta(result, RAW)["records"].value == len(env.tenants["1"].site.issues)
+
+
+def test_long_issue_is_chunked_and_surplus_chunks_leave_when_it_shrinks(env):
+    site = env.tenants["1"].site
+    env.materialize("1", chunk_tokens=200)
+    long_key = site.long_issue_keys[0]
+    long_id = site.issue(long_key)["id"]
+    chunks = sorted(p.payload["chunk"] for p in issue_points(env) if p.payload["external_id"] == long_id)
+    assert len(chunks) > 3 and chunks == list(range(len(chunks)))
+    site.touch_issue(long_key, description="Now it is short.")
+    env.materialize("1", ISSUE_ASSETS, chunk_tokens=200)
+    remaining = [p.payload for p in issue_points(env) if p.payload["external_id"] == long_id]
+    assert [p["chunk"] for p in remaining] == [0] and remaining[0]["chunks"] == 1
+
+
+def test_openai_chunks_respect_the_8192_token_input_limit(env):
+    site = env.tenants["1"].site
+    long_key = site.long_issue_keys[0]
+    site.touch_issue(long_key, description=" ".join(f"word{i} lorem ipsum" for i in range(12_000)))
+    assert env.materialize("1").success  # the fake refuses any input over 8192 cl100k tokens with a 400
+    long_id = site.issue(long_key)["id"]
+    assert len([p for p in issue_points(env) if p.payload["external_id"] == long_id]) >= 2
+
+
+def test_issue_table_references_resolve(env):
+    result = env.materialize("1")
+    check = next(e for e in result.get_asset_check_evaluations() if e.check_name == "references_resolve")
+    assert check.passed
+    assert all(v.value == 0 for k, v in check.metadata.items() if k.startswith("dangling_"))
+
+
+# -- the search/jql client, over a real socket --------------------------------------------------
+
+
+def paged_handler(pages: list[dict]):
+    calls: list[dict] = []
+
+    def handle(req: Request) -> Response:
+        body = req.json()
+        calls.append(body)
+        index = int(body.get("nextPageToken") or 0)
+        return Response.json(pages[index])
+
+    return handle, calls
+
+
+def issue(n: int) -> dict:
+    return {"id": str(n), "key": f"P-{n}", "fields": {"summary": f"s{n}", "updated": "2026-01-01T00:00:00.000+0000"}}
+
+
+@pytest.mark.parametrize(
+    "pages",
+    [
+        # an empty last page that still carries a token and no isLast
+        [{"issues": [issue(1), issue(2)], "nextPageToken": "1"}, {"issues": [issue(3)], "nextPageToken": "2"},
+         {"issues": [], "nextPageToken": "3"}],
+        # a page without nextPageToken ends the listing even without isLast
+        [{"issues": [issue(1), issue(2)], "nextPageToken": "1"}, {"issues": [issue(3)]}],
+        # the documented shape
+        [{"issues": [issue(1)], "nextPageToken": "1", "isLast": False}, {"issues": [issue(2), issue(3)], "isLast": True}],
+    ],
+)  # fmt: skip
+def test_search_jql_paging_ends_correctly(pages):
+    handler, calls = paged_handler(pages)
+    with LoopbackServer(handler) as server, httpx.Client(base_url=server.url, timeout=5) as http:
+        client = JiraClient(http=http, tenant_id="t1", site=server.url)
+        got = [i["id"] for page in search_pages(client, "project = P") for i in ISSUES.records(page.json())]
+    assert got == ["1", "2", "3"]
+    assert len(calls) == len(pages)
+    assert [c.get("nextPageToken") for c in calls] == [None] + [str(i) for i in range(1, len(pages))]
+    assert all(c["jql"] == "project = P" and "summary" in c["fields"] for c in calls)
+
+
+def _tenant(url: str, jql: str | None = None) -> Tenant:
+    return Tenant("acme", "Acme", JiraSiteConfig(url=url, email_env="E", token_env="T", jql=jql))
+
+
+@pytest.mark.parametrize(("status", "needle"), [(410, "410 Gone"), (400, "refused the JQL")])
+def test_search_errors_name_tenant_and_jql(status, needle):
+    def handle(req: Request) -> Response:
+        return Response.json({"errorMessages": ["nope"]}, status=200)
+
+    with LoopbackServer(handle) as server, httpx.Client(base_url=server.url, timeout=5) as http:
+        site = server.url
+        server.faults.append(Fault.respond(status, {"errorMessages": ["Error in the JQL Query: bad"]}))
+        client = JiraClient(http=http, tenant_id="acme", site=server.url)
+        jql = 'project = "BAD" AND (labels = x)'
+        with pytest.raises(JiraError) as err:
+            list(search_pages(client, jql))
+    message = str(err.value)
+    assert "'acme'" in message and jql in message and needle in message and site in message
+
+
+def test_bad_tenant_jql_fails_the_raw_asset_naming_tenant_and_jql(env):
+    from etl_assets.core.tenants import TenantRegistry
+    from etl_assets.defs.build import build_definitions
+
+    t = env.tenants["1"]
+    registry = TenantRegistry.from_mapping({"tenants": [{"id": "1", "jira": {
+        "url": t.url, "email_env": "T1_JIRA_EMAIL", "token_env": "T1_JIRA_TOKEN", "jql": "summary ~~ broken"}}]})  # fmt: skip
+    defs = build_definitions(registry=registry, resources=env.resources(), env={})
+    job = defs.resolve_implicit_global_asset_job_def()
+    result = job.execute_in_process(partition_key="1", raise_on_error=False,
+                                    asset_selection=[dg.AssetKey(["jira", "raw", "raw_jira_issues"])])  # fmt: skip
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE)
+    message = failure.step_failure_data.error.to_string()
+    assert "tenant '1'" in message and "summary ~~ broken" in message
+    assert t.token not in message
