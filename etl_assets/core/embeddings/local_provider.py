@@ -52,10 +52,10 @@ class LocalEmbedder:
         return int(self._model.max_seq_length) - 2
 
     def count_tokens(self, text: str) -> int:
-        return len(self._model.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return len(self._model.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
 
     def split(self, text: str, max_tokens: int) -> list[str]:
-        enc = self._model.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        enc = self._model.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
         offsets = enc["offset_mapping"]
         if len(offsets) <= max_tokens:
             return [text]

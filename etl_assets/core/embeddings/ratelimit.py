@@ -1,0 +1,370 @@
+"""Rate limits of an embedding API: what the headers say, and a budget every request shares.
+
+OpenAI (and compatible gateways) limit requests and tokens per minute. A 429 may carry
+``retry-after-ms`` / ``retry-after``; any response may carry ``x-ratelimit-limit-*``,
+``x-ratelimit-remaining-*`` and ``x-ratelimit-reset-*`` (Go-style durations such as
+``6m0s`` or ``12ms``). Some servers send none of them, so a client-side budget can be
+configured as well.
+
+:class:`RateLimiter` is one budget for every request that uses the same key and model:
+
+* Each request *reserves* its place before it is sent: the earliest moment at which the
+  requests and tokens sent in the last 60 s, plus this one, stay within the limits. The
+  limits are the configured ones (``EMBEDDING_RPM`` / ``EMBEDDING_TPM``) and those the
+  server announces in ``x-ratelimit-limit-*``, whichever is lower. Reservations are handed
+  out in arrival order, so a large request is not starved by small ones.
+* When the server reports less remaining than our own log explains (another process uses
+  the same key), the difference is booked as foreign usage, so we slow down accordingly.
+* A 429 pauses every request of the budget until the server's retry time, instead of
+  letting each of them find out with its own 429.
+
+The log is a sliding 60 s window, the shape the per-minute limits have: a sender that
+never exceeds the limit in any 60 s window is accepted by a sliding-window limiter and by
+a token bucket of the same size. Written by hand because the libraries we looked at
+(tenacity, aiolimiter) offer neither reservations that span tokens and requests at once
+nor re-synchronisation from response headers. The state is guarded by a thread lock and
+never awaits while holding it, so one budget can be shared by event loops in different
+threads (each step of a Dagster run has its own loop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import email.utils
+import math
+import random
+import re
+import threading
+import time
+import weakref
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+WINDOW_S = 60.0
+# Our log stamps a request when it may be sent; the server stamps it when it arrives. A
+# little slack keeps us from sending just before the server's window has moved on.
+DEFAULT_MARGIN_S = 0.5
+# With a known TPM, requests are cut to at most this share of it: a sliding window wastes at
+# most one request's worth of room per minute, so 1/20 keeps utilisation at or above 95 %.
+TPM_REQUEST_SHARE = 20
+
+_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(h|ms|m|s|us|µs|μs|ns)")
+_UNIT_S = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ns": 1e-9}
+
+
+def parse_duration(value: str | None) -> float | None:
+    """Seconds in a Go-style duration (``6m0s``, ``1.5s``, ``12ms``) or a bare number of seconds."""
+    if value is None:
+        return None
+    text = value.strip().lower()
+    if not text:
+        return None
+    try:
+        seconds = float(text)
+    except ValueError:
+        pass
+    else:
+        return seconds if math.isfinite(seconds) and seconds >= 0 else None
+    pos, total = 0, 0.0
+    for match in _DURATION.finditer(text):
+        if match.start() != pos:
+            return None
+        total += float(match.group(1)) * _UNIT_S[match.group(2)]
+        pos = match.end()
+    return total if pos == len(text) and pos > 0 else None
+
+
+def _number(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        number = float(value.strip())
+    except ValueError:
+        return None
+    # Azure answers -1 for limits it does not enforce; treat that as "not said".
+    return number if math.isfinite(number) and number >= 0 else None
+
+
+def parse_retry_after(headers: Mapping[str, str], *, now: Callable[[], float] = time.time) -> float | None:
+    """The server's retry delay in seconds: ``retry-after-ms``, else ``retry-after`` (seconds or HTTP date)."""
+    ms = _number(_get(headers, "retry-after-ms"))
+    if ms is not None:
+        return ms / 1000.0
+    raw = _get(headers, "retry-after")
+    if raw is None:
+        return None
+    seconds = _number(raw)
+    if seconds is not None:
+        return seconds
+    try:
+        when = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - now())
+
+
+def _get(headers: Mapping[str, str], name: str) -> str | None:
+    value = headers.get(name)
+    if value is None and not hasattr(headers, "raw"):  # plain dicts may not be case-insensitive
+        lowered = {k.lower(): v for k, v in headers.items()}
+        value = lowered.get(name)
+    return value
+
+
+@dataclass(frozen=True)
+class RateLimitInfo:
+    """What one response says about the limits. Every field is optional."""
+
+    limit_requests: float | None = None
+    limit_tokens: float | None = None
+    remaining_requests: float | None = None
+    remaining_tokens: float | None = None
+    reset_requests_s: float | None = None
+    reset_tokens_s: float | None = None
+    retry_after_s: float | None = None
+
+    @classmethod
+    def from_headers(cls, headers: Mapping[str, str]) -> RateLimitInfo:
+        return cls(
+            limit_requests=_number(_get(headers, "x-ratelimit-limit-requests")),
+            limit_tokens=_number(_get(headers, "x-ratelimit-limit-tokens")),
+            remaining_requests=_number(_get(headers, "x-ratelimit-remaining-requests")),
+            remaining_tokens=_number(_get(headers, "x-ratelimit-remaining-tokens")),
+            reset_requests_s=parse_duration(_get(headers, "x-ratelimit-reset-requests")),
+            reset_tokens_s=parse_duration(_get(headers, "x-ratelimit-reset-tokens")),
+            retry_after_s=parse_retry_after(headers),
+        )
+
+    @property
+    def empty(self) -> bool:
+        return all(v is None for v in vars(self).values())
+
+    def exhausted_reset_s(self, tokens: int = 0) -> float | None:
+        """Time until the exhausted limit resets, if the headers show one exhausted."""
+        waits = []
+        if self.remaining_requests is not None and self.remaining_requests < 1 and self.reset_requests_s is not None:
+            waits.append(self.reset_requests_s)
+        if (
+            self.remaining_tokens is not None
+            and self.reset_tokens_s is not None
+            and self.remaining_tokens < max(1, tokens)
+        ):
+            waits.append(self.reset_tokens_s)
+        return max(waits) if waits else None
+
+
+def backoff_s(attempt: int, *, base_s: float = 0.5, cap_s: float = 30.0, rng: random.Random | None = None) -> float:
+    """Exponential backoff with full jitter: uniform in [0, min(cap, base * 2**attempt)]."""
+    # One line rather than tenacity: the wait is combined with header-driven waits and a
+    # pause shared by all requests, which tenacity's per-call retry loop does not model.
+    return (rng or random).uniform(0.0, min(cap_s, base_s * (2.0 ** max(0, attempt))))
+
+
+def retry_delay_s(info: RateLimitInfo, attempt: int, *, tokens: int = 0, cap_s: float = 120.0) -> tuple[float, str]:
+    """How long to wait after a 429, and which hint decided it."""
+    if info.retry_after_s is not None:
+        return min(cap_s, info.retry_after_s), "retry-after"
+    reset = info.exhausted_reset_s(tokens)
+    if reset is not None:
+        return min(cap_s, reset), "x-ratelimit-reset"
+    return backoff_s(attempt, cap_s=min(cap_s, 30.0)), "backoff"
+
+
+class _Entry:
+    __slots__ = ("at", "requests", "tokens")
+
+    def __init__(self, at: float, requests: int, tokens: int) -> None:
+        self.at, self.requests, self.tokens = at, requests, tokens
+
+
+@dataclass(frozen=True)
+class Reservation:
+    entry: _Entry
+    waited_s: float
+
+
+class RateLimiter:
+    """A shared requests/tokens-per-minute budget; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        rpm: int | None = None,
+        tpm: int | None = None,
+        window_s: float = WINDOW_S,
+        margin_s: float = DEFAULT_MARGIN_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        for name, value in (("rpm", rpm), ("tpm", tpm)):
+            if value is not None and value <= 0:
+                raise ValueError(f"{name} must be positive, got {value}")
+        self.rpm, self.tpm = rpm, tpm
+        self.learned_rpm: int | None = None
+        self.learned_tpm: int | None = None
+        self.window_s = window_s + margin_s
+        self.clock = clock
+        self.foreign_tokens = 0  # booked from headers: usage by other clients of the key
+        self._log: collections.deque[_Entry] = collections.deque()
+        self._pause_until = 0.0
+        self._lock = threading.Lock()
+
+    # -- limits ------------------------------------------------------------------------
+
+    @property
+    def effective_rpm(self) -> int | None:
+        return _min(self.rpm, self.learned_rpm)
+
+    @property
+    def effective_tpm(self) -> int | None:
+        return _min(self.tpm, self.learned_tpm)
+
+    def request_token_cap(self) -> int | None:
+        """Largest request worth sending under the current TPM (None: no TPM known)."""
+        tpm = self.effective_tpm
+        return None if tpm is None else max(1, tpm // TPM_REQUEST_SHARE)
+
+    # -- reservations ------------------------------------------------------------------
+
+    def reserve(self, tokens: int) -> tuple[_Entry, float]:
+        """Book a place for a request of ``tokens``; returns it and the delay before sending."""
+        with self._lock:
+            now = self.clock()
+            self._prune(now)
+            rpm, tpm = self.effective_rpm, self.effective_tpm
+            if tpm is not None and tokens > tpm:
+                raise ValueError(f"a request of {tokens} tokens can never fit a budget of {tpm} tokens per minute")
+            at = max(now, self._pause_until, self._log[-1].at if self._log else now)
+            if rpm is not None or tpm is not None:
+                at = self._fit(at, tokens, rpm, tpm)
+            entry = _Entry(at, 1, tokens)
+            self._log.append(entry)
+            return entry, at - now
+
+    def _fit(self, at: float, tokens: int, rpm: int | None, tpm: int | None) -> float:
+        # Entries are in time order and none is later than ``at``. Walk the window forward
+        # until this request fits: each step moves ``at`` to the moment the oldest entry in
+        # the window expires.
+        used_requests = sum(e.requests for e in self._log)
+        used_tokens = sum(e.tokens for e in self._log)
+        for oldest in self._log:
+            if oldest.at > at - self.window_s:
+                if (rpm is None or used_requests + 1 <= rpm) and (tpm is None or used_tokens + tokens <= tpm):
+                    return at
+                at = oldest.at + self.window_s  # from here on the oldest entry is out of the window
+            used_requests -= oldest.requests
+            used_tokens -= oldest.tokens
+        return at
+
+    async def acquire(self, tokens: int) -> Reservation:
+        """Wait for this request's turn; the reservation counts from then on."""
+        started = self.clock()
+        while True:
+            entry, delay = self.reserve(tokens)
+            if delay > 0:
+                try:
+                    await asyncio.sleep(delay)
+                except BaseException:
+                    self.cancel(entry)
+                    raise
+            if self.pause_remaining() <= 0:
+                return Reservation(entry, self.clock() - started)
+            self.cancel(entry)  # a 429 paused the budget meanwhile: queue again behind the pause
+
+    def cancel(self, entry: _Entry) -> None:
+        """Give a reservation back (the request was refused and did not count)."""
+        with self._lock:
+            try:
+                self._log.remove(entry)
+            except ValueError:
+                pass
+
+    def pause_remaining(self) -> float:
+        with self._lock:
+            return max(0.0, self._pause_until - self.clock())
+
+    def pause(self, seconds: float) -> None:
+        """Hold every request of this budget for ``seconds`` (a 429 told us to)."""
+        with self._lock:
+            self._pause_until = max(self._pause_until, self.clock() + max(0.0, seconds))
+
+    def _prune(self, now: float) -> None:
+        horizon = now - self.window_s
+        while self._log and self._log[0].at <= horizon:
+            self._log.popleft()
+
+    def used(self) -> tuple[int, int]:
+        """Requests and tokens booked in the window ending now (sent or due)."""
+        with self._lock:
+            now = self.clock()
+            self._prune(now)
+            live = [e for e in self._log if e.at <= now]
+            return sum(e.requests for e in live), sum(e.tokens for e in live)
+
+    # -- what the server said ------------------------------------------------------------
+
+    def observe(self, info: RateLimitInfo) -> None:
+        """Learn the limits a response announces and book usage we cannot account for."""
+        if info.empty:
+            return
+        with self._lock:
+            now = self.clock()
+            if info.limit_requests is not None and info.limit_requests >= 1:
+                self.learned_rpm = int(info.limit_requests)
+            if info.limit_tokens is not None and info.limit_tokens >= 1:
+                self.learned_tpm = int(info.limit_tokens)
+            self._prune(now)
+            sent = [e for e in self._log if e.at <= now]
+            foreign_requests = foreign_tokens = 0
+            if info.limit_requests is not None and info.remaining_requests is not None:
+                server_used = info.limit_requests - info.remaining_requests
+                foreign_requests = int(server_used - sum(e.requests for e in sent))
+            if info.limit_tokens is not None and info.remaining_tokens is not None:
+                server_used = info.limit_tokens - info.remaining_tokens
+                foreign_tokens = int(server_used - sum(e.tokens for e in sent))
+            if foreign_requests > 0 or foreign_tokens > 0:
+                # Booked now, so it expires a window from now: an over-estimate, which only
+                # slows us down; the next response corrects the picture again.
+                entry = _Entry(now, max(0, foreign_requests), max(0, foreign_tokens))
+                self.foreign_tokens += entry.tokens
+                self._insert(entry)
+            if info.limit_requests is None and info.limit_tokens is None:
+                # Remaining without a limit: we cannot keep a window, but an exhausted
+                # counter tells us to wait for its reset.
+                reset = info.exhausted_reset_s()
+                if reset is not None:
+                    self._pause_until = max(self._pause_until, now + reset)
+
+    def _insert(self, entry: _Entry) -> None:
+        # Keep time order: reservations due later stay after this entry.
+        later = []
+        while self._log and self._log[-1].at > entry.at:
+            later.append(self._log.pop())
+        self._log.append(entry)
+        self._log.extend(reversed(later))
+
+
+def _min(a: int | None, b: int | None) -> int | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return min(a, b)
+
+
+_SHARED: weakref.WeakValueDictionary[tuple[object, ...], RateLimiter] = weakref.WeakValueDictionary()
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_limiter(key: tuple[object, ...], *, rpm: int | None = None, tpm: int | None = None) -> RateLimiter:
+    """The one budget of this process for ``key`` (e.g. endpoint, API key fingerprint, model).
+
+    Embedders opened at the same time with the same key share it; once none holds it, the
+    next one starts afresh (and learns the server's limits again from its first answer).
+    """
+    with _SHARED_LOCK:
+        limiter = _SHARED.get((*key, rpm, tpm))
+        if limiter is None:
+            limiter = RateLimiter(rpm=rpm, tpm=tpm)
+            _SHARED[(*key, rpm, tpm)] = limiter
+        return limiter

@@ -1,0 +1,82 @@
+"""Retrieval quality on the sample site's labelled queries: recall@k and MRR.
+
+Used by ``benchmarks/retrieval.py`` (prints the figures) and by a test that holds a floor,
+so a change that breaks retrieval fails CI. It runs the real engine: the same parser,
+text, chunking, embedder and search as the assets, into an in-memory Qdrant.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from qdrant_client import AsyncQdrantClient
+
+from etl_assets.core.embeddings.base import Embedder
+from etl_assets.core.entities import ISSUES
+from etl_assets.core.search import search
+from etl_assets.core.vectorstore import Collection, collection_name
+from etl_assets.core.vectorsync import sync_vectors
+
+
+@dataclass
+class QueryOutcome:
+    query: str
+    relevant: list[str]
+    ranked: list[str]
+
+    def recall(self, k: int) -> float:
+        # Normalized by what k results can hold: a query with 9 relevant issues scores 1.0 with 5 of them.
+        hits = len(set(self.ranked[:k]) & set(self.relevant))
+        return hits / min(len(self.relevant), k)
+
+    @property
+    def reciprocal_rank(self) -> float:
+        for rank, key in enumerate(self.ranked, start=1):
+            if key in self.relevant:
+                return 1.0 / rank
+        return 0.0
+
+
+@dataclass
+class RetrievalReport:
+    model: str
+    k: int
+    outcomes: list[QueryOutcome]
+
+    @property
+    def recall_at_k(self) -> float:
+        return sum(o.recall(self.k) for o in self.outcomes) / len(self.outcomes)
+
+    @property
+    def mrr(self) -> float:
+        return sum(o.reciprocal_rank for o in self.outcomes) / len(self.outcomes)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "k": self.k, "queries": len(self.outcomes),
+                f"recall@{self.k}": round(self.recall_at_k, 4), "mrr": round(self.mrr, 4)}  # fmt: skip
+
+
+async def evaluate_retrieval(site: Any, queries: list[tuple[str, list[str]]], embedder: Embedder, *, k: int = 5,
+                             tenant_id: str = "eval") -> RetrievalReport:  # fmt: skip
+    rows = []
+    for record in site.issues:
+        row = ISSUES.parse(record)
+        rows.append({**row, "id": len(rows) + 1, "tenant_id": tenant_id})
+    client = AsyncQdrantClient(location=":memory:")
+    try:
+        collection = Collection(client, collection_name(tenant_id, ISSUES.name), tenant_id, ISSUES.name, local=True)
+        live = {r["external_id"] for r in rows}
+
+        async def live_ids(candidates: list[str]) -> set[str]:
+            return live & set(candidates)
+
+        await sync_vectors(spec=ISSUES, tenant_id=tenant_id, pages=lambda: iter([rows]), live_ids=live_ids,
+                           embedder=embedder, collection=collection)  # fmt: skip
+        outcomes = []
+        for query, relevant in queries:
+            hits = await search(client, embedder, query, tenant_id=tenant_id, k=k)
+            outcomes.append(QueryOutcome(query, relevant, [h.key for h in hits]))
+    finally:
+        await client.close()
+    return RetrievalReport(embedder.model, k, outcomes)

@@ -1,0 +1,221 @@
+"""A loopback Qdrant REST server backed by qdrant-client's own local mode.
+
+No Qdrant binary is available here, yet the server code path (``QDRANT_URL``: the REST
+client, its connection pool, HTTP errors, payload indexes) deserves tests, and a fault
+"in the middle of an upsert batch" needs a server that can fail one request. This fake
+speaks the part of Qdrant's REST API the project uses and stores everything in a
+``QdrantLocal`` folder, so the same data can be read back with ``path=`` afterwards::
+
+    with FakeQdrant(tmp_path / "qdrant") as qdrant:
+        client = AsyncQdrantClient(url=qdrant.url)
+
+Request and response bodies are parsed and rendered with qdrant-client's REST models, so
+what the real client sends is validated the way a server would. Served (everything else
+is a 404): ``GET /``, ``GET /collections``, ``GET|PUT|DELETE /collections/{name}``,
+``GET /collections/{name}/exists``, ``PUT /collections/{name}/index``, ``POST|PUT
+/collections/{name}/points``, ``POST /collections/{name}/points/{delete,scroll,count}``.
+
+Faults: the generic ``faults`` queue of :class:`LoopbackServer` (``Fault.respond``,
+``reset``, ...), plus ``fail_upsert`` — a predicate called with (collection, number of
+upserts that collection has received before this one) whose truthy answer (a Response,
+or True for a 503) refuses that upsert *before* anything is stored, so a batch fails as a
+whole, as it does on a server that is going away. ``latency_s`` delays every answer
+(after the operation was applied, as on a server whose acknowledgement is slow).
+
+``log`` records ``(method, path, status, started, finished)`` (monotonic seconds) of every
+answered request, for tests that audit which collections a run touched and for the crash
+script, which asks what was in flight at the moment it killed a run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import importlib.metadata
+import json
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pydantic import TypeAdapter
+from qdrant_client.http import models as m
+from qdrant_client.local.qdrant_local import QdrantLocal
+
+from etl_assets_tests.fakes.loopback import Fault, LoopbackServer, Request, Response
+
+__all__ = ["FakeQdrant"]
+
+_POINTS_SELECTOR = TypeAdapter(m.PointsSelector)
+_INSERT = TypeAdapter(m.PointInsertOperations)
+_VERSION = importlib.metadata.version("qdrant-client")  # the client checks it is compatible
+
+
+class _QdrantError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def _ok(result: Any) -> Response:
+    if hasattr(result, "model_dump"):
+        result = result.model_dump(mode="json")
+    elif isinstance(result, list):
+        result = [r.model_dump(mode="json") if hasattr(r, "model_dump") else r for r in result]
+    return Response.json({"result": result, "status": "ok", "time": 0.0})
+
+
+class FakeQdrant:
+    def __init__(self, path: str | Path, *, api_key: str | None = None, latency_s: float = 0.0) -> None:
+        self.path = str(path)
+        self.api_key = api_key
+        self.latency_s = latency_s
+        self.fail_upsert: Callable[[str, int], Response | bool | None] | None = None
+        self.upserts: collections.Counter[str] = collections.Counter()
+        self.log: list[tuple[str, str, int, float, float]] = []
+        self._lock = threading.Lock()
+        self._local: QdrantLocal | None = None
+        self._server = LoopbackServer(self._handle)
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        return self._server.url
+
+    @property
+    def server(self) -> LoopbackServer:
+        return self._server
+
+    @property
+    def faults(self) -> collections.deque[Fault]:
+        return self._server.faults
+
+    def start(self) -> FakeQdrant:
+        Path(self.path).mkdir(parents=True, exist_ok=True)
+        self._local = QdrantLocal(location=self.path)
+        self._server.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.stop()
+        if self._local is not None:
+            self._local.close()
+            self._local = None
+
+    def __enter__(self) -> FakeQdrant:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def collections_touched(self) -> set[str]:
+        """Names of the collections any request addressed."""
+        with self._lock:
+            paths = [entry[1] for entry in self.log]
+        return {p.split("/")[2] for p in paths if p.startswith("/collections/") and len(p.split("/")) > 2}
+
+    # -- request handling ----------------------------------------------------------------
+
+    async def _handle(self, req: Request) -> Response:
+        started = time.monotonic()
+        response = self._answer(req)
+        if self.latency_s:
+            await asyncio.sleep(self.latency_s)
+        with self._lock:
+            self.log.append((req.method, req.path, response.status, started, time.monotonic()))
+        return response
+
+    def _answer(self, req: Request) -> Response:
+        if self.api_key is not None and req.headers.get("api-key") != self.api_key:
+            return Response.json({"status": {"error": "Must provide an API key or an Authorization bearer token"}},
+                                 status=401)  # fmt: skip
+        try:
+            response = self._dispatch(req)
+        except _QdrantError as exc:
+            return Response.json({"status": {"error": exc.message}, "time": 0.0}, status=exc.status)
+        except (ValueError, KeyError, TypeError) as exc:  # what the local engine refuses, a server refuses too
+            return Response.json({"status": {"error": f"Bad request: {exc}"}, "time": 0.0}, status=400)
+        return response
+
+    def _body(self, req: Request) -> Any:
+        try:
+            return json.loads(req.body or b"{}")
+        except ValueError:
+            raise _QdrantError(400, "Format error in JSON body") from None
+
+    def _need(self, name: str) -> None:
+        assert self._local is not None
+        if not self._local.collection_exists(name):
+            raise _QdrantError(404, f"Not found: Collection `{name}` doesn't exist!")
+
+    def _dispatch(self, req: Request) -> Response:
+        local = self._local
+        assert local is not None
+        parts = [p for p in req.path.split("/") if p]
+        method = req.method
+        if not parts and method == "GET":
+            return Response.json({"title": "qdrant - vector search engine (loopback fake)", "version": _VERSION})
+        if parts == ["collections"] and method == "GET":
+            return _ok(local.get_collections())
+        if len(parts) < 2 or parts[0] != "collections":
+            raise _QdrantError(404, f"No route for {method} {req.path}")
+        name, rest = parts[1], parts[2:]
+        if not rest:
+            if method == "GET":
+                self._need(name)
+                return _ok(local.get_collection(name))
+            if method == "PUT":
+                spec = m.CreateCollection.model_validate(self._body(req))
+                if local.collection_exists(name):
+                    raise _QdrantError(409, f"Wrong input: Collection `{name}` already exists!")
+                return _ok(local.create_collection(name, vectors_config=spec.vectors, metadata=spec.metadata))
+            if method == "DELETE":
+                return _ok(local.delete_collection(name))
+        if rest == ["exists"] and method == "GET":
+            return _ok({"exists": local.collection_exists(name)})
+        self._need(name)
+        if rest == ["index"] and method == "PUT":
+            m.CreateFieldIndex.model_validate(self._body(req))
+            return _ok(m.UpdateResult(operation_id=0, status=m.UpdateStatus.COMPLETED))
+        if rest == ["points"] and method == "PUT":
+            return self._upsert(name, req)
+        if rest == ["points"] and method == "POST":
+            pr = m.PointRequest.model_validate(self._body(req))
+            return _ok(local.retrieve(name, pr.ids, with_payload=pr.with_payload if pr.with_payload is not None
+                                      else True, with_vectors=pr.with_vector or False))  # fmt: skip
+        if rest == ["points", "delete"] and method == "POST":
+            selector = _POINTS_SELECTOR.validate_python(self._body(req))
+            return _ok(local.delete(name, points_selector=selector))
+        if rest == ["points", "scroll"] and method == "POST":
+            sr = m.ScrollRequest.model_validate(self._body(req))
+            points, offset = local.scroll(
+                name, scroll_filter=sr.filter, limit=sr.limit or 10, offset=sr.offset,
+                with_payload=sr.with_payload if sr.with_payload is not None else True,
+                with_vectors=sr.with_vector or False, order_by=sr.order_by,
+            )  # fmt: skip
+            return _ok({"points": [p.model_dump(mode="json") for p in points], "next_page_offset": offset})
+        if rest == ["points", "count"] and method == "POST":
+            cr = m.CountRequest.model_validate(self._body(req))
+            return _ok(local.count(name, count_filter=cr.filter, exact=cr.exact if cr.exact is not None else True))
+        raise _QdrantError(404, f"No route for {method} {req.path}")
+
+    def _upsert(self, name: str, req: Request) -> Response:
+        assert self._local is not None
+        operation = _INSERT.validate_python(self._body(req))
+        with self._lock:
+            before = self.upserts[name]
+            self.upserts[name] += 1
+        if self.fail_upsert is not None:
+            verdict = self.fail_upsert(name, before)
+            if isinstance(verdict, Response):
+                return verdict
+            if verdict:
+                raise _QdrantError(503, "Service Unavailable: the update queue is full")
+        if isinstance(operation, m.PointsList):
+            points = operation.points
+        else:
+            raise _QdrantError(400, "this fake accepts only the points-list form of an upsert")
+        return _ok(self._local.upsert(name, points=points))
