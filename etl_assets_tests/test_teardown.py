@@ -11,6 +11,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -86,14 +87,21 @@ def test_vector_steps_tear_down_cleanly_under_dev_mode(env, tmp_path):
     assert env.embeddings.server.connections_active == 0
 
 
+CLI_COMMANDS = {
+    "dagster": [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "etl_assets.definitions",
+                "--select", "*", "--partition", "1"],
+    "dg": [str(Path(sys.executable).with_name("dg")), "launch", "--assets", "*", "--partition", "1"],
+}  # fmt: skip
+
+
 @pytest.mark.slow
-def test_dagster_cli_materializes_a_partition_on_a_fresh_home(env, tmp_path):
+@pytest.mark.parametrize("cli", sorted(CLI_COMMANDS))
+def test_cli_materializes_a_partition_on_a_fresh_home(env, tmp_path, cli):
     home = tmp_path / "fresh_home"
     home.mkdir()
     process_env = {**env.process_env(), "DAGSTER_HOME": str(home)}
     proc = subprocess.run(
-        [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "etl_assets.definitions",
-         "--select", "*", "--partition", "1"],
+        CLI_COMMANDS[cli], cwd=Path(__file__).resolve().parents[1],
         env=process_env, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
     )  # fmt: skip
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
