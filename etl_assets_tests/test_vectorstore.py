@@ -1,0 +1,89 @@
+"""Collections: names that cannot be abused, ids that never change, models that never mix."""
+
+from __future__ import annotations
+
+import asyncio
+import warnings
+
+import pytest
+from qdrant_client import AsyncQdrantClient
+
+from etl_assets.core.embeddings.base import ModelMismatchError
+from etl_assets.core.entities import ISSUES
+from etl_assets.core.tenants import TenantConfigError
+from etl_assets.core.vectorstore import Collection, collection_name, point_id
+
+
+def test_collection_names():
+    assert collection_name("1", "projects") == "client_1_projects"
+    for crafted in ("1_projects/../2", "2 issues", "", "a" * 49, "x;y", "1\n"):
+        with pytest.raises(TenantConfigError):
+            collection_name(crafted, "issues")
+
+
+def test_point_ids_are_deterministic_and_distinct():
+    a = point_id("1", "issues", "10001", 0)
+    assert a == point_id("1", "issues", "10001", 0)
+    others = {point_id("2", "issues", "10001", 0), point_id("1", "projects", "10001", 0),
+              point_id("1", "issues", "10002", 0), point_id("1", "issues", "10001", 1)}  # fmt: skip
+    assert a not in others and len(others) == 4
+
+
+def run(coro_fn):
+    async def go():
+        client = AsyncQdrantClient(location=":memory:")
+        try:
+            return await coro_fn(client)
+        finally:
+            await client.close()
+
+    return asyncio.run(go())
+
+
+def test_a_collection_records_its_model_and_refuses_another():
+    async def scenario(client):
+        c = Collection(client, "client_1_issues", "1", "issues", local=True)
+        assert await c.ensure(model="m-a", dimensions=8) is True
+        assert await c.ensure(model="m-a", dimensions=8) is False
+        assert await c.model() == ("m-a", 8)
+        with pytest.raises(ModelMismatchError, match="built with model 'm-a'"):
+            await c.ensure(model="m-b", dimensions=8)
+        with pytest.raises(ModelMismatchError, match="8 dimensions"):
+            await c.ensure(model="m-a", dimensions=16)
+
+    run(scenario)
+
+
+class RecordingClient(AsyncQdrantClient):
+    """The real local client, recording the payload indexes it is asked for (local mode keeps none)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.indexed: dict[str, object] = {}
+
+    async def create_payload_index(self, collection_name, field_name, field_schema=None, **kwargs):
+        self.indexed[field_name] = field_schema
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "payload indexes have no effect in the local Qdrant"
+            return await super().create_payload_index(collection_name, field_name, field_schema=field_schema, **kwargs)
+
+
+def test_server_collections_get_payload_indexes_for_filters_and_local_ones_none():
+    async def scenario():
+        server_like, local = RecordingClient(location=":memory:"), RecordingClient(location=":memory:")
+        try:
+            await Collection(server_like, "client_1_issues", "1", "issues", local=False).ensure(
+                model="m", dimensions=8, indexes=dict(ISSUES.payload_indexes)
+            )
+            await Collection(local, "client_1_issues", "1", "issues", local=True).ensure(
+                model="m", dimensions=8, indexes=dict(ISSUES.payload_indexes)
+            )
+            return server_like.indexed, local.indexed
+        finally:
+            await server_like.close()
+            await local.close()
+
+    indexed, local_indexed = asyncio.run(scenario())
+    assert {"tenant_id", "external_id", "project_key", "status_category", "labels", "updated"} <= set(indexed)
+    assert str(indexed["updated"]).lower().endswith("datetime")
+    assert local_indexed == {}
