@@ -2,6 +2,7 @@
 # One entry point for a fresh machine:
 #   ./dev.sh demo   set everything up, then run the whole graph on the bundled sample tenants
 #   ./dev.sh test   set everything up, then run the test suite
+#   ./dev.sh ui     the Dagster UI (dg dev) on the demo's instance, to click Materialize
 # Set-up is idempotent: a virtualenv in .venv with the project and its extras.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -44,11 +45,20 @@ case "${1:-}" in
     if [ "$rc" = 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi
     exit "$rc"
     ;;
+  ui)
+    setup
+    shift
+    # The UI on the same instance the demo recorded its runs in.
+    export DAGSTER_HOME=${DAGSTER_HOME:-$PWD/.data/dagster_home}
+    mkdir -p "$DAGSTER_HOME"
+    [ -f "$DAGSTER_HOME/dagster.yaml" ] || cp dagster.yaml "$DAGSTER_HOME/dagster.yaml"
+    exec .venv/bin/dg dev "$@"
+    ;;
   setup)
     setup
     ;;
   *)
-    echo "usage: ./dev.sh demo | test [pytest args] | setup" >&2
+    echo "usage: ./dev.sh demo | test [pytest args] | ui [dg dev args] | setup" >&2
     exit 2
     ;;
 esac

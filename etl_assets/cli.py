@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -13,7 +14,12 @@ def _demo(args: argparse.Namespace) -> int:
     from etl_assets.core.settings import DATA_DIR
 
     os.environ.setdefault("DAGSTER_HOME", str(DATA_DIR / "dagster_home"))
-    Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
+    home = Path(os.environ["DAGSTER_HOME"])
+    home.mkdir(parents=True, exist_ok=True)
+    if not (home / "dagster.yaml").exists():
+        from etl_assets.core.settings import PROJECT_ROOT
+
+        shutil.copyfile(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
     import dagster as dg
 
     from etl_assets.core.entities import CATALOGUE
@@ -60,7 +66,7 @@ def _demo(args: argparse.Namespace) -> int:
     print(f"database: {safe_url(resources['database'].url)}")
     print(f"qdrant:   {qd.url or qd.path}")
     print("Try a search:   etl-assets search \"login fails with unicode password\" --tenant 1")
-    print(f"Open the UI:    DAGSTER_HOME={os.environ['DAGSTER_HOME']} dagster dev   (then Materialize a tenant partition)")
+    print("Open the UI:    ./dev.sh ui   (http://127.0.0.1:3000 — Assets, pick a tenant partition, Materialize)")
     return 0
 
 
