@@ -22,23 +22,27 @@ def build_sync_job() -> UnresolvedAssetJobDefinition:
     )
 
 
-def build_sync_schedule(job: UnresolvedAssetJobDefinition, registry: TenantRegistry, cron: str,
-                        timezone: str = "UTC") -> dg.ScheduleDefinition:  # fmt: skip
-    @dg.schedule(
-        name="sync_all_tenants",
-        job=job,
-        cron_schedule=cron,
-        execution_timezone=timezone,
-        description=f"Every tenant's full sync, on cron '{cron}' (ETL_SYNC_CRON).",
-    )
-    def sync_all_tenants(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest]:
+def per_tenant_schedule(
+    name: str, job: UnresolvedAssetJobDefinition, registry: TenantRegistry, cron: str, description: str,
+    *, run_config: dict | None = None, tags: dict[str, str] | None = None, timezone: str = "UTC",
+) -> dg.ScheduleDefinition:  # fmt: skip
+    """A schedule that asks for one run of ``job`` per tenant partition on each tick."""
+
+    @dg.schedule(name=name, job=job, cron_schedule=cron, execution_timezone=timezone, description=description)
+    def per_tenant(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest]:
         stamp = context.scheduled_execution_time.isoformat() if context.scheduled_execution_time else "manual"
         return [
-            dg.RunRequest(run_key=f"sync-{tenant_id}-{stamp}", partition_key=tenant_id, tags={"etl/tenant": tenant_id})
-            for tenant_id in registry.ids
+            dg.RunRequest(run_key=f"{name}-{t}-{stamp}", partition_key=t, run_config=run_config or {},
+                          tags={"etl/tenant": t, **(tags or {})})  # fmt: skip
+            for t in registry.ids
         ]
 
-    return sync_all_tenants
+    return per_tenant
+
+
+def build_sync_schedule(job: UnresolvedAssetJobDefinition, registry: TenantRegistry, cron: str) -> dg.ScheduleDefinition:
+    return per_tenant_schedule("sync_all_tenants", job, registry, cron,
+                               f"Every tenant's full sync, on cron '{cron}' (ETL_SYNC_CRON).")  # fmt: skip
 
 
 def build_automation_sensor(minimum_interval_s: int) -> dg.AutomationConditionSensorDefinition:
@@ -68,21 +72,11 @@ def build_issues_job() -> UnresolvedAssetJobDefinition:
 
 
 def build_reconcile_schedule(job: UnresolvedAssetJobDefinition, registry: TenantRegistry, cron: str) -> dg.ScheduleDefinition:
-    @dg.schedule(
-        name="reconcile_issue_deletions",
-        job=job,
-        cron_schedule=cron,
-        description=f"List every tenant's live issue ids and mark the rest deleted, on cron '{cron}' (ETL_RECONCILE_CRON).",
-    )
-    def reconcile(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest]:
-        stamp = context.scheduled_execution_time.isoformat() if context.scheduled_execution_time else "manual"
-        return [
-            dg.RunRequest(run_key=f"reconcile-{t}-{stamp}", partition_key=t, run_config=RECONCILE_OP_CONFIG,
-                          tags={"etl/tenant": t, "etl/reconcile": "true"})  # fmt: skip
-            for t in registry.ids
-        ]
-
-    return reconcile
+    return per_tenant_schedule(
+        "reconcile_issue_deletions", job, registry, cron,
+        f"List every tenant's live issue ids and mark the rest deleted, on cron '{cron}' (ETL_RECONCILE_CRON).",
+        run_config=RECONCILE_OP_CONFIG, tags={"etl/reconcile": "true"},
+    )  # fmt: skip
 
 
 def build_change_sensor(job: UnresolvedAssetJobDefinition, registry: TenantRegistry,
