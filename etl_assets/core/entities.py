@@ -42,6 +42,8 @@ class EntitySpec:
     references: tuple[tuple[str, str], ...] = ()  # (column, referenced entity) by (tenant, Jira id)
     payload_indexes: Mapping[str, str] = field(default_factory=dict)  # payload field -> Qdrant schema
     incremental: bool = False  # fetched by watermark; deletions found by reconciliation
+    # When one Jira object arrives twice (overlapping incremental windows), the newer version wins.
+    version: Callable[[Any], Any] | None = None
 
 
 def _join(*parts: str | None) -> str:
@@ -91,8 +93,7 @@ def _fetch_list(path: str) -> Callable[[JiraClient, FetchRequest], Iterator[RawP
 
 def _fetch_issues(client: JiraClient, req: FetchRequest) -> Iterator[RawPage]:
     if req.ids_only:
-        yield from search_pages(client, tenant_jql(req.tenant, order="ORDER BY key ASC"), fields=["id"],
-                                page_size=1000)
+        yield from search_pages(client, tenant_jql(req.tenant, order="ORDER BY key ASC"), fields=["id"], page_size=1000)
         return
     yield from search_pages(client, tenant_jql(req.tenant, since=req.since), page_size=min(req.page_size, 100))
 
@@ -213,6 +214,11 @@ ISSUES = EntitySpec(
         "updated": "datetime",
     },
     incremental=True,
+    version=lambda record: (
+        parsers.parse_jira_datetime((record.get("fields") or {}).get("updated"))
+        if isinstance(record, dict) and isinstance(record.get("fields"), dict)
+        else None
+    ),
 )
 
 CATALOGUE: tuple[EntitySpec, ...] = (PROJECTS, WITS, STATUSES, ISSUES)

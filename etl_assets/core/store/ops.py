@@ -190,6 +190,13 @@ def _record_key(record: Any) -> str | None:
     return None
 
 
+def _older(spec: EntitySpec, record: Any, held: Any) -> bool:
+    if spec.version is None:
+        return False
+    new, old = spec.version(record), spec.version(held)
+    return new is not None and old is not None and new < old
+
+
 def build_table(engine: Engine, spec: EntitySpec, tenant_id: str) -> TableResult:
     """Consume the pending raw batches for ``tenant_id`` into ``spec.table``, in one transaction."""
     table = spec.table
@@ -216,6 +223,8 @@ def build_table(engine: Engine, spec: EntitySpec, tenant_id: str) -> TableResult
                                     RecordError(f"{spec.name[:-1]}: missing or invalid 'id'"))  # fmt: skip
                         )
                         continue
+                    if key in latest and _older(spec, record, latest[key][0]):
+                        continue  # an overlapping window brought an older copy of what we already hold
                     latest[key] = (record, batch_id)
             if kind in ("full", "ids"):
                 live_listing, listing_batch = listed, batch_id
