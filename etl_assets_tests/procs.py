@@ -53,19 +53,27 @@ def _signal_group(pgid: int, sig: int) -> None:
 
 def stop_process_tree(pid: int, *, grace_s: float = 10.0) -> None:
     """SIGTERM the process group led by ``pid`` and every descendant, then SIGKILL what is left."""
-    try:
-        descendants = psutil.Process(pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        descendants = []
-    _signal_group(pid, signal.SIGTERM)
-    for child in descendants:
-        _signal_pid(child.pid, signal.SIGTERM)
-    everyone = [p for p in [_process(pid), *descendants] if p is not None]
+    stop_process_trees([pid], grace_s=grace_s)
+
+
+def stop_process_trees(pids: Sequence[int], *, grace_s: float = 10.0) -> None:
+    """:func:`stop_process_tree` for several trees at once, so their grace periods overlap."""
+    everyone: list[psutil.Process] = []
+    for pid in pids:
+        leader = _process(pid)
+        if leader is not None:
+            everyone.append(leader)
+            everyone += _descendants_of([leader])
+    for pid in pids:
+        _signal_group(pid, signal.SIGTERM)
+    for proc in everyone:
+        _signal_pid(proc.pid, signal.SIGTERM)
     _, alive = psutil.wait_procs(everyone, timeout=grace_s)
-    # Children started while we waited are in the group, or found again here.
+    # Children started while we waited are in a group we signal, or found again here.
     for proc in alive + _descendants_of(alive):
         _signal_pid(proc.pid, signal.SIGKILL)
-    _signal_group(pid, signal.SIGKILL)
+    for pid in pids:
+        _signal_group(pid, signal.SIGKILL)
     psutil.wait_procs(alive, timeout=5)
 
 
@@ -86,7 +94,7 @@ def _descendants_of(procs: Sequence[psutil.Process]) -> list[psutil.Process]:
 
 @dataclass
 class Procs:
-    """The processes one fixture started; ``stop_all`` ends them (newest first), by pid."""
+    """The processes one fixture started; ``stop_all`` ends them all, by pid."""
 
     log_dir: Path
     started: list[Proc] = field(default_factory=list)
@@ -111,9 +119,11 @@ class Procs:
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.popen.wait(timeout=5)
 
-    def stop_all(self) -> None:
-        for proc in reversed(self.started):
-            self.stop(proc)
+    def stop_all(self, *, grace_s: float = 5.0) -> None:
+        stop_process_trees([p.pid for p in self.started], grace_s=grace_s)
+        for proc in self.started:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.popen.wait(timeout=5)
 
     def logs(self, chars: int = 3000) -> str:
         return "\n".join(f"----- {p.name} (pid {p.pid}) -----\n{p.log_tail(chars)}" for p in self.started)
@@ -164,3 +174,153 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+# -- a Dagster deployment on loopback: webserver + daemon against one instance -------------------
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+DEPLOY_INSTANCE_YAML = PROJECT_ROOT / "deploy" / "dagster.yaml"
+WORKSPACE_YAML = PROJECT_ROOT / "workspace.yaml"
+LOCATION = "etl_assets"  # workspace.yaml's location_name
+REPOSITORY = "__repository__"  # the repository a Definitions object becomes
+ASSET_JOB = "__ASSET_JOB"  # the implicit job the UI's Materialize button launches
+
+LAUNCH = """
+mutation Launch($executionParams: ExecutionParams!) {
+  launchPipelineExecution(executionParams: $executionParams) {
+    __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on PythonError { message stack }
+    ... on InvalidSubsetError { message }
+    ... on PipelineNotFoundError { message }
+    ... on RunConfigValidationInvalid { errors { message } }
+  }
+}"""
+
+RUNS = """
+query Runs($filter: RunsFilter) {
+  runsOrError(filter: $filter) {
+    __typename
+    ... on Runs { results { runId status creationTime startTime endTime tags { key value } } }
+    ... on PythonError { message }
+  }
+}"""
+
+DONE = {"SUCCESS", "FAILURE", "CANCELED"}
+
+
+def write_instance_yaml(home: Path, **overrides: object) -> Path:
+    """$DAGSTER_HOME/dagster.yaml: deploy/dagster.yaml with top-level keys merged from ``overrides``."""
+    import yaml
+
+    config = yaml.safe_load(DEPLOY_INSTANCE_YAML.read_text())
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(config.get(key), dict):
+            config[key] = {**config[key], **value}
+        else:
+            config[key] = value
+    home.mkdir(parents=True, exist_ok=True)
+    path = home / "dagster.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+@dataclass
+class Deployment:
+    """A running dagster-webserver and dagster-daemon, and the GraphQL calls the tests make."""
+
+    url: str
+    webserver: Proc
+    daemon: Proc
+    procs: Procs
+    env: dict[str, str]
+
+    def graphql(self, query: str, variables: Mapping[str, object] | None = None) -> dict:
+        response = httpx.post(f"{self.url}/graphql", json={"query": query, "variables": dict(variables or {})},
+                              timeout=60.0)  # fmt: skip
+        response.raise_for_status()
+        body = response.json()
+        assert not body.get("errors"), body["errors"]
+        return body["data"]
+
+    def launch(
+        self, asset_keys: Sequence[Sequence[str]], partition: str, *, tags: Mapping[str, str] | None = None
+    ) -> str:
+        """Launch a run of ``asset_keys`` for one partition, as the UI's Materialize button does."""
+        params = {
+            "mode": "default",
+            "runConfigData": "{}",
+            "executionMetadata": {"tags": [{"key": "dagster/partition", "value": partition},
+                                           *({"key": k, "value": v} for k, v in (tags or {}).items())]},
+            "selector": {"repositoryLocationName": LOCATION, "repositoryName": REPOSITORY, "pipelineName": ASSET_JOB,
+                         "assetSelection": [{"path": list(k)} for k in asset_keys]},
+        }  # fmt: skip
+        result = self.graphql(LAUNCH, {"executionParams": params})["launchPipelineExecution"]
+        assert result["__typename"] == "LaunchRunSuccess", result
+        return result["run"]["runId"]
+
+    def runs(self, **filter_: object) -> list[dict]:
+        data = self.graphql(RUNS, {"filter": filter_})["runsOrError"]
+        assert data["__typename"] == "Runs", data
+        return data["results"]
+
+    def run(self, run_id: str) -> dict:
+        (found,) = self.runs(runIds=[run_id])
+        return found
+
+    def wait_runs_done(self, run_ids: Sequence[str], *, timeout_s: float = 180.0) -> list[dict]:
+        def done() -> list[dict] | None:
+            runs = self.runs(runIds=list(run_ids))
+            return runs if len(runs) == len(run_ids) and all(r["status"] in DONE for r in runs) else None
+
+        return wait_until(done, timeout_s=timeout_s, interval_s=1.0, what=f"runs {list(run_ids)} to finish",
+                          watch=[self.webserver, self.daemon], on_timeout=self.procs.logs)  # type: ignore[return-value]  # fmt: skip
+
+    def wait_idle(self, *, timeout_s: float = 300.0) -> None:
+        """Wait until no run is queued or in progress."""
+        busy = ["QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING"]
+        wait_until(lambda: not self.runs(statuses=busy), timeout_s=timeout_s, interval_s=1.0, what="no runs in flight",
+                   watch=[self.webserver, self.daemon], on_timeout=self.procs.logs)  # fmt: skip
+
+    def wait_ready(self, *, timeout_s: float = 120.0) -> Deployment:
+        """Wait until the UI answers, the code location has loaded and every daemon has a heartbeat."""
+        wait_http(f"{self.url}/server_info", timeout_s=timeout_s, proc=self.webserver)
+        watch = [self.webserver, self.daemon]
+        wait_until(self.location_loaded, timeout_s=timeout_s, what="the code location to load", watch=watch,
+                   on_timeout=self.procs.logs)  # fmt: skip
+        wait_until(self.daemons_healthy, timeout_s=timeout_s, what="the daemons' heartbeats", watch=watch,
+                   on_timeout=self.procs.logs)  # fmt: skip
+        return self
+
+    def location_loaded(self) -> bool:
+        data = self.graphql("{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus "
+                            "locationOrLoadError { __typename ... on PythonError { message } } } } } }")  # fmt: skip
+        entries = data["workspaceOrError"]["locationEntries"]
+        for entry in entries:
+            if entry["locationOrLoadError"] and entry["locationOrLoadError"]["__typename"] == "PythonError":
+                raise AssertionError(f"code location failed to load: {entry['locationOrLoadError']['message']}")
+        return bool(entries) and all(e["loadStatus"] == "LOADED" for e in entries)
+
+    def daemons_healthy(self) -> bool:
+        data = self.graphql("{ instance { daemonHealth { allDaemonStatuses { daemonType healthy required } } } }")
+        statuses = data["instance"]["daemonHealth"]["allDaemonStatuses"]
+        return bool(statuses) and all(s["healthy"] for s in statuses if s["required"])
+
+
+def start_deployment(procs: Procs, *, env: Mapping[str, str]) -> Deployment:
+    """Start dagster-webserver and dagster-daemon on loopback with the project's workspace.yaml.
+
+    Returns at once; call :meth:`Deployment.wait_ready` before using it. ``env`` must hold
+    DAGSTER_HOME (with its dagster.yaml) and everything the runs need: the daemon's run
+    workers inherit its environment.
+    """
+    import sys
+
+    bin_dir = Path(sys.executable).parent
+    port = free_port()
+    env = {**env, "PATH": f"{bin_dir}{os.pathsep}{env.get('PATH', os.environ.get('PATH', ''))}"}
+    webserver = procs.start("webserver", [str(bin_dir / "dagster-webserver"), "-w", str(WORKSPACE_YAML),
+                                          "-h", "127.0.0.1", "-p", str(port)], env=env, cwd=PROJECT_ROOT)  # fmt: skip
+    daemon = procs.start("daemon", [str(bin_dir / "dagster-daemon"), "run", "-w", str(WORKSPACE_YAML)], env=env,
+                         cwd=PROJECT_ROOT)  # fmt: skip
+    return Deployment(f"http://127.0.0.1:{port}", webserver, daemon, procs, dict(env))

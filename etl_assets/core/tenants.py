@@ -148,11 +148,17 @@ class TenantRegistry:
         if not isinstance(data, dict) or not isinstance(data.get("tenants"), list):
             raise TenantConfigError(f"{source}: expected a top-level 'tenants:' list")
         tenants = tuple(_parse_tenant(raw, i, source) for i, raw in enumerate(data["tenants"]))
-        seen: set[str] = set()
+        seen: dict[str, str] = {}  # lower-cased id -> id
         for tenant in tenants:
-            if tenant.id in seen:
+            other = seen.get(tenant.id.lower())
+            if other == tenant.id:
                 raise TenantConfigError(f"{source}: tenant id {tenant.id!r} appears twice")
-            seen.add(tenant.id)
+            if other is not None:
+                # Qdrant's local mode keeps a folder per collection: on a case-insensitive file
+                # system the two tenants would share their collections.
+                raise TenantConfigError(f"{source}: tenant ids {other!r} and {tenant.id!r} differ only by case; "
+                                        "collection names must not depend on case")  # fmt: skip
+            seen[tenant.id.lower()] = tenant.id
         if not tenants:
             raise TenantConfigError(f"{source}: the 'tenants:' list is empty")
         return cls(tenants=tenants, source=source)

@@ -10,10 +10,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple, Protocol
 
 from filelock import FileLock, Timeout
 from qdrant_client import AsyncQdrantClient, models
@@ -25,6 +25,15 @@ log = logging.getLogger(__name__)
 
 POINT_NAMESPACE = uuid.UUID("5b0f8f0e-3c1e-5a8e-9f57-6574c2d1a001")
 SCHEMA_VERSION = 1
+# Request sizes for Qdrant's API. Its REST server refuses bodies over 32 MiB by default
+# (service.max_request_size_mb); a 1536-dimension point is ~20 KB as JSON, so 256 points
+# stay near 5 MB and the byte budget is the backstop for larger vectors or payloads.
+UPSERT_MAX_POINTS = 256
+UPSERT_MAX_BYTES = 16 * 1024 * 1024
+DELETE_MAX_IDS = 1000
+RETRIEVE_MAX_IDS = 1000
+# Collection metadata key under which the engine records the state it last completed.
+SYNC_MARKER_KEY = "etl_vector_sync"
 
 
 def collection_name(tenant_id: str, entity: str) -> str:
@@ -54,6 +63,70 @@ class ExistingPoint:
     external_id: str | None
     content_hash: str | None
     chunks: int | None
+
+
+class PointRef(NamedTuple):
+    """What the orphan sweep needs to know about a stored point."""
+
+    id: str
+    external_id: str | None
+    chunk: int | None
+    content_hash: str | None
+
+
+class VectorCollection(Protocol):
+    """What the vector engine needs from a collection; :class:`Collection` is the Qdrant one.
+
+    The benchmark stands in a sink that discards vectors, so that the engine's own memory
+    and speed can be measured without the store's.
+    """
+
+    name: str
+
+    async def ensure(self, *, model: str, dimensions: int, indexes: dict[str, str] | None = None) -> bool: ...
+
+    async def existing(self, ids: Sequence[str]) -> dict[str, ExistingPoint]: ...
+
+    async def upsert(self, points: list[models.PointStruct]) -> None: ...
+
+    async def delete_ids(self, ids: Iterable[str]) -> int: ...
+
+    def scroll_external_ids(self, *, page: int = 1000) -> AsyncIterator[list[PointRef]]: ...
+
+    async def count(self, **filters: Any) -> int: ...
+
+    async def read_marker(self) -> dict[str, Any] | None:
+        """What the last complete sync recorded (see ``sync_vectors``), if anything."""
+        ...
+
+    async def write_marker(self, marker: dict[str, Any] | None) -> None: ...
+
+
+def _approx_bytes(point: models.PointStruct) -> int:
+    # JSON size estimate: ~12 characters per float, and the payload's strings plus a little
+    # per field (str() of the payload would cost more than the upsert's own encoding).
+    vector = point.vector
+    floats = len(vector) if isinstance(vector, list) else 0
+    payload = point.payload or {}
+    strings = sum(len(v) for v in payload.values() if isinstance(v, str))
+    return 12 * floats + strings + 32 * len(payload) + 64
+
+
+def upsert_batches(
+    points: Sequence[models.PointStruct], *, max_points: int = UPSERT_MAX_POINTS, max_bytes: int = UPSERT_MAX_BYTES
+) -> Iterator[list[models.PointStruct]]:
+    """Consecutive slices of ``points``, each within the point count and approximate byte budget."""
+    batch: list[models.PointStruct] = []
+    size = 0
+    for point in points:
+        n = _approx_bytes(point)
+        if batch and (len(batch) >= max_points or size + n > max_bytes):
+            yield batch
+            batch, size = [], 0
+        batch.append(point)
+        size += n
+    if batch:
+        yield batch
 
 
 @dataclass
@@ -105,23 +178,25 @@ class Collection:
         return (info.config.metadata or {}).get("embedding_model"), size
 
     async def existing(self, ids: Sequence[str]) -> dict[str, ExistingPoint]:
-        if not ids:
-            return {}
-        points = await self.client.retrieve(
-            self.name, ids=list(ids), with_payload=["external_id", "content_hash", "chunks"], with_vectors=False
-        )
-        out = {}
-        for p in points:
-            payload = p.payload or {}
-            out[str(p.id)] = ExistingPoint(str(p.id), payload.get("external_id"), payload.get("content_hash"),
-                                           payload.get("chunks"))  # fmt: skip
+        out: dict[str, ExistingPoint] = {}
+        ids = list(ids)
+        for start in range(0, len(ids), RETRIEVE_MAX_IDS):
+            points = await self.client.retrieve(
+                self.name, ids=ids[start : start + RETRIEVE_MAX_IDS],
+                with_payload=["external_id", "content_hash", "chunks"], with_vectors=False,
+            )  # fmt: skip
+            for p in points:
+                payload = p.payload or {}
+                out[str(p.id)] = ExistingPoint(str(p.id), payload.get("external_id"), payload.get("content_hash"),
+                                               payload.get("chunks"))  # fmt: skip
         return out
 
     async def upsert(self, points: list[models.PointStruct]) -> None:
-        if points:
-            await self.client.upsert(self.name, points=points, wait=True)
+        """Write ``points`` in requests sized for Qdrant's API (see ``UPSERT_MAX_*``)."""
+        for batch in upsert_batches(points):
+            await self.client.upsert(self.name, points=batch, wait=True)
 
-    async def delete_ids(self, ids: Iterable[str], *, batch: int = 1000) -> int:
+    async def delete_ids(self, ids: Iterable[str], *, batch: int = DELETE_MAX_IDS) -> int:
         ids = list(ids)
         for start in range(0, len(ids), batch):
             await self.client.delete(
@@ -129,17 +204,26 @@ class Collection:
             )
         return len(ids)
 
-    async def scroll_external_ids(self, *, page: int = 1000) -> AsyncIterator[list[tuple[str, str | None]]]:
-        """(point id, external id) of every point, a page at a time."""
+    async def scroll_external_ids(self, *, page: int = 1000) -> AsyncIterator[list[PointRef]]:
+        """Every point's id, external id, chunk number and content hash, a page at a time."""
         offset: Any = None
         while True:
             points, offset = await self.client.scroll(
-                self.name, limit=page, offset=offset, with_payload=["external_id"], with_vectors=False
-            )
+                self.name, limit=page, offset=offset, with_payload=["external_id", "chunk", "content_hash"],
+                with_vectors=False,
+            )  # fmt: skip
             if points:
-                yield [(str(p.id), (p.payload or {}).get("external_id")) for p in points]
+                yield [_ref(p.id, p.payload) for p in points]
             if offset is None:
                 return
+
+    async def read_marker(self) -> dict[str, Any] | None:
+        info = await self.client.get_collection(self.name)
+        value = (info.config.metadata or {}).get(SYNC_MARKER_KEY)
+        return value if isinstance(value, dict) else None
+
+    async def write_marker(self, marker: dict[str, Any] | None) -> None:
+        await self.client.update_collection(self.name, metadata={SYNC_MARKER_KEY: marker})
 
     async def count(self, **filters: Any) -> int:
         flt = None
@@ -148,6 +232,13 @@ class Collection:
                 must=[models.FieldCondition(key=k, match=models.MatchValue(value=v)) for k, v in filters.items()]
             )
         return (await self.client.count(self.name, count_filter=flt, exact=True)).count
+
+
+def _ref(point_id_: Any, payload: dict[str, Any] | None) -> PointRef:
+    payload = payload or {}
+    chunk = payload.get("chunk")
+    return PointRef(str(point_id_), payload.get("external_id"), chunk if isinstance(chunk, int) else None,
+                    payload.get("content_hash"))  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -169,7 +260,9 @@ class QdrantLockTimeout(RuntimeError):
 
 
 @contextlib.asynccontextmanager
-async def open_qdrant(url: str | None, api_key: str | None, path: str, lock_timeout_s: float = 900.0) -> AsyncIterator[AsyncQdrantClient]:
+async def open_qdrant(
+    url: str | None, api_key: str | None, path: str, lock_timeout_s: float = 900.0
+) -> AsyncIterator[AsyncQdrantClient]:
     """Open an AsyncQdrantClient in this loop and close it on exit.
 
     Local mode holds an exclusive lock on its folder; we take our own inter-process lock
@@ -187,7 +280,9 @@ async def open_qdrant(url: str | None, api_key: str | None, path: str, lock_time
     try:
         lock.acquire(timeout=lock_timeout_s)
     except Timeout:
-        raise QdrantLockTimeout(f"Qdrant local folder {path} stayed locked by another process for {lock_timeout_s:.0f}s") from None
+        raise QdrantLockTimeout(
+            f"Qdrant local folder {path} stayed locked by another process for {lock_timeout_s:.0f}s"
+        ) from None
     try:
         client = AsyncQdrantClient(path=path)
         try:

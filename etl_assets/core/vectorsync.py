@@ -1,11 +1,44 @@
 """The vector stage: committed rows in, Qdrant points out, only what changed re-embedded.
 
 Rows come from the database through the caller's own connection (never handed over in
-memory by the table step). For every page of rows we compute each row's text and chunks,
-compare the content hash with what the collection holds, embed only new or changed
-chunks — packed into requests by input count and token budget, several in flight — and
-upsert them as each request returns. A final sweep removes points whose row is deleted
-or gone. Memory is bounded by the page size and the number of requests in flight.
+memory by the table step), a bounded page at a time. The work is a pipeline:
+
+1. **Read** (worker thread): the next page of rows, with each row's text, content hash
+   and chunk-0 point id. Reading runs ahead of the rest by ``prefetch_pages`` pages.
+2. **Compare** (event loop): one lookup per page of the chunk-0 points. A row whose
+   stored hash matches (and whose other chunks are all there) is unchanged: it is never
+   tokenized, let alone embedded.
+3. **Split** (worker thread): changed rows are tokenized once and cut into chunks of at
+   most ``max_chunk_tokens`` tokens.
+4. **Pack and embed**: chunks from consecutive pages are packed into requests of at most
+   ``max_batch_inputs`` inputs and ``max_batch_tokens`` tokens (read from the embedder
+   each time, since it lowers its token cap once the server announces a TPM limit), and
+   up to ``concurrency`` requests are in flight.
+5. **Upsert**: each answered request is written to the collection in API-sized batches
+   while the next requests are in flight.
+
+Memory is bounded by the page size and the batch size times the number of batches alive
+(``2 * concurrency``), never by the tenant's size: when all are busy, reading waits.
+
+Then a sweep removes points whose row is deleted or gone, points whose id is not the
+deterministic id of their row and chunk, and chunks that disagree with their row's chunk
+0 (left behind when an earlier run failed half way). When the collection holds exactly
+the points the live rows call for (its count equals the expected count, and every one of
+them was seen or written by this run) there is nothing the sweep could find, so it is
+skipped: that is what keeps a no-op re-run cheap.
+
+With a ``fingerprint`` (a digest of the live rows' ids and row hashes, cheap to read),
+even the comparison can be skipped: a complete sync records that digest, with the model,
+dimensions, chunk size and resulting point count, in the collection's metadata. When the
+next run finds the same digest and the same point count, and the first page of rows
+compares unchanged (which catches a changed text format), nothing can have changed, and
+the run ends there. Any other run clears the record before it writes anything and
+records the new state only once it has completed.
+
+Errors propagate: the first failure cancels and awaits every other task, and is raised as
+itself (not wrapped in an ``ExceptionGroup``). Whatever was written before it is valid
+(points are written only with their vectors, ids are deterministic), and the next run
+re-embeds whatever is missing or stale, so runs converge.
 """
 
 from __future__ import annotations
@@ -14,18 +47,21 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
 from qdrant_client import models
 
-from etl_assets.core.embeddings.base import Embedder
+from etl_assets.core.embeddings.base import Embedder, EmbeddingError, embed_counted, split_counted
 from etl_assets.core.entities import EntitySpec
-from etl_assets.core.vectorstore import Collection, point_id
+from etl_assets.core.vectorstore import UPSERT_MAX_POINTS, ExistingPoint, VectorCollection, point_id
 
 log = logging.getLogger(__name__)
+
+PAYLOAD_TEXT_CHARS = 2000
+UPSERT_CONCURRENCY = 2
 
 
 @dataclass
@@ -41,6 +77,12 @@ class VectorSyncResult:
     points_deleted: int = 0
     surplus_chunks_deleted: int = 0
     collection_created: bool = False
+    pages_read: int = 0
+    embedding_batches: int = 0  # requests the engine packed (the provider may split one further)
+    sweep: str = "full"  # "full" or "skipped" (the collection held exactly the expected points)
+    # "rows": every row's hash compared with its points; "fingerprint": the live rows are
+    # exactly those of the last complete sync (and the first page was spot-checked)
+    change_detection: str = "rows"
     duration_s: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -59,6 +101,15 @@ class PlannedChunk:
     payload: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class _Row:
+    row: dict[str, Any]
+    external_id: str
+    text: str
+    digest: str
+    head_id: str  # point id of chunk 0
+
+
 def _jsonable(value: Any) -> Any:
     return value.isoformat() if isinstance(value, datetime) else value
 
@@ -67,27 +118,42 @@ def content_hash(model: str, dimensions: int, text: str) -> str:
     return hashlib.sha256(f"{model}\x1f{dimensions}\x1f{text}".encode()).hexdigest()
 
 
-def plan_row(spec: EntitySpec, tenant_id: str, row: dict[str, Any], embedder: Embedder, max_tokens: int) -> list[PlannedChunk]:
-    text = spec.text(row).strip() or f"{spec.name} {row['external_id']}"
-    digest = content_hash(embedder.model, embedder.dimensions, text)
-    pieces = embedder.split(text, max_tokens)
+def row_text(spec: EntitySpec, row: dict[str, Any]) -> str:
+    return spec.text(row).strip() or f"{spec.name} {row['external_id']}"
+
+
+def _chunks(spec: EntitySpec, tenant_id: str, row: dict[str, Any], text: str, digest: str, model: str,
+            pieces: list[tuple[str, int]]) -> list[PlannedChunk]:  # fmt: skip
     base = {
         "tenant_id": tenant_id,
         "entity": spec.name,
         "external_id": row["external_id"],
         **{k: _jsonable(v) for k, v in spec.payload(row).items()},
         "content_hash": digest,
-        "embedding_model": embedder.model,
+        "embedding_model": model,
         "chunks": len(pieces),
     }
     return [
-        PlannedChunk(point_id(tenant_id, spec.name, row["external_id"], i), piece, embedder.count_tokens(piece),
-                     {**base, "chunk": i, "text": piece[:2000]})  # fmt: skip
-        for i, piece in enumerate(pieces)
+        PlannedChunk(
+            point_id(tenant_id, spec.name, row["external_id"], i),
+            piece,
+            tokens,
+            {**base, "chunk": i, "text": piece[:PAYLOAD_TEXT_CHARS]},
+        )  # fmt: skip
+        for i, (piece, tokens) in enumerate(pieces)
     ]
 
 
-def pack(chunks: Iterable[PlannedChunk], *, max_inputs: int, max_tokens: int) -> Iterator[list[PlannedChunk]]:
+def plan_row(
+    spec: EntitySpec, tenant_id: str, row: dict[str, Any], embedder: Embedder, max_tokens: int
+) -> list[PlannedChunk]:
+    """The points one row becomes: its text in chunks of at most ``max_tokens`` tokens."""
+    text = row_text(spec, row)
+    digest = content_hash(embedder.model, embedder.dimensions, text)
+    return _chunks(spec, tenant_id, row, text, digest, embedder.model, split_counted(embedder, text, max_tokens))
+
+
+def pack(chunks: Sequence[PlannedChunk], *, max_inputs: int, max_tokens: int) -> Iterator[list[PlannedChunk]]:
     """Group chunks into requests that respect both the input-count and the token budget."""
     batch: list[PlannedChunk] = []
     tokens = 0
@@ -101,6 +167,252 @@ def pack(chunks: Iterable[PlannedChunk], *, max_inputs: int, max_tokens: int) ->
         yield batch
 
 
+def _as_list(vector: Any) -> list[float]:
+    return vector.tolist() if hasattr(vector, "tolist") else list(vector)
+
+
+def _first_error(group: BaseExceptionGroup) -> BaseException:
+    leaves: list[BaseException] = []
+
+    def walk(exc: BaseException) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            for inner in exc.exceptions:
+                walk(inner)
+        elif not isinstance(exc, asyncio.CancelledError):
+            leaves.append(exc)
+
+    walk(group)
+    if not leaves:
+        return group
+    first = leaves[0]
+    if len(leaves) > 1:
+        first.add_note(f"({len(leaves) - 1} other task(s) of the same vector sync failed too)")
+    return first
+
+
+class _Sync:
+    """The state of one :func:`sync_vectors` call."""
+
+    def __init__(self, *, spec: EntitySpec, tenant_id: str, embedder: Embedder, collection: VectorCollection,
+                 result: VectorSyncResult, concurrency: int, max_batch_inputs: int | None,
+                 max_batch_tokens: int | None, chunk_tokens: int, upsert_points: int) -> None:  # fmt: skip
+        self.spec, self.tenant_id, self.embedder, self.collection = spec, tenant_id, embedder, collection
+        self.result = result
+        self.max_batch_inputs, self.max_batch_tokens = max_batch_inputs, max_batch_tokens
+        self.chunk_tokens = chunk_tokens
+        self.upsert_points = upsert_points
+        self.in_flight = asyncio.Semaphore(concurrency)
+        self.alive = asyncio.Semaphore(2 * concurrency)  # batches holding texts or vectors
+        self.upserting = asyncio.Semaphore(UPSERT_CONCURRENCY)
+        self.batch: list[PlannedChunk] = []
+        self.batch_tokens = 0
+        self.expected_points = 0  # points the live rows call for, each seen or written by this run
+
+    # -- 1. read -------------------------------------------------------------------------
+
+    def _describe(self, rows: list[dict[str, Any]]) -> list[_Row]:
+        model, dims, entity = self.embedder.model, self.embedder.dimensions, self.spec.name
+        out = []
+        for row in rows:
+            text = row_text(self.spec, row)
+            ext = row["external_id"]
+            out.append(_Row(row, ext, text, content_hash(model, dims, text), point_id(self.tenant_id, entity, ext, 0)))
+        return out
+
+    async def read(self, pages: Callable[[], Iterator[list[dict[str, Any]]]], queue: asyncio.Queue) -> None:
+        loop = asyncio.get_running_loop()
+        rows_iter: Iterator[list[dict[str, Any]]] | None = None
+        pending: asyncio.Future | None = None
+
+        def step() -> list[_Row] | None:
+            nonlocal rows_iter
+            if rows_iter is None:
+                rows_iter = iter(pages())
+            page = next(rows_iter, None)
+            return None if page is None else self._describe(page)
+
+        try:
+            while True:
+                pending = loop.run_in_executor(None, step)
+                # shield: if we are cancelled, the thread still finishes its page, and the
+                # finally below waits for it before closing the iterator it is using.
+                page = await asyncio.shield(pending)
+                pending = None
+                await queue.put(page)
+                if page is None:
+                    return
+        finally:
+            if pending is not None:
+                await asyncio.wait([pending])
+                if not pending.cancelled():
+                    pending.exception()  # retrieved: the error that matters is already raised
+            close = getattr(rows_iter, "close", None)
+            if close is not None:
+                await loop.run_in_executor(None, close)
+
+    # -- 2. compare ------------------------------------------------------------------------
+
+    async def compare(self, page: list[_Row]) -> list[tuple[_Row, ExistingPoint | None]]:
+        """The rows of ``page`` that need embedding, each with its stored chunk 0 (if any)."""
+        heads = await self.collection.existing([r.head_id for r in page])
+        changed: list[tuple[_Row, ExistingPoint | None]] = []
+        multi: list[tuple[_Row, ExistingPoint, list[str]]] = []
+        for r in page:
+            head = heads.get(r.head_id)
+            if head is None or head.content_hash != r.digest:
+                changed.append((r, head))
+                continue
+            n = head.chunks if isinstance(head.chunks, int) and head.chunks > 1 else 1
+            if n == 1:
+                self.result.rows_unchanged += 1
+                self.expected_points += 1
+            else:
+                ids = [point_id(self.tenant_id, self.spec.name, r.external_id, i) for i in range(1, n)]
+                multi.append((r, head, ids))
+        if multi:
+            rest = await self.collection.existing([i for _, _, ids in multi for i in ids])
+            for r, head, ids in multi:
+                if all((p := rest.get(i)) is not None and p.content_hash == r.digest for i in ids):
+                    self.result.rows_unchanged += 1
+                    self.expected_points += 1 + len(ids)
+                else:
+                    changed.append((r, head))
+        return changed
+
+    # -- 3. split --------------------------------------------------------------------------
+
+    def _split(self, changed: list[tuple[_Row, ExistingPoint | None]]) -> list[list[PlannedChunk]]:
+        model = self.embedder.model
+        return [
+            _chunks(
+                self.spec,
+                self.tenant_id,
+                r.row,
+                r.text,
+                r.digest,
+                model,
+                split_counted(self.embedder, r.text, self.chunk_tokens),
+            )  # fmt: skip
+            for r, _ in changed
+        ]
+
+    async def process(self, page: list[_Row], tg: asyncio.TaskGroup) -> None:
+        self.result.pages_read += 1
+        self.result.rows_live += len(page)
+        changed = await self.compare(page)
+        if not changed:
+            return
+        planned = await asyncio.to_thread(self._split, changed)
+        surplus: list[str] = []
+        for (r, head), chunks in zip(changed, planned, strict=True):
+            self.result.rows_changed += 1
+            self.expected_points += len(chunks)
+            if head is not None and isinstance(head.chunks, int) and head.chunks > len(chunks):
+                surplus += [point_id(self.tenant_id, self.spec.name, r.external_id, i)
+                            for i in range(len(chunks), head.chunks)]  # fmt: skip
+        if surplus:
+            self.result.surplus_chunks_deleted += await self.collection.delete_ids(surplus)
+        for chunks in planned:
+            for chunk in chunks:
+                await self.add(chunk, tg)
+
+    # -- 4. pack and embed, 5. upsert --------------------------------------------------------
+
+    def _caps(self) -> tuple[int, int]:
+        inputs, tokens = self.embedder.max_batch_inputs, self.embedder.max_batch_tokens
+        if self.max_batch_inputs:
+            inputs = min(inputs, self.max_batch_inputs)
+        if self.max_batch_tokens:
+            tokens = min(tokens, self.max_batch_tokens)
+        return max(1, inputs), max(1, tokens)
+
+    async def add(self, chunk: PlannedChunk, tg: asyncio.TaskGroup) -> None:
+        max_inputs, max_tokens = self._caps()
+        if self.batch and (len(self.batch) >= max_inputs or self.batch_tokens + chunk.tokens > max_tokens):
+            await self.dispatch(tg)
+        self.batch.append(chunk)
+        self.batch_tokens += chunk.tokens
+
+    async def dispatch(self, tg: asyncio.TaskGroup) -> None:
+        if not self.batch:
+            return
+        batch, self.batch, self.batch_tokens = self.batch, [], 0
+        await self.alive.acquire()  # back-pressure: reading waits while every batch slot is busy
+        try:
+            tg.create_task(self.embed_and_upsert(batch))
+        except BaseException:
+            self.alive.release()
+            raise
+
+    async def embed_and_upsert(self, batch: list[PlannedChunk]) -> None:
+        try:
+            async with self.in_flight:
+                vectors = await embed_counted(self.embedder, [c.text for c in batch], [c.tokens for c in batch])
+            if len(vectors) != len(batch):
+                raise EmbeddingError(
+                    f"model {self.embedder.model}: asked for {len(batch)} embeddings, got {len(vectors)}"
+                )
+            self.result.embedding_batches += 1
+            self.result.chunks_embedded += len(batch)
+            async with self.upserting:
+                for start in range(0, len(batch), self.upsert_points):
+                    part = batch[start : start + self.upsert_points]
+                    points = [
+                        models.PointStruct(id=c.id, vector=_as_list(vectors[start + i]), payload=c.payload)
+                        for i, c in enumerate(part)
+                    ]
+                    await self.collection.upsert(points)
+                    self.result.points_upserted += len(points)
+        finally:
+            self.alive.release()
+
+    # -- the sweep ---------------------------------------------------------------------------
+
+    async def sweep(self, live_ids: Callable[[list[str]], Awaitable[set[str]]]) -> None:
+        if await self.collection.count() == self.expected_points:
+            self.result.sweep = "skipped"
+            return
+        self.result.sweep = "full"
+        tenant, entity = self.tenant_id, self.spec.name
+        async for refs in self.collection.scroll_external_ids():
+            ext_ids = sorted({r.external_id for r in refs if r.external_id})
+            alive = await live_ids(ext_ids) if ext_ids else set()
+            doomed = []
+            later = []  # chunks > 0 of live rows: must agree with their row's chunk 0
+            for r in refs:
+                if r.external_id not in alive or r.id != point_id(tenant, entity, r.external_id, r.chunk or 0):
+                    doomed.append(r.id)
+                elif r.chunk:
+                    later.append(r)
+            if later:
+                heads = await self.collection.existing([point_id(tenant, entity, r.external_id, 0) for r in later])
+                for r in later:
+                    head = heads.get(point_id(tenant, entity, r.external_id, 0))
+                    count = head.chunks if head is not None and isinstance(head.chunks, int) else 1
+                    if head is None or head.content_hash != r.content_hash or r.chunk >= count:  # type: ignore[operator]
+                        doomed.append(r.id)
+            if doomed:
+                self.result.points_deleted += await self.collection.delete_ids(doomed)
+
+
+def _sync_state(spec: EntitySpec, tenant_id: str, embedder: Embedder, chunk_tokens: int, fingerprint: str) -> str:
+    parts = ("v1", spec.name, tenant_id, embedder.model, str(embedder.dimensions), str(chunk_tokens), fingerprint)
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
+
+
+async def _first_page(pages: Callable[[], Iterator[list[dict[str, Any]]]]) -> list[dict[str, Any]] | None:
+    def first() -> list[dict[str, Any]] | None:
+        rows = iter(pages())
+        try:
+            return next(rows, None)
+        finally:
+            close = getattr(rows, "close", None)
+            if close is not None:
+                close()
+
+    return await asyncio.to_thread(first)
+
+
 async def sync_vectors(
     *,
     spec: EntitySpec,
@@ -108,73 +420,71 @@ async def sync_vectors(
     pages: Callable[[], Iterator[list[dict[str, Any]]]],
     live_ids: Callable[[list[str]], Awaitable[set[str]]],
     embedder: Embedder,
-    collection: Collection,
+    collection: VectorCollection,
     concurrency: int = 4,
     max_batch_inputs: int | None = None,
     max_batch_tokens: int | None = None,
     max_chunk_tokens: int | None = None,
+    upsert_batch_points: int = UPSERT_MAX_POINTS,
+    prefetch_pages: int = 2,
+    fingerprint: Callable[[], str] | None = None,
 ) -> VectorSyncResult:
     """Bring ``collection`` to exactly the live rows produced by ``pages``.
 
-    ``pages`` yields the live committed rows page by page; ``live_ids`` answers which of
-    a list of external ids are live rows (for the orphan sweep).
+    ``pages`` returns an iterator of pages (lists) of the live committed rows; it is
+    called, iterated and closed in a worker thread, so database reads stay off the event
+    loop and overlap embedding. ``live_ids`` answers which of a list of external ids are
+    live rows (for the orphan sweep). ``fingerprint`` (optional, called in a worker
+    thread) returns a digest of the live rows' ids and row hashes; see the module
+    docstring.
     """
     started = time.perf_counter()
     result = VectorSyncResult(collection.name, embedder.model, embedder.dimensions)
     result.collection_created = await collection.ensure(
         model=embedder.model, dimensions=embedder.dimensions, indexes=dict(spec.payload_indexes)
     )
-    max_inputs = min(max_batch_inputs or embedder.max_batch_inputs, embedder.max_batch_inputs)
-    budget = min(max_batch_tokens or embedder.max_batch_tokens, embedder.max_batch_tokens)
     chunk_tokens = min(max_chunk_tokens or embedder.max_input_tokens, embedder.max_input_tokens)
-    in_flight = asyncio.Semaphore(max(1, concurrency))
 
-    async def embed_and_upsert(batch: list[PlannedChunk]) -> None:
-        try:
-            vectors = await embedder.embed([c.text for c in batch])
-            await collection.upsert(
-                [models.PointStruct(id=c.id, vector=v, payload=c.payload) for c, v in zip(batch, vectors, strict=True)]
-            )
-            result.chunks_embedded += len(batch)
-            result.points_upserted += len(batch)
-        finally:
-            in_flight.release()
+    def new_sync(into: VectorSyncResult) -> _Sync:
+        return _Sync(spec=spec, tenant_id=tenant_id, embedder=embedder, collection=collection, result=into,
+                     concurrency=max(1, concurrency), max_batch_inputs=max_batch_inputs,
+                     max_batch_tokens=max_batch_tokens, chunk_tokens=chunk_tokens,
+                     upsert_points=max(1, upsert_batch_points))  # fmt: skip
 
-    row_iter = pages()
-    async with asyncio.TaskGroup() as tg:  # a failed request cancels and awaits the rest
-        while True:
-            page = await asyncio.to_thread(next, row_iter, None)
-            if page is None:
-                break
-            planned = [plan_row(spec, tenant_id, row, embedder, chunk_tokens) for row in page]
-            result.rows_live += len(planned)
-            ids = [c.id for chunks in planned for c in chunks]
-            ids += [point_id(tenant_id, spec.name, row["external_id"], 0) for row in page]  # chunk 0 carries the old count
-            existing = await collection.existing(sorted(set(ids)))
-            todo: list[PlannedChunk] = []
-            surplus: list[str] = []
-            for row, chunks in zip(page, planned, strict=True):
-                have = [existing.get(c.id) for c in chunks]
-                if all(p is not None and p.content_hash == c.payload["content_hash"] for p, c in zip(have, chunks, strict=True)):
-                    result.rows_unchanged += 1
-                    continue
-                result.rows_changed += 1
-                todo.extend(chunks)
-                old = existing.get(point_id(tenant_id, spec.name, row["external_id"], 0))
-                if old is not None and isinstance(old.chunks, int) and old.chunks > len(chunks):
-                    surplus += [point_id(tenant_id, spec.name, row["external_id"], i) for i in range(len(chunks), old.chunks)]
-            if surplus:
-                result.surplus_chunks_deleted += await collection.delete_ids(surplus)
-            for batch in pack(todo, max_inputs=max_inputs, max_tokens=budget):
-                await in_flight.acquire()
-                tg.create_task(embed_and_upsert(batch))
+    state = None
+    if fingerprint is not None:
+        state = _sync_state(spec, tenant_id, embedder, chunk_tokens, await asyncio.to_thread(fingerprint))
+        marker = None if result.collection_created else await collection.read_marker()
+        if marker is not None and marker.get("state") == state and await collection.count() == marker.get("points"):
+            page = await _first_page(pages)
+            probe = new_sync(VectorSyncResult(collection.name, embedder.model, embedder.dimensions))
+            if page is None or not await probe.compare(probe._describe(page)):
+                result.rows_live = result.rows_unchanged = int(marker.get("rows") or 0)
+                result.sweep, result.change_detection = "skipped", "fingerprint"
+                result.duration_s = time.perf_counter() - started
+                return result
+        await collection.write_marker(None)  # until this run completes, nothing vouches for the collection
 
-    # Sweep: points whose row is deleted, vanished, or never committed leave the collection.
-    async for points in collection.scroll_external_ids():
-        ext_ids = sorted({e for _, e in points if e})
-        alive = await live_ids(ext_ids) if ext_ids else set()
-        doomed = [pid for pid, e in points if e not in alive]
-        if doomed:
-            result.points_deleted += await collection.delete_ids(doomed)
+    sync = new_sync(result)
+    queue: asyncio.Queue[list[_Row] | None] = asyncio.Queue(maxsize=max(1, prefetch_pages))
+    try:
+        async with asyncio.TaskGroup() as tg:  # a failure cancels, and awaits, every other task
+            tg.create_task(sync.read(pages, queue))
+            while (page := await queue.get()) is not None:
+                await sync.process(page, tg)
+            await sync.dispatch(tg)
+    except BaseExceptionGroup as group:
+        error = _first_error(group)
+        if error is group:
+            raise
+        raise error from None  # the failing task's own exception and traceback, not a group
+    await sync.sweep(live_ids)
+    if state is not None:
+        await collection.write_marker({"state": state, "points": await collection.count(), "rows": result.rows_live})
     result.duration_s = time.perf_counter() - started
+    log.info(
+        "%s: %d live rows, %d changed, %d chunks embedded in %d batches, %d points deleted, %.1fs",
+        collection.name, result.rows_live, result.rows_changed, result.chunks_embedded, result.embedding_batches,
+        result.points_deleted + result.surplus_chunks_deleted, result.duration_s,
+    )  # fmt: skip
     return result

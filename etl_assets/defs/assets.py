@@ -197,7 +197,7 @@ def build_vector_asset(spec: EntitySpec, registry: TenantRegistry, partitions: d
         result = await sync_vectors(
             spec=spec, tenant_id=tenant.id, pages=lambda: ops.iter_rows(engine, spec, tenant.id),
             live_ids=live_ids, embedder=embedder, collection=collection, concurrency=embeddings.concurrency,
-            max_chunk_tokens=embeddings.chunk_tokens,
+            max_chunk_tokens=embeddings.chunk_tokens, fingerprint=lambda: ops.live_fingerprint(engine, spec, tenant.id),
         )  # fmt: skip
         live_rows = ops.count_rows(engine, spec, tenant.id)
         distinct = await collection.count(chunk=0)

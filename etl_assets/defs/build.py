@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 import dagster as dg
 
-from etl_assets.core.embeddings.factory import EmbeddingSettings
+from etl_assets.core.embeddings.factory import EmbeddingConfigError, EmbeddingSettings
 from etl_assets.core.entities import BY_NAME, CATALOGUE, EntitySpec
 from etl_assets.core.settings import DEFAULT_DATABASE_URL
 from etl_assets.core.tenants import TenantRegistry
@@ -35,13 +36,36 @@ def _secret(env: Mapping[str, str], name: str) -> Any:
     return dg.EnvVar(name) if env.get(name) else None
 
 
+def _positive_int(env: Mapping[str, str], name: str) -> int | None:
+    value = env.get(name)
+    if not value:
+        return None
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number <= 0:
+        raise EmbeddingConfigError(f"{name} must be a positive integer, got {value!r}")
+    return number
+
+
 def resources_from_env(env: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """Resources bound from the environment; secrets stay EnvVars so no value lands in run config."""
+    """Resources bound from the environment; secrets stay EnvVars so no value lands in run config.
+
+    Settings are checked here, when the definitions load, so that a misconfiguration fails
+    before any step does work (with the multiprocess executor, a step only opens the
+    resources it uses: a bad embeddings setting would otherwise surface after the fetches).
+    """
     env = os.environ if env is None else env
     emb = EmbeddingSettings.from_env(env)
-    if emb.provider not in ("openai", "local"):  # the rest is checked when a step opens the provider
-        emb.validate()
+    emb.validate()
+    chunk_tokens = _positive_int(env, "EMBEDDING_CHUNK_TOKENS")
     qd = QdrantSettings.from_env(env)
+    if qd.url:
+        parts = urlsplit(qd.url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"QDRANT_URL is not an http(s) URL of a Qdrant server: {qd.url!r} "
+                             "(unset it to use the local folder QDRANT_PATH)")  # fmt: skip
     return {
         "jira": JiraResource(),
         "database": DatabaseResource(url=_secret(env, "DATABASE_URL") or DEFAULT_DATABASE_URL),
@@ -49,7 +73,7 @@ def resources_from_env(env: Mapping[str, str] | None = None) -> dict[str, Any]:
             provider=emb.provider, model=emb.model, dimensions=emb.dimensions,
             api_key=_secret(env, "OPENAI_API_KEY"), base_url=emb.base_url, concurrency=emb.concurrency,
             batch_inputs=emb.batch_inputs, batch_tokens=emb.batch_tokens,
-            chunk_tokens=int(env["EMBEDDING_CHUNK_TOKENS"]) if env.get("EMBEDDING_CHUNK_TOKENS") else None,
+            chunk_tokens=chunk_tokens, rpm=emb.rpm, tpm=emb.tpm, pool_limit=emb.pool_limit,
         ),  # fmt: skip
         "qdrant": QdrantResource(url=qd.url, api_key=_secret(env, "QDRANT_API_KEY"), path=qd.path),
     }

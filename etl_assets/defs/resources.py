@@ -18,6 +18,7 @@ import httpx
 from pydantic import Field, PrivateAttr
 from qdrant_client import AsyncQdrantClient
 from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from etl_assets.core.embeddings.base import Embedder
 from etl_assets.core.embeddings.factory import EmbeddingConfigError, EmbeddingSettings, open_embedder
@@ -80,7 +81,16 @@ class DatabaseResource(dg.ConfigurableResource):
     _engine: Engine | None = PrivateAttr(default=None)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        self._engine = make_engine(self.url)
+        self._engine = self._open()
+
+    def _open(self) -> Engine:
+        try:
+            return make_engine(self.url)
+        except (SQLAlchemyError, OSError) as exc:
+            # Name the setting and the (password-masked) URL; the driver's first line says why.
+            reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+            raise dg.Failure(f"database {safe_url(self.url)} (DATABASE_URL) cannot be opened: "
+                             f"{type(exc).__name__}: {reason}") from None  # fmt: skip
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         if self._engine is not None:
@@ -90,7 +100,7 @@ class DatabaseResource(dg.ConfigurableResource):
     @property
     def engine(self) -> Engine:
         if self._engine is None:  # used outside a run (e.g. a sensor): open lazily
-            self._engine = make_engine(self.url)
+            self._engine = self._open()
         return self._engine
 
     @property
@@ -111,11 +121,14 @@ class EmbeddingsResource(dg.ConfigurableResource):
     api_key: str | None = Field(default=None, description="OPENAI_API_KEY (bind with EnvVar; never in run config).")
     base_url: str | None = Field(default=None, description="OPENAI_BASE_URL for an OpenAI-compatible gateway.")
     timeout_s: float = Field(default=60.0, description="Per-request timeout, seconds.")
-    max_retries: int = Field(default=6, description="SDK retries on 429/5xx/timeouts (honours retry-after).")
+    max_retries: int = Field(default=6, description="Retries per request on 5xx, timeouts and resets (429s wait as told).")
     concurrency: int = Field(default=4, description="Embedding requests in flight per step.")
     batch_inputs: int | None = Field(default=None, description="Most inputs per request (provider maximum if unset).")
     batch_tokens: int | None = Field(default=None, description="Most tokens per request (provider maximum if unset).")
     chunk_tokens: int | None = Field(default=None, description="EMBEDDING_CHUNK_TOKENS: longest chunk, tokens (model limit if unset).")
+    rpm: int | None = Field(default=None, description="EMBEDDING_RPM: client-side requests/minute budget of the key.")
+    tpm: int | None = Field(default=None, description="EMBEDDING_TPM: client-side tokens/minute budget of the key.")
+    pool_limit: int = Field(default=1, description="EMBEDDING_POOL_LIMIT: vector steps at once; each gets 1/n of the budget.")
     _embedder: Any = PrivateAttr(default=None)
 
     def settings(self) -> EmbeddingSettings:
@@ -123,6 +136,7 @@ class EmbeddingsResource(dg.ConfigurableResource):
             provider=self.provider, model=self.model, dimensions=self.dimensions, api_key=self.api_key,
             base_url=self.base_url, timeout_s=self.timeout_s, max_retries=self.max_retries,
             concurrency=self.concurrency, batch_inputs=self.batch_inputs, batch_tokens=self.batch_tokens,
+            rpm=self.rpm, tpm=self.tpm, pool_limit=self.pool_limit,
         )  # fmt: skip
 
     @property

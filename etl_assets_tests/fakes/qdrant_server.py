@@ -12,7 +12,8 @@ speaks the part of Qdrant's REST API the project uses and stores everything in a
 Request and response bodies are parsed and rendered with qdrant-client's REST models, so
 what the real client sends is validated the way a server would. Served (everything else
 is a 404): ``GET /``, ``GET /collections``, ``GET|PUT|DELETE /collections/{name}``,
-``GET /collections/{name}/exists``, ``PUT /collections/{name}/index``, ``POST|PUT
+``PATCH /collections/{name}`` (metadata), ``GET /collections/{name}/exists``,
+``PUT /collections/{name}/index``, ``POST|PUT
 /collections/{name}/points``, ``POST /collections/{name}/points/{delete,scroll,count}``.
 
 Faults: the generic ``faults`` queue of :class:`LoopbackServer` (``Fault.respond``,
@@ -22,9 +23,11 @@ or True for a 503) refuses that upsert *before* anything is stored, so a batch f
 whole, as it does on a server that is going away. ``latency_s`` delays every answer
 (after the operation was applied, as on a server whose acknowledgement is slow).
 
-``log`` records ``(method, path, status, started, finished)`` (monotonic seconds) of every
-answered request, for tests that audit which collections a run touched and for the crash
-script, which asks what was in flight at the moment it killed a run.
+``log`` records ``(method, path, status, started, finished)`` of every request, in
+``time.time()`` seconds (comparable with Dagster's event timestamps) — added on arrival with
+status 0 and ``finished`` None, completed when answered — for tests that audit which
+collections a run touched and for the crash script, which asks what was in flight at the
+moment it killed a run.
 """
 
 from __future__ import annotations
@@ -74,7 +77,7 @@ class FakeQdrant:
         self.latency_s = latency_s
         self.fail_upsert: Callable[[str, int], Response | bool | None] | None = None
         self.upserts: collections.Counter[str] = collections.Counter()
-        self.log: list[tuple[str, str, int, float, float]] = []
+        self.log: list[tuple[str, str, int, float, float | None]] = []
         self._lock = threading.Lock()
         self._local: QdrantLocal | None = None
         self._server = LoopbackServer(self._handle)
@@ -120,18 +123,22 @@ class FakeQdrant:
     # -- request handling ----------------------------------------------------------------
 
     async def _handle(self, req: Request) -> Response:
-        started = time.monotonic()
+        with self._lock:  # logged on arrival (finished None), completed when answered
+            index = len(self.log)
+            self.log.append((req.method, req.path, 0, time.time(), None))
         response = self._answer(req)
         if self.latency_s:
             await asyncio.sleep(self.latency_s)
         with self._lock:
-            self.log.append((req.method, req.path, response.status, started, time.monotonic()))
+            method, path, _, started, _ = self.log[index]
+            self.log[index] = (method, path, response.status, started, time.time())
         return response
 
     def _answer(self, req: Request) -> Response:
         if self.api_key is not None and req.headers.get("api-key") != self.api_key:
-            return Response.json({"status": {"error": "Must provide an API key or an Authorization bearer token"}},
-                                 status=401)  # fmt: skip
+            return Response.json(
+                {"status": {"error": "Must provide an API key or an Authorization bearer token"}}, status=401
+            )
         try:
             response = self._dispatch(req)
         except _QdrantError as exc:
@@ -172,6 +179,12 @@ class FakeQdrant:
                 if local.collection_exists(name):
                     raise _QdrantError(409, f"Wrong input: Collection `{name}` already exists!")
                 return _ok(local.create_collection(name, vectors_config=spec.vectors, metadata=spec.metadata))
+            if method == "PATCH":
+                self._need(name)
+                change = m.UpdateCollection.model_validate(self._body(req))
+                return _ok(
+                    local.update_collection(name, metadata=change.metadata, sparse_vectors_config=change.sparse_vectors)
+                )
             if method == "DELETE":
                 return _ok(local.delete_collection(name))
         if rest == ["exists"] and method == "GET":
@@ -184,18 +197,28 @@ class FakeQdrant:
             return self._upsert(name, req)
         if rest == ["points"] and method == "POST":
             pr = m.PointRequest.model_validate(self._body(req))
-            return _ok(local.retrieve(name, pr.ids, with_payload=pr.with_payload if pr.with_payload is not None
-                                      else True, with_vectors=pr.with_vector or False))  # fmt: skip
+            return _ok(
+                local.retrieve(
+                    name,
+                    pr.ids,
+                    with_payload=pr.with_payload if pr.with_payload is not None else True,
+                    with_vectors=pr.with_vector or False,
+                )
+            )
         if rest == ["points", "delete"] and method == "POST":
             selector = _POINTS_SELECTOR.validate_python(self._body(req))
             return _ok(local.delete(name, points_selector=selector))
         if rest == ["points", "scroll"] and method == "POST":
             sr = m.ScrollRequest.model_validate(self._body(req))
             points, offset = local.scroll(
-                name, scroll_filter=sr.filter, limit=sr.limit or 10, offset=sr.offset,
+                name,
+                scroll_filter=sr.filter,
+                limit=sr.limit or 10,
+                offset=sr.offset,
                 with_payload=sr.with_payload if sr.with_payload is not None else True,
-                with_vectors=sr.with_vector or False, order_by=sr.order_by,
-            )  # fmt: skip
+                with_vectors=sr.with_vector or False,
+                order_by=sr.order_by,
+            )
             return _ok({"points": [p.model_dump(mode="json") for p in points], "next_page_offset": offset})
         if rest == ["points", "count"] and method == "POST":
             cr = m.CountRequest.model_validate(self._body(req))

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class EmbeddingError(RuntimeError):
@@ -20,9 +21,10 @@ class EmbeddingStats:
     inputs: int = 0
     tokens: int = 0
     http_requests: int = 0  # including retried attempts
-    retries: int = 0
+    retries: int = 0  # attempts after the first, for any reason
     rate_limited: int = 0  # 429 answers
-    waited_s: float = 0.0  # time spent waiting on client-side budgets or backoff
+    transient_errors: int = 0  # 5xx, timeouts, resets, unreadable bodies (each retried)
+    waited_s: float = 0.0  # time requests waited before being sent: rate budget, 429 pauses, backoff
 
     def since(self, before: EmbeddingStats) -> EmbeddingStats:
         """What happened after ``before`` was copied (one resource can serve several steps)."""
@@ -52,12 +54,30 @@ class Embedder(Protocol):
     async def embed(self, texts: list[str]) -> list[list[float]]: ...
 
 
-def check_vectors(vectors: list[list[float]], expected_count: int, dimensions: int, model: str) -> None:
+async def embed_counted(embedder: Embedder, texts: Sequence[str], token_counts: Sequence[int]) -> Sequence[Any]:
+    """Vectors for ``texts``, handing over token counts to providers that can use them.
+
+    A provider may offer ``embed_counted(texts, token_counts)`` (returning an array, one row
+    per text) to size its rate budget without tokenizing again; others get ``embed``.
+    """
+    method = getattr(embedder, "embed_counted", None)
+    if method is not None:
+        return await method(texts, token_counts)
+    return await embedder.embed(list(texts))
+
+
+def split_counted(embedder: Embedder, text: str, max_tokens: int) -> list[tuple[str, int]]:
+    """``text`` in pieces of at most ``max_tokens`` tokens, with the count of each piece."""
+    method = getattr(embedder, "split_counted", None)
+    if method is not None:
+        return method(text, max_tokens)
+    return [(piece, embedder.count_tokens(piece)) for piece in embedder.split(text, max_tokens)]
+
+
+def check_vectors(vectors: Sequence[Any], expected_count: int, dimensions: int, model: str) -> None:
     """Refuse an answer that does not fit, before anything is written."""
     if len(vectors) != expected_count:
         raise EmbeddingError(f"model {model}: asked for {expected_count} embeddings, got {len(vectors)}")
     for i, vector in enumerate(vectors):
         if len(vector) != dimensions:
-            raise EmbeddingError(
-                f"model {model}: embedding {i} has {len(vector)} dimensions, expected {dimensions}"
-            )
+            raise EmbeddingError(f"model {model}: embedding {i} has {len(vector)} dimensions, expected {dimensions}")

@@ -29,6 +29,12 @@ class EmbeddingSettings:
     concurrency: int = 4
     batch_inputs: int | None = None
     batch_tokens: int | None = None
+    # Client-side budget for the whole provider key (for gateways that send no rate-limit
+    # headers, or to stay below the real limit). Divided by pool_limit: that many vector
+    # steps may run at once (the Dagster pool "embeddings"), each gets its share.
+    rpm: int | None = None
+    tpm: int | None = None
+    pool_limit: int = 1
 
     def validate(self) -> None:
         if self.provider not in ("openai", "local"):
@@ -41,6 +47,22 @@ class EmbeddingSettings:
                 raise EmbeddingConfigError(f"OPENAI_BASE_URL is not an http(s) URL: {self.base_url!r}")
         if self.dimensions is not None and self.dimensions <= 0:
             raise EmbeddingConfigError(f"EMBEDDING_DIMENSIONS must be positive, got {self.dimensions}")
+        for name, value in (("EMBEDDING_RPM", self.rpm), ("EMBEDDING_TPM", self.tpm),
+                            ("EMBEDDING_CONCURRENCY", self.concurrency), ("EMBEDDING_POOL_LIMIT", self.pool_limit)):  # fmt: skip
+            if value is not None and value <= 0:
+                raise EmbeddingConfigError(f"{name} must be positive, got {value}")
+        if self.tpm is not None and self.tpm // self.pool_limit < 1:
+            raise EmbeddingConfigError(f"EMBEDDING_TPM={self.tpm} leaves nothing for {self.pool_limit} pool slots")
+
+    @property
+    def step_rpm(self) -> int | None:
+        """This step's share of the requests-per-minute budget."""
+        return None if self.rpm is None else max(1, self.rpm // self.pool_limit)
+
+    @property
+    def step_tpm(self) -> int | None:
+        """This step's share of the tokens-per-minute budget."""
+        return None if self.tpm is None else max(1, self.tpm // self.pool_limit)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> EmbeddingSettings:
@@ -62,6 +84,9 @@ class EmbeddingSettings:
             concurrency=integer("EMBEDDING_CONCURRENCY") or 4,
             batch_inputs=integer("EMBEDDING_BATCH_INPUTS"),
             batch_tokens=integer("EMBEDDING_BATCH_TOKENS"),
+            rpm=integer("EMBEDDING_RPM"),
+            tpm=integer("EMBEDDING_TPM"),
+            pool_limit=integer("EMBEDDING_POOL_LIMIT") or 1,
         )
 
     @property
@@ -91,7 +116,7 @@ async def open_embedder(settings: EmbeddingSettings) -> AsyncIterator[Embedder]:
         api_key=settings.api_key or "", model=settings.model_name,
         dimensions=settings.dimensions or DEFAULT_OPENAI_DIMENSIONS, base_url=settings.base_url,
         timeout_s=settings.timeout_s, max_retries=settings.max_retries,
-        max_connections=max(4, settings.concurrency * 2),
+        max_connections=max(4, settings.concurrency * 2), rpm=settings.step_rpm, tpm=settings.step_tpm,
     ) as embedder:  # fmt: skip
         if settings.batch_inputs:
             embedder.max_batch_inputs = min(settings.batch_inputs, embedder.max_batch_inputs)

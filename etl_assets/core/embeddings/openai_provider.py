@@ -2,23 +2,43 @@
 
 The client and its httpx pool are created by :func:`open_openai_embedder`, an async
 context manager, so they are opened and closed inside the event loop that uses them.
-Retries are the SDK's own (it honours ``retry-after``/``retry-after-ms``); we count
-every HTTP attempt and every 429 through httpx event hooks.
+
+Retries are ours, not the SDK's (its ``max_retries`` is 0): a 429 has to pause every
+request that shares the budget, not only the one that got it, and the waits and counts
+have to reach the asset's metadata. Each request reserves its place in a
+:class:`~etl_assets.core.embeddings.ratelimit.RateLimiter` first; the raw response gives
+us the ``x-ratelimit-*`` headers that keep that budget in step with the server (errors
+arrive as the SDK's exceptions, which carry the response and its headers too).
+
+We ask for base64 vectors (a quarter of the bytes of decimal floats and no float
+parsing) and accept float lists from servers that ignore ``encoding_format``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import binascii
 import contextlib
+import hashlib
+import json
 import logging
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 import httpx
 import numpy as np
 import openai
 
 from etl_assets.core.embeddings.base import EmbeddingError, EmbeddingStats, check_vectors
+from etl_assets.core.embeddings.ratelimit import (
+    RateLimiter,
+    RateLimitInfo,
+    backoff_s,
+    parse_retry_after,
+    retry_delay_s,
+    shared_limiter,
+)
 from etl_assets.core.embeddings.tokens import cl100k
 
 log = logging.getLogger(__name__)
@@ -26,69 +46,258 @@ log = logging.getLogger(__name__)
 OPENAI_MAX_INPUT_TOKENS = 8192
 OPENAI_MAX_BATCH_INPUTS = 2048
 OPENAI_MAX_BATCH_TOKENS = 300_000
+DEFAULT_RATE_LIMIT_TIMEOUT_S = 600.0
+_TRANSIENT_STATUS = {408, 409}  # plus every 5xx
 
 
-@dataclass
+class _BadBody(Exception):
+    """A 200 whose body we cannot read (a gateway hiccup): worth another attempt."""
+
+
 class OpenAIEmbedder:
-    client: openai.AsyncOpenAI
-    model: str
-    dimensions: int
-    send_dimensions: bool = True  # text-embedding-3-* accept "dimensions"; ada-002 and many gateways do not
-    max_input_tokens: int = OPENAI_MAX_INPUT_TOKENS
-    max_batch_inputs: int = OPENAI_MAX_BATCH_INPUTS
-    max_batch_tokens: int = OPENAI_MAX_BATCH_TOKENS
-    stats: EmbeddingStats = field(default_factory=EmbeddingStats)
+    """One model on one OpenAI-compatible endpoint; see the module docstring."""
+
+    def __init__(
+        self,
+        client: openai.AsyncOpenAI,
+        model: str,
+        dimensions: int,
+        *,
+        send_dimensions: bool = True,  # text-embedding-3-* accept "dimensions"; ada-002 and many gateways do not
+        limiter: RateLimiter | None = None,
+        stats: EmbeddingStats | None = None,
+        max_retries: int = 6,  # transient failures (5xx, timeouts, resets) per request
+        rate_limit_timeout_s: float = DEFAULT_RATE_LIMIT_TIMEOUT_S,  # 429 waits per request before giving up
+        max_input_tokens: int = OPENAI_MAX_INPUT_TOKENS,
+        max_batch_inputs: int = OPENAI_MAX_BATCH_INPUTS,
+        max_batch_tokens: int = OPENAI_MAX_BATCH_TOKENS,
+    ) -> None:
+        self.client = client
+        self.model = model
+        self.dimensions = dimensions
+        self.send_dimensions = send_dimensions
+        self.limiter = limiter or RateLimiter()
+        self.stats = stats or EmbeddingStats()
+        self.max_retries = max_retries
+        self.rate_limit_timeout_s = rate_limit_timeout_s
+        self.max_input_tokens = max_input_tokens
+        self.max_batch_inputs = max_batch_inputs
+        self._batch_tokens = max_batch_tokens
+
+    @property
+    def max_batch_tokens(self) -> int:
+        """Tokens per request: the configured cap, lowered to a slice of the TPM once one is known."""
+        cap = self.limiter.request_token_cap()
+        return self._batch_tokens if cap is None else min(self._batch_tokens, cap)
+
+    @max_batch_tokens.setter
+    def max_batch_tokens(self, value: int) -> None:
+        self._batch_tokens = value
+
+    # -- tokens ------------------------------------------------------------------------
 
     def count_tokens(self, text: str) -> int:
         return len(cl100k().encode(text))
 
     def split(self, text: str, max_tokens: int) -> list[str]:
+        return [piece for piece, _ in self.split_counted(text, max_tokens)]
+
+    def split_counted(self, text: str, max_tokens: int) -> list[tuple[str, int]]:
+        """Pieces of at most ``max_tokens`` tokens with their counts, from one encoding pass."""
         enc = cl100k()
         tokens = enc.encode(text)
         if len(tokens) <= max_tokens:
-            return [text]
-        return [enc.decode(tokens[i : i + max_tokens]) for i in range(0, len(tokens), max_tokens)]
+            return [(text, len(tokens))]
+        return [
+            (enc.decode(tokens[i : i + max_tokens]), len(tokens[i : i + max_tokens]))
+            for i in range(0, len(tokens), max_tokens)
+        ]
+
+    # -- embedding ---------------------------------------------------------------------
 
     async def embed(self, texts: list[str]) -> list[list[float]]:
         if not texts:
             return []
-        extra = {"dimensions": self.dimensions} if self.send_dimensions else {}
-        try:
-            response = await self.client.embeddings.create(
-                model=self.model, input=texts, encoding_format="base64", **extra
+        vectors = await self.embed_counted(texts)
+        return vectors.astype(float).tolist()
+
+    async def embed_counted(self, texts: Sequence[str], token_counts: Sequence[int] | None = None) -> np.ndarray:
+        """Vectors for ``texts`` as a float32 array, one row per text, in order.
+
+        ``token_counts`` (the caller usually has them) spare a second tokenization; they
+        size the reservation in the rate budget.
+        """
+        texts = list(texts)
+        if not texts:
+            return np.empty((0, self.dimensions), dtype="<f4")
+        counts = list(token_counts) if token_counts is not None else [self.count_tokens(t) for t in texts]
+        if len(counts) != len(texts):
+            raise ValueError(f"{len(texts)} texts but {len(counts)} token counts")
+        parts = [await self._request(texts[a:b], counts[a:b]) for a, b in self._groups(counts)]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def _groups(self, counts: list[int]) -> list[tuple[int, int]]:
+        # Normally one group: the engine packs below max_batch_tokens. A batch packed before
+        # the server announced its TPM may be larger than what is worth sending now.
+        cap = self.limiter.request_token_cap()
+        tpm = self.limiter.effective_tpm
+        if tpm is not None and max(counts) > tpm:
+            raise EmbeddingError(
+                f"model {self.model}: an input of {max(counts)} tokens exceeds the rate limit of {tpm} tokens "
+                "per minute; lower EMBEDDING_CHUNK_TOKENS or raise the limit"
             )
-        except openai.BadRequestError as exc:
-            raise EmbeddingError(f"model {self.model}: the provider refused the request: {exc.message}") from None
-        except openai.AuthenticationError:
-            raise EmbeddingError(
-                f"model {self.model}: the provider refused the API key (HTTP 401); check OPENAI_API_KEY"
-            ) from None
-        except openai.APIStatusError as exc:
-            raise EmbeddingError(
-                f"model {self.model}: HTTP {exc.status_code} from the provider after retries: {exc.message}"
-            ) from None
-        except openai.APIConnectionError as exc:
-            raise EmbeddingError(f"model {self.model}: cannot reach the provider after retries: {exc}") from None
-        data = sorted(response.data, key=lambda d: d.index)
-        vectors = [_decode(d.embedding) for d in data]
-        check_vectors(vectors, len(texts), self.dimensions, self.model)
-        self.stats.requests += 1
-        self.stats.inputs += len(texts)
-        usage = getattr(response, "usage", None)
-        self.stats.tokens += getattr(usage, "total_tokens", 0) or sum(self.count_tokens(t) for t in texts)
-        return vectors
+        if cap is None or sum(counts) <= cap:
+            return [(0, len(counts))]
+        groups, start, tokens = [], 0, 0
+        for i, n in enumerate(counts):
+            if i > start and tokens + n > cap:
+                groups.append((start, i))
+                start, tokens = i, 0
+            tokens += n
+        groups.append((start, len(counts)))
+        return groups
+
+    async def _request(self, texts: list[str], counts: list[int]) -> np.ndarray:
+        tokens = sum(counts)
+        extra = {"dimensions": self.dimensions} if self.send_dimensions else {}
+        transient = 0  # failed attempts other than 429
+        throttled = 0  # 429 answers for this request
+        throttled_s = 0.0
+        while True:
+            reservation = await self.limiter.acquire(tokens)
+            self.stats.waited_s += reservation.waited_s
+            self.stats.http_requests += 1
+            try:
+                # The SDK's plain POST (its documented way to reach any endpoint) returns the
+                # raw httpx response: headers for the budget, and a body we decode ourselves.
+                # embeddings.create would walk every input through its type transform and
+                # build pydantic objects for thousands of vectors we only turn into arrays.
+                raw = await self.client.post(
+                    "/embeddings", cast_to=httpx.Response,
+                    body={"model": self.model, "input": texts, "encoding_format": "base64", **extra},
+                )  # fmt: skip
+                self.limiter.observe(RateLimitInfo.from_headers(raw.headers))
+                vectors, usage_tokens = _decode_body(raw.content, len(texts))
+            except openai.RateLimitError as exc:
+                # Refused requests do not count on OpenAI-compatible servers we know; if they
+                # do, the next response's x-ratelimit-remaining books them again.
+                self.limiter.cancel(reservation.entry)
+                self.stats.rate_limited += 1
+                info = RateLimitInfo.from_headers(exc.response.headers)
+                self.limiter.observe(info)
+                if _error_code(exc) == "insufficient_quota":
+                    raise EmbeddingError(
+                        f"model {self.model}: the provider reports the quota is used up (HTTP 429 "
+                        f"insufficient_quota): {exc.message}"
+                    ) from None
+                cap = self.limiter.request_token_cap()
+                if len(texts) > 1 and cap is not None and tokens > cap:
+                    # Packed before the server announced its TPM: as one request it would wait for
+                    # a whole window to drain (or never fit). Send it as slices the budget can pace.
+                    self.stats.retries += 1
+                    return await self.embed_counted(texts, counts)
+                if info.limit_tokens is not None and tokens > info.limit_tokens:
+                    raise EmbeddingError(
+                        f"model {self.model}: one input of {tokens} tokens exceeds the provider's limit of "
+                        f"{info.limit_tokens:.0f} tokens per minute"
+                    ) from None
+                delay, source = retry_delay_s(info, throttled, tokens=tokens)
+                throttled += 1
+                throttled_s += delay
+                if throttled_s > self.rate_limit_timeout_s:
+                    raise EmbeddingError(
+                        f"model {self.model}: still rate limited (HTTP 429) after {throttled} attempts and "
+                        f"{throttled_s - delay:.0f}s of waiting: {exc.message}"
+                    ) from None
+                log.debug("429 from %s; pausing %.3fs (%s)", self.model, delay, source)
+                self.limiter.pause(delay)  # every request of this budget waits, not only this one
+                self.stats.retries += 1
+                continue
+            except openai.APIStatusError as exc:
+                self.limiter.cancel(reservation.entry)
+                status = exc.status_code
+                if status < 500 and status not in _TRANSIENT_STATUS:
+                    raise _status_error(self.model, exc) from None
+                hint = parse_retry_after(exc.response.headers)
+                failure = f"HTTP {status} from the provider: {exc.message}"
+            except openai.APIConnectionError as exc:  # includes timeouts; the server may have counted it
+                failure = f"cannot reach the provider: {exc}"
+                hint = None
+            except _BadBody as exc:
+                failure = f"unreadable response: {exc}"
+                hint = None
+            else:
+                check_vectors(vectors, len(texts), self.dimensions, self.model)  # type: ignore[arg-type]
+                self.stats.requests += 1
+                self.stats.inputs += len(texts)
+                self.stats.tokens += usage_tokens if usage_tokens is not None else tokens
+                return vectors
+            transient += 1
+            self.stats.transient_errors += 1
+            if transient > self.max_retries:
+                raise EmbeddingError(f"model {self.model}: {failure} (after {self.max_retries} retries)")
+            delay = hint if hint is not None else backoff_s(transient - 1)
+            log.debug("embedding attempt failed (%s); retrying in %.3fs", failure, delay)
+            self.stats.retries += 1
+            self.stats.waited_s += delay
+            await asyncio.sleep(delay)
 
 
-def _decode(value: object) -> list[float]:
-    # Servers that ignore encoding_format send floats; the SDK may already have decoded base64.
+def _error_code(exc: openai.APIStatusError) -> str | None:
+    code = getattr(exc, "code", None)
+    if code:
+        return str(code)
+    body = exc.body if isinstance(exc.body, dict) else {}
+    error = body.get("error", body) if isinstance(body, dict) else {}
+    return error.get("code") if isinstance(error, dict) else None
+
+
+def _status_error(model: str, exc: openai.APIStatusError) -> EmbeddingError:
+    if exc.status_code == 401:
+        return EmbeddingError(f"model {model}: the provider refused the API key (HTTP 401); check OPENAI_API_KEY")
+    if exc.status_code == 400:
+        return EmbeddingError(f"model {model}: the provider refused the request: {exc.message}")
+    return EmbeddingError(f"model {model}: HTTP {exc.status_code} from the provider: {exc.message}")
+
+
+def _decode_body(body: bytes, expected: int) -> tuple[np.ndarray | list[Any], int | None]:
+    """Rows in input order, decoded from base64 float32 or from float lists."""
+    try:
+        doc = json.loads(body)
+        data = sorted(doc["data"], key=lambda d: d["index"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise _BadBody(f"{type(exc).__name__}: {exc}") from None
+    if len(data) != expected or not data:
+        return [d.get("embedding") for d in data], None  # check_vectors names the mismatch
+    rows = [_decode(d.get("embedding")) for d in data]
+    width = {len(r) for r in rows}
+    vectors: np.ndarray | list[Any] = np.stack(rows) if len(width) == 1 else rows
+    usage = doc.get("usage") if isinstance(doc, dict) else None
+    total = usage.get("total_tokens") if isinstance(usage, dict) else None
+    return vectors, total if isinstance(total, int) else None
+
+
+def _decode(value: object) -> np.ndarray:
     if isinstance(value, str):
         try:
-            return np.frombuffer(base64.b64decode(value), dtype="<f4").astype(float).tolist()
-        except (ValueError, TypeError) as exc:
-            raise EmbeddingError(f"embedding is not valid base64 float32: {exc}") from None
+            raw = base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise EmbeddingError(f"embedding is not valid base64: {exc}") from None
+        if len(raw) % 4:
+            raise EmbeddingError(f"embedding is {len(raw)} bytes, not a whole number of float32 values")
+        return np.frombuffer(raw, dtype="<f4")
     if isinstance(value, list):
-        return [float(v) for v in value]
+        try:
+            return np.asarray(value, dtype="<f4")
+        except (TypeError, ValueError) as exc:
+            raise EmbeddingError(f"embedding is not a list of numbers: {exc}") from None
     raise EmbeddingError(f"embedding has unexpected type {type(value).__name__}")
+
+
+def limiter_key(base_url: str | None, api_key: str, model: str) -> tuple[str, str, str]:
+    """Budgets are per endpoint, key and model (OpenAI limits per organisation and model)."""
+    fingerprint = hashlib.sha256(api_key.encode()).hexdigest()[:16]
+    return (base_url or "https://api.openai.com/v1", fingerprint, model)
 
 
 @contextlib.asynccontextmanager
@@ -102,31 +311,32 @@ async def open_openai_embedder(
     max_retries: int = 6,
     max_connections: int = 16,
     send_dimensions: bool | None = None,
+    rpm: int | None = None,
+    tpm: int | None = None,
+    rate_limit_timeout_s: float = DEFAULT_RATE_LIMIT_TIMEOUT_S,
+    limiter: RateLimiter | None = None,
 ) -> AsyncIterator[OpenAIEmbedder]:
-    """Open an AsyncOpenAI client (and its pool) for this event loop and close both on exit."""
-    stats = EmbeddingStats()
+    """Open an AsyncOpenAI client (and its pool) for this event loop and close both on exit.
 
-    async def on_response(response: httpx.Response) -> None:
-        stats.http_requests += 1
-        if response.status_code == 429:
-            stats.rate_limited += 1
-
+    ``rpm``/``tpm`` are this embedder's client-side budget; embedders of one process with
+    the same endpoint, key, model and budget share it (pass ``limiter`` to choose).
+    """
     http = httpx.AsyncClient(
         timeout=httpx.Timeout(timeout_s, connect=min(10.0, timeout_s)),
         limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
-        event_hooks={"response": [on_response]},
     )
-    client = openai.AsyncOpenAI(
-        api_key=api_key, base_url=base_url, max_retries=max_retries, http_client=http, timeout=timeout_s
-    )
+    client = openai.AsyncOpenAI(api_key=api_key, base_url=base_url, max_retries=0, http_client=http, timeout=timeout_s)
     if send_dimensions is None:
         send_dimensions = model.startswith("text-embedding-3")
-    embedder = OpenAIEmbedder(client=client, model=model, dimensions=dimensions, send_dimensions=send_dimensions,
-                              stats=stats)  # fmt: skip
+    if limiter is None:
+        limiter = shared_limiter(limiter_key(base_url, api_key, model), rpm=rpm, tpm=tpm)
+    embedder = OpenAIEmbedder(
+        client, model, dimensions, send_dimensions=send_dimensions, limiter=limiter, max_retries=max_retries,
+        rate_limit_timeout_s=rate_limit_timeout_s,
+    )  # fmt: skip
     try:
         yield embedder
     finally:
-        stats.retries = max(0, stats.http_requests - stats.requests)
         await client.close()  # closes the httpx pool we passed in, in this loop
         if not http.is_closed:
             await http.aclose()

@@ -315,25 +315,29 @@ class RateLimiter:
                 self.learned_tpm = int(info.limit_tokens)
             self._prune(now)
             sent = [e for e in self._log if e.at <= now]
-            foreign_requests = foreign_tokens = 0
             if info.limit_requests is not None and info.remaining_requests is not None:
                 server_used = info.limit_requests - info.remaining_requests
-                foreign_requests = int(server_used - sum(e.requests for e in sent))
+                extra = int(server_used - sum(e.requests for e in sent))
+                if extra > 0:
+                    self._book_foreign(now, info.reset_requests_s, requests=extra)
             if info.limit_tokens is not None and info.remaining_tokens is not None:
                 server_used = info.limit_tokens - info.remaining_tokens
-                foreign_tokens = int(server_used - sum(e.tokens for e in sent))
-            if foreign_requests > 0 or foreign_tokens > 0:
-                # Booked now, so it expires a window from now: an over-estimate, which only
-                # slows us down; the next response corrects the picture again.
-                entry = _Entry(now, max(0, foreign_requests), max(0, foreign_tokens))
-                self.foreign_tokens += entry.tokens
-                self._insert(entry)
+                extra = int(server_used - sum(e.tokens for e in sent))
+                if extra > 0:
+                    self._book_foreign(now, info.reset_tokens_s, tokens=extra)
             if info.limit_requests is None and info.limit_tokens is None:
                 # Remaining without a limit: we cannot keep a window, but an exhausted
                 # counter tells us to wait for its reset.
                 reset = info.exhausted_reset_s()
                 if reset is not None:
                     self._pause_until = max(self._pause_until, now + reset)
+
+    def _book_foreign(self, now: float, reset_s: float | None, *, requests: int = 0, tokens: int = 0) -> None:
+        # Usage we did not send. It leaves the server's window by its reset time at the
+        # latest, so it leaves ours then too (a window from now if no reset was given).
+        lifetime = self.window_s if reset_s is None else min(self.window_s, reset_s)
+        self.foreign_tokens += tokens
+        self._insert(_Entry(now - self.window_s + lifetime, requests, tokens))
 
     def _insert(self, entry: _Entry) -> None:
         # Keep time order: reservations due later stay after this entry.

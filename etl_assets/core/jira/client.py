@@ -173,6 +173,10 @@ class JiraClient:
             except ValueError:
                 # A truncated body is a transport fault more often than a real answer.
                 raise _Retryable(f"{what}: response is not valid JSON ({len(body)} bytes)", None) from None
+            except RecursionError:
+                # Deterministic, so not retried: asking again returns the same page.
+                raise JiraError(f"{what}: response nests too deeply for the JSON decoder ({len(body)} bytes); "
+                                "a record in it is malformed") from None
             return RawPage(method, path, params | ({"body": json_body} if json_body else {}), status, body,
                            datetime.now(UTC))
 

@@ -8,6 +8,7 @@ returns a flat dict of the columns we keep. A record that cannot be understood r
 
 from __future__ import annotations
 
+import reprlib
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -16,6 +17,10 @@ from etl_assets.core.jira.adf import adf_to_text
 
 MAX_TEXT = 200_000  # longer fields are cut: nothing legitimate in Jira is this long
 MAX_SHORT = 1_000
+MAX_ID = 64  # ids and keys: the width of their columns; longer ones are refused, never cut (cut ids collide)
+# JSON levels in one record. Jira's editor nests nowhere near this; Python's JSON codec gives
+# up near 1,000 levels, so a deeper record could not even be quarantined intact.
+MAX_NESTING = 256
 
 
 class RecordError(ValueError):
@@ -42,6 +47,39 @@ def _str(obj: Mapping[str, Any], key: str, *, limit: int = MAX_SHORT) -> str | N
     return text or None
 
 
+def _storable(text: str) -> bool:
+    """Neither a NUL nor an unpaired surrogate: what every database column can hold."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return "\x00" not in text
+
+
+def _ref(obj: Mapping[str, Any], key: str, what: str, ext: str | None) -> str | None:
+    """An id or key that identifies or references something: refused when it cannot fit its column."""
+    value = obj.get(key)
+    if value is None or isinstance(value, dict | list):
+        return None
+    text = _clean(value, MAX_TEXT)
+    if len(text) > MAX_ID:
+        raise RecordError(f"{what}: '{key}' is {len(text)} characters long (at most {MAX_ID})", ext)
+    return text or None
+
+
+def _check_nesting(record: object, what: str, ext: str) -> None:
+    # Iterative on purpose: the point is to survive structures too deep for recursion.
+    stack: list[tuple[object, int]] = [(record, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_NESTING:
+            raise RecordError(f"{what}: the record nests more than {MAX_NESTING} levels deep", ext)
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1) for v in value.values())
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value)
+
+
 def _obj(obj: Mapping[str, Any], key: str) -> Mapping[str, Any]:
     value = obj.get(key)
     return value if isinstance(value, dict) else {}
@@ -52,18 +90,21 @@ def external_id(record: object, what: str) -> str:
         raise RecordError(f"{what}: expected a JSON object, got {type(record).__name__}")
     raw = record.get("id")
     if isinstance(raw, bool) or not isinstance(raw, str | int) or str(raw).strip() == "":
-        raise RecordError(f"{what}: missing or invalid 'id' ({raw!r})")
+        raise RecordError(f"{what}: missing or invalid 'id' ({reprlib.repr(raw)})")  # bounded: ids can be anything
     text = str(raw).strip()
-    if len(text) > 64:
-        raise RecordError(f"{what}: 'id' is {len(text)} characters long", text[:64])
+    if len(text) > MAX_ID:
+        raise RecordError(f"{what}: 'id' is {len(text)} characters long", _clean(text, MAX_ID) or None)
+    if not _storable(text):
+        raise RecordError(f"{what}: 'id' {text!r} holds a NUL or an unpaired surrogate")
+    _check_nesting(record, what, text)
     return text
 
 
-def _scope(record: Mapping[str, Any]) -> tuple[str | None, str | None]:
+def _scope(record: Mapping[str, Any], what: str, ext: str) -> tuple[str | None, str | None]:
     scope = _obj(record, "scope")
     project = _obj(scope, "project")
-    scope_type = _str(scope, "type")
-    project_id = _str(project, "id")
+    scope_type = _str(scope, "type", limit=32)
+    project_id = _ref(project, "id", what, ext)
     return scope_type, project_id
 
 
@@ -78,14 +119,15 @@ def _icon(record: Mapping[str, Any]) -> str | None:
 def _description(value: Any) -> str | None:
     if value is None:
         return None
-    text = adf_to_text(value) if isinstance(value, dict | list) else _clean(value, MAX_TEXT)
-    return text[:MAX_TEXT] or None
+    # ADF text nodes can carry what a column cannot (NULs, unpaired surrogates): clean both kinds.
+    text = _clean(adf_to_text(value) if isinstance(value, dict | list) else value, MAX_TEXT)
+    return text or None
 
 
 def parse_project(record: object) -> dict[str, Any]:
     ext = external_id(record, "project")
     assert isinstance(record, dict)
-    key = _str(record, "key")
+    key = _ref(record, "key", "project", ext)
     name = _str(record, "name")
     if not key or not name:
         raise RecordError("project: 'key' and 'name' must be non-empty strings", ext)
@@ -105,7 +147,7 @@ def parse_project(record: object) -> dict[str, Any]:
         "name": name,
         "description": _description(record.get("description")),
         "category": _str(category, "name"),
-        "project_type": _str(record, "projectTypeKey"),
+        "project_type": _str(record, "projectTypeKey", limit=64),
         "management": management,
         "lead": _str(lead, "displayName"),
         "url": _str(record, "url", limit=2000) or _str(record, "self", limit=2000),
@@ -119,7 +161,7 @@ def parse_wit(record: object) -> dict[str, Any]:
     name = _str(record, "name")
     if not name:
         raise RecordError("issue type: 'name' must be a non-empty string", ext)
-    scope_type, scope_project = _scope(record)
+    scope_type, scope_project = _scope(record, "issue type", ext)
     level = record.get("hierarchyLevel")
     subtask = record.get("subtask")
     return {
@@ -141,12 +183,12 @@ def parse_status(record: object) -> dict[str, Any]:
     if not name:
         raise RecordError("status: 'name' must be a non-empty string", ext)
     category = _obj(record, "statusCategory")
-    scope_type, scope_project = _scope(record)
+    scope_type, scope_project = _scope(record, "status", ext)
     return {
         "external_id": ext,
         "name": name,
         "description": _description(record.get("description")),
-        "category_key": _str(category, "key"),
+        "category_key": _str(category, "key", limit=64),
         "category_name": _str(category, "name"),
         "scope_type": scope_type,
         "scope_project_id": scope_project,
@@ -190,7 +232,7 @@ def _names(values: Any, key: str = "name") -> list[str]:
 def parse_issue(record: object) -> dict[str, Any]:
     ext = external_id(record, "issue")
     assert isinstance(record, dict)
-    key = _str(record, "key")
+    key = _ref(record, "key", "issue", ext)
     fields = record.get("fields")
     if not key:
         raise RecordError("issue: 'key' must be a non-empty string", ext)
@@ -206,25 +248,26 @@ def parse_issue(record: object) -> dict[str, Any]:
     wit = _obj(fields, "issuetype")
     status = _obj(fields, "status")
     category = _obj(status, "statusCategory")
+    what = f"issue {key}"
     return {
         "external_id": ext,
         "key": key,
         "summary": summary,
         "description": _description(fields.get("description")),
-        "project_external_id": _str(project, "id"),
-        "project_key": _str(project, "key"),
-        "wit_external_id": _str(wit, "id"),
+        "project_external_id": _ref(project, "id", what, ext),
+        "project_key": _ref(project, "key", what, ext),
+        "wit_external_id": _ref(wit, "id", what, ext),
         "wit_name": _str(wit, "name"),
-        "status_external_id": _str(status, "id"),
+        "status_external_id": _ref(status, "id", what, ext),
         "status_name": _str(status, "name"),
-        "status_category": _str(category, "key"),
+        "status_category": _str(category, "key", limit=64),
         "priority": _str(_obj(fields, "priority"), "name"),
         "labels": _names(fields.get("labels")),
         "components": _names(fields.get("components")),
         "assignee": _str(_obj(fields, "assignee"), "displayName"),
         "reporter": _str(_obj(fields, "reporter"), "displayName"),
         "resolution": _str(_obj(fields, "resolution"), "name"),
-        "parent_key": _str(_obj(fields, "parent"), "key"),
+        "parent_key": _ref(_obj(fields, "parent"), "key", what, ext),
         "created": parse_jira_datetime(fields.get("created")),
         "updated": updated,
     }

@@ -40,8 +40,17 @@ def as_utc(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+# Any fixed bigint: the advisory lock that serializes schema creation on PostgreSQL.
+_SCHEMA_LOCK_KEY = 0x45544C5F534348
+
+
 def create_schema(engine: Engine) -> None:
-    schema.metadata.create_all(engine)
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            # Parallel step processes all create the schema on first use; checking for a table and
+            # creating it is not atomic, so they take turns (the lock ends with the transaction).
+            conn.execute(select(func.pg_advisory_xact_lock(_SCHEMA_LOCK_KEY)))
+        schema.metadata.create_all(conn)
 
 
 def _jsonable(value: Any) -> Any:
@@ -169,11 +178,13 @@ def _reject(
     conn: Connection, tenant_id: str, entity: str, batch_id: int, record: Any, error: RecordError | str
 ) -> str:
     reason = error.reason if isinstance(error, RecordError) else str(error)
+    reason = reason.encode("utf-8", "replace").decode("utf-8").replace("\x00", "")
     ext = error.external_id if isinstance(error, RecordError) else None
     try:
         payload = json.dumps(record, ensure_ascii=False, default=str)
-    except (TypeError, ValueError):
-        payload = repr(record)
+    except (TypeError, ValueError, RecursionError) as exc:
+        # Quarantine must not fail on the record it quarantines; the page itself stays in raw_jira_pages.
+        payload = f"<payload not serialisable ({type(exc).__name__}); see raw_jira_pages of batch {batch_id}>"
     payload = payload.encode("utf-8", "replace").decode("utf-8").replace("\x00", "")
     conn.execute(
         insert(schema.rejected_records).values(
@@ -220,7 +231,7 @@ def build_table(engine: Engine, spec: EntitySpec, tenant_id: str) -> TableResult
                     if key is None:
                         result.rejected_reasons.append(
                             _reject(conn, tenant_id, spec.name, batch_id, record,
-                                    RecordError(f"{spec.name[:-1]}: missing or invalid 'id'"))  # fmt: skip
+                                    RecordError(f"{spec.name}: a record with a missing or invalid 'id'"))  # fmt: skip
                         )
                         continue
                     if key in latest and _older(spec, record, latest[key][0]):
@@ -383,6 +394,25 @@ def count_rows(engine: Engine, spec: EntitySpec, tenant_id: str, *, live: bool =
     cond = table.c.deleted_at.is_(None) if live else table.c.deleted_at.is_not(None)
     with engine.connect() as conn:
         return conn.execute(select(func.count()).select_from(table).where(table.c.tenant_id == tenant_id, cond)).scalar_one()
+
+
+def live_fingerprint(engine: Engine, spec: EntitySpec, tenant_id: str) -> str:
+    """A digest of the tenant's live rows (ids and row hashes): equal digests, equal live rows.
+
+    Reads two short columns, so the vector step can tell "nothing changed" without
+    reading whole rows (see ``vectorsync.sync_vectors``).
+    """
+    table = spec.table
+    digest = hashlib.sha256()
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(table.c.external_id, table.c.content_hash)
+            .where(table.c.tenant_id == tenant_id, table.c.deleted_at.is_(None))
+            .order_by(table.c.id)
+        )
+        for external_id, content_hash in rows:
+            digest.update(f"{external_id}\x1f{content_hash}\x1e".encode())
+    return digest.hexdigest()
 
 
 # -- checks ---------------------------------------------------------------------------------

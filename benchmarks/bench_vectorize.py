@@ -1,0 +1,701 @@
+"""The vectorization engine against the per-entity design it replaces, on one machine.
+
+    .venv/bin/python benchmarks/bench_vectorize.py [--n 50000] [--latency-ms 100] [--per-token-us 2]
+        [--tpm 1000000] [--scale 5] [--json benchmarks/results/bench_vectorize.json]
+
+What it does (see benchmarks/README.md for how to read the figures):
+
+* starts the fake OpenAI-compatible server (etl_assets_tests/fakes/openai_server.py) in a
+  separate process, so its work does not compete with the client for the GIL: latency per
+  request plus a cost per token, exact cl100k token counts, optional RPM/TPM limits that
+  answer 429 with retry-after and the x-ratelimit-* headers;
+* loads N synthetic issues (100-400 tokens of text each) into SQLite in a temp dir;
+* runs, each phase in its own child process (so peak RSS is the phase's own):
+  1. the engine over all N rows into Qdrant local mode (in memory), then a no-op re-run;
+  2. the baseline: one embedding request and one upsert per entity, sequentially, on a
+     sample of the same rows, extrapolated per entity;
+  3. the engine under a TPM limit on the server, long enough to span two minutes, and the
+     tokens per minute it sustained as a fraction of the limit;
+  4. the engine over N and over scale x N rows into a sink that discards vectors, for peak
+     RSS (the vector store's own memory would hide the engine's).
+* prints the figures and writes them as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import multiprocessing as mp
+import os
+import platform
+import random
+import resource
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script from anywhere
+    sys.path.insert(0, str(ROOT))
+
+MODEL = "text-embedding-3-small"
+TENANT = "bench"
+API_KEY = "sk-bench-not-a-secret"
+
+# -- the fake server, in its own process ---------------------------------------------------------
+
+
+def _exact_tokens(text: str) -> int:
+    from etl_assets.core.embeddings.tokens import cl100k
+
+    return len(cl100k().encode(text))
+
+
+def _serve(conn: Any, options: dict[str, Any]) -> None:
+    from etl_assets_tests.fakes.openai_server import FakeEmbeddings
+
+    _exact_tokens("warm up")  # loads the BPE ranks before the first timed request
+    fake = FakeEmbeddings(token_counter=_exact_tokens, **options).start()
+    conn.send(fake.url)
+    try:
+        while True:
+            command = conn.recv()
+            if command == "stats":
+                conn.send({"requests": fake.requests, "inputs": fake.inputs, "tokens": fake.tokens,
+                           "rate_limited": fake.rate_limited})  # fmt: skip
+            elif command == "reset":
+                fake.reset_counters()
+                conn.send(True)
+            else:
+                break
+    finally:
+        fake.stop()
+
+
+class FakeServer:
+    """The fake embeddings server in a child process, driven through a pipe."""
+
+    def __init__(self, **options: Any) -> None:
+        self.options = options
+        ctx = mp.get_context("spawn")
+        self.conn, child = ctx.Pipe()
+        self.process = ctx.Process(target=_serve, args=(child, options), daemon=True, name="fake-openai")
+
+    def __enter__(self) -> FakeServer:
+        self.process.start()
+        if not self.conn.poll(60):
+            raise RuntimeError("the fake embeddings server did not start")
+        self.url: str = self.conn.recv()
+        return self
+
+    def stats(self) -> dict[str, int]:
+        self.conn.send("stats")
+        return self.conn.recv()
+
+    def reset(self) -> None:
+        self.conn.send("reset")
+        self.conn.recv()
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self.conn.send("stop")
+        except (BrokenPipeError, OSError):
+            pass
+        self.process.join(15)
+        if self.process.is_alive():
+            self.process.terminate()
+            self.process.join(5)
+
+
+# -- synthetic issues ------------------------------------------------------------------------------
+
+_WORDS = (
+    "login page fails when user with unicode password tries authenticate against sso provider after upgrade "
+    "dashboard widget shows stale numbers cache invalidation release pipeline build agent timeout flaky test "
+    "customer reports export csv missing rows pagination api returns error gateway latency spikes database "
+    "migration locks table deadlock retry queue consumer lag kafka partition rebalance memory leak worker "
+    "restarts kubernetes pod evicted node pressure alert pager rotation incident postmortem root cause fix "
+    "deploy rollback feature flag toggle permissions role admin cannot invite teammates email notification "
+    "delayed search index out of date reindex job nightly schedule cron timezone daylight saving bug report "
+    "steps reproduce expected actual behaviour screenshot attached browser chrome firefox safari mobile app "
+    "crash on startup android ios version regression since last sprint priority high blocker customer impact"
+).split()
+
+
+def synthetic_issue(i: int, rng: random.Random) -> dict[str, Any]:
+    """One issue row whose embedded text is about 100-400 cl100k tokens."""
+    summary = " ".join(rng.choices(_WORDS, k=rng.randint(5, 12))).capitalize()
+    description = " ".join(rng.choices(_WORDS, k=rng.randint(70, 330)))
+    updated = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(minutes=i)
+    key = f"BEN-{i + 1}"
+    ext = str(100_000 + i)
+    raw = {"id": ext, "key": key, "fields": {
+        "summary": summary, "updated": updated.isoformat(), "labels": ["bench"],
+        "description": {"type": "doc", "version": 1, "content": [
+            {"type": "paragraph", "content": [{"type": "text", "text": description}]}]},
+    }}  # fmt: skip
+    return {
+        "tenant_id": TENANT, "external_id": ext, "key": key, "summary": summary, "description": description,
+        "project_key": "BEN", "wit_name": rng.choice(["Bug", "Task", "Story"]), "status_name": "Open",
+        "status_category": "new", "priority": rng.choice(["High", "Medium", "Low"]), "labels": ["bench"],
+        "components": [], "assignee": None, "reporter": "bench", "updated": updated, "created": updated,
+        "content_hash": f"{i:064x}", "data": raw, "first_seen_at": updated, "synced_at": updated,
+    }  # fmt: skip
+
+
+def load_issues(db_url: str, tenant: str, n: int, seed: int) -> dict[str, Any]:
+    from sqlalchemy import insert
+
+    from etl_assets.core.store import schema
+    from etl_assets.core.store.db import make_engine
+
+    started = time.perf_counter()
+    engine = make_engine(db_url)
+    rng = random.Random(seed)
+    with engine.begin() as conn:
+        batch = []
+        for i in range(n):
+            row = synthetic_issue(i, rng)
+            row["tenant_id"] = tenant
+            batch.append(row)
+            if len(batch) == 2000:
+                conn.execute(insert(schema.issues), batch)
+                batch = []
+        if batch:
+            conn.execute(insert(schema.issues), batch)
+    engine.dispose()
+    return {"rows": n, "seconds": round(time.perf_counter() - started, 2)}
+
+
+# -- sinks -------------------------------------------------------------------------------------------
+
+
+class DiscardingSink:
+    """A VectorCollection that keeps nothing: every row looks new, every vector is dropped."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.upserted = 0
+
+    async def ensure(self, *, model: str, dimensions: int, indexes: dict[str, str] | None = None) -> bool:
+        return True
+
+    async def existing(self, ids: Sequence[str]) -> dict[str, Any]:
+        return {}
+
+    async def upsert(self, points: list[Any]) -> None:
+        self.upserted += len(points)
+
+    async def delete_ids(self, ids: Iterable[str]) -> int:
+        return len(list(ids))
+
+    async def scroll_external_ids(self, *, page: int = 1000) -> AsyncIterator[list[Any]]:
+        return
+        yield  # an async generator with nothing in it
+
+    async def count(self, **filters: Any) -> int:
+        return 0
+
+    async def read_marker(self) -> dict[str, Any] | None:
+        return None
+
+    async def write_marker(self, marker: dict[str, Any] | None) -> None:
+        return None
+
+
+class MemoryStore(DiscardingSink):
+    """A VectorCollection that keeps what the engine reads back (ids, hashes, chunk counts) and
+    drops the vectors: the engine's own cost, without a vector index's (see README)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.points: dict[str, tuple[str | None, int | None, str | None, int | None]] = {}
+        self.marker: dict[str, Any] | None = None
+        self.created = False
+
+    async def ensure(self, *, model: str, dimensions: int, indexes: dict[str, str] | None = None) -> bool:
+        created, self.created = not self.created, True
+        return created
+
+    async def existing(self, ids: Sequence[str]) -> dict[str, Any]:
+        from etl_assets.core.vectorstore import ExistingPoint
+
+        out = {}
+        for i in ids:
+            p = self.points.get(i)
+            if p is not None:
+                out[i] = ExistingPoint(i, p[0], p[2], p[3])
+        return out
+
+    async def upsert(self, points: list[Any]) -> None:
+        for pt in points:
+            pl = pt.payload
+            self.points[str(pt.id)] = (pl.get("external_id"), pl.get("chunk"), pl.get("content_hash"), pl.get("chunks"))
+        self.upserted += len(points)
+
+    async def delete_ids(self, ids: Iterable[str]) -> int:
+        ids = list(ids)
+        for i in ids:
+            self.points.pop(i, None)
+        return len(ids)
+
+    async def scroll_external_ids(self, *, page: int = 1000) -> AsyncIterator[list[Any]]:
+        from etl_assets.core.vectorstore import PointRef
+
+        keys = sorted(self.points)
+        for start in range(0, len(keys), page):
+            refs = []
+            for k in keys[start : start + page]:
+                if k in self.points:
+                    ext, chunk, digest, _ = self.points[k]
+                    refs.append(PointRef(k, ext, chunk, digest))
+            yield refs
+
+    async def count(self, **filters: Any) -> int:
+        return len(self.points)
+
+    async def read_marker(self) -> dict[str, Any] | None:
+        return self.marker
+
+    async def write_marker(self, marker: dict[str, Any] | None) -> None:
+        self.marker = marker
+
+
+# -- phases (each runs in its own child process) -----------------------------------------------------
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def _current_rss_mb() -> float:
+    import psutil
+
+    return psutil.Process().memory_info().rss / 2**20
+
+
+def _settings(url: str, args: dict[str, Any]) -> Any:
+    from etl_assets.core.embeddings.factory import EmbeddingSettings
+
+    return EmbeddingSettings(provider="openai", api_key=API_KEY, base_url=url, model=MODEL,
+                             dimensions=args["dimensions"], concurrency=args["concurrency"])  # fmt: skip
+
+
+async def _engine_run(db_url: str, tenant: str, url: str, args: dict[str, Any], collection: Any,
+                      limit: int | None = None, sampler: Callable[[Any], Any] | None = None,
+                      use_fingerprint: bool = True) -> dict[str, Any]:  # fmt: skip
+    from etl_assets.core import pipeline
+    from etl_assets.core.embeddings.factory import open_embedder
+    from etl_assets.core.entities import ISSUES
+    from etl_assets.core.store import ops
+    from etl_assets.core.store.db import make_engine
+    from etl_assets.core.vectorsync import sync_vectors
+
+    engine = make_engine(db_url, create=False)
+
+    def pages() -> Any:
+        seen = 0
+        for page in ops.iter_rows(engine, ISSUES, tenant):
+            if limit is not None and seen + len(page) > limit:
+                page = page[: limit - seen]
+            seen += len(page)
+            if page:
+                yield page
+            if limit is not None and seen >= limit:
+                return
+
+    async def live_ids(ids: list[str]) -> set[str]:
+        return await asyncio.to_thread(pipeline.live_external_ids, engine, ISSUES, tenant, ids)
+
+    try:
+        async with open_embedder(_settings(url, args)) as embedder:
+            task = asyncio.create_task(sampler(embedder)) if sampler else None
+            started = time.perf_counter()
+            try:
+                # As the asset calls it: rows from ops.iter_rows, the fingerprint from ops.
+                fingerprint = (lambda: ops.live_fingerprint(engine, ISSUES, tenant)) if use_fingerprint else None
+                result = await sync_vectors(spec=ISSUES, tenant_id=tenant, pages=pages, live_ids=live_ids,
+                                            embedder=embedder, collection=collection,
+                                            concurrency=args["concurrency"], fingerprint=fingerprint)  # fmt: skip
+            finally:
+                if task is not None:
+                    task.cancel()
+                    await asyncio.gather(task, return_exceptions=True)
+            seconds = time.perf_counter() - started
+            stats = embedder.stats.copy()
+    finally:
+        engine.dispose()
+    return {
+        "entities": result.rows_live, "rows_changed": result.rows_changed, "rows_unchanged": result.rows_unchanged,
+        "chunks_embedded": result.chunks_embedded, "points_upserted": result.points_upserted,
+        "sweep": result.sweep, "change_detection": result.change_detection, "wall_s": round(seconds, 3),
+        "entities_per_s": round(result.rows_live / seconds, 1) if seconds else None,
+        "requests": stats.requests, "http_requests": stats.http_requests, "tokens": stats.tokens,
+        "rate_limited": stats.rate_limited, "retries": stats.retries, "waited_s": round(stats.waited_s, 3),
+    }  # fmt: skip
+
+
+def _store(kind: str) -> tuple[Any, Any]:
+    """The collection the engine and the baseline write to, and how to close it."""
+    if kind == "memory":
+        return MemoryStore(f"client_{TENANT}_issues"), None
+    from qdrant_client import AsyncQdrantClient
+
+    from etl_assets.core.vectorstore import Collection, collection_name
+
+    client = AsyncQdrantClient(location=":memory:")
+    return Collection(client, collection_name(TENANT, "issues"), TENANT, "issues", local=True), client
+
+
+def phase_engine(db_url: str, url: str, args: dict[str, Any]) -> dict[str, Any]:
+    """The engine over all rows, then twice again with nothing changed: as the asset runs it
+    (fingerprint first), and comparing every row (the path of a run where something changed)."""
+
+    async def go() -> dict[str, Any]:
+        collection, client = _store(args["store"])
+        try:
+            full = await _engine_run(db_url, TENANT, url, args, collection)
+            full["peak_rss_mb"] = round(_peak_rss_mb(), 1)
+            full["points_in_store"] = await collection.count()
+            noop = await _engine_run(db_url, TENANT, url, args, collection)
+            compared = await _engine_run(db_url, TENANT, url, args, collection, use_fingerprint=False)
+            return {"full": full, "noop": noop, "noop_rows_compared": compared}
+        finally:
+            if client is not None:
+                await client.close()
+
+    return asyncio.run(go())
+
+
+def phase_baseline(db_url: str, url: str, args: dict[str, Any]) -> dict[str, Any]:
+    """The per-entity design: per row, one embedding request and one upsert, one after another."""
+    import openai
+    from qdrant_client import models
+
+    from etl_assets.core.entities import ISSUES
+    from etl_assets.core.store import ops
+    from etl_assets.core.store.db import make_engine
+    from etl_assets.core.vectorsync import plan_row
+
+    sample = args["baseline_sample"]
+
+    class _Counts:  # plan_row only needs the model, dimensions and token counting
+        model, dimensions = MODEL, args["dimensions"]
+
+        def count_tokens(self, text: str) -> int:
+            return _exact_tokens(text)
+
+        def split(self, text: str, max_tokens: int) -> list[str]:
+            return [text]
+
+    async def go() -> dict[str, Any]:
+        engine = make_engine(db_url, create=False)
+        rows = next(ops.iter_rows(engine, ISSUES, TENANT, page_size=sample))
+        engine.dispose()
+        collection, client = _store(args["store"])
+        oai = openai.AsyncOpenAI(api_key=API_KEY, base_url=url, max_retries=6)
+        requests = tokens = 0
+        try:
+            await collection.ensure(model=MODEL, dimensions=args["dimensions"])
+            started = time.perf_counter()
+            for row in rows:
+                (chunk,) = plan_row(ISSUES, TENANT, row, _Counts(), 10**9)  # type: ignore[arg-type]
+                answer = await oai.embeddings.create(model=MODEL, input=[chunk.text], dimensions=args["dimensions"])
+                requests += 1
+                tokens += answer.usage.total_tokens
+                vector = list(map(float, answer.data[0].embedding))
+                await collection.upsert([models.PointStruct(id=chunk.id, vector=vector, payload=chunk.payload)])
+            seconds = time.perf_counter() - started
+        finally:
+            await oai.close()
+            if client is not None:
+                await client.close()
+        rate = len(rows) / seconds
+        return {
+            "entities": len(rows), "wall_s": round(seconds, 3), "entities_per_s": round(rate, 2),
+            "requests": requests, "tokens": tokens, "rate_limited": 0, "retries": 0,
+            "peak_rss_mb": round(_peak_rss_mb(), 1),
+            "extrapolated": {"entities": args["n"], "wall_s": round(args["n"] / rate, 1),
+                             "requests": args["n"], "tokens": round(tokens / len(rows) * args["n"])},
+        }  # fmt: skip
+
+    return asyncio.run(go())
+
+
+def sustained(samples: list[tuple[float, int]], limit: int, window_s: float = 60.0) -> dict[str, Any] | None:
+    """Tokens answered per sliding 60 s window, over the windows that lie inside the run."""
+    import numpy as np
+
+    if len(samples) < 2:
+        return None
+    times = np.array([t for t, _ in samples])
+    cumulative = np.array([c for _, c in samples], dtype=float)
+    moving = np.nonzero(np.diff(cumulative) > 0)[0]
+    if len(moving) == 0:
+        return None
+    first, last = times[moving[0]], times[moving[-1] + 1]  # first and last sample that saw new tokens
+    if last - first < window_s:
+        return None
+    starts = np.arange(first, last - window_s + 1e-9, 0.1)
+
+    def at(t: np.ndarray) -> np.ndarray:
+        return cumulative[np.searchsorted(times, t, side="right") - 1]
+
+    per_window = at(starts + window_s) - at(starts)
+    return {"windows": len(starts), "mean": round(float(per_window.mean()) / limit, 4),
+            "min": round(float(per_window.min()) / limit, 4), "max": round(float(per_window.max()) / limit, 4),
+            "span_s": round(float(last - first), 1)}  # fmt: skip
+
+
+def phase_tpm(db_url: str, url: str, args: dict[str, Any]) -> dict[str, Any]:
+    """The engine against a server with a TPM limit: how much of the limit it keeps busy."""
+    samples: list[tuple[float, int]] = []
+
+    async def sample(embedder: Any) -> None:
+        while True:
+            samples.append((time.monotonic(), embedder.stats.tokens))
+            await asyncio.sleep(0.1)
+
+    async def go() -> dict[str, Any]:
+        sink = DiscardingSink("client_bench_issues")
+        out = await _engine_run(db_url, TENANT, url, args, sink, limit=args["tpm_rows"], sampler=sample)
+        samples.append((time.monotonic(), out["tokens"]))
+        return out
+
+    out = asyncio.run(go())
+    minutes = out["wall_s"] / 60
+    out["tpm_limit"] = args["tpm"]
+    out["tokens_per_minute_overall"] = round(out["tokens"] / minutes)
+    out["sustained_fraction_of_tpm"] = sustained(samples, args["tpm"])
+    out["failed_entities"] = out["entities"] - out["rows_changed"]
+    out["peak_rss_mb"] = round(_peak_rss_mb(), 1)
+    return out
+
+
+def phase_rss(db_url: str, url: str, args: dict[str, Any], tenant: str) -> dict[str, Any]:
+    """The engine into a discarding sink: its own peak memory."""
+
+    async def go() -> dict[str, Any]:
+        sink = DiscardingSink(f"client_{tenant}_issues")
+        base = _current_rss_mb()
+        out = await _engine_run(db_url, tenant, url, args, sink)
+        out["rss_before_mb"] = round(base, 1)
+        return out
+
+    out = asyncio.run(go())
+    out["peak_rss_mb"] = round(_peak_rss_mb(), 1)
+    return out
+
+
+def _child(conn: Any, fn: Callable[..., dict[str, Any]], fn_args: tuple[Any, ...]) -> None:
+    try:
+        conn.send(("ok", fn(*fn_args)))
+    except BaseException:  # noqa: BLE001 - reported to the parent, which fails the benchmark
+        conn.send(("error", traceback.format_exc()))
+
+
+def in_children(*calls: tuple[Callable[..., dict[str, Any]], tuple[Any, ...]]) -> list[dict[str, Any]]:
+    """Run phases each in a fresh interpreter (side by side if several), so each peak RSS is its own."""
+    ctx = mp.get_context("spawn")
+    running = []
+    for fn, fn_args in calls:
+        parent, child = ctx.Pipe()
+        process = ctx.Process(target=_child, args=(child, fn, fn_args), name=fn.__name__)
+        process.start()
+        child.close()
+        running.append((fn, parent, process))
+    results, errors = [], []
+    for fn, parent, process in running:
+        try:
+            status, payload = parent.recv()
+        except EOFError:
+            status, payload = "error", f"died (exit code {process.exitcode})"
+        process.join()
+        if status != "ok":
+            errors.append(f"{fn.__name__} failed:\n{payload}")
+        results.append(payload)
+    if errors:
+        raise RuntimeError("\n".join(errors))
+    return results
+
+
+def in_child(fn: Callable[..., dict[str, Any]], *fn_args: Any) -> dict[str, Any]:
+    return in_children((fn, fn_args))[0]
+
+
+# -- the report -----------------------------------------------------------------------------------
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 3) if a and b else None
+
+
+def report(figures: dict[str, Any]) -> str:
+    eng, noop, base = figures["engine"], figures["engine_noop"], figures["baseline"]
+    lines = [
+        f"N={figures['config']['n']} issues, {figures['data']['mean_tokens']:.0f} tokens each on average; "
+        f"server: {figures['config']['latency_ms']} ms + {figures['config']['per_token_us']} us/token per request",
+        "",
+        f"{'':28}{'entities/s':>12}{'requests':>10}{'tokens':>12}{'429s':>7}{'retries':>9}{'wall s':>9}{'peak RSS MB':>13}",
+    ]
+
+    def row(name: str, d: dict[str, Any]) -> str:
+        return (f"{name:28}{d['entities_per_s']:>12}{d['requests']:>10}{d['tokens']:>12}{d['rate_limited']:>7}"
+                f"{d['retries']:>9}{d['wall_s']:>9}{d['peak_rss_mb']:>13}")  # fmt: skip
+
+    lines.append(row(f"engine ({figures['config']['store']} store)", eng))
+    lines.append(row(f"baseline ({base['entities']} sampled)", base))
+    ext = base["extrapolated"]
+    lines.append(
+        f"{'  baseline extrapolated to N':28}{'':12}{ext['requests']:>10}{ext['tokens']:>12}{'':16}{ext['wall_s']:>9}"
+    )
+    lines += [
+        "",
+        f"engine / baseline entities/s: {figures['ratio_engine_to_baseline']}x "
+        f"(baseline measured on {base['entities']} entities and extrapolated per entity)",
+        f"no-op re-run: {noop['requests']} embedding requests, {noop['wall_s']} s = "
+        f"{figures['noop_fraction_of_full']:.1%} of the full run (change detection: {noop['change_detection']})",
+        f"no-op re-run comparing every row: {figures['engine_noop_rows_compared']['requests']} requests, "
+        f"{figures['engine_noop_rows_compared']['wall_s']} s = {figures['noop_rows_compared_fraction_of_full']:.1%}",
+    ]
+    tpm = figures.get("tpm")
+    if tpm:
+        s = tpm["sustained_fraction_of_tpm"]
+        sustained_text = (f"{s['mean']:.1%} of the limit in the average 60 s window (min {s['min']:.1%}, "
+                          f"{s['windows']} windows over {s['span_s']} s)") if s else "run shorter than 60 s"  # fmt: skip
+        lines.append(
+            f"TPM limit {tpm['tpm_limit']}: {tpm['entities']} entities, {tpm['tokens']} tokens in {tpm['wall_s']} s; "
+            f"sustained {sustained_text}; 429s {tpm['rate_limited']}, retries {tpm['retries']}, "
+            f"failed entities {tpm['failed_entities']}"
+        )
+    rss = figures.get("rss")
+    if rss:
+        lines.append(
+            f"peak RSS, discarding sink: {rss['n']['peak_rss_mb']} MB at N={rss['n']['entities']}, "
+            f"{rss['scaled']['peak_rss_mb']} MB at {rss['scaled']['entities']}: ratio {rss['ratio']} "
+            f"(the two ran side by side, each in its own process)"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--n", type=int, default=50_000, help="issues to load and vectorize (default 50000)")
+    p.add_argument("--latency-ms", type=float, default=100.0, help="server latency per request")
+    p.add_argument("--per-token-us", type=float, default=2.0, help="server latency per input token")
+    p.add_argument("--dimensions", type=int, default=1536)
+    p.add_argument("--concurrency", type=int, default=4, help="requests in flight (EMBEDDING_CONCURRENCY)")
+    p.add_argument("--baseline-sample", type=int, default=200, help="entities the baseline runs on")
+    p.add_argument("--tpm", type=int, default=1_000_000, help="TPM limit of the server in the TPM phase (0: skip)")
+    p.add_argument("--rpm", type=int, default=None, help="also an RPM limit in the TPM phase")
+    p.add_argument("--tpm-minutes", type=float, default=2.5, help="tokens for this many minutes at the limit")
+    p.add_argument("--scale", type=int, default=5, help="the RSS phase runs N and scale x N (0: skip)")
+    p.add_argument(
+        "--store",
+        choices=["memory", "qdrant-local"],
+        default="memory",
+        help="where engine and baseline write: ids and hashes in memory, vectors dropped (default), "
+        "or Qdrant local mode in memory (its own cost dominates beyond ~20k points)",
+    )
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--workdir", help="where the SQLite file goes (default: a temp dir, removed after)")
+    p.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "bench_vectorize.json"))
+    args = p.parse_args(argv)
+
+    started = time.perf_counter()
+    tmp = tempfile.TemporaryDirectory(prefix="bench-vectorize-") if not args.workdir else None
+    workdir = Path(args.workdir or tmp.name)  # type: ignore[union-attr]
+    workdir.mkdir(parents=True, exist_ok=True)
+    db_url = f"sqlite:///{workdir / 'bench.db'}"
+    print(f"loading {args.n} issues into {db_url} ...", flush=True)
+    loaded = load_issues(db_url, TENANT, args.n, args.seed)
+    mean_tokens = _mean_tokens(db_url, TENANT, sample=2000)
+    server = {
+        "dimensions": args.dimensions,
+        "latency_s": args.latency_ms / 1000,
+        "per_token_s": args.per_token_us / 1e6,
+    }
+    opts = {"n": args.n, "dimensions": args.dimensions, "concurrency": args.concurrency,
+            "baseline_sample": min(args.baseline_sample, args.n), "store": args.store}  # fmt: skip
+    figures: dict[str, Any] = {
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "config": {**vars(args), "latency_ms": args.latency_ms, "per_token_us": args.per_token_us},
+        "data": {**loaded, "mean_tokens": round(mean_tokens, 1)},
+    }
+    with FakeServer(**server) as fake:
+        print("engine: full run, then a no-op re-run ...", flush=True)
+        engine = in_child(phase_engine, db_url, fake.url, opts)
+        server_after_engine = fake.stats()
+        print("baseline: per-entity requests and upserts ...", flush=True)
+        fake.reset()
+        baseline = in_child(phase_baseline, db_url, fake.url, opts)
+    figures["engine"], figures["engine_noop"], figures["baseline"] = engine["full"], engine["noop"], baseline
+    figures["engine_noop_rows_compared"] = engine["noop_rows_compared"]
+    figures["server_seen_by_engine_runs"] = server_after_engine
+    figures["ratio_engine_to_baseline"] = _ratio(engine["full"]["entities_per_s"], baseline["entities_per_s"])
+    figures["noop_fraction_of_full"] = round(engine["noop"]["wall_s"] / engine["full"]["wall_s"], 4)
+    figures["noop_rows_compared_fraction_of_full"] = round(
+        engine["noop_rows_compared"]["wall_s"] / engine["full"]["wall_s"], 4
+    )
+
+    if args.tpm:
+        tpm = args.tpm
+        rows = min(args.n, math.ceil(args.tpm_minutes * tpm / mean_tokens))
+        if rows == args.n and args.n * mean_tokens < args.tpm_minutes * tpm:  # too little data: lower the limit
+            tpm = int(args.n * mean_tokens / args.tpm_minutes)
+            print(f"(only {args.n} issues: TPM limit lowered to {tpm} so the phase spans {args.tpm_minutes} min)")
+        print(f"TPM phase: limit {tpm} tokens/min, {rows} issues ...", flush=True)
+        with FakeServer(**server, tpm=tpm, rpm=args.rpm) as fake:
+            figures["tpm"] = in_child(phase_tpm, db_url, fake.url, {**opts, "tpm": tpm, "tpm_rows": rows})
+            figures["tpm"]["server"] = fake.stats()
+
+    if args.scale:
+        big = f"{TENANT}x{args.scale}"
+        print(f"loading {args.scale * args.n} issues for the RSS phase ...", flush=True)
+        figures["data"]["scaled_load"] = load_issues(db_url, big, args.scale * args.n, args.seed + 1)
+        with FakeServer(**server) as fake:
+            # Side by side, to save time: each is its own process, so its peak RSS is its own;
+            # their entities/s share two cores and are not throughput figures.
+            print(f"RSS phase: N and {args.scale} x N into discarding sinks, side by side ...", flush=True)
+            at_n, at_scaled = in_children((phase_rss, (db_url, fake.url, opts, TENANT)),
+                                          (phase_rss, (db_url, fake.url, opts, big)))  # fmt: skip
+        figures["rss"] = {"n": at_n, "scaled": at_scaled, "side_by_side": True,
+                          "ratio": _ratio(at_scaled["peak_rss_mb"], at_n["peak_rss_mb"])}  # fmt: skip
+
+    figures["total_wall_s"] = round(time.perf_counter() - started, 1)
+    text = report(figures)
+    print()
+    print(text)
+    print(f"\ntotal {figures['total_wall_s']} s")
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(figures, indent=2, default=str) + "\n", encoding="utf-8")
+    print(f"figures written to {out}")
+    if tmp is not None:
+        tmp.cleanup()
+
+
+def _mean_tokens(db_url: str, tenant: str, sample: int) -> float:
+    from etl_assets.core.entities import ISSUES
+    from etl_assets.core.store import ops
+    from etl_assets.core.store.db import make_engine
+    from etl_assets.core.vectorsync import row_text
+
+    engine = make_engine(db_url, create=False)
+    try:
+        rows = next(ops.iter_rows(engine, ISSUES, tenant, page_size=sample))
+    finally:
+        engine.dispose()
+    return sum(_exact_tokens(row_text(ISSUES, r)) for r in rows) / len(rows)
+
+
+if __name__ == "__main__":
+    main()

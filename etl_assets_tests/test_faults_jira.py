@@ -1,0 +1,220 @@
+"""Jira misbehaving: each fault either is absorbed by bounded retries or fails its step
+with a message naming tenant, site and request (never the token); and one more
+materialization after the fault cleared converges exactly.
+
+The faults come from the loopback Jira server (``server.faults``) or from a handler
+wrapper for faults that depend on what was served before (a project vanishing between
+pages). ``JiraResource(max_attempts=3, max_wait_s=0.2, timeout_s=1)`` keeps waits short.
+"""
+
+from __future__ import annotations
+
+import time
+
+import dagster as dg
+import pytest
+from sqlalchemy import create_engine, func, select
+
+from etl_assets.core.store import schema
+from etl_assets.defs.resources import JiraResource
+from etl_assets_tests.convergence import assert_converged, failure_texts, materialize, steps
+from etl_assets_tests.fakes.loopback import Fault, Request, Response
+
+PROJECTS = "/rest/api/3/project/search"
+WITS = "/rest/api/3/issuetype"
+STATUSES = "/rest/api/3/status"
+SEARCH = "/rest/api/3/search/jql"
+RAW_STEP = {
+    PROJECTS: "jira__raw__raw_jira_projects",
+    WITS: "jira__raw__raw_jira_wits",
+    STATUSES: "jira__raw__raw_jira_statuses",
+    SEARCH: "jira__raw__raw_jira_issues",
+}
+ENTITY = {PROJECTS: "projects", WITS: "wits", STATUSES: "statuses", SEARCH: "issues"}
+BROKEN_JSON = '{"isLast": true, "values": [{"id": "10000", "key": "PAY"'
+
+
+@pytest.fixture
+def backend() -> str:
+    # The database is not what these faults are about; the graph and store tests run both backends.
+    return "sqlite"
+
+
+def _jira(**overrides: object) -> dict[str, object]:
+    return {"jira": JiraResource(**{"max_attempts": 3, "max_wait_s": 0.2, "timeout_s": 1.0, **overrides})}
+
+
+def _meta(result: dg.ExecuteInProcessResult, step: str) -> dict[str, object]:
+    return {k: v.value for k, v in result.asset_materializations_for_node(step)[0].metadata.items()}
+
+
+def _batches(env, entity: str) -> int:
+    engine = create_engine(env.database_url)
+    b = schema.raw_batches
+    with engine.connect() as conn:
+        n = conn.execute(select(func.count()).where(b.c.tenant_id == "1", b.c.entity == entity)).scalar_one()
+    engine.dispose()
+    return n
+
+
+def _assert_clear(text: str, env, *fragments: str) -> None:
+    """The error names the tenant, the site and what went wrong, and carries no secret."""
+    assert "tenant '1'" in text and env.tenants["1"].url in text, text
+    for fragment in fragments:
+        assert fragment in text, text
+    for tenant in env.tenants.values():
+        assert tenant.token not in text and "SECRETVALUE" not in text
+
+
+# Two runs, each absorbing several faults: at most one per listing and attempt, so each
+# listing stays within its budget of 3 attempts (two faults on the issue search: 2 retries).
+TRANSIENT = [
+    pytest.param(
+        [
+            Fault.respond(429, {"errorMessages": ["Rate limit exceeded."]}, {"Retry-After": "0"}, path=SEARCH),
+            Fault.respond(500, {"errorMessages": ["Internal server error"]}, path=WITS),
+            Fault.respond(502, "<html>Bad Gateway</html>", path=STATUSES),
+            Fault.reset(path=PROJECTS),
+        ],
+        id="429-with-retry-after+500+502+connection-reset",
+    ),
+    pytest.param(
+        [
+            Fault.respond(429, "Too Many Requests", path=WITS),
+            Fault.delay(3.0, path=SEARCH),  # longer than the 1 s read timeout
+            Fault.respond(503, "Service Unavailable", {"Retry-After": "0"}, path=SEARCH),
+            Fault.truncate(path=PROJECTS),
+            Fault.respond(200, BROKEN_JSON, {"content-type": "application/json"}, path=STATUSES),
+        ],
+        id="429-without-retry-after+read-timeout+503+truncated-body+malformed-json",
+    ),
+]
+
+
+@pytest.mark.parametrize("faults", TRANSIENT)
+def test_transient_faults_are_absorbed_by_bounded_retries(env, faults):
+    server = env.tenants["1"].server
+    server.faults.extend(faults)
+    result = materialize(env, "1", resources=_jira())
+    assert result.success, failure_texts(result)
+    assert not server.faults, "a fault never fired"
+    for path, step in RAW_STEP.items():
+        mine = [f for f in faults if f.path == path]
+        meta = _meta(result, step)
+        assert meta["jira_retries"] == len(mine), (path, meta)
+        assert meta["jira_429s"] == sum(f.kind == "respond" and f.status == 429 for f in mine), (path, meta)
+    assert_converged(env, "1")
+
+
+def test_retry_after_is_honoured_and_capped(env):
+    server = env.tenants["1"].server
+    server.faults.append(Fault.respond(429, "slow down", {"Retry-After": "1"}, path=WITS))
+    result = materialize(env, "1", "key:jira/raw/raw_jira_wits", resources=_jira(max_wait_s=5.0))
+    assert result.success
+    assert _meta(result, RAW_STEP[WITS])["duration_s"] >= 1.0, "Retry-After: 1 was not waited for"
+    # A Retry-After beyond the cap is cut to max_wait_s: a site cannot park the run for an hour.
+    server.faults.append(Fault.respond(429, "slow down", {"Retry-After": "3600"}, path=WITS))
+    started = time.perf_counter()
+    result = materialize(env, "1", "key:jira/raw/raw_jira_wits", resources=_jira(max_wait_s=0.2))
+    assert result.success and time.perf_counter() - started < 30
+    assert _meta(result, RAW_STEP[WITS])["jira_429s"] == 1
+
+
+EXHAUSTING = [
+    pytest.param(WITS, lambda: Fault.respond(503, "Service Unavailable", path=WITS), "HTTP 503", id="503"),
+    pytest.param(SEARCH, lambda: Fault.delay(3.0, path=SEARCH), "timed out", id="read-timeouts"),
+    pytest.param(STATUSES, lambda: Fault.reset(path=STATUSES), "connection failed", id="resets"),
+    pytest.param(STATUSES, lambda: Fault.respond(200, BROKEN_JSON, path=STATUSES), "not valid JSON", id="bad-json"),
+]
+
+
+@pytest.mark.parametrize(("path", "make_fault", "reason"), EXHAUSTING)
+def test_fault_outlasting_the_retry_budget_fails_the_step_clearly_then_converges(env, path, make_fault, reason):
+    server = env.tenants["1"].server
+    server.faults.extend(make_fault() for _ in range(4))  # one more than there are attempts
+    entity = ENTITY[path]
+    result = materialize(env, "1", f"key:jira/raw/raw_jira_{entity} or key:tables/{entity}_table", resources=_jira())
+    assert not result.success
+    step = RAW_STEP[path]
+    texts = failure_texts(result)
+    assert set(texts) == {step}, texts
+    _assert_clear(texts[step], env, path, reason, "gave up after 3 attempts")
+    assert len(server.faults) == 1, "the attempts made differ from the budget of 3"
+    server.faults.clear()
+    assert _batches(env, ENTITY[path]) == 0, "a failed listing must not land a partial batch"
+    assert f"tables__{entity}_table" not in steps(result, dg.DagsterEventType.STEP_START)
+    assert materialize(env, "1", resources=_jira()).success
+    assert_converged(env, "1")
+
+
+@pytest.mark.parametrize(
+    ("status", "path", "message"),
+    [(401, PROJECTS, "Client must be authenticated"), (403, SEARCH, "You do not have permission to browse")],
+)
+def test_refused_credentials_fail_fast_without_retrying(env, status, path, message):
+    server = env.tenants["1"].server
+    server.faults.extend(Fault.respond(status, {"errorMessages": [message]}, path=path) for _ in range(2))
+    result = materialize(env, "1", f"key:jira/raw/raw_jira_{ENTITY[path]}", resources=_jira())
+    assert not result.success
+    assert len(server.faults) == 1, "a refused credential must not be retried"
+    texts = failure_texts(result)
+    assert set(texts) == {RAW_STEP[path]}
+    _assert_clear(texts[RAW_STEP[path]], env, f"HTTP {status}", message, path)
+    server.faults.clear()
+    assert materialize(env, "1", resources=_jira()).success
+    assert_converged(env, "1")
+
+
+def test_wrong_token_fails_every_fetch_at_once_and_never_shows_it(env, monkeypatch):
+    wrong = "jira-token-1-WRONG-SECRETVALUE"
+    monkeypatch.setenv("T1_JIRA_TOKEN", wrong)
+    server = env.tenants["1"].server
+    before = server.requests_received
+    result = materialize(env, "1", resources=_jira())
+    assert not result.success
+    texts = failure_texts(result)
+    assert set(texts) == set(RAW_STEP.values())
+    assert server.requests_received - before == len(RAW_STEP), "one request per listing, no retries"
+    for text in texts.values():
+        _assert_clear(text, env, "HTTP 401")
+        assert wrong not in text
+    monkeypatch.setenv("T1_JIRA_TOKEN", env.tenants["1"].token)
+    assert materialize(env, "1", resources=_jira()).success
+    assert_converged(env, "1")
+
+
+def test_project_vanishing_between_pages_fails_the_listing_then_converges(env):
+    """Page 1 of the issue search is served, then the project is deleted and page 2 is a 404."""
+    tenant = env.tenants["1"]
+    site, server = tenant.site, tenant.server
+    original = server.handler
+    victim = site.issues[0]["fields"]["project"]
+    searches = 0
+
+    def vanish_after_first_page(req: Request) -> Response:
+        nonlocal searches
+        if req.path == SEARCH:
+            searches += 1
+            if searches == 2:
+                site.delete_project(victim["id"])
+                return Response.json(
+                    {"errorMessages": [f"No project could be found with key '{victim['key']}'."], "errors": {}},
+                    status=404,
+                )
+        return original(req)
+
+    server.handler = vanish_after_first_page
+    try:
+        result = materialize(env, "1", resources=_jira(page_size=10))
+    finally:
+        server.handler = original
+    assert not result.success and searches == 2
+    texts = failure_texts(result)
+    assert set(texts) == {RAW_STEP[SEARCH]}
+    _assert_clear(texts[RAW_STEP[SEARCH]], env, "HTTP 404", f"No project could be found with key '{victim['key']}'")
+    assert _batches(env, "issues") == 0, "page 1 alone must not be taken for the whole listing"
+    result = materialize(env, "1", resources=_jira(page_size=10))
+    assert result.success
+    assert _meta(result, RAW_STEP[SEARCH])["pages"] >= 2
+    assert victim["id"] not in {p["id"] for p in site.projects}
+    assert_converged(env, "1")
