@@ -238,7 +238,7 @@ class Deployment:
     def graphql(self, query: str, variables: Mapping[str, object] | None = None) -> dict:
         response = httpx.post(f"{self.url}/graphql", json={"query": query, "variables": dict(variables or {})},
                               timeout=60.0)  # fmt: skip
-        response.raise_for_status()
+        assert response.status_code == 200, f"GraphQL answered {response.status_code}: {response.text[:2000]}"
         body = response.json()
         assert not body.get("errors"), body["errors"]
         return body["data"]

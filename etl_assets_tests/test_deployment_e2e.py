@@ -274,48 +274,61 @@ def test_two_runs_of_one_tenant_never_overlap(deployed):
     assert b["startTime"] >= a["endTime"], (a, b)
 
 
+def sensor_ticks(deployment: procs.Deployment, limit: int = 10) -> list[dict]:
+    data = deployment.graphql(
+        "query($s: SensorSelector!) { sensorOrError(sensorSelector: $s) { ... on Sensor { sensorState { "
+        f"ticks(limit: {limit}) {{ status timestamp skipReason runIds error {{ message }} }} }} }} }} }}",
+        {"s": selector("sensor", SENSOR)},
+    )  # fmt: skip
+    return data["sensorOrError"]["sensorState"]["ticks"]
+
+
 def test_automation_sensor_turned_on_vectorizes_a_committed_table(deployed):
     deployment, env = deployed.deployment, deployed.env
-    # A quiet instance: a run still in flight that materializes the vectors would satisfy the
-    # sensor's condition before the sensor could act on it.
     deployment.wait_idle()
+    # Off, then on again through GraphQL (it is declared running in code, so it starts out on).
     sensor_id, _ = instigator_id(deployment, "sensor", SENSOR)
     stopped = deployment.graphql("mutation($id: String) { stopSensor(id: $id) { __typename } }", {"id": sensor_id})
     assert stopped["stopSensor"]["__typename"] == "StopSensorMutationResult", stopped
-    # Jira renames a project; only the raw and table steps run, so the vectors are now behind.
-    site = env.tenants["2"].site
-    site.projects[0]["name"] = "Renamed for the sensor"
-    run_id = deployment.launch([raw_key(PROJECTS).path, table_key(PROJECTS).path], "2")
-    (run,) = deployment.wait_runs_done([run_id])
-    assert run["status"] == "SUCCESS", deployment.procs.logs()
-    assert "Renamed for the sensor" not in {p.get("name") for p in point_payloads(env, "2", "projects")}
-    since = time.time()
-
+    assert instigator_id(deployment, "sensor", SENSOR)[1] == "STOPPED"
+    started_at = time.time()
     started = deployment.graphql(
         "mutation($s: SensorSelector!) { startSensor(sensorSelector: $s) { __typename "
         "... on Sensor { sensorState { status } } ... on PythonError { message } } }",
         {"s": selector("sensor", SENSOR)},
     )["startSensor"]
     assert started["__typename"] == "Sensor" and started["sensorState"]["status"] == "RUNNING", started
+    # A restarted sensor does not act on what happened while it was off: let it tick once first.
+    procs.wait_until(lambda: any(t["timestamp"] > started_at for t in sensor_ticks(deployment, 1)), timeout_s=90,
+                     what="the sensor's first tick after it was turned on", on_timeout=deployment.procs.logs)  # fmt: skip
 
+    # Jira renames a project; a run of only the raw and table steps commits it to the table.
+    env.tenants["2"].site.projects[0]["name"] = "Renamed for the sensor"
+    table_run_id = deployment.launch([raw_key(PROJECTS).path, table_key(PROJECTS).path], "2")
+    (table_run,) = deployment.wait_runs_done([table_run_id])
+    assert table_run["status"] == "SUCCESS", deployment.procs.logs()
+
+    # The sensor sees the committed table and asks for the vectors, in a run of its own.
     def sensor_run() -> dict | None:
-        for r in deployment.runs(tags=[{"key": "dagster/partition", "value": "2"}]):
-            if tag(r, "dagster/sensor_name") == SENSOR and r["status"] in procs.DONE and (r["endTime"] or 0) > since:
+        for r in deployment.runs(tags=[{"key": "dagster/sensor_name", "value": SENSOR}]):
+            if tag(r, "dagster/partition") == "2" and r["creationTime"] > table_run["creationTime"]:
                 return r
         return None
 
-    def ticks() -> str:
-        data = deployment.graphql(
-            "query($s: SensorSelector!) { sensorOrError(sensorSelector: $s) { ... on Sensor { sensorState { status "
-            "ticks(limit: 10) { status timestamp skipReason runIds error { message } } } } } }",
-            {"s": selector("sensor", SENSOR)},
-        )  # fmt: skip
+    def explain() -> str:
         runs = [(r["runId"][:8], r["status"], r["tags"]) for r in deployment.runs()]
-        return f"sensor: {data}\nruns: {runs}\n{deployment.procs.logs()}"
+        return f"ticks: {sensor_ticks(deployment)}\nruns: {runs}\n{deployment.procs.logs()}"
 
     found = procs.wait_until(sensor_run, timeout_s=180, interval_s=1.0, what="a run launched by the sensor",
-                             watch=[deployment.webserver, deployment.daemon], on_timeout=ticks)  # fmt: skip
-    assert found["status"] == "SUCCESS", deployment.procs.logs()  # type: ignore[index]
+                             watch=[deployment.webserver, deployment.daemon], on_timeout=explain)  # fmt: skip
+    (done,) = deployment.wait_runs_done([found["runId"]])  # type: ignore[index]
+    assert done["status"] == "SUCCESS", deployment.procs.logs()
+    assert done["startTime"] >= table_run["endTime"]  # after the table's run, never alongside it
+    selected = deployment.graphql(
+        "query($id: ID!) { runOrError(runId: $id) { ... on Run { assetSelection { path } } } }", {"id": done["runId"]}
+    )["runOrError"]["assetSelection"]
+    assert {tuple(a["path"]) for a in selected} <= {tuple(vector_key(spec).path) for spec in CATALOGUE}
+    assert tuple(vector_key(PROJECTS).path) in {tuple(a["path"]) for a in selected}
     assert "Renamed for the sensor" in {p.get("name") for p in point_payloads(env, "2", "projects")}
     assert_tenant_synced(env, "2")
 

@@ -776,3 +776,9 @@ def test_a_failed_run_clears_the_record(fake):
         return await collection.read_marker()
 
     assert asyncio.run(go()) is None
+
+
+def test_the_pool_size_of_a_deployment_is_the_default_share_count():
+    s = EmbeddingSettings.from_env({"EMBEDDING_TPM": "900000", "ETL_POOL_EMBEDDINGS": "3"})
+    assert (s.pool_limit, s.step_tpm) == (3, 300_000)
+    assert EmbeddingSettings.from_env({"ETL_POOL_EMBEDDINGS": "3", "EMBEDDING_POOL_LIMIT": "2"}).pool_limit == 2

@@ -133,15 +133,11 @@ def _chunks(spec: EntitySpec, tenant_id: str, row: dict[str, Any], text: str, di
         "embedding_model": model,
         "chunks": len(pieces),
     }
-    return [
-        PlannedChunk(
-            point_id(tenant_id, spec.name, row["external_id"], i),
-            piece,
-            tokens,
-            {**base, "chunk": i, "text": piece[:PAYLOAD_TEXT_CHARS]},
-        )  # fmt: skip
-        for i, (piece, tokens) in enumerate(pieces)
-    ]
+    chunks = []
+    for i, (piece, tokens) in enumerate(pieces):
+        payload = {**base, "chunk": i, "text": piece[:PAYLOAD_TEXT_CHARS]}
+        chunks.append(PlannedChunk(point_id(tenant_id, spec.name, row["external_id"], i), piece, tokens, payload))
+    return chunks
 
 
 def plan_row(
@@ -282,19 +278,11 @@ class _Sync:
     # -- 3. split --------------------------------------------------------------------------
 
     def _split(self, changed: list[tuple[_Row, ExistingPoint | None]]) -> list[list[PlannedChunk]]:
-        model = self.embedder.model
-        return [
-            _chunks(
-                self.spec,
-                self.tenant_id,
-                r.row,
-                r.text,
-                r.digest,
-                model,
-                split_counted(self.embedder, r.text, self.chunk_tokens),
-            )  # fmt: skip
-            for r, _ in changed
-        ]
+        out = []
+        for r, _ in changed:
+            pieces = split_counted(self.embedder, r.text, self.chunk_tokens)
+            out.append(_chunks(self.spec, self.tenant_id, r.row, r.text, r.digest, self.embedder.model, pieces))
+        return out
 
     async def process(self, page: list[_Row], tg: asyncio.TaskGroup) -> None:
         self.result.pages_read += 1

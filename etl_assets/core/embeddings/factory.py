@@ -86,7 +86,9 @@ class EmbeddingSettings:
             batch_tokens=integer("EMBEDDING_BATCH_TOKENS"),
             rpm=integer("EMBEDDING_RPM"),
             tpm=integer("EMBEDDING_TPM"),
-            pool_limit=integer("EMBEDDING_POOL_LIMIT") or 1,
+            # The slots of the Dagster pool "embeddings": deploy/init-instance.sh sets them from
+            # ETL_POOL_EMBEDDINGS, so that is the default share count too.
+            pool_limit=integer("EMBEDDING_POOL_LIMIT") or integer("ETL_POOL_EMBEDDINGS") or 1,
         )
 
     @property

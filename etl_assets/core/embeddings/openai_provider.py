@@ -48,6 +48,7 @@ OPENAI_MAX_BATCH_INPUTS = 2048
 OPENAI_MAX_BATCH_TOKENS = 300_000
 DEFAULT_RATE_LIMIT_TIMEOUT_S = 600.0
 _TRANSIENT_STATUS = {408, 409}  # plus every 5xx
+MAX_HINTED_WAIT_S = 60.0  # a 5xx's retry-after beyond this is not worth holding a step for
 
 
 class _BadBody(Exception):
@@ -236,7 +237,7 @@ class OpenAIEmbedder:
             self.stats.transient_errors += 1
             if transient > self.max_retries:
                 raise EmbeddingError(f"model {self.model}: {failure} (after {self.max_retries} retries)")
-            delay = hint if hint is not None else backoff_s(transient - 1)
+            delay = min(hint, MAX_HINTED_WAIT_S) if hint is not None else backoff_s(transient - 1)
             log.debug("embedding attempt failed (%s); retrying in %.3fs", failure, delay)
             self.stats.retries += 1
             self.stats.waited_s += delay
