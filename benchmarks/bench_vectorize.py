@@ -71,17 +71,23 @@ def _serve(conn: Any, options: dict[str, Any]) -> None:
     if exact:
         _exact_tokens("warm up")  # loads the BPE ranks before the first timed request
     fake = FakeEmbeddings(token_counter=_exact_tokens if exact else _cheap_tokens, **options)
-    accepted: list[tuple[float, int]] = []  # (monotonic time, tokens) of every request the server took
+    accepted: list[tuple[float, int]] = []  # (admission time, tokens) of every request the server took
     handler = fake.server.handler
+    admitted_at = [0.0]
+
+    def clock() -> float:  # the fake reads its clock once per request, when it admits it
+        admitted_at[0] = time.monotonic()
+        return admitted_at[0]
 
     def recording(request: Any) -> Any:
         # Handlers run one at a time on the server's loop, so the counter delta is this request's.
         before = fake.tokens
         response = handler(request)
         if fake.tokens > before:
-            accepted.append((time.monotonic(), fake.tokens - before))
+            accepted.append((admitted_at[0], fake.tokens - before))
         return response
 
+    fake.clock = clock
     fake.server.handler = recording
     fake.start()
     conn.send(fake.url)

@@ -18,7 +18,7 @@ import time
 from collections import defaultdict
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -89,6 +89,7 @@ class Deployed:
     deployment: procs.Deployment
     env: Env
     storage: pg.PgDatabase  # Dagster's instance storage
+    scheduled_runs: set[str] = field(default_factory=set)  # what the schedule launched while it was on
 
 
 @pytest.fixture(scope="module")
@@ -183,6 +184,44 @@ def selector(kind: str, name: str) -> dict:
     return {"repositoryLocationName": procs.LOCATION, "repositoryName": procs.REPOSITORY, f"{kind}Name": name}
 
 
+STOP = {
+    "schedule": "mutation($id: String) { stopRunningSchedule(id: $id) { __typename "
+    "... on ScheduleStateResult { scheduleState { status } } ... on PythonError { message } } }",
+    "sensor": "mutation($id: String) { stopSensor(id: $id) { __typename "
+    "... on StopSensorMutationResult { instigationState { status } } ... on PythonError { message } } }",
+}
+
+
+def latest_tick_status(deployment: procs.Deployment, kind: str, name: str) -> str | None:
+    typename = "Schedule" if kind == "schedule" else "Sensor"
+    state = "scheduleState" if kind == "schedule" else "sensorState"
+    query = (f"query($s: {typename}Selector!) {{ {kind}OrError({kind}Selector: $s) {{ ... on {typename} {{ "
+             f"{state} {{ ticks(limit: 1) {{ status }} }} }} }} }}")  # fmt: skip
+    ticks = deployment.graphql(query, {"s": selector(kind, name)})[f"{kind}OrError"][state]["ticks"]
+    return ticks[0]["status"] if ticks else None
+
+
+def stop_instigator(deployment: procs.Deployment, kind: str, name: str) -> None:
+    """Stop a schedule or sensor through GraphQL, and make sure it stays stopped.
+
+    The daemon writes the instigator's state back when a tick it is evaluating finishes; a
+    stop that lands during that tick is overwritten by the tick's copy, which still says
+    running. So: let the current tick finish, stop, and check again a moment later.
+    """
+    for _ in range(10):
+        procs.wait_until(lambda: latest_tick_status(deployment, kind, name) != "STARTED", timeout_s=60,
+                         what=f"the {kind}'s current tick to finish")  # fmt: skip
+        result = deployment.graphql(STOP[kind], {"id": instigator_id(deployment, kind, name)[0]})
+        assert "Error" not in next(iter(result.values()))["__typename"], result
+        time.sleep(3)  # longer than a tick's write-back takes
+        if (
+            instigator_id(deployment, kind, name)[1] == "STOPPED"
+            and latest_tick_status(deployment, kind, name) != "STARTED"
+        ):
+            return
+    raise AssertionError(f"{kind} {name} would not stay stopped")
+
+
 # -- the tests ----------------------------------------------------------------------------------
 
 
@@ -224,14 +263,10 @@ def test_schedule_turned_on_runs_every_tenant(deployed):
                                 watch=[deployment.webserver, deployment.daemon], on_timeout=deployment.procs.logs)  # fmt: skip
     finally:
         # Off again at once, so it fires once and its runs do not pile up behind the other tests.
-        stopped = deployment.graphql(
-            "mutation($id: String) { stopRunningSchedule(id: $id) { __typename "
-            "... on ScheduleStateResult { scheduleState { status } } ... on PythonError { message } } }",
-            {"id": instigator_id(deployment, "schedule", SCHEDULE)[0]},
-        )["stopRunningSchedule"]
-    assert stopped["__typename"] == "ScheduleStateResult" and stopped["scheduleState"]["status"] == "STOPPED"
+        stop_instigator(deployment, "schedule", SCHEDULE)
     # Every run the schedule made (a second minute may have begun before it was stopped).
     all_scheduled = [r["runId"] for r in deployment.runs(tags=[{"key": "dagster/schedule_name", "value": SCHEDULE}])]
+    deployed.scheduled_runs = set(all_scheduled)
     done = deployment.wait_runs_done(all_scheduled, timeout_s=300)
     assert {r["status"] for r in done} == {"SUCCESS"}, (done, deployment.procs.logs())
     assert {tag(r, "dagster/partition") for r in runs} == set(env.tenants)  # type: ignore[union-attr]
@@ -287,10 +322,7 @@ def test_automation_sensor_turned_on_vectorizes_a_committed_table(deployed):
     deployment, env = deployed.deployment, deployed.env
     deployment.wait_idle()
     # Off, then on again through GraphQL (it is declared running in code, so it starts out on).
-    sensor_id, _ = instigator_id(deployment, "sensor", SENSOR)
-    stopped = deployment.graphql("mutation($id: String) { stopSensor(id: $id) { __typename } }", {"id": sensor_id})
-    assert stopped["stopSensor"]["__typename"] == "StopSensorMutationResult", stopped
-    assert instigator_id(deployment, "sensor", SENSOR)[1] == "STOPPED"
+    stop_instigator(deployment, "sensor", SENSOR)
     started_at = time.time()
     started = deployment.graphql(
         "mutation($s: SensorSelector!) { startSensor(sensorSelector: $s) { __typename "
@@ -342,6 +374,10 @@ def test_no_two_runs_of_a_tenant_ever_overlapped(deployed):
         if partition and r["startTime"]:
             by_tenant[partition].append(r)
     assert set(by_tenant) == {"1", "2"}
+    # And the schedule, once stopped, stayed stopped: no run of it beyond those its test saw.
+    assert deployed.scheduled_runs
+    later = {r["runId"] for r in deployment.runs(tags=[{"key": "dagster/schedule_name", "value": SCHEDULE}])}
+    assert later == deployed.scheduled_runs
     for tenant_id, runs in by_tenant.items():
         runs.sort(key=lambda r: r["startTime"])
         for a, b in zip(runs, runs[1:], strict=False):

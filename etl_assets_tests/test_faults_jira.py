@@ -9,8 +9,6 @@ pages). ``JiraResource(max_attempts=3, max_wait_s=0.2, timeout_s=1)`` keeps wait
 
 from __future__ import annotations
 
-import time
-
 import dagster as dg
 import pytest
 from sqlalchemy import create_engine, func, select
@@ -114,10 +112,10 @@ def test_retry_after_is_honoured_and_capped(env):
     assert _meta(result, RAW_STEP[WITS])["duration_s"] >= 1.0, "Retry-After: 1 was not waited for"
     # A Retry-After beyond the cap is cut to max_wait_s: a site cannot park the run for an hour.
     server.faults.append(Fault.respond(429, "slow down", {"Retry-After": "3600"}, path=WITS))
-    started = time.perf_counter()
     result = materialize(env, "1", "key:jira/raw/raw_jira_wits", resources=_jira(max_wait_s=0.2))
-    assert result.success and time.perf_counter() - started < 30
-    assert _meta(result, RAW_STEP[WITS])["jira_429s"] == 1
+    assert result.success
+    meta = _meta(result, RAW_STEP[WITS])
+    assert meta["jira_429s"] == 1 and meta["duration_s"] < 3.0, meta
 
 
 EXHAUSTING = [

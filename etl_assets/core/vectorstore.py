@@ -151,8 +151,8 @@ class Collection:
                 raise ModelMismatchError(
                     f"collection {self.name} was built with model {built_with!r} ({size} dimensions) "
                     f"but the configured embeddings are {model!r} ({dimensions} dimensions); "
-                    f"re-create the collection (etl-assets drop-collection {self.name}) or configure the "
-                    "same model"
+                    "set EMBEDDING_MODEL / EMBEDDING_DIMENSIONS to match, or delete the collection "
+                    "in Qdrant so the next run rebuilds it"
                 )
             return False
         await self.client.create_collection(

@@ -17,8 +17,11 @@ memory by the table step), a bounded page at a time. The work is a pipeline:
 5. **Upsert**: each answered request is written to the collection in API-sized batches
    while the next requests are in flight.
 
-Memory is bounded by the page size and the batch size times the number of batches alive
-(``2 * concurrency``), never by the tenant's size: when all are busy, reading waits.
+Memory is bounded by the page size and by what the batches alive (packed, in flight, or
+answered and not yet written) may hold together: ``2 * concurrency`` full requests' worth of
+inputs (which become vectors) and of tokens (texts). It never grows with the tenant's size: when the allowance is used up,
+reading waits. Small requests (under a TPM limit the embedder asks for slices of it) leave
+room for many of them, so the next minute's work is ready when the budget opens again.
 
 Then a sweep removes points whose row is deleted or gone, points whose id is not the
 deterministic id of their row and chunk, and chunks that disagree with their row's chunk
@@ -62,6 +65,7 @@ log = logging.getLogger(__name__)
 
 PAYLOAD_TEXT_CHARS = 2000
 UPSERT_CONCURRENCY = 2
+ALIVE_TOKENS_PER_SLOT = 300_000  # one full OpenAI request
 
 
 @dataclass
@@ -186,6 +190,33 @@ def _first_error(group: BaseExceptionGroup) -> BaseException:
     return first
 
 
+class _Allowance:
+    """Inputs and tokens that the batches alive may hold together (see the module docstring)."""
+
+    def __init__(self, inputs: int, tokens: int) -> None:
+        self.inputs, self.tokens = inputs, tokens
+        self.used_inputs = self.used_tokens = 0
+        self.changed = asyncio.Condition()
+
+    async def acquire(self, inputs: int, tokens: int) -> None:
+        async with self.changed:
+            # A batch larger than the whole allowance still goes, alone.
+            await self.changed.wait_for(
+                lambda: (
+                    self.used_inputs == 0
+                    or (self.used_inputs + inputs <= self.inputs and self.used_tokens + tokens <= self.tokens)
+                )
+            )
+            self.used_inputs += inputs
+            self.used_tokens += tokens
+
+    async def release(self, inputs: int, tokens: int) -> None:
+        async with self.changed:
+            self.used_inputs -= inputs
+            self.used_tokens -= tokens
+            self.changed.notify_all()
+
+
 class _Sync:
     """The state of one :func:`sync_vectors` call."""
 
@@ -198,7 +229,10 @@ class _Sync:
         self.chunk_tokens = chunk_tokens
         self.upsert_points = upsert_points
         self.in_flight = asyncio.Semaphore(concurrency)
-        self.alive = asyncio.Semaphore(2 * concurrency)  # batches holding texts or vectors
+        max_inputs, max_tokens = self._caps()
+        # Tokens alive are texts (a few bytes each), so their allowance does not shrink with the
+        # request size; inputs alive become vectors, so theirs follows the request size.
+        self.alive = _Allowance(2 * concurrency * max_inputs, 2 * concurrency * max(max_tokens, ALIVE_TOKENS_PER_SLOT))
         self.upserting = asyncio.Semaphore(UPSERT_CONCURRENCY)
         self.batch: list[PlannedChunk] = []
         self.batch_tokens = 0
@@ -324,15 +358,16 @@ class _Sync:
     async def dispatch(self, tg: asyncio.TaskGroup) -> None:
         if not self.batch:
             return
-        batch, self.batch, self.batch_tokens = self.batch, [], 0
-        await self.alive.acquire()  # back-pressure: reading waits while every batch slot is busy
+        batch, tokens = self.batch, self.batch_tokens
+        self.batch, self.batch_tokens = [], 0
+        await self.alive.acquire(len(batch), tokens)  # back-pressure: reading waits while the allowance is used
         try:
-            tg.create_task(self.embed_and_upsert(batch))
+            tg.create_task(self.embed_and_upsert(batch, tokens))
         except BaseException:
-            self.alive.release()
+            await self.alive.release(len(batch), tokens)
             raise
 
-    async def embed_and_upsert(self, batch: list[PlannedChunk]) -> None:
+    async def embed_and_upsert(self, batch: list[PlannedChunk], tokens: int) -> None:
         try:
             async with self.in_flight:
                 vectors = await embed_counted(self.embedder, [c.text for c in batch], [c.tokens for c in batch])
@@ -352,7 +387,7 @@ class _Sync:
                     await self.collection.upsert(points)
                     self.result.points_upserted += len(points)
         finally:
-            self.alive.release()
+            await self.alive.release(len(batch), tokens)
 
     # -- the sweep ---------------------------------------------------------------------------
 
