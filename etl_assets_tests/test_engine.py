@@ -21,6 +21,7 @@ from etl_assets.core.embeddings.base import EmbeddingError, EmbeddingStats
 from etl_assets.core.embeddings.factory import EmbeddingConfigError, EmbeddingSettings, open_embedder
 from etl_assets.core.embeddings.openai_provider import open_openai_embedder
 from etl_assets.core.embeddings.ratelimit import (
+    TPM_REQUEST_SHARE,
     RateLimiter,
     RateLimitInfo,
     backoff_s,
@@ -162,8 +163,8 @@ def test_budget_learns_limits_and_foreign_usage_from_headers():
     assert (budget.learned_tpm, budget.learned_rpm) == (10_000, 100)
     assert budget.foreign_tokens == 3_000  # the server saw 4,000 tokens, we sent 1,000
     assert budget.used() == (2, 4_000)
-    assert budget.request_token_cap() == 500
-    assert budget.reserve(6_500)[1] == pytest.approx(60.0)  # only 6,000 left until the window moves
+    assert budget.request_token_cap() == 10_000 // TPM_REQUEST_SHARE
+    assert budget.reserve(6_100)[1] == pytest.approx(60.0)  # only 6,000 left until the window moves
     configured = RateLimiter(tpm=2_000, clock=clock)
     configured.observe(RateLimitInfo(limit_tokens=10_000, remaining_tokens=10_000))
     assert configured.effective_tpm == 2_000  # the lower of configured and announced
@@ -406,7 +407,7 @@ def test_server_headers_teach_the_budget_and_cap_requests(fake):
             return before, e.max_batch_tokens, e.limiter.learned_rpm
 
     before, after, rpm = asyncio.run(go())
-    assert before == 300_000 and after == 200_000 // 20 and rpm == 10_000
+    assert before == 300_000 and after == 200_000 // TPM_REQUEST_SHARE and rpm == 10_000
 
 
 def test_the_factory_passes_the_step_share_of_the_budget(fake):
@@ -417,7 +418,7 @@ def test_the_factory_passes_the_step_share_of_the_budget(fake):
         async with open_embedder(settings) as e:
             return e.limiter.rpm, e.limiter.tpm, e.max_batch_tokens
 
-    assert asyncio.run(go()) == (200, 30_000, 30_000 // 20)
+    assert asyncio.run(go()) == (200, 30_000, 30_000 // TPM_REQUEST_SHARE)
 
 
 # -- the engine, with real Qdrant local mode ------------------------------------------------------------
@@ -782,3 +783,14 @@ def test_the_pool_size_of_a_deployment_is_the_default_share_count():
     s = EmbeddingSettings.from_env({"EMBEDDING_TPM": "900000", "ETL_POOL_EMBEDDINGS": "3"})
     assert (s.pool_limit, s.step_tpm) == (3, 300_000)
     assert EmbeddingSettings.from_env({"ETL_POOL_EMBEDDINGS": "3", "EMBEDDING_POOL_LIMIT": "2"}).pool_limit == 2
+
+
+def test_a_server_that_stamps_late_is_not_taken_for_someone_else():
+    clock = Clock()
+    budget = RateLimiter(tpm=1000, margin_s=0.0, clock=clock)
+    budget.reserve(600)
+    clock.t += 61  # out of our window; the server stamped it 2 s after us and still counts it
+    budget.observe(RateLimitInfo(limit_tokens=1000, remaining_tokens=400))
+    assert budget.foreign_tokens == 0
+    assert budget.used() == (0, 0)
+    assert budget.reserve(1000)[1] == 0

@@ -45,9 +45,14 @@ WINDOW_S = 60.0
 # Our log stamps a request when it may be sent; the server stamps it when it arrives. A
 # little slack keeps us from sending just before the server's window has moved on.
 DEFAULT_MARGIN_S = 0.5
-# With a known TPM, requests are cut to at most this share of it: a sliding window wastes at
-# most one request's worth of room per minute, so 1/20 keeps utilisation at or above 95 %.
-TPM_REQUEST_SHARE = 20
+# The server may stamp a request seconds after we did (a large body to send, parse and count
+# on a busy server). Entries stay in our log this much longer than the window, and count
+# when we compare our usage with the server's, so that lag is not mistaken for someone
+# else's usage (which would hold back a minute's worth of requests).
+SKEW_S = 5.0
+# With a known TPM, requests are cut to at most 1/40 of it: a request goes only once all of
+# it fits, so up to one request's worth of the window stays unused; 1/40 keeps that <= 2.5 %.
+TPM_REQUEST_SHARE = 40
 
 _DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(h|ms|m|s|us|µs|μs|ns)")
 _UNIT_S = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ns": 1e-9}
@@ -289,16 +294,16 @@ class RateLimiter:
             self._pause_until = max(self._pause_until, self.clock() + max(0.0, seconds))
 
     def _prune(self, now: float) -> None:
-        horizon = now - self.window_s
+        horizon = now - self.window_s - SKEW_S
         while self._log and self._log[0].at <= horizon:
             self._log.popleft()
 
     def used(self) -> tuple[int, int]:
-        """Requests and tokens booked in the window ending now (sent or due)."""
+        """Requests and tokens booked in the window ending now (sent, not due later)."""
         with self._lock:
             now = self.clock()
             self._prune(now)
-            live = [e for e in self._log if e.at <= now]
+            live = [e for e in self._log if now - self.window_s < e.at <= now]
             return sum(e.requests for e in live), sum(e.tokens for e in live)
 
     # -- what the server said ------------------------------------------------------------
@@ -314,7 +319,7 @@ class RateLimiter:
             if info.limit_tokens is not None and info.limit_tokens >= 1:
                 self.learned_tpm = int(info.limit_tokens)
             self._prune(now)
-            sent = [e for e in self._log if e.at <= now]
+            sent = [e for e in self._log if e.at <= now]  # including the last SKEW_S before the window
             if info.limit_requests is not None and info.remaining_requests is not None:
                 server_used = info.limit_requests - info.remaining_requests
                 extra = int(server_used - sum(e.requests for e in sent))
