@@ -4,6 +4,8 @@ Qdrant folder per test, and a helper that materializes the graph for a tenant.""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,8 +70,10 @@ class Env:
         return TenantRegistry.from_mapping(
             {
                 "tenants": [
-                    {"id": t.id, "jira": {"url": t.url, "email_env": f"T{t.id}_JIRA_EMAIL",
-                                          "token_env": f"T{t.id}_JIRA_TOKEN"}}  # fmt: skip
+                    {
+                        "id": t.id,
+                        "jira": {"url": t.url, "email_env": f"T{t.id}_JIRA_EMAIL", "token_env": f"T{t.id}_JIRA_TOKEN"},
+                    }  # fmt: skip
                     for t in self.tenants.values()
                 ]
             },
@@ -109,6 +113,19 @@ class Env:
             "EMBEDDING_DIMENSIONS": str(TEST_DIMENSIONS),
         })  # fmt: skip
         return env
+
+    def run_cli(self, home: Path, partition: str, *, extra: dict[str, str] | None = None,
+                unset: str | None = None) -> subprocess.CompletedProcess[str]:  # fmt: skip
+        """``dagster asset materialize --select '*' --partition`` in a child process on ``home``."""
+        process_env = {**self.process_env(), "DAGSTER_HOME": str(home), **(extra or {})}
+        if unset:
+            process_env.pop(unset, None)
+        return subprocess.run(
+            [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "etl_assets.definitions",
+             "--select", "*", "--partition", partition],
+            cwd=Path(__file__).resolve().parents[1], env=process_env, capture_output=True, text=True,
+            timeout=300, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
 
     def definitions(self, **embedding_overrides: Any) -> dg.Definitions:
         return build_definitions(registry=self.registry, resources=self.resources(**embedding_overrides),

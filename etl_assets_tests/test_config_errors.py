@@ -8,8 +8,6 @@ dimension that disagrees with the collection it would write to.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import dagster as dg
@@ -241,7 +239,6 @@ def test_embeddings_that_disagree_with_an_existing_collection_are_refused_before
     }
 
 
-CLI = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "etl_assets.definitions", "--select", "*"]
 
 
 @pytest.mark.slow
@@ -253,18 +250,7 @@ CLI = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "etl_asset
 def test_the_dagster_cli_refuses_a_misconfiguration_before_any_work(env, partition, unset, named):
     home = env.tmp / "dagster_home"
     home.mkdir()
-    process_env = {**env.process_env(), "DAGSTER_HOME": str(home)}
-    if unset:
-        process_env.pop(unset)
-    proc = subprocess.run(
-        [*CLI, "--partition", partition],
-        cwd=Path(__file__).resolve().parents[1],
-        env=process_env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        stdin=subprocess.DEVNULL,
-    )
+    proc = env.run_cli(home, partition, unset=unset)
     output = proc.stdout + proc.stderr
     assert proc.returncode != 0, output[-3000:]
     for fragment in named:

@@ -19,8 +19,6 @@ from __future__ import annotations
 import base64
 import json
 import re
-import subprocess
-import sys
 import urllib.parse
 from pathlib import Path
 from typing import Any
@@ -45,7 +43,6 @@ pytestmark = pytest.mark.filterwarnings("ignore:Api key is used with an insecure
 
 QDRANT_KEY = "qdrant-key-SECRETVALUE"
 EMBEDDINGS_KEY = "sk-test-embeddings-secret"
-CLI = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "etl_assets.definitions", "--select", "*"]
 
 
 def _forms(secret: str) -> set[str]:
@@ -76,16 +73,7 @@ def _hits(haystack: bytes | str, needles: dict[str, set[str]]) -> list[str]:
 
 
 def _run_cli(env, home: Path, partition: str, extra: dict[str, str]) -> str:
-    process_env = {**env.process_env(), "DAGSTER_HOME": str(home), **extra}
-    proc = subprocess.run(
-        [*CLI, "--partition", partition],
-        cwd=Path(__file__).resolve().parents[1],
-        env=process_env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        stdin=subprocess.DEVNULL,
-    )
+    proc = env.run_cli(home, partition, extra=extra)
     return proc.stdout + proc.stderr
 
 
