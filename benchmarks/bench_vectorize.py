@@ -11,13 +11,15 @@ What it does (see benchmarks/README.md for how to read the figures):
   answer 429 with retry-after and the x-ratelimit-* headers;
 * loads N synthetic issues (100-400 tokens of text each) into SQLite in a temp dir;
 * runs, each phase in its own child process (so peak RSS is the phase's own):
-  1. the engine over all N rows into Qdrant local mode (in memory), then a no-op re-run;
+  1. the engine over all N rows into a store that keeps ids and hashes and drops vectors
+     (``--store qdrant-local`` for Qdrant local mode), then a no-op re-run as the asset runs
+     it (fingerprint first) and one that compares every row;
   2. the baseline: one embedding request and one upsert per entity, sequentially, on a
      sample of the same rows, extrapolated per entity;
-  3. the engine under a TPM limit on the server, long enough to span two minutes, and the
-     tokens per minute it sustained as a fraction of the limit;
+  3. the engine under a TPM limit on the server, for about 2.5 minutes' worth of tokens, and
+     how full the server's own 60 s window stayed, from the server's log of admissions;
   4. the engine over N and over scale x N rows into a sink that discards vectors, for peak
-     RSS (the vector store's own memory would hide the engine's).
+     RSS (the vector store's own memory would hide the engine's); these two side by side.
 * prints the figures and writes them as JSON.
 """
 

@@ -794,3 +794,20 @@ def test_a_server_that_stamps_late_is_not_taken_for_someone_else():
     assert budget.foreign_tokens == 0
     assert budget.used() == (0, 0)
     assert budget.reserve(1000)[1] == 0
+
+
+def test_a_request_packed_before_a_limit_was_learned_is_sliced_before_it_is_sent(fake):
+    texts = [f"row {i} " * 30 for i in range(8)]
+    counts = [exact_tokens(t) for t in texts]
+    limiter = RateLimiter(window_s=0.2, margin_s=0.0)
+    limiter.observe(RateLimitInfo(limit_tokens=sum(counts) * 10, remaining_tokens=sum(counts) * 10))
+    bodies = record_bodies(fake)
+
+    async def go():
+        async with embedder_for(fake, limiter=limiter) as e:
+            return await e._request(texts, counts), e.stats.copy()  # as if packed before the limit was known
+
+    array, stats = asyncio.run(go())
+    cap = sum(counts) * 10 // TPM_REQUEST_SHARE
+    assert array.shape == (8, DIMS) and len(bodies) > 1 and stats.rate_limited == 0
+    assert all(sum(exact_tokens(t) for t in b["input"]) <= cap for b in bodies)

@@ -165,7 +165,15 @@ class OpenAIEmbedder:
         throttled = 0  # 429 answers for this request
         throttled_s = 0.0
         while True:
-            reservation = await self.limiter.acquire(tokens)
+            cap = self.limiter.request_token_cap()
+            if len(texts) > 1 and cap is not None and tokens > cap:
+                # Packed before the server announced its TPM: as one request it would wait for a
+                # whole window to drain, or never fit. Slices are what the budget can pace.
+                return await self.embed_counted(texts, counts)
+            try:
+                reservation = await self.limiter.acquire(tokens)
+            except ValueError as exc:  # one input larger than the whole TPM
+                raise EmbeddingError(f"model {self.model}: {exc}; lower EMBEDDING_CHUNK_TOKENS") from None
             self.stats.waited_s += reservation.waited_s
             self.stats.http_requests += 1
             try:
@@ -193,10 +201,8 @@ class OpenAIEmbedder:
                     ) from None
                 cap = self.limiter.request_token_cap()
                 if len(texts) > 1 and cap is not None and tokens > cap:
-                    # Packed before the server announced its TPM: as one request it would wait for
-                    # a whole window to drain (or never fit). Send it as slices the budget can pace.
                     self.stats.retries += 1
-                    return await self.embed_counted(texts, counts)
+                    continue  # the 429 announced a TPM this request is too large for: sliced above
                 if info.limit_tokens is not None and tokens > info.limit_tokens:
                     raise EmbeddingError(
                         f"model {self.model}: one input of {tokens} tokens exceeds the provider's limit of "
