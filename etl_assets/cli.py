@@ -40,7 +40,7 @@ def _demo(args: argparse.Namespace) -> int:
                 print(f"run {result.run_id} for tenant {tenant} FAILED; see `dagster dev` for its logs", file=sys.stderr)
                 return 1
     from etl_assets.core.store.db import make_engine, safe_url
-    from etl_assets.core.vectorstore import open_qdrant
+    from etl_assets.core.vectorstore import display_url, open_qdrant
 
     engine = make_engine(resources["database"].url)
     qd = resources["qdrant"]
@@ -64,7 +64,7 @@ def _demo(args: argparse.Namespace) -> int:
     engine.dispose()
     print()
     print(f"database: {safe_url(resources['database'].url)}")
-    print(f"qdrant:   {qd.url or qd.path}")
+    print(f"qdrant:   {display_url(qd.url) if qd.url else qd.path}")
     print("Try a search:   etl-assets search \"login fails with unicode password\" --tenant 1")
     print("Open the UI:    ./dev.sh ui   (http://127.0.0.1:3000 — Assets, pick a tenant partition, Materialize)")
     return 0
@@ -74,20 +74,20 @@ def _search(args: argparse.Namespace) -> int:
     from etl_assets.core.embeddings.base import ModelMismatchError
     from etl_assets.core.embeddings.factory import EmbeddingConfigError, EmbeddingSettings, open_embedder
     from etl_assets.core.search import search
-    from etl_assets.core.vectorstore import QdrantSettings, open_qdrant
+    from etl_assets.core.vectorstore import QdrantServerError, QdrantSettings, open_qdrant, server_errors_named
 
     qd = QdrantSettings.from_env(os.environ)
 
     async def run() -> list:
         async with open_embedder(EmbeddingSettings.from_env(os.environ)) as embedder, open_qdrant(
             qd.url, qd.api_key, qd.path
-        ) as client:
+        ) as client, server_errors_named(qd.url):
             return await search(client, embedder, args.query, tenant_id=args.tenant, entity=args.entity,
                                 project=args.project, status_category=args.status_category, k=args.k)  # fmt: skip
 
     try:
         hits = asyncio.run(run())
-    except (ModelMismatchError, LookupError, EmbeddingConfigError) as exc:
+    except (ModelMismatchError, LookupError, EmbeddingConfigError, QdrantServerError) as exc:
         print(f"etl-assets search: {exc}", file=sys.stderr)
         return 2
     if not hits:

@@ -89,9 +89,17 @@ LOAD_TIME = [
         ["EMBEDDING_CHUNK_TOKENS", "lots"],
         id="chunk-tokens-not-a-number",
     ),
-    # ("0" is silently read as the default 4 by EmbeddingSettings.from_env: reported, not tested here.)
     pytest.param(
         {"EMBEDDING_CONCURRENCY": "-1"}, EmbeddingConfigError, ["EMBEDDING_CONCURRENCY"], id="concurrency-negative"
+    ),
+    pytest.param(
+        {"EMBEDDING_CONCURRENCY": "0"}, EmbeddingConfigError, ["EMBEDDING_CONCURRENCY", "got 0"], id="concurrency-zero"
+    ),
+    pytest.param(
+        {"EMBEDDING_POOL_LIMIT": "0"}, EmbeddingConfigError, ["EMBEDDING_POOL_LIMIT", "got 0"], id="pool-limit-zero"
+    ),
+    pytest.param(
+        {"EMBEDDING_BATCH_TOKENS": "0"}, EmbeddingConfigError, ["EMBEDDING_BATCH_TOKENS", "got 0"], id="batch-tokens-zero"
     ),
     pytest.param({"ETL_EXECUTOR": "threads"}, ValueError, ["ETL_EXECUTOR", "'threads'"], id="unknown-executor"),
 ]

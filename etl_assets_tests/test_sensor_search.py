@@ -113,3 +113,16 @@ def test_search_command_prints_ranked_hits(env):
         capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
     )  # fmt: skip
     assert wrong.returncode == 2 and "built with" in wrong.stderr
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    down = subprocess.run(
+        [sys.executable, "-m", "etl_assets.cli", "search", "x", "--tenant", "1"],
+        env={**env.process_env(), "QDRANT_URL": f"http://127.0.0.1:{closed}", "QDRANT_API_KEY": "qdrant-SECRETVALUE"},
+        capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert down.returncode == 2, down.stderr
+    assert f"QDRANT_URL=http://127.0.0.1:{closed}" in down.stderr and "Traceback" not in down.stderr, down.stderr
+    assert "SECRETVALUE" not in down.stderr

@@ -11,7 +11,14 @@ from qdrant_client import AsyncQdrantClient
 from etl_assets.core.embeddings.base import ModelMismatchError
 from etl_assets.core.entities import ISSUES
 from etl_assets.core.tenants import TenantConfigError
-from etl_assets.core.vectorstore import Collection, collection_name, point_id
+from etl_assets.core.vectorstore import (
+    Collection,
+    QdrantServerError,
+    collection_name,
+    display_url,
+    point_id,
+    server_errors_named,
+)
 
 
 def test_collection_names():
@@ -87,3 +94,36 @@ def test_server_collections_get_payload_indexes_for_filters_and_local_ones_none(
     assert {"tenant_id", "external_id", "project_key", "status_category", "labels", "updated"} <= set(indexed)
     assert str(indexed["updated"]).lower().endswith("datetime")
     assert local_indexed == {}
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("https://qdrant.internal:6333", "https://qdrant.internal:6333"),
+        ("https://user:pa55word@qdrant.internal/prefix?api-key=SECRET#x", "https://qdrant.internal/prefix"),
+        ("http://[::1]:6333/", "http://[::1]:6333/"),
+    ],
+)
+def test_the_url_in_messages_carries_no_credentials(url, shown):
+    assert display_url(url) == shown
+
+
+def test_server_errors_name_the_url_and_keep_the_transport_cause():
+    import httpx
+    from qdrant_client.http.exceptions import ResponseHandlingException
+
+    async def failing(url):
+        async with server_errors_named(url):
+            try:
+                raise httpx.ConnectError("All connection attempts failed")
+            except httpx.ConnectError as exc:
+                raise ResponseHandlingException(exc) from None
+
+    with pytest.raises(QdrantServerError) as err:
+        asyncio.run(failing("https://key:SECRET@qdrant.internal:6333"))
+    message = str(err.value)
+    assert message.startswith("Qdrant server QDRANT_URL=https://qdrant.internal:6333 failed: ResponseHandlingException")
+    assert "All connection attempts failed" in message and "SECRET" not in message
+    assert isinstance(err.value.__cause__, ResponseHandlingException)
+    with pytest.raises(ResponseHandlingException):  # local mode: qdrant-client's error unchanged
+        asyncio.run(failing(None))

@@ -14,9 +14,11 @@ from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
+from urllib.parse import urlsplit
 
 from filelock import FileLock, Timeout
 from qdrant_client import AsyncQdrantClient, models
+from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
 from etl_assets.core.embeddings.base import ModelMismatchError
 from etl_assets.core.tenants import validate_tenant_id
@@ -257,6 +259,43 @@ class QdrantSettings:
 
 class QdrantLockTimeout(RuntimeError):
     pass
+
+
+class QdrantServerError(RuntimeError):
+    """The Qdrant server failed or could not be reached; the message names QDRANT_URL."""
+
+
+def display_url(url: str) -> str:
+    """``url`` without user info, query or fragment: safe for logs and messages."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
+@contextlib.asynccontextmanager
+async def server_errors_named(url: str | None) -> AsyncIterator[None]:
+    """Re-raise qdrant-client's transport and HTTP errors as QdrantServerError naming the server.
+
+    qdrant-client's own messages say what failed but not where; an operator with several
+    environments needs QDRANT_URL. The original exception stays attached as the cause.
+    Local mode (no URL) raises its errors unchanged.
+    """
+    try:
+        yield
+    except (ResponseHandlingException, UnexpectedResponse) as exc:
+        if not url:
+            raise
+        def describe(error: BaseException) -> str:
+            return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+
+        detail = describe(exc)
+        cause = exc.__cause__ or exc.__context__
+        if cause is not None and (not str(exc) or str(cause) not in str(exc)):  # e.g. the httpx error under it
+            detail += f" ({describe(cause)})"
+        raise QdrantServerError(f"Qdrant server QDRANT_URL={display_url(url)} failed: {detail}") from exc
 
 
 @contextlib.asynccontextmanager

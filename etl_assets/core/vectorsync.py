@@ -490,6 +490,7 @@ async def sync_vectors(
 
     sync = new_sync(result)
     queue: asyncio.Queue[list[_Row] | None] = asyncio.Queue(maxsize=max(1, prefetch_pages))
+    failure: BaseException | None = None
     try:
         async with asyncio.TaskGroup() as tg:  # a failure cancels, and awaits, every other task
             tg.create_task(sync.read(pages, queue))
@@ -497,10 +498,13 @@ async def sync_vectors(
                 await sync.process(page, tg)
             await sync.dispatch(tg)
     except BaseExceptionGroup as group:
-        error = _first_error(group)
-        if error is group:
+        failure = _first_error(group)
+        if failure is group:
             raise
-        raise error from None  # the failing task's own exception and traceback, not a group
+    if failure is not None:
+        # The failing task's own exception, raised outside the handler so that its cause and
+        # context (e.g. the transport error under a qdrant-client exception) stay as they were.
+        raise failure
     await sync.sweep(live_ids)
     if state is not None:
         await collection.write_marker({"state": state, "points": await collection.count(), "rows": result.rows_live})

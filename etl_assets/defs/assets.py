@@ -12,7 +12,7 @@ from etl_assets.core import pipeline
 from etl_assets.core.entities import EntitySpec
 from etl_assets.core.store import ops
 from etl_assets.core.tenants import TenantRegistry
-from etl_assets.core.vectorstore import Collection, collection_name
+from etl_assets.core.vectorstore import Collection, collection_name, server_errors_named
 from etl_assets.core.vectorsync import sync_vectors
 from etl_assets.defs.resources import DatabaseResource, EmbeddingsResource, JiraResource, QdrantResource
 
@@ -194,22 +194,23 @@ def build_vector_asset(spec: EntitySpec, registry: TenantRegistry, partitions: d
         async def live_ids(candidates: list[str]) -> set[str]:
             return pipeline.live_external_ids(engine, spec, tenant.id, candidates)
 
-        result = await sync_vectors(
-            spec=spec, tenant_id=tenant.id, pages=lambda: ops.iter_rows(engine, spec, tenant.id),
-            live_ids=live_ids, embedder=embedder, collection=collection, concurrency=embeddings.concurrency,
-            max_chunk_tokens=embeddings.chunk_tokens, fingerprint=lambda: ops.live_fingerprint(engine, spec, tenant.id),
-        )  # fmt: skip
-        live_rows = ops.count_rows(engine, spec, tenant.id)
-        distinct = await collection.count(chunk=0)
-        model, size = await collection.model()
-        outcomes = [
-            pipeline.CheckOutcome("points_match_live_rows", distinct == live_rows, "",
-                                  {"rows_with_points": distinct, "live_rows": live_rows}),
-            pipeline.CheckOutcome("vector_size_matches_model", size == embedder.dimensions and model == embedder.model,
-                                  "", {"vector_size": size or 0, "model": str(model), "expected": embedder.dimensions}),
-        ]  # fmt: skip
-        meta = {**result.metadata(), **embedder.stats.since(stats_before).metadata(), "tenant": tenant.id,
-                "points_total": await collection.count()}  # fmt: skip
+        async with server_errors_named(qdrant.url):  # Qdrant's failures name QDRANT_URL
+            result = await sync_vectors(
+                spec=spec, tenant_id=tenant.id, pages=lambda: ops.iter_rows(engine, spec, tenant.id),
+                live_ids=live_ids, embedder=embedder, collection=collection, concurrency=embeddings.concurrency,
+                max_chunk_tokens=embeddings.chunk_tokens, fingerprint=lambda: ops.live_fingerprint(engine, spec, tenant.id),
+            )  # fmt: skip
+            live_rows = ops.count_rows(engine, spec, tenant.id)
+            distinct = await collection.count(chunk=0)
+            model, size = await collection.model()
+            outcomes = [
+                pipeline.CheckOutcome("points_match_live_rows", distinct == live_rows, "",
+                                      {"rows_with_points": distinct, "live_rows": live_rows}),
+                pipeline.CheckOutcome("vector_size_matches_model", size == embedder.dimensions and model == embedder.model,
+                                      "", {"vector_size": size or 0, "model": str(model), "expected": embedder.dimensions}),
+            ]  # fmt: skip
+            meta = {**result.metadata(), **embedder.stats.since(stats_before).metadata(), "tenant": tenant.id,
+                    "points_total": await collection.count()}  # fmt: skip
         return dg.MaterializeResult(metadata=meta, check_results=_check_results(outcomes, key))
 
     return vector_asset

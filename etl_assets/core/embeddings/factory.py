@@ -48,7 +48,8 @@ class EmbeddingSettings:
         if self.dimensions is not None and self.dimensions <= 0:
             raise EmbeddingConfigError(f"EMBEDDING_DIMENSIONS must be positive, got {self.dimensions}")
         for name, value in (("EMBEDDING_RPM", self.rpm), ("EMBEDDING_TPM", self.tpm),
-                            ("EMBEDDING_CONCURRENCY", self.concurrency), ("EMBEDDING_POOL_LIMIT", self.pool_limit)):  # fmt: skip
+                            ("EMBEDDING_CONCURRENCY", self.concurrency), ("EMBEDDING_POOL_LIMIT", self.pool_limit),
+                            ("EMBEDDING_BATCH_INPUTS", self.batch_inputs), ("EMBEDDING_BATCH_TOKENS", self.batch_tokens)):  # fmt: skip
             if value is not None and value <= 0:
                 raise EmbeddingConfigError(f"{name} must be positive, got {value}")
         if self.tpm is not None and self.tpm // self.pool_limit < 1:
@@ -75,20 +76,24 @@ class EmbeddingSettings:
             except ValueError:
                 raise EmbeddingConfigError(f"{name} must be an integer, got {value!r}") from None
 
+        def first_set(*values: int | None) -> int:
+            # 0 is a value (and validate() refuses it), not "unset"
+            return next(v for v in values if v is not None)
+
         return cls(
             provider=env.get("EMBEDDING_PROVIDER") or ("openai" if env.get("OPENAI_API_KEY") else "local"),
             model=env.get("EMBEDDING_MODEL") or None,
             dimensions=integer("EMBEDDING_DIMENSIONS"),
             api_key=env.get("OPENAI_API_KEY") or None,
             base_url=env.get("OPENAI_BASE_URL") or None,
-            concurrency=integer("EMBEDDING_CONCURRENCY") or 4,
+            concurrency=first_set(integer("EMBEDDING_CONCURRENCY"), 4),
             batch_inputs=integer("EMBEDDING_BATCH_INPUTS"),
             batch_tokens=integer("EMBEDDING_BATCH_TOKENS"),
             rpm=integer("EMBEDDING_RPM"),
             tpm=integer("EMBEDDING_TPM"),
             # The slots of the Dagster pool "embeddings": deploy/init-instance.sh sets them from
             # ETL_POOL_EMBEDDINGS, so that is the default share count too.
-            pool_limit=integer("EMBEDDING_POOL_LIMIT") or integer("ETL_POOL_EMBEDDINGS") or 1,
+            pool_limit=first_set(integer("EMBEDDING_POOL_LIMIT"), integer("ETL_POOL_EMBEDDINGS"), 1),
         )
 
     @property
