@@ -70,3 +70,20 @@ def test_other_tenants_rows_are_untouched(tmp_path):
     assert ops.build_table(engine, PROJECTS, "a").deleted == 1
     assert ops.count_rows(engine, PROJECTS, "b") == 1
     engine.dispose()
+
+
+def test_surrogate_keys_are_64_bit(tmp_path, backend):
+    """An upsert that updates still draws from PostgreSQL's sequence: the keys must be BIGINT."""
+    from sqlalchemy import inspect
+
+    from etl_assets_tests.pg import database_url_for_test
+
+    engine = make_engine(database_url_for_test(tmp_path, backend, f"bigint-{backend}"))
+    schema.metadata.create_all(engine)
+    columns = {t: {c["name"]: c["type"] for c in inspect(engine).get_columns(t)}
+               for t in ("issues", "raw_batches", "raw_jira_pages", "rejected_records")}  # fmt: skip
+    for table, types in columns.items():
+        wanted = "BIGINT" if backend == "postgres" else "INTEGER"
+        assert str(types["id"]) == wanted, (table, types["id"])
+    assert str(columns["raw_jira_pages"]["batch_id"]) == ("BIGINT" if backend == "postgres" else "INTEGER")
+    engine.dispose()

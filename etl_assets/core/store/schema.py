@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Column,
     DateTime,
@@ -23,11 +24,16 @@ from sqlalchemy import (
 metadata = MetaData()
 
 TS = DateTime(timezone=True)
+# Surrogate keys are 64-bit on PostgreSQL: every INSERT .. ON CONFLICT DO UPDATE draws a value
+# from the sequence even when it updates, so a large tenant re-synced in full many times would
+# exhaust a 32-bit serial long before it had 2^31 rows. SQLite's INTEGER PRIMARY KEY is 64-bit
+# already, and only that spelling makes it the rowid (autoincrementing).
+ID = BigInteger().with_variant(Integer(), "sqlite")
 
 raw_batches = Table(
     "raw_batches",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("id", ID, primary_key=True, autoincrement=True),
     Column("tenant_id", String(48), nullable=False),
     Column("entity", String(32), nullable=False),
     # full: a complete listing; incremental: changes since a watermark; ids: a reconciliation listing
@@ -43,8 +49,8 @@ raw_batches = Table(
 raw_jira_pages = Table(
     "raw_jira_pages",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("batch_id", Integer, ForeignKey("raw_batches.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("id", ID, primary_key=True, autoincrement=True),
+    Column("batch_id", ID, ForeignKey("raw_batches.id", ondelete="CASCADE"), nullable=False, index=True),
     Column("tenant_id", String(48), nullable=False),
     Column("entity", String(32), nullable=False),
     Column("page_no", Integer, nullable=False),
@@ -60,13 +66,13 @@ raw_jira_pages = Table(
 rejected_records = Table(
     "rejected_records",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("id", ID, primary_key=True, autoincrement=True),
     Column("tenant_id", String(48), nullable=False),
     Column("entity", String(32), nullable=False),
     Column("external_id", String(64)),
     Column("reason", Text, nullable=False),
     Column("payload", Text, nullable=False),
-    Column("batch_id", Integer),
+    Column("batch_id", ID),
     Column("rejected_at", TS, nullable=False),
     Index("ix_rejected_tenant_entity", "tenant_id", "entity"),
 )
@@ -86,7 +92,7 @@ def _entity_table(name: str, *columns: Column) -> Table:
     return Table(
         name,
         metadata,
-        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("id", ID, primary_key=True, autoincrement=True),
         Column("tenant_id", String(48), nullable=False),
         Column("external_id", String(64), nullable=False),
         *columns,
