@@ -3,10 +3,11 @@ Qdrant folder per test, and a helper that materializes the graph for a tenant.""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -165,31 +166,42 @@ def backend(request: pytest.FixtureRequest) -> str:
     return request.param
 
 
+@contextlib.contextmanager
+def running_fakes(tmp: Path, database_url: str, *, sizes: tuple[tuple[int, int], tuple[int, int]] = ((8, 30), (5, 12)),
+                  token_counter: Callable[[str], int] | None = None) -> Iterator[Env]:  # fmt: skip
+    """Two fake Jira sites (tenants 1 and 2, ``sizes`` = (projects, issues) each) and a fake
+    embeddings server on loopback, stopped on exit; ``Env.environ`` holds their credentials."""
+    tenants: dict[str, FakeTenant] = {}
+    fake = None
+    try:
+        for tenant_id, seed, (n_projects, n_issues) in zip(("1", "2"), (7, 11), sizes, strict=True):
+            tenants[tenant_id] = _start_tenant(tenant_id, seed=seed, n_projects=n_projects, n_issues=n_issues)
+        fake = FakeEmbeddings(dimensions=1536, token_counter=token_counter).start()
+        environ = {}
+        for t in tenants.values():
+            environ[f"T{t.id}_JIRA_EMAIL"] = JIRA_EMAIL
+            environ[f"T{t.id}_JIRA_TOKEN"] = t.token
+        yield Env(tmp=tmp, tenants=tenants, embeddings=fake, database_url=database_url,
+                  qdrant_path=str(tmp / "qdrant"), environ=environ)  # fmt: skip
+    finally:
+        if fake is not None:
+            fake.stop()
+        for t in tenants.values():
+            t.server.stop()
+
+
 @pytest.fixture
 def env(tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, backend: str) -> Iterator[Env]:
     """Two fake tenants (small sites), a fake embeddings server, a fresh database and Qdrant folder."""
     marker = request.node.get_closest_marker("sites")
     spec = marker.kwargs if marker else {}
     n_issues = spec.get("n_issues", 30)
-    tenants = {
-        "1": _start_tenant("1", seed=7, n_projects=spec.get("n_projects", 8), n_issues=n_issues),
-        "2": _start_tenant("2", seed=11, n_projects=5, n_issues=min(n_issues, 12)),
-    }
-    fake = FakeEmbeddings(dimensions=1536, token_counter=_cl100k_tokens).start()
-    environ = {}
-    for t in tenants.values():
-        environ[f"T{t.id}_JIRA_EMAIL"] = JIRA_EMAIL
-        environ[f"T{t.id}_JIRA_TOKEN"] = t.token
-        monkeypatch.setenv(f"T{t.id}_JIRA_EMAIL", JIRA_EMAIL)
-        monkeypatch.setenv(f"T{t.id}_JIRA_TOKEN", t.token)
+    sizes = ((spec.get("n_projects", 8), n_issues), (5, min(n_issues, 12)))
     url = database_url_for_test(tmp_path, backend, request.node.name)
-    try:
-        yield Env(tmp=tmp_path, tenants=tenants, embeddings=fake, database_url=url,
-                  qdrant_path=str(tmp_path / "qdrant"), environ=environ)  # fmt: skip
-    finally:
-        fake.stop()
-        for t in tenants.values():
-            t.server.stop()
+    with running_fakes(tmp_path, url, sizes=sizes, token_counter=_cl100k_tokens) as env:
+        for name, value in env.environ.items():
+            monkeypatch.setenv(name, value)
+        yield env
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -28,8 +28,7 @@ from etl_assets.core.entities import CATALOGUE, PROJECTS
 from etl_assets.core.vectorstore import collection_name, open_qdrant
 from etl_assets.defs.assets import raw_key, table_key, vector_key
 from etl_assets_tests import pg, procs
-from etl_assets_tests.conftest import JIRA_EMAIL, Env, _start_tenant
-from etl_assets_tests.fakes.openai_server import FakeEmbeddings
+from etl_assets_tests.conftest import Env, running_fakes
 
 pytestmark = pytest.mark.slow
 
@@ -43,24 +42,19 @@ ALL_KEYS = [k.path for spec in CATALOGUE for k in (raw_key(spec), table_key(spec
 
 
 @contextlib.contextmanager
-def running_fakes(tmp: Path, database_url: str) -> Iterator[Env]:
-    """Two fake Jira sites and a fake embeddings server, as the ``env`` fixture starts them."""
-    tenants = {
-        "1": _start_tenant("1", seed=7, n_projects=6, n_issues=20),
-        "2": _start_tenant("2", seed=11, n_projects=4, n_issues=10),
-    }
-    fake = FakeEmbeddings(dimensions=1536).start()
-    try:
-        environ = {}
-        for t in tenants.values():
-            environ[f"T{t.id}_JIRA_EMAIL"] = JIRA_EMAIL
-            environ[f"T{t.id}_JIRA_TOKEN"] = t.token
-        yield Env(tmp=tmp, tenants=tenants, embeddings=fake, database_url=database_url,
-                  qdrant_path=str(tmp / "qdrant"), environ=environ)  # fmt: skip
-    finally:
-        fake.stop()
-        for t in tenants.values():
-            t.server.stop()
+def fresh_deployment(
+    tmp_path_factory: pytest.TempPathFactory, label: str
+) -> Iterator[tuple[Env, pg.PgDatabase, dict[str, str], procs.Procs]]:
+    """Fakes, a tables database and Dagster's storage on the test PostgreSQL server, an instance
+    home with deploy/dagster.yaml, and a process manager that stops what it started. Yields the
+    fakes' Env, the storage database, the webserver/daemon environment and the manager."""
+    tmp = tmp_path_factory.mktemp(label)
+    tables = pg.create_database(f"{label}_tables")
+    storage = pg.dagster_storage_database(label)
+    home = tmp / "dagster_home"
+    fast_instance_yaml(home)
+    with running_fakes(tmp, tables.url, sizes=((6, 20), (4, 10))) as env, procs.managed(tmp / "logs") as running:
+        yield env, storage, deployment_env(env, storage, home), running
 
 
 def deployment_env(env: Env, storage: pg.PgDatabase, home: Path) -> dict[str, str]:
@@ -94,13 +88,7 @@ class Deployed:
 
 @pytest.fixture(scope="module")
 def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
-    tmp = tmp_path_factory.mktemp("deployment")
-    tables = pg.create_database("e2e_tables")
-    storage = pg.dagster_storage_database("e2e")
-    home = tmp / "dagster_home"
-    fast_instance_yaml(home)
-    with running_fakes(tmp, tables.url) as env, procs.managed(tmp / "logs") as running:
-        process_env = deployment_env(env, storage, home)
+    with fresh_deployment(tmp_path_factory, "e2e") as (env, storage, process_env, running):
         deployment = procs.start_deployment(running, env=process_env)
         # The one-off instance step runs while the webserver and daemon load the code location. No
         # run starts before it has set the pool limits: nothing is launched until the fixture yields,

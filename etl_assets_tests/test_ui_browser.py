@@ -16,14 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from etl_assets_tests import pg, procs
+from etl_assets_tests import procs
 from etl_assets_tests.test_deployment_e2e import ALL_KEYS as ALL_ASSET_KEYS
-from etl_assets_tests.test_deployment_e2e import (
-    assert_tenant_synced,
-    deployment_env,
-    fast_instance_yaml,
-    running_fakes,
-)
+from etl_assets_tests.test_deployment_e2e import assert_tenant_synced, fresh_deployment
 
 pytestmark = pytest.mark.slow
 
@@ -48,13 +43,8 @@ def _require_chromium() -> None:
 @pytest.fixture(scope="module")
 def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[procs.Deployment, object]]:
     _require_chromium()
-    tmp = tmp_path_factory.mktemp("ui")
-    tables = pg.create_database("ui_tables")
-    storage = pg.dagster_storage_database("ui")
-    home = tmp / "dagster_home"
-    fast_instance_yaml(home)
-    with running_fakes(tmp, tables.url) as env, procs.managed(tmp / "logs") as running:
-        deployment = procs.start_deployment(running, env=deployment_env(env, storage, home)).wait_ready()
+    with fresh_deployment(tmp_path_factory, "ui") as (env, _, process_env, running):
+        deployment = procs.start_deployment(running, env=process_env).wait_ready()
         yield deployment, env
 
 
