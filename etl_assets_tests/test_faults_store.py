@@ -219,6 +219,15 @@ def _snapshot(url: str, table, tenant_id: str = "1") -> dict[str, tuple]:
     return {"rows": rows, "state": sorted(map(tuple, state)), "batches": batches}
 
 
+def _assert_refused_at(result, step: str, refusal: str, *, downstream: str) -> None:  # type: ignore[no-untyped-def]
+    """The run failed at ``step`` alone, with the database's refusal, and ``downstream`` never started."""
+    assert not result.success
+    texts = failure_texts(result)
+    assert set(texts) == {step}
+    assert refusal in texts[step]
+    assert downstream not in steps(result, dg.DagsterEventType.STEP_START)
+
+
 def test_commit_refused_by_the_database_leaves_the_table_as_it_was_then_converges(env):
     assert env.materialize("1").success
     site = env.tenants["1"].site
@@ -228,12 +237,8 @@ def test_commit_refused_by_the_database_leaves_the_table_as_it_was_then_converge
     refusal, undo = _refuse_commit_of_issues(env.database_url)
     embedded_before = env.embeddings.requests
 
-    result = env.materialize("1", raise_on_error=False)
-    assert not result.success
-    texts = failure_texts(result)
-    assert set(texts) == {"tables__issues_table"}
-    assert refusal in texts["tables__issues_table"]
-    assert "vectors__issues_vectors" not in steps(result, dg.DagsterEventType.STEP_START)
+    _assert_refused_at(env.materialize("1", raise_on_error=False), "tables__issues_table", refusal,
+                       downstream="vectors__issues_vectors")  # fmt: skip
     after = _snapshot(env.database_url, ISSUES.table)
     assert after["rows"] == before["rows"], "a refused commit must leave every row as it was"
     assert after["state"] == before["state"], "the watermark belongs to the same transaction"
@@ -250,12 +255,8 @@ def test_commit_refused_by_the_database_leaves_the_table_as_it_was_then_converge
 def test_raw_landing_refused_by_the_database_lands_nothing_then_converges(env):
     make_engine(env.database_url).dispose()  # the schema, for the trigger to attach to
     refusal, undo = _refuse_raw_pages_of_projects(env.database_url)
-    result = env.materialize("1", raise_on_error=False)
-    assert not result.success
-    texts = failure_texts(result)
-    assert set(texts) == {"jira__raw__raw_jira_projects"}
-    assert refusal in texts["jira__raw__raw_jira_projects"]
-    assert "tables__projects_table" not in steps(result, dg.DagsterEventType.STEP_START)
+    _assert_refused_at(env.materialize("1", raise_on_error=False), "jira__raw__raw_jira_projects", refusal,
+                       downstream="tables__projects_table")  # fmt: skip
     landed = _snapshot(env.database_url, ISSUES.table)["batches"]
     assert not [b for b in landed if b.entity == "projects"], "the batch row and its pages go together, or neither"
     _execute(env.database_url, undo)
