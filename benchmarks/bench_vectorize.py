@@ -67,7 +67,7 @@ def _cheap_tokens(text: str) -> int:
 
 
 def _serve(conn: Any, options: dict[str, Any]) -> None:
-    from etl_assets_tests.fakes.openai_server import FakeEmbeddings
+    from etl_assets.fakes.openai_server import FakeEmbeddings
 
     exact = options.pop("exact_tokens", True)
     if exact:
@@ -97,8 +97,14 @@ def _serve(conn: Any, options: dict[str, Any]) -> None:
         while True:
             command = conn.recv()
             if command == "stats":
-                conn.send({"requests": fake.requests, "inputs": fake.inputs, "tokens": fake.tokens,
-                           "rate_limited": fake.rate_limited})  # fmt: skip
+                conn.send(
+                    {
+                        "requests": fake.requests,
+                        "inputs": fake.inputs,
+                        "tokens": fake.tokens,
+                        "rate_limited": fake.rate_limited,
+                    }
+                )
             elif command == "timeline":
                 conn.send(list(accepted))
             elif command == "reset":
@@ -173,24 +179,48 @@ def synthetic_issue(i: int, rng: random.Random) -> dict[str, Any]:
     updated = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(minutes=i)
     key = f"BEN-{i + 1}"
     ext = str(100_000 + i)
-    raw = {"id": ext, "key": key, "fields": {
-        "summary": summary, "updated": updated.isoformat(), "labels": ["bench"],
-        "description": {"type": "doc", "version": 1, "content": [
-            {"type": "paragraph", "content": [{"type": "text", "text": description}]}]},
-    }}  # fmt: skip
+    raw = {
+        "id": ext,
+        "key": key,
+        "fields": {
+            "summary": summary,
+            "updated": updated.isoformat(),
+            "labels": ["bench"],
+            "description": {
+                "type": "doc",
+                "version": 1,
+                "content": [{"type": "paragraph", "content": [{"type": "text", "text": description}]}],
+            },
+        },
+    }
     return {
-        "tenant_id": TENANT, "external_id": ext, "key": key, "summary": summary, "description": description,
-        "project_key": "BEN", "wit_name": rng.choice(["Bug", "Task", "Story"]), "status_name": "Open",
-        "status_category": "new", "priority": rng.choice(["High", "Medium", "Low"]), "labels": ["bench"],
-        "components": [], "assignee": None, "reporter": "bench", "updated": updated, "created": updated,
-        "content_hash": f"{i:064x}", "data": raw, "first_seen_at": updated, "synced_at": updated,
-    }  # fmt: skip
+        "tenant_id": TENANT,
+        "external_id": ext,
+        "key": key,
+        "summary": summary,
+        "description": description,
+        "project_key": "BEN",
+        "wit_name": rng.choice(["Bug", "Task", "Story"]),
+        "status_name": "Open",
+        "status_category": "new",
+        "priority": rng.choice(["High", "Medium", "Low"]),
+        "labels": ["bench"],
+        "components": [],
+        "assignee": None,
+        "reporter": "bench",
+        "updated": updated,
+        "created": updated,
+        "content_hash": f"{i:064x}",
+        "data": raw,
+        "first_seen_at": updated,
+        "synced_at": updated,
+    }
 
 
 def load_issues(db_url: str, tenant: str, n: int, seed: int) -> dict[str, Any]:
     from sqlalchemy import insert
 
-    from etl_assets.core.store import schema
+    from etl_assets.core.sources.jira import tables
     from etl_assets.core.store.db import make_engine
 
     started = time.perf_counter()
@@ -203,10 +233,10 @@ def load_issues(db_url: str, tenant: str, n: int, seed: int) -> dict[str, Any]:
             row["tenant_id"] = tenant
             batch.append(row)
             if len(batch) == 2000:
-                conn.execute(insert(schema.issues), batch)
+                conn.execute(insert(tables.issues), batch)
                 batch = []
         if batch:
-            conn.execute(insert(schema.issues), batch)
+            conn.execute(insert(tables.issues), batch)
     engine.dispose()
     return {"rows": n, "seconds": round(time.perf_counter() - started, 2)}
 
@@ -216,21 +246,23 @@ def copy_issues(db_url: str, source: str, target: str, copies: int) -> dict[str,
     (so every text and every point id is new), each copied by the database in one statement."""
     from sqlalchemy import func, insert, literal, select
 
-    from etl_assets.core.store import schema
+    from etl_assets.core.sources.jira import tables
     from etl_assets.core.store.db import make_engine
 
     started = time.perf_counter()
     engine = make_engine(db_url, create=False)
-    t = schema.issues
+    t = tables.issues
     columns = [c for c in t.columns if c.name != "id"]
     with engine.begin() as conn:
         for k in range(copies):
             values = [
-                literal(target).label(c.name) if c.name == "tenant_id"
-                else (literal(f"{k}-") + c).label(c.name) if c.name in ("external_id", "key")
+                literal(target).label(c.name)
+                if c.name == "tenant_id"
+                else (literal(f"{k}-") + c).label(c.name)
+                if c.name in ("external_id", "key")
                 else c
                 for c in columns
-            ]  # fmt: skip
+            ]
             source_rows = select(*values).where(t.c.tenant_id == source)
             conn.execute(insert(t).from_select([c.name for c in columns], source_rows))
         rows = conn.execute(select(func.count()).select_from(t).where(t.c.tenant_id == target)).scalar_one()
@@ -348,16 +380,29 @@ def _current_rss_mb() -> float:
 def _settings(url: str, args: dict[str, Any]) -> Any:
     from etl_assets.core.embeddings.factory import EmbeddingSettings
 
-    return EmbeddingSettings(provider="openai", api_key=API_KEY, base_url=url, model=MODEL,
-                             dimensions=args["dimensions"], concurrency=args["concurrency"])  # fmt: skip
+    return EmbeddingSettings(
+        provider="openai",
+        api_key=API_KEY,
+        base_url=url,
+        model=MODEL,
+        dimensions=args["dimensions"],
+        concurrency=args["concurrency"],
+    )
 
 
-async def _engine_run(db_url: str, tenant: str, url: str, args: dict[str, Any], collection: Any,
-                      limit: int | None = None, sampler: Callable[[Any], Any] | None = None,
-                      use_fingerprint: bool = True) -> dict[str, Any]:  # fmt: skip
+async def _engine_run(
+    db_url: str,
+    tenant: str,
+    url: str,
+    args: dict[str, Any],
+    collection: Any,
+    limit: int | None = None,
+    sampler: Callable[[Any], Any] | None = None,
+    use_fingerprint: bool = True,
+) -> dict[str, Any]:
     from etl_assets.core import pipeline
     from etl_assets.core.embeddings.factory import open_embedder
-    from etl_assets.core.entities import ISSUES
+    from etl_assets.core.sources.jira.specs import ISSUES
     from etl_assets.core.store import ops
     from etl_assets.core.store.db import make_engine
     from etl_assets.core.vectorsync import sync_vectors
@@ -385,9 +430,16 @@ async def _engine_run(db_url: str, tenant: str, url: str, args: dict[str, Any], 
             try:
                 # As the asset calls it: rows from ops.iter_rows, the fingerprint from ops.
                 fingerprint = (lambda: ops.live_fingerprint(engine, ISSUES, tenant)) if use_fingerprint else None
-                result = await sync_vectors(spec=ISSUES, tenant_id=tenant, pages=pages, live_ids=live_ids,
-                                            embedder=embedder, collection=collection,
-                                            concurrency=args["concurrency"], fingerprint=fingerprint)  # fmt: skip
+                result = await sync_vectors(
+                    spec=ISSUES,
+                    tenant_id=tenant,
+                    pages=pages,
+                    live_ids=live_ids,
+                    embedder=embedder,
+                    collection=collection,
+                    concurrency=args["concurrency"],
+                    fingerprint=fingerprint,
+                )
             finally:
                 if task is not None:
                     task.cancel()
@@ -397,13 +449,22 @@ async def _engine_run(db_url: str, tenant: str, url: str, args: dict[str, Any], 
     finally:
         engine.dispose()
     return {
-        "entities": result.rows_live, "rows_changed": result.rows_changed, "rows_unchanged": result.rows_unchanged,
-        "chunks_embedded": result.chunks_embedded, "points_upserted": result.points_upserted,
-        "sweep": result.sweep, "change_detection": result.change_detection, "wall_s": round(seconds, 3),
+        "entities": result.rows_live,
+        "rows_changed": result.rows_changed,
+        "rows_unchanged": result.rows_unchanged,
+        "chunks_embedded": result.chunks_embedded,
+        "points_upserted": result.points_upserted,
+        "sweep": result.sweep,
+        "change_detection": result.change_detection,
+        "wall_s": round(seconds, 3),
         "entities_per_s": round(result.rows_live / seconds, 1) if seconds else None,
-        "requests": stats.requests, "http_requests": stats.http_requests, "tokens": stats.tokens,
-        "rate_limited": stats.rate_limited, "retries": stats.retries, "waited_s": round(stats.waited_s, 3),
-    }  # fmt: skip
+        "requests": stats.requests,
+        "http_requests": stats.http_requests,
+        "tokens": stats.tokens,
+        "rate_limited": stats.rate_limited,
+        "retries": stats.retries,
+        "waited_s": round(stats.waited_s, 3),
+    }
 
 
 def _store(kind: str) -> tuple[Any, Any]:
@@ -443,7 +504,7 @@ def phase_baseline(db_url: str, url: str, args: dict[str, Any]) -> dict[str, Any
     import openai
     from qdrant_client import models
 
-    from etl_assets.core.entities import ISSUES
+    from etl_assets.core.sources.jira.specs import ISSUES
     from etl_assets.core.store import ops
     from etl_assets.core.store.db import make_engine
     from etl_assets.core.vectorsync import plan_row
@@ -483,12 +544,21 @@ def phase_baseline(db_url: str, url: str, args: dict[str, Any]) -> dict[str, Any
                 await client.close()
         rate = len(rows) / seconds
         return {
-            "entities": len(rows), "wall_s": round(seconds, 3), "entities_per_s": round(rate, 2),
-            "requests": requests, "tokens": tokens, "rate_limited": 0, "retries": 0,
+            "entities": len(rows),
+            "wall_s": round(seconds, 3),
+            "entities_per_s": round(rate, 2),
+            "requests": requests,
+            "tokens": tokens,
+            "rate_limited": 0,
+            "retries": 0,
             "peak_rss_mb": round(_peak_rss_mb(), 1),
-            "extrapolated": {"entities": args["n"], "wall_s": round(args["n"] / rate, 1),
-                             "requests": args["n"], "tokens": round(tokens / len(rows) * args["n"])},
-        }  # fmt: skip
+            "extrapolated": {
+                "entities": args["n"],
+                "wall_s": round(args["n"] / rate, 1),
+                "requests": args["n"],
+                "tokens": round(tokens / len(rows) * args["n"]),
+            },
+        }
 
     return asyncio.run(go())
 
@@ -517,8 +587,13 @@ def sustained(accepted: list[tuple[float, int]], limit: int, window_s: float = 6
         return np.where(i > 0, cumulative[np.maximum(i - 1, 0)], 0.0)
 
     full = (upto(ends) - upto(ends - window_s)) / limit
-    return {"windows": len(ends), "mean": round(float(full.mean()), 4), "min": round(float(full.min()), 4),
-            "max": round(float(full.max()), 4), "span_s": round(last - first, 1)}  # fmt: skip
+    return {
+        "windows": len(ends),
+        "mean": round(float(full.mean()), 4),
+        "min": round(float(full.min()), 4),
+        "max": round(float(full.max()), 4),
+        "span_s": round(last - first, 1),
+    }
 
 
 def phase_tpm(db_url: str, url: str, args: dict[str, Any]) -> dict[str, Any]:
@@ -604,8 +679,10 @@ def report(figures: dict[str, Any]) -> str:
     ]
 
     def row(name: str, d: dict[str, Any]) -> str:
-        return (f"{name:28}{d['entities_per_s']:>12}{d['requests']:>10}{d['tokens']:>12}{d['rate_limited']:>7}"
-                f"{d['retries']:>9}{d['wall_s']:>9}{d['peak_rss_mb']:>13}")  # fmt: skip
+        return (
+            f"{name:28}{d['entities_per_s']:>12}{d['requests']:>10}{d['tokens']:>12}{d['rate_limited']:>7}"
+            f"{d['retries']:>9}{d['wall_s']:>9}{d['peak_rss_mb']:>13}"
+        )
 
     lines.append(row(f"engine ({figures['config']['store']} store)", eng))
     lines.append(row(f"baseline ({base['entities']} sampled)", base))
@@ -625,8 +702,14 @@ def report(figures: dict[str, Any]) -> str:
     tpm = figures.get("tpm")
     if tpm:
         s = tpm["sustained_fraction_of_tpm"]
-        sustained_text = (f"the server's 60 s window {s['mean']:.1%} full on average (min {s['min']:.1%}, "
-                          f"over {s['span_s']} s of requests)") if s else "run shorter than 60 s"  # fmt: skip
+        sustained_text = (
+            (
+                f"the server's 60 s window {s['mean']:.1%} full on average (min {s['min']:.1%}, "
+                f"over {s['span_s']} s of requests)"
+            )
+            if s
+            else "run shorter than 60 s"
+        )
         lines.append(
             f"TPM limit {tpm['tpm_limit']}: {tpm['entities']} entities, {tpm['tokens']} tokens in {tpm['wall_s']} s; "
             f"sustained {sustained_text}; 429s {tpm['rate_limited']}, retries {tpm['retries']}, "
@@ -679,8 +762,13 @@ def main(argv: list[str] | None = None) -> None:
         "latency_s": args.latency_ms / 1000,
         "per_token_s": args.per_token_us / 1e6,
     }
-    opts = {"n": args.n, "dimensions": args.dimensions, "concurrency": args.concurrency,
-            "baseline_sample": min(args.baseline_sample, args.n), "store": args.store}  # fmt: skip
+    opts = {
+        "n": args.n,
+        "dimensions": args.dimensions,
+        "concurrency": args.concurrency,
+        "baseline_sample": min(args.baseline_sample, args.n),
+        "store": args.store,
+    }
     figures: dict[str, Any] = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "machine": {
@@ -688,7 +776,7 @@ def main(argv: list[str] | None = None) -> None:
             "python": platform.python_version(),
             "platform": platform.platform(),
             "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
-        },  # fmt: skip
+        },
         "config": {**vars(args), "latency_ms": args.latency_ms, "per_token_us": args.per_token_us},
         "data": {**loaded, "mean_tokens": round(mean_tokens, 1)},
     }
@@ -735,10 +823,15 @@ def main(argv: list[str] | None = None) -> None:
             # Side by side, to save time: each is its own process, so its peak RSS is its own;
             # their entities/s share two cores and are not throughput figures.
             print(f"RSS phase: N and {args.scale} x N into discarding sinks, side by side ...", flush=True)
-            at_n, at_scaled = in_children((phase_rss, (db_url, fake.url, opts, TENANT)),
-                                          (phase_rss, (db_url, fake.url, opts, big)))  # fmt: skip
-        figures["rss"] = {"n": at_n, "scaled": at_scaled, "side_by_side": True,
-                          "ratio": _ratio(at_scaled["peak_rss_mb"], at_n["peak_rss_mb"])}  # fmt: skip
+            at_n, at_scaled = in_children(
+                (phase_rss, (db_url, fake.url, opts, TENANT)), (phase_rss, (db_url, fake.url, opts, big))
+            )
+        figures["rss"] = {
+            "n": at_n,
+            "scaled": at_scaled,
+            "side_by_side": True,
+            "ratio": _ratio(at_scaled["peak_rss_mb"], at_n["peak_rss_mb"]),
+        }
 
     figures["total_wall_s"] = round(time.perf_counter() - started, 1)
     figures["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
@@ -758,7 +851,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _mean_tokens(db_url: str, tenant: str, sample: int) -> float:
-    from etl_assets.core.entities import ISSUES
+    from etl_assets.core.sources.jira.specs import ISSUES
     from etl_assets.core.store import ops
     from etl_assets.core.store.db import make_engine
     from etl_assets.core.vectorsync import row_text

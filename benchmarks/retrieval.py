@@ -17,7 +17,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from etl_assets.core.embeddings.local_provider import LocalEmbedder  # noqa: E402
 from etl_assets.core.evaluation import evaluate_retrieval  # noqa: E402
-from etl_assets.core.jira.sample import generate_sample_site, labelled_queries  # noqa: E402
+from etl_assets.core.sources.jira.sample import generate_sample_site, labelled_queries  # noqa: E402
 
 
 def main() -> None:

@@ -22,7 +22,7 @@ def _demo(args: argparse.Namespace) -> int:
         shutil.copyfile(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
     import dagster as dg
 
-    from etl_assets.core.entities import CATALOGUE
+    from etl_assets.core.catalogue import CATALOGUE
     from etl_assets.core.store import ops
     from etl_assets.core.vectorstore import collection_name
     from etl_assets.defs.automation import SYNC_JOB
@@ -37,7 +37,9 @@ def _demo(args: argparse.Namespace) -> int:
             print(f"== materializing every asset for tenant {tenant} ...", flush=True)
             result = job.execute_in_process(partition_key=tenant, instance=instance, raise_on_error=False)
             if not result.success:
-                print(f"run {result.run_id} for tenant {tenant} FAILED; see `dagster dev` for its logs", file=sys.stderr)
+                print(
+                    f"run {result.run_id} for tenant {tenant} FAILED; see `dagster dev` for its logs", file=sys.stderr
+                )
                 return 1
     from etl_assets.core.store.db import make_engine, safe_url
     from etl_assets.core.vectorstore import display_url, open_qdrant
@@ -51,7 +53,9 @@ def _demo(args: argparse.Namespace) -> int:
             for tenant in tenants:
                 for spec in CATALOGUE:
                     name = collection_name(tenant, spec.name)
-                    out[(tenant, spec.name)] = (await client.count(name)).count if await client.collection_exists(name) else 0
+                    out[(tenant, spec.name)] = (
+                        (await client.count(name)).count if await client.collection_exists(name) else 0
+                    )
         return out
 
     points = asyncio.run(counts())
@@ -60,12 +64,14 @@ def _demo(args: argparse.Namespace) -> int:
     for tenant in tenants:
         for spec in CATALOGUE:
             rows = ops.count_rows(engine, spec, tenant)
-            print(f"{tenant:<8}{spec.name:<10}{rows:>10}{points[(tenant, spec.name)]:>8}  {collection_name(tenant, spec.name)}")
+            print(
+                f"{tenant:<8}{spec.name:<10}{rows:>10}{points[(tenant, spec.name)]:>8}  {collection_name(tenant, spec.name)}"
+            )
     engine.dispose()
     print()
     print(f"database: {safe_url(resources['database'].url)}")
     print(f"qdrant:   {display_url(qd.url) if qd.url else qd.path}")
-    print("Try a search:   etl-assets search \"login fails with unicode password\" --tenant 1")
+    print('Try a search:   etl-assets search "login fails with unicode password" --tenant 1')
     print("Open the UI:    ./dev.sh ui   (http://127.0.0.1:3000 — Assets, pick a tenant partition, Materialize)")
     return 0
 
@@ -79,11 +85,21 @@ def _search(args: argparse.Namespace) -> int:
     qd = QdrantSettings.from_env(os.environ)
 
     async def run() -> list:
-        async with open_embedder(EmbeddingSettings.from_env(os.environ)) as embedder, open_qdrant(
-            qd.url, qd.api_key, qd.path
-        ) as client, server_errors_named(qd.url):
-            return await search(client, embedder, args.query, tenant_id=args.tenant, entity=args.entity,
-                                project=args.project, status_category=args.status_category, k=args.k)  # fmt: skip
+        async with (
+            open_embedder(EmbeddingSettings.from_env(os.environ)) as embedder,
+            open_qdrant(qd.url, qd.api_key, qd.path) as client,
+            server_errors_named(qd.url),
+        ):
+            return await search(
+                client,
+                embedder,
+                args.query,
+                tenant_id=args.tenant,
+                entity=args.entity,
+                project=args.project,
+                status_category=args.status_category,
+                k=args.k,
+            )
 
     try:
         hits = asyncio.run(run())
@@ -95,8 +111,10 @@ def _search(args: argparse.Namespace) -> int:
         return 0
     for hit in hits:
         p = hit.payload
-        print(f"{hit.score:6.3f}  {hit.key:<12} {str(p.get('summary') or p.get('name') or '')[:70]:<70}  "
-              f"{p.get('project_key') or '':<10} {p.get('status') or ''}")  # fmt: skip
+        print(
+            f"{hit.score:6.3f}  {hit.key:<12} {str(p.get('summary') or p.get('name') or '')[:70]:<70}  "
+            f"{p.get('project_key') or '':<10} {p.get('status') or ''}"
+        )
     return 0
 
 

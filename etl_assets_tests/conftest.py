@@ -18,12 +18,12 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from etl_assets.core.jira.sample import JiraSite, JiraSiteHandler, generate_sample_site  # noqa: E402
+from etl_assets.core.sources.jira.sample import JiraSite, JiraSiteHandler, generate_sample_site  # noqa: E402
 from etl_assets.core.tenants import TenantRegistry  # noqa: E402
 from etl_assets.defs.build import build_definitions  # noqa: E402
 from etl_assets.defs.resources import DatabaseResource, EmbeddingsResource, JiraResource, QdrantResource  # noqa: E402
-from etl_assets_tests.fakes.loopback import LoopbackServer, Request, Response  # noqa: E402
-from etl_assets_tests.fakes.openai_server import FakeEmbeddings  # noqa: E402
+from etl_assets.fakes.loopback import LoopbackServer, Request, Response  # noqa: E402
+from etl_assets.fakes.openai_server import FakeEmbeddings  # noqa: E402
 from etl_assets_tests.pg import database_url_for_test, test_backends  # noqa: E402
 
 TEST_DIMENSIONS = 64
@@ -74,7 +74,7 @@ class Env:
                     {
                         "id": t.id,
                         "jira": {"url": t.url, "email_env": f"T{t.id}_JIRA_EMAIL", "token_env": f"T{t.id}_JIRA_TOKEN"},
-                    }  # fmt: skip
+                    }
                     for t in self.tenants.values()
                 ]
             },
@@ -85,15 +85,34 @@ class Env:
         import yaml
 
         path = self.tmp / "tenants.yaml"
-        path.write_text(yaml.safe_dump({"tenants": [
-            {"id": t.id, "jira": {"url": t.url, "email_env": f"T{t.id}_JIRA_EMAIL", "token_env": f"T{t.id}_JIRA_TOKEN"}}
-            for t in self.tenants.values()
-        ]}))  # fmt: skip
+        path.write_text(
+            yaml.safe_dump(
+                {
+                    "tenants": [
+                        {
+                            "id": t.id,
+                            "jira": {
+                                "url": t.url,
+                                "email_env": f"T{t.id}_JIRA_EMAIL",
+                                "token_env": f"T{t.id}_JIRA_TOKEN",
+                            },
+                        }
+                        for t in self.tenants.values()
+                    ]
+                }
+            )
+        )
         return path
 
     def resources(self, **embedding_overrides: Any) -> dict[str, Any]:
-        emb = {"provider": "openai", "api_key": "sk-test-embeddings-secret", "base_url": self.embeddings.url,
-               "dimensions": TEST_DIMENSIONS, "max_retries": 2, **embedding_overrides}  # fmt: skip
+        emb = {
+            "provider": "openai",
+            "api_key": "sk-test-embeddings-secret",
+            "base_url": self.embeddings.url,
+            "dimensions": TEST_DIMENSIONS,
+            "max_retries": 2,
+            **embedding_overrides,
+        }
         return {
             "jira": JiraResource(max_attempts=3, max_wait_s=0.2),
             "database": DatabaseResource(url=self.database_url),
@@ -104,37 +123,65 @@ class Env:
     def process_env(self) -> dict[str, str]:
         """Environment for a subprocess (dagster CLI) running the same graph."""
         env = {**os.environ, **self.environ}
-        env.update({
-            "ETL_TENANTS_FILE": str(self.tenants_yaml()),
-            "DATABASE_URL": self.database_url,
-            "QDRANT_PATH": self.qdrant_path,
-            "EMBEDDING_PROVIDER": "openai",
-            "OPENAI_API_KEY": "sk-test-embeddings-secret",
-            "OPENAI_BASE_URL": self.embeddings.url,
-            "EMBEDDING_DIMENSIONS": str(TEST_DIMENSIONS),
-        })  # fmt: skip
+        env.update(
+            {
+                "ETL_TENANTS_FILE": str(self.tenants_yaml()),
+                "DATABASE_URL": self.database_url,
+                "QDRANT_PATH": self.qdrant_path,
+                "EMBEDDING_PROVIDER": "openai",
+                "OPENAI_API_KEY": "sk-test-embeddings-secret",
+                "OPENAI_BASE_URL": self.embeddings.url,
+                "EMBEDDING_DIMENSIONS": str(TEST_DIMENSIONS),
+            }
+        )
         return env
 
-    def run_cli(self, home: Path, partition: str, *, extra: dict[str, str] | None = None,
-                unset: str | None = None) -> subprocess.CompletedProcess[str]:  # fmt: skip
+    def run_cli(
+        self, home: Path, partition: str, *, extra: dict[str, str] | None = None, unset: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
         """``dagster asset materialize --select '*' --partition`` in a child process on ``home``."""
         process_env = {**self.process_env(), "DAGSTER_HOME": str(home), **(extra or {})}
         if unset:
             process_env.pop(unset, None)
         return subprocess.run(
-            [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "etl_assets.definitions",
-             "--select", "*", "--partition", partition],
-            cwd=Path(__file__).resolve().parents[1], env=process_env, capture_output=True, text=True,
-            timeout=300, stdin=subprocess.DEVNULL,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "dagster",
+                "asset",
+                "materialize",
+                "-m",
+                "etl_assets.definitions",
+                "--select",
+                "*",
+                "--partition",
+                partition,
+            ],
+            cwd=Path(__file__).resolve().parents[1],
+            env=process_env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            stdin=subprocess.DEVNULL,
+        )
 
     def definitions(self, **embedding_overrides: Any) -> dg.Definitions:
-        return build_definitions(registry=self.registry, resources=self.resources(**embedding_overrides),
-                                 env={"DATABASE_URL": self.database_url})  # fmt: skip
+        return build_definitions(
+            registry=self.registry,
+            resources=self.resources(**embedding_overrides),
+            env={"DATABASE_URL": self.database_url},
+        )
 
-    def materialize(self, tenant_id: str, selection: str | None = None, *, raise_on_error: bool = True,
-                    run_config: dict | None = None, instance: dg.DagsterInstance | None = None,
-                    **embedding_overrides: Any) -> dg.ExecuteInProcessResult:  # fmt: skip
+    def materialize(
+        self,
+        tenant_id: str,
+        selection: str | None = None,
+        *,
+        raise_on_error: bool = True,
+        run_config: dict | None = None,
+        instance: dg.DagsterInstance | None = None,
+        **embedding_overrides: Any,
+    ) -> dg.ExecuteInProcessResult:
         """Materialize ``selection`` (Dagster selection syntax; default everything) for one tenant, in process."""
         defs = self.definitions(**embedding_overrides)
         job = defs.resolve_implicit_global_asset_job_def()
@@ -142,9 +189,12 @@ class Env:
         if selection:
             keys = list(dg.AssetSelection.from_string(selection).resolve(defs.resolve_asset_graph()))
         return job.execute_in_process(
-            partition_key=tenant_id, asset_selection=keys, raise_on_error=raise_on_error,
-            run_config=run_config, instance=instance,
-        )  # fmt: skip
+            partition_key=tenant_id,
+            asset_selection=keys,
+            raise_on_error=raise_on_error,
+            run_config=run_config,
+            instance=instance,
+        )
 
 
 def _start_tenant(tenant_id: str, seed: int, n_projects: int, n_issues: int, id_offset: int = 0) -> FakeTenant:
@@ -167,8 +217,13 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @contextlib.contextmanager
-def running_fakes(tmp: Path, database_url: str, *, sizes: tuple[tuple[int, int], tuple[int, int]] = ((8, 30), (5, 12)),
-                  token_counter: Callable[[str], int] | None = None) -> Iterator[Env]:  # fmt: skip
+def running_fakes(
+    tmp: Path,
+    database_url: str,
+    *,
+    sizes: tuple[tuple[int, int], tuple[int, int]] = ((8, 30), (5, 12)),
+    token_counter: Callable[[str], int] | None = None,
+) -> Iterator[Env]:
     """Two fake Jira sites (tenants 1 and 2, ``sizes`` = (projects, issues) each) and a fake
     embeddings server on loopback, stopped on exit; ``Env.environ`` holds their credentials."""
     tenants: dict[str, FakeTenant] = {}
@@ -181,8 +236,14 @@ def running_fakes(tmp: Path, database_url: str, *, sizes: tuple[tuple[int, int],
         for t in tenants.values():
             environ[f"T{t.id}_JIRA_EMAIL"] = JIRA_EMAIL
             environ[f"T{t.id}_JIRA_TOKEN"] = t.token
-        yield Env(tmp=tmp, tenants=tenants, embeddings=fake, database_url=database_url,
-                  qdrant_path=str(tmp / "qdrant"), environ=environ)  # fmt: skip
+        yield Env(
+            tmp=tmp,
+            tenants=tenants,
+            embeddings=fake,
+            database_url=database_url,
+            qdrant_path=str(tmp / "qdrant"),
+            environ=environ,
+        )
     finally:
         if fake is not None:
             fake.stop()

@@ -19,12 +19,13 @@ from typing import Any
 import dagster as dg
 from sqlalchemy import Engine, create_engine, func, select
 
-from etl_assets.core.entities import CATALOGUE, EntitySpec
-from etl_assets.core.jira.sample import JiraSite, parse_jira_timestamp
+from etl_assets.core.catalogue import CATALOGUE
+from etl_assets.core.records import EntitySpec
+from etl_assets.core.sources.jira.sample import JiraSite, parse_jira_timestamp
 from etl_assets.core.store import ops, schema
 from etl_assets.core.vectorstore import collection_name, open_qdrant, point_id
 from etl_assets.core.vectorsync import plan_row
-from etl_assets_tests.fakes.openai_server import fake_vector
+from etl_assets.fakes.openai_server import fake_vector
 
 __all__ = [
     "assert_converged",

@@ -136,15 +136,27 @@ class _Server:
             self._kw = {"user": self.system_user}
         kw = self._kw
         pgbin.initdb(
-            ["--auth-local=trust", "--auth-host=scram-sha-256", f"--pwfile={pwfile}", "--encoding=utf8",
-             "--no-sync", "-U", PG_USER],
-            pgdata=self.pgdata, **kw,
-        )  # fmt: skip
+            [
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+                f"--pwfile={pwfile}",
+                "--encoding=utf8",
+                "--no-sync",
+                "-U",
+                PG_USER,
+            ],
+            pgdata=self.pgdata,
+            **kw,
+        )
         pwfile.unlink()
         options = f"-h {self.host} -p {self.port} -k {self.pgdata} {_SERVER_OPTIONS}"
         try:
-            pgbin.pg_ctl(["-w", "-t", "60", "-o", options, "-l", str(self.pgdata / "log"), "start"],
-                         pgdata=self.pgdata, timeout=90, **kw)  # fmt: skip
+            pgbin.pg_ctl(
+                ["-w", "-t", "60", "-o", options, "-l", str(self.pgdata / "log"), "start"],
+                pgdata=self.pgdata,
+                timeout=90,
+                **kw,
+            )
         except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
             server_log = (
                 (self.pgdata / "log").read_text(errors="replace")[-2000:] if (self.pgdata / "log").exists() else ""
@@ -157,8 +169,9 @@ class _Server:
     def execute_autocommit(self, statement: object) -> None:
         import psycopg2
 
-        conn = psycopg2.connect(host=self.host, port=self.port, user=PG_USER, password=self.password,
-                                dbname="postgres", connect_timeout=10)  # fmt: skip
+        conn = psycopg2.connect(
+            host=self.host, port=self.port, user=PG_USER, password=self.password, dbname="postgres", connect_timeout=10
+        )
         try:
             conn.autocommit = True  # CREATE/DROP DATABASE cannot run inside a transaction
             with conn.cursor() as cur:

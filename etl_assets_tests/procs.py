@@ -105,9 +105,14 @@ class Procs:
         log_file = log_path.open("ab")
         try:
             popen = subprocess.Popen(
-                list(cmd), env=dict(env), cwd=cwd, stdin=subprocess.DEVNULL, stdout=log_file,
-                stderr=subprocess.STDOUT, start_new_session=True,  # own session and process group
-            )  # fmt: skip
+                list(cmd),
+                env=dict(env),
+                cwd=cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # own session and process group
+            )
         finally:
             log_file.close()  # the child holds its own descriptor
         proc = Proc(name, popen, log_path)
@@ -138,8 +143,15 @@ def managed(log_dir: Path) -> Iterator[Procs]:
         procs.stop_all()
 
 
-def wait_until(predicate: Callable[[], object], *, timeout_s: float, interval_s: float = 0.5,
-               what: str = "condition", watch: Sequence[Proc] = (), on_timeout: Callable[[], str] | None = None) -> object:  # fmt: skip
+def wait_until(
+    predicate: Callable[[], object],
+    *,
+    timeout_s: float,
+    interval_s: float = 0.5,
+    what: str = "condition",
+    watch: Sequence[Proc] = (),
+    on_timeout: Callable[[], str] | None = None,
+) -> object:
     """Poll ``predicate`` until it returns something truthy; fail early if a watched process died."""
     deadline = time.monotonic() + timeout_s
     while True:
@@ -148,8 +160,9 @@ def wait_until(predicate: Callable[[], object], *, timeout_s: float, interval_s:
             return value
         for proc in watch:
             if not proc.alive():
-                raise AssertionError(f"{proc.name} exited with {proc.popen.returncode} while waiting for {what}:\n"
-                                     f"{proc.log_tail()}")  # fmt: skip
+                raise AssertionError(
+                    f"{proc.name} exited with {proc.popen.returncode} while waiting for {what}:\n{proc.log_tail()}"
+                )
         if time.monotonic() > deadline:
             detail = on_timeout() if on_timeout else ""
             raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}\n{detail}")
@@ -236,8 +249,9 @@ class Deployment:
     env: dict[str, str]
 
     def graphql(self, query: str, variables: Mapping[str, object] | None = None) -> dict:
-        response = httpx.post(f"{self.url}/graphql", json={"query": query, "variables": dict(variables or {})},
-                              timeout=60.0)  # fmt: skip
+        response = httpx.post(
+            f"{self.url}/graphql", json={"query": query, "variables": dict(variables or {})}, timeout=60.0
+        )
         assert response.status_code == 200, f"GraphQL answered {response.status_code}: {response.text[:2000]}"
         body = response.json()
         assert not body.get("errors"), body["errors"]
@@ -250,11 +264,19 @@ class Deployment:
         params = {
             "mode": "default",
             "runConfigData": "{}",
-            "executionMetadata": {"tags": [{"key": "dagster/partition", "value": partition},
-                                           *({"key": k, "value": v} for k, v in (tags or {}).items())]},
-            "selector": {"repositoryLocationName": LOCATION, "repositoryName": REPOSITORY, "pipelineName": ASSET_JOB,
-                         "assetSelection": [{"path": list(k)} for k in asset_keys]},
-        }  # fmt: skip
+            "executionMetadata": {
+                "tags": [
+                    {"key": "dagster/partition", "value": partition},
+                    *({"key": k, "value": v} for k, v in (tags or {}).items()),
+                ]
+            },
+            "selector": {
+                "repositoryLocationName": LOCATION,
+                "repositoryName": REPOSITORY,
+                "pipelineName": ASSET_JOB,
+                "assetSelection": [{"path": list(k)} for k in asset_keys],
+            },
+        }
         result = self.graphql(LAUNCH, {"executionParams": params})["launchPipelineExecution"]
         assert result["__typename"] == "LaunchRunSuccess", result
         return result["run"]["runId"]
@@ -273,28 +295,52 @@ class Deployment:
             runs = self.runs(runIds=list(run_ids))
             return runs if len(runs) == len(run_ids) and all(r["status"] in DONE for r in runs) else None
 
-        return wait_until(done, timeout_s=timeout_s, interval_s=1.0, what=f"runs {list(run_ids)} to finish",
-                          watch=[self.webserver, self.daemon], on_timeout=self.procs.logs)  # type: ignore[return-value]  # fmt: skip
+        return wait_until(
+            done,
+            timeout_s=timeout_s,
+            interval_s=1.0,
+            what=f"runs {list(run_ids)} to finish",
+            watch=[self.webserver, self.daemon],
+            on_timeout=self.procs.logs,
+        )  # type: ignore[return-value]
 
     def wait_idle(self, *, timeout_s: float = 300.0) -> None:
         """Wait until no run is queued or in progress."""
         busy = ["QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING"]
-        wait_until(lambda: not self.runs(statuses=busy), timeout_s=timeout_s, interval_s=1.0, what="no runs in flight",
-                   watch=[self.webserver, self.daemon], on_timeout=self.procs.logs)  # fmt: skip
+        wait_until(
+            lambda: not self.runs(statuses=busy),
+            timeout_s=timeout_s,
+            interval_s=1.0,
+            what="no runs in flight",
+            watch=[self.webserver, self.daemon],
+            on_timeout=self.procs.logs,
+        )
 
     def wait_ready(self, *, timeout_s: float = 120.0) -> Deployment:
         """Wait until the UI answers, the code location has loaded and every daemon has a heartbeat."""
         wait_http(f"{self.url}/server_info", timeout_s=timeout_s, proc=self.webserver)
         watch = [self.webserver, self.daemon]
-        wait_until(self.location_loaded, timeout_s=timeout_s, what="the code location to load", watch=watch,
-                   on_timeout=self.procs.logs)  # fmt: skip
-        wait_until(self.daemons_healthy, timeout_s=timeout_s, what="the daemons' heartbeats", watch=watch,
-                   on_timeout=self.procs.logs)  # fmt: skip
+        wait_until(
+            self.location_loaded,
+            timeout_s=timeout_s,
+            what="the code location to load",
+            watch=watch,
+            on_timeout=self.procs.logs,
+        )
+        wait_until(
+            self.daemons_healthy,
+            timeout_s=timeout_s,
+            what="the daemons' heartbeats",
+            watch=watch,
+            on_timeout=self.procs.logs,
+        )
         return self
 
     def location_loaded(self) -> bool:
-        data = self.graphql("{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus "
-                            "locationOrLoadError { __typename ... on PythonError { message } } } } } }")  # fmt: skip
+        data = self.graphql(
+            "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus "
+            "locationOrLoadError { __typename ... on PythonError { message } } } } } }"
+        )
         entries = data["workspaceOrError"]["locationEntries"]
         for entry in entries:
             if entry["locationOrLoadError"] and entry["locationOrLoadError"]["__typename"] == "PythonError":
@@ -319,8 +365,13 @@ def start_deployment(procs: Procs, *, env: Mapping[str, str]) -> Deployment:
     bin_dir = Path(sys.executable).parent
     port = free_port()
     env = {**env, "PATH": f"{bin_dir}{os.pathsep}{env.get('PATH', os.environ.get('PATH', ''))}"}
-    webserver = procs.start("webserver", [str(bin_dir / "dagster-webserver"), "-w", str(WORKSPACE_YAML),
-                                          "-h", "127.0.0.1", "-p", str(port)], env=env, cwd=PROJECT_ROOT)  # fmt: skip
-    daemon = procs.start("daemon", [str(bin_dir / "dagster-daemon"), "run", "-w", str(WORKSPACE_YAML)], env=env,
-                         cwd=PROJECT_ROOT)  # fmt: skip
+    webserver = procs.start(
+        "webserver",
+        [str(bin_dir / "dagster-webserver"), "-w", str(WORKSPACE_YAML), "-h", "127.0.0.1", "-p", str(port)],
+        env=env,
+        cwd=PROJECT_ROOT,
+    )
+    daemon = procs.start(
+        "daemon", [str(bin_dir / "dagster-daemon"), "run", "-w", str(WORKSPACE_YAML)], env=env, cwd=PROJECT_ROOT
+    )
     return Deployment(f"http://127.0.0.1:{port}", webserver, daemon, procs, dict(env))

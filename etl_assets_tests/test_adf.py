@@ -10,8 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from etl_assets.core.jira import adf
-from etl_assets.core.jira.adf import adf_to_text
+from etl_assets.core.sources.jira import adf
+from etl_assets.core.sources.jira.adf import adf_to_text
 from etl_assets_tests.corpus import corpus_dir, corpus_path, load_corpus_json
 
 # --- builders for small hand-written documents ------------------------------------------
@@ -48,9 +48,7 @@ def item(*content: Any) -> dict[str, Any]:
 # --- input kinds ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "value", [None, 0, 3.5, True, False, object(), b"bytes", (1, 2)]
-)
+@pytest.mark.parametrize("value", [None, 0, 3.5, True, False, object(), b"bytes", (1, 2)])
 def test_non_adf_values_give_empty_string(value: object) -> None:
     assert adf_to_text(value) == ""
 
@@ -85,9 +83,7 @@ def test_paragraphs_are_separated_by_a_blank_line() -> None:
 
 
 def test_heading_is_its_own_line() -> None:
-    result = adf_to_text(
-        doc(node("heading", text("Title"), level=2), para(text("Body")))
-    )
+    result = adf_to_text(doc(node("heading", text("Title"), level=2), para(text("Body"))))
     assert result == "Title\n\nBody"
 
 
@@ -97,9 +93,7 @@ def test_hard_break_is_a_newline() -> None:
 
 
 def test_bullet_list() -> None:
-    result = adf_to_text(
-        doc(node("bulletList", item(para(text("a"))), item(para(text("b")))))
-    )
+    result = adf_to_text(doc(node("bulletList", item(para(text("a"))), item(para(text("b"))))))
     assert result == "- a\n- b"
 
 
@@ -116,9 +110,7 @@ def test_nested_lists_are_indented() -> None:
         item(para(text("outer")), node("bulletList", item(para(text("mid")), deeper))),
         item(para(text("second")), inner),
     )
-    assert adf_to_text(doc(outer)) == (
-        "- outer\n  - mid\n    1. deepest\n- second\n  - inner"
-    )
+    assert adf_to_text(doc(outer)) == ("- outer\n  - mid\n    1. deepest\n- second\n  - inner")
 
 
 def test_task_list_states_and_nesting() -> None:
@@ -128,9 +120,7 @@ def test_task_list_states_and_nesting() -> None:
         node("taskList", node("taskItem", text("nested todo"), state="TODO")),
         node("taskItem", text("todo thing"), state="TODO"),
     )
-    assert (
-        adf_to_text(doc(tasks)) == "[x] done thing\n  [ ] nested todo\n[ ] todo thing"
-    )
+    assert adf_to_text(doc(tasks)) == "[x] done thing\n  [ ] nested todo\n[ ] todo thing"
 
 
 def test_decision_list() -> None:
@@ -139,9 +129,7 @@ def test_decision_list() -> None:
         node("decisionItem", text("Use Postgres"), state="DECIDED"),
         node("decisionItem", text("Ship Friday"), state="DECIDED"),
     )
-    assert (
-        adf_to_text(doc(decisions)) == "Decision: Use Postgres\nDecision: Ship Friday"
-    )
+    assert adf_to_text(doc(decisions)) == "Decision: Use Postgres\nDecision: Ship Friday"
 
 
 def test_code_block_keeps_code_verbatim() -> None:
@@ -163,9 +151,7 @@ def test_blockquote_lines_are_prefixed() -> None:
 
 
 def test_rule() -> None:
-    assert adf_to_text(doc(para(text("a")), node("rule"), para(text("b")))) == (
-        "a\n\n---\n\nb"
-    )
+    assert adf_to_text(doc(para(text("a")), node("rule"), para(text("b")))) == ("a\n\n---\n\nb")
 
 
 @pytest.mark.parametrize(
@@ -243,9 +229,7 @@ def test_mention_uses_text_with_at_sign() -> None:
 
 def test_mention_adds_at_sign_and_falls_back_to_id() -> None:
     assert adf_to_text(para(node("mention", id="1", text="Jane Doe"))) == "@Jane Doe"
-    assert adf_to_text(para(node("mention", id="5b10ac8d82e05b22cc7d4ef5"))) == (
-        "@5b10ac8d82e05b22cc7d4ef5"
-    )
+    assert adf_to_text(para(node("mention", id="5b10ac8d82e05b22cc7d4ef5"))) == ("@5b10ac8d82e05b22cc7d4ef5")
     assert adf_to_text(para(node("mention"))) == ""
 
 
@@ -258,9 +242,7 @@ def test_emoji_text_then_short_name() -> None:
 
 @pytest.mark.parametrize("card", ["inlineCard", "blockCard", "embedCard"])
 def test_cards_render_their_url(card: str) -> None:
-    assert adf_to_text(doc(node(card, url="https://example.com/x"))) == (
-        "https://example.com/x"
-    )
+    assert adf_to_text(doc(node(card, url="https://example.com/x"))) == ("https://example.com/x")
 
 
 def test_inline_card_glued_to_a_word_gets_a_space() -> None:
@@ -329,9 +311,7 @@ def test_malformed_fields_are_tolerated() -> None:
         "bare string child",
     ]
     result = adf_to_text(doc(*weird))
-    assert result == (
-        "single child dict\n\n1. n\n\nx\n\nnumeric type\n\nbare string child"
-    )
+    assert result == ("single child dict\n\n1. n\n\nx\n\nnumeric type\n\nbare string child")
 
 
 def test_output_normalization() -> None:
@@ -468,10 +448,7 @@ def _attr_fragments(value: Any) -> list[str]:
 def _assert_all_text_survives(document: Any, result: str) -> None:
     assert isinstance(result, str)
     expected_lines = [
-        line.strip()
-        for value in _text_node_values(document)
-        for line in value.splitlines()
-        if line.strip()
+        line.strip() for value in _text_node_values(document) for line in value.splitlines() if line.strip()
     ]
     expected = expected_lines + _attr_fragments(document)
     if expected:
@@ -545,52 +522,80 @@ def test_sample_code_block_keeps_lines() -> None:
 # --- property-based robustness --------------------------------------------------------
 
 _json_scalars = (
-    st.none()
-    | st.booleans()
-    | st.integers()
-    | st.floats(allow_nan=True, allow_infinity=True)
-    | st.text(max_size=20)
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=20)
 )
 _json_values = st.recursive(
     _json_scalars,
-    lambda children: (
-        st.lists(children, max_size=5)
-        | st.dictionaries(st.text(max_size=10), children, max_size=5)
-    ),
+    lambda children: st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=10), children, max_size=5),
     max_leaves=40,
 )
 
 _KNOWN_TYPES = sorted(
     {
-        "doc", "paragraph", "heading", "text", "hardBreak", "bulletList",
-        "orderedList", "listItem", "taskList", "taskItem", "decisionList",
-        "decisionItem", "codeBlock", "blockquote", "rule", "panel", "expand",
-        "nestedExpand", "table", "tableRow", "tableHeader", "tableCell", "mention",
-        "emoji", "inlineCard", "blockCard", "embedCard", "status", "date", "media",
-        "mediaSingle", "mediaGroup", "mediaInline", "placeholder", "extension",
-        "bodiedExtension", "inlineExtension", "caption",
+        "doc",
+        "paragraph",
+        "heading",
+        "text",
+        "hardBreak",
+        "bulletList",
+        "orderedList",
+        "listItem",
+        "taskList",
+        "taskItem",
+        "decisionList",
+        "decisionItem",
+        "codeBlock",
+        "blockquote",
+        "rule",
+        "panel",
+        "expand",
+        "nestedExpand",
+        "table",
+        "tableRow",
+        "tableHeader",
+        "tableCell",
+        "mention",
+        "emoji",
+        "inlineCard",
+        "blockCard",
+        "embedCard",
+        "status",
+        "date",
+        "media",
+        "mediaSingle",
+        "mediaGroup",
+        "mediaInline",
+        "placeholder",
+        "extension",
+        "bodiedExtension",
+        "inlineExtension",
+        "caption",
     }
-)  # fmt: skip
+)
 _ATTR_NAMES = [
-    "text", "url", "id", "state", "timestamp", "order", "panelType", "title",
-    "shortName", "alt", "filename", "href", "level", "extensionKey", "data",
-]  # fmt: skip
+    "text",
+    "url",
+    "id",
+    "state",
+    "timestamp",
+    "order",
+    "panelType",
+    "title",
+    "shortName",
+    "alt",
+    "filename",
+    "href",
+    "level",
+    "extensionKey",
+    "data",
+]
 
-_node_types = st.sampled_from([*_KNOWN_TYPES, "unknownThing", "", "Paragraph"]) | (
-    st.text(max_size=12) | _json_scalars
-)
-_attrs = (
-    st.dictionaries(
-        st.sampled_from(_ATTR_NAMES) | st.text(max_size=6), _json_values, max_size=4
-    )
-    | _json_values
-)
+_node_types = st.sampled_from([*_KNOWN_TYPES, "unknownThing", "", "Paragraph"]) | (st.text(max_size=12) | _json_scalars)
+_attrs = st.dictionaries(st.sampled_from(_ATTR_NAMES) | st.text(max_size=6), _json_values, max_size=4) | _json_values
 _marks = st.lists(
     st.fixed_dictionaries(
         {"type": st.sampled_from(["link", "strong", "code", "em"]) | _json_scalars},
-        optional={
-            "attrs": st.fixed_dictionaries({"href": _json_scalars}) | _json_values
-        },
+        optional={"attrs": st.fixed_dictionaries({"href": _json_scalars}) | _json_values},
     )
     | _json_values,
     max_size=3,
@@ -610,8 +615,7 @@ def _adf_nodes(children: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
 
 
 _adf_trees = st.recursive(
-    st.builds(lambda s: {"type": "text", "text": s}, st.text(max_size=20))
-    | _json_scalars,
+    st.builds(lambda s: {"type": "text", "text": s}, st.text(max_size=20)) | _json_scalars,
     _adf_nodes,
     max_leaves=30,
 )
@@ -645,9 +649,7 @@ def _convert_checked(value: Any, **kwargs: Any) -> str:
     return result
 
 
-_PROPERTY_SETTINGS = settings(
-    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
+_PROPERTY_SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @_PROPERTY_SETTINGS

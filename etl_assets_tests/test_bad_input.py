@@ -27,14 +27,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import JSON, String, create_engine, select
 
-from etl_assets.core.entities import BY_NAME, ISSUES
-from etl_assets.core.jira.adf import adf_to_text
-from etl_assets.core.jira.client import RawPage
-from etl_assets.core.jira.parsers import RecordError, parse_issue, parse_project, parse_status, parse_wit
+from etl_assets.core.catalogue import BY_NAME
+from etl_assets.core.records import RawPage, RecordError
+from etl_assets.core.sources.jira.adf import adf_to_text
+from etl_assets.core.sources.jira.parsers import parse_issue, parse_project, parse_status, parse_wit
+from etl_assets.core.sources.jira.specs import ISSUES
 from etl_assets.core.store import ops, schema
 from etl_assets.core.store.db import make_engine
+from etl_assets.fakes.loopback import Request, Response
 from etl_assets_tests.convergence import assert_converged, failure_texts, materialize
-from etl_assets_tests.fakes.loopback import Request, Response
 
 PARSERS = {"projects": parse_project, "wits": parse_wit, "statuses": parse_status, "issues": parse_issue}
 

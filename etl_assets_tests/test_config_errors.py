@@ -99,7 +99,10 @@ LOAD_TIME = [
         {"EMBEDDING_POOL_LIMIT": "0"}, EmbeddingConfigError, ["EMBEDDING_POOL_LIMIT", "got 0"], id="pool-limit-zero"
     ),
     pytest.param(
-        {"EMBEDDING_BATCH_TOKENS": "0"}, EmbeddingConfigError, ["EMBEDDING_BATCH_TOKENS", "got 0"], id="batch-tokens-zero"
+        {"EMBEDDING_BATCH_TOKENS": "0"},
+        EmbeddingConfigError,
+        ["EMBEDDING_BATCH_TOKENS", "got 0"],
+        id="batch-tokens-zero",
     ),
     pytest.param({"ETL_EXECUTOR": "threads"}, ValueError, ["ETL_EXECUTOR", "'threads'"], id="unknown-executor"),
 ]
@@ -245,8 +248,6 @@ def test_embeddings_that_disagree_with_an_existing_collection_are_refused_before
     assert {n: sorted((str(p.id), p.payload["content_hash"]) for p in c["points"]) for n, c in after.items()} == {
         n: sorted((str(p.id), p.payload["content_hash"]) for p in c["points"]) for n, c in before.items()
     }
-
-
 
 
 @pytest.mark.slow

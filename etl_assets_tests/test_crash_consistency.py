@@ -15,11 +15,11 @@ import pytest
 from qdrant_client import models
 from sqlalchemy import create_engine, delete, insert, update
 
-from etl_assets.core.entities import PROJECTS
+from etl_assets.core.sources.jira.specs import PROJECTS
 from etl_assets.core.store import schema
 from etl_assets.core.vectorstore import open_qdrant, point_id
+from etl_assets.fakes.openai_server import fake_vector
 from etl_assets_tests.convergence import convergence_problems
-from etl_assets_tests.fakes.openai_server import fake_vector
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "crash_consistency.py"
 # Raw landing, the table transaction, an embedding in flight (update), an upsert in flight;

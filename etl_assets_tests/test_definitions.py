@@ -39,7 +39,8 @@ def test_schedule_requests_one_run_per_tenant(env):
     schedule = d.resolve_schedule_def("sync_all_tenants")
     with dg.DagsterInstance.ephemeral() as instance:
         context = dg.build_schedule_context(
-            instance=instance, scheduled_execution_time=dt.datetime(2026, 12, 1, 9, tzinfo=dt.UTC),
+            instance=instance,
+            scheduled_execution_time=dt.datetime(2026, 12, 1, 9, tzinfo=dt.UTC),
             repository_def=d.get_repository_def(),
         )
         requests = schedule.evaluate_tick(context).run_requests
@@ -53,8 +54,9 @@ def test_automation_requests_vectors_after_their_table_committed(env):
         # First tick: nothing has been materialized, so nothing is requested for the vectors.
         result = dg.evaluate_automation_conditions(defs=d, instance=instance)
         assert result.total_requested == 0
-        assert env.materialize("1", "key:jira/raw/raw_jira_projects or key:tables/projects_table",
-                               instance=instance).success  # fmt: skip
+        assert env.materialize(
+            "1", "key:jira/raw/raw_jira_projects or key:tables/projects_table", instance=instance
+        ).success
         result = dg.evaluate_automation_conditions(defs=d, instance=instance, cursor=result.cursor)
         requested = {
             (key.to_user_string(), pk)

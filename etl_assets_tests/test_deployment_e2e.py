@@ -24,7 +24,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, inspect, select
 
-from etl_assets.core.entities import CATALOGUE, PROJECTS
+from etl_assets.core.catalogue import CATALOGUE
+from etl_assets.core.sources.jira.specs import PROJECTS
 from etl_assets.core.vectorstore import collection_name, open_qdrant
 from etl_assets.defs.assets import raw_key, table_key, vector_key
 from etl_assets_tests import pg, procs
@@ -72,10 +73,14 @@ def deployment_env(env: Env, storage: pg.PgDatabase, home: Path) -> dict[str, st
 
 def fast_instance_yaml(home: Path) -> Path:
     # deploy/dagster.yaml as shipped, with the queue polled every second instead of every five.
-    return procs.write_instance_yaml(home, run_coordinator={
-        "module": "dagster._core.run_coordinator", "class": "QueuedRunCoordinator",
-        "config": {"dequeue_interval_seconds": 1},
-    })  # fmt: skip
+    return procs.write_instance_yaml(
+        home,
+        run_coordinator={
+            "module": "dagster._core.run_coordinator",
+            "class": "QueuedRunCoordinator",
+            "config": {"dequeue_interval_seconds": 1},
+        },
+    )
 
 
 @dataclass
@@ -96,10 +101,17 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
         bin_dir = Path(sys.executable).parent
         init = subprocess.run(
             [str(procs.PROJECT_ROOT / "deploy" / "init-instance.sh")],
-            env={**process_env, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
-                 "ETL_POOL_JIRA": str(POOL_LIMITS["jira"]), "ETL_POOL_EMBEDDINGS": str(POOL_LIMITS["embeddings"])},
-            capture_output=True, text=True, timeout=180, stdin=subprocess.DEVNULL,
-        )  # fmt: skip
+            env={
+                **process_env,
+                "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+                "ETL_POOL_JIRA": str(POOL_LIMITS["jira"]),
+                "ETL_POOL_EMBEDDINGS": str(POOL_LIMITS["embeddings"]),
+            },
+            capture_output=True,
+            text=True,
+            timeout=180,
+            stdin=subprocess.DEVNULL,
+        )
         assert init.returncode == 0, init.stdout[-3000:] + init.stderr[-3000:]
         deployment.wait_ready()
         yield Deployed(deployment, env, storage)
@@ -141,8 +153,12 @@ def point_payloads(env: Env, tenant_id: str, entity: str) -> list[dict]:
 
 def assert_tenant_synced(env: Env, tenant_id: str) -> None:
     site = env.tenants[tenant_id].site
-    expected = {"projects": len(site.projects), "wits": len(site.issue_types), "statuses": len(site.statuses),
-                "issues": len(site.issues)}  # fmt: skip
+    expected = {
+        "projects": len(site.projects),
+        "wits": len(site.issue_types),
+        "statuses": len(site.statuses),
+        "issues": len(site.issues),
+    }
     for spec in CATALOGUE:
         rows = live_ids(env, spec, tenant_id)
         assert len(rows) == expected[spec.name] > 0, (tenant_id, spec.name)
@@ -160,8 +176,10 @@ def instigator_id(deployment: procs.Deployment, kind: str, name: str) -> tuple[s
     selector_arg = "scheduleSelector" if kind == "schedule" else "sensorSelector"
     state = "scheduleState" if kind == "schedule" else "sensorState"
     typename = "Schedule" if kind == "schedule" else "Sensor"
-    query = (f"query($s: {typename}Selector!) {{ {kind}OrError({selector_arg}: $s) {{ __typename "
-             f"... on {typename} {{ id {state} {{ status }} }} ... on PythonError {{ message }} }} }}")  # fmt: skip
+    query = (
+        f"query($s: {typename}Selector!) {{ {kind}OrError({selector_arg}: $s) {{ __typename "
+        f"... on {typename} {{ id {state} {{ status }} }} ... on PythonError {{ message }} }} }}"
+    )
     selector = {"repositoryLocationName": procs.LOCATION, "repositoryName": procs.REPOSITORY, f"{kind}Name": name}
     found = deployment.graphql(query, {"s": selector})[f"{kind}OrError"]
     assert found["__typename"] == typename, found
@@ -183,8 +201,10 @@ STOP = {
 def latest_tick_status(deployment: procs.Deployment, kind: str, name: str) -> str | None:
     typename = "Schedule" if kind == "schedule" else "Sensor"
     state = "scheduleState" if kind == "schedule" else "sensorState"
-    query = (f"query($s: {typename}Selector!) {{ {kind}OrError({kind}Selector: $s) {{ ... on {typename} {{ "
-             f"{state} {{ ticks(limit: 1) {{ status }} }} }} }} }}")  # fmt: skip
+    query = (
+        f"query($s: {typename}Selector!) {{ {kind}OrError({kind}Selector: $s) {{ ... on {typename} {{ "
+        f"{state} {{ ticks(limit: 1) {{ status }} }} }} }} }}"
+    )
     ticks = deployment.graphql(query, {"s": selector(kind, name)})[f"{kind}OrError"][state]["ticks"]
     return ticks[0]["status"] if ticks else None
 
@@ -197,8 +217,11 @@ def stop_instigator(deployment: procs.Deployment, kind: str, name: str) -> None:
     running. So: let the current tick finish, stop, and check again a moment later.
     """
     for _ in range(10):
-        procs.wait_until(lambda: latest_tick_status(deployment, kind, name) != "STARTED", timeout_s=60,
-                         what=f"the {kind}'s current tick to finish")  # fmt: skip
+        procs.wait_until(
+            lambda: latest_tick_status(deployment, kind, name) != "STARTED",
+            timeout_s=60,
+            what=f"the {kind}'s current tick to finish",
+        )
         result = deployment.graphql(STOP[kind], {"id": instigator_id(deployment, kind, name)[0]})
         assert "Error" not in next(iter(result.values()))["__typename"], result
         time.sleep(3)  # longer than a tick's write-back takes
@@ -247,8 +270,14 @@ def test_schedule_turned_on_runs_every_tenant(deployed):
             runs = deployment.runs(tags=[{"key": "dagster/schedule_name", "value": SCHEDULE}])
             return runs if {tag(r, "dagster/partition") for r in runs} == set(env.tenants) else None
 
-        runs = procs.wait_until(first_tick_runs, timeout_s=150, interval_s=1.0, what="the schedule's runs",
-                                watch=[deployment.webserver, deployment.daemon], on_timeout=deployment.procs.logs)  # fmt: skip
+        runs = procs.wait_until(
+            first_tick_runs,
+            timeout_s=150,
+            interval_s=1.0,
+            what="the schedule's runs",
+            watch=[deployment.webserver, deployment.daemon],
+            on_timeout=deployment.procs.logs,
+        )
     finally:
         # Off again at once, so it fires once and its runs do not pile up behind the other tests.
         stop_instigator(deployment, "schedule", SCHEDULE)
@@ -288,8 +317,14 @@ def test_two_runs_of_one_tenant_never_overlap(deployed):
         assert len(active) <= 1, f"two runs of tenant 2 in progress at once: {runs}"
         return all(s in procs.DONE for s in runs.values())
 
-    procs.wait_until(finished, timeout_s=240, interval_s=0.5, what="both runs of tenant 2",
-                     watch=[deployment.webserver, deployment.daemon], on_timeout=deployment.procs.logs)  # fmt: skip
+    procs.wait_until(
+        finished,
+        timeout_s=240,
+        interval_s=0.5,
+        what="both runs of tenant 2",
+        watch=[deployment.webserver, deployment.daemon],
+        on_timeout=deployment.procs.logs,
+    )
     runs = {r["runId"]: r for r in deployment.runs(runIds=[first, second])}
     assert all(r["status"] == "SUCCESS" for r in runs.values()), runs
     assert seen_one_waiting, "the second run was never seen waiting in the queue while the first ran"
@@ -302,7 +337,7 @@ def sensor_ticks(deployment: procs.Deployment, limit: int = 10) -> list[dict]:
         "query($s: SensorSelector!) { sensorOrError(sensorSelector: $s) { ... on Sensor { sensorState { "
         f"ticks(limit: {limit}) {{ status timestamp skipReason runIds error {{ message }} }} }} }} }} }}",
         {"s": selector("sensor", SENSOR)},
-    )  # fmt: skip
+    )
     return data["sensorOrError"]["sensorState"]["ticks"]
 
 
@@ -319,8 +354,12 @@ def test_automation_sensor_turned_on_vectorizes_a_committed_table(deployed):
     )["startSensor"]
     assert started["__typename"] == "Sensor" and started["sensorState"]["status"] == "RUNNING", started
     # A restarted sensor does not act on what happened while it was off: let it tick once first.
-    procs.wait_until(lambda: any(t["timestamp"] > started_at for t in sensor_ticks(deployment, 1)), timeout_s=90,
-                     what="the sensor's first tick after it was turned on", on_timeout=deployment.procs.logs)  # fmt: skip
+    procs.wait_until(
+        lambda: any(t["timestamp"] > started_at for t in sensor_ticks(deployment, 1)),
+        timeout_s=90,
+        what="the sensor's first tick after it was turned on",
+        on_timeout=deployment.procs.logs,
+    )
 
     # Jira renames a project; a run of only the raw and table steps commits it to the table.
     env.tenants["2"].site.projects[0]["name"] = "Renamed for the sensor"
@@ -339,8 +378,14 @@ def test_automation_sensor_turned_on_vectorizes_a_committed_table(deployed):
         runs = [(r["runId"][:8], r["status"], r["tags"]) for r in deployment.runs()]
         return f"ticks: {sensor_ticks(deployment)}\nruns: {runs}\n{deployment.procs.logs()}"
 
-    found = procs.wait_until(sensor_run, timeout_s=180, interval_s=1.0, what="a run launched by the sensor",
-                             watch=[deployment.webserver, deployment.daemon], on_timeout=explain)  # fmt: skip
+    found = procs.wait_until(
+        sensor_run,
+        timeout_s=180,
+        interval_s=1.0,
+        what="a run launched by the sensor",
+        watch=[deployment.webserver, deployment.daemon],
+        on_timeout=explain,
+    )
     (done,) = deployment.wait_runs_done([found["runId"]])  # type: ignore[index]
     assert done["status"] == "SUCCESS", deployment.procs.logs()
     assert done["startTime"] >= table_run["endTime"]  # after the table's run, never alongside it

@@ -31,11 +31,11 @@ from etl_assets.core.embeddings.ratelimit import (
     shared_limiter,
 )
 from etl_assets.core.embeddings.tokens import cl100k
-from etl_assets.core.entities import ISSUES
+from etl_assets.core.sources.jira.specs import ISSUES
 from etl_assets.core.vectorstore import Collection, point_id, upsert_batches
 from etl_assets.core.vectorsync import PlannedChunk, content_hash, pack, row_text, sync_vectors
-from etl_assets_tests.fakes.loopback import Fault, Request
-from etl_assets_tests.fakes.openai_server import FakeEmbeddings, fake_vector
+from etl_assets.fakes.loopback import Fault, Request
+from etl_assets.fakes.openai_server import FakeEmbeddings, fake_vector
 
 DIMS = 16
 MODEL = "text-embedding-3-small"
@@ -50,9 +50,20 @@ def exact_tokens(text: str) -> int:
 
 @pytest.mark.parametrize(
     ("value", "seconds"),
-    [("6m0s", 360.0), ("12ms", 0.012), ("1s", 1.0), ("59.5s", 59.5), ("1h2m3s", 3723.0), ("1m30.5s", 90.5),
-     ("250us", 0.00025), ("0s", 0.0), ("2", 2.0), ("0.25", 0.25), (" 7s ", 7.0)],
-)  # fmt: skip
+    [
+        ("6m0s", 360.0),
+        ("12ms", 0.012),
+        ("1s", 1.0),
+        ("59.5s", 59.5),
+        ("1h2m3s", 3723.0),
+        ("1m30.5s", 90.5),
+        ("250us", 0.00025),
+        ("0s", 0.0),
+        ("2", 2.0),
+        ("0.25", 0.25),
+        (" 7s ", 7.0),
+    ],
+)
 def test_go_durations_parse(value, seconds):
     assert parse_duration(value) == pytest.approx(seconds)
 
@@ -79,7 +90,7 @@ def test_rate_limit_headers_with_azure_minus_one_and_exhaustion():
             "x-ratelimit-limit-tokens": "-1",
             "x-ratelimit-remaining-tokens": "-1",
             "x-ratelimit-reset-tokens": "6m0s",
-        }  # fmt: skip
+        }
     )
     assert (info.limit_requests, info.remaining_requests, info.reset_requests_s) == (60, 0, 1.0)
     assert info.limit_tokens is None and info.remaining_tokens is None and info.reset_tokens_s == 360.0
@@ -266,8 +277,9 @@ def record_bodies(fake: FakeEmbeddings) -> list[dict[str, Any]]:
 @contextlib.asynccontextmanager
 async def embedder_for(fake: FakeEmbeddings, **kwargs: Any):
     kwargs.setdefault("limiter", RateLimiter())
-    async with open_openai_embedder(api_key="sk-test", model=MODEL, dimensions=DIMS, base_url=fake.url,
-                                    **kwargs) as embedder:  # fmt: skip
+    async with open_openai_embedder(
+        api_key="sk-test", model=MODEL, dimensions=DIMS, base_url=fake.url, **kwargs
+    ) as embedder:
         yield embedder
 
 
@@ -293,9 +305,15 @@ def test_asks_for_base64_and_decodes_exactly(fake):
 
 def test_accepts_float_lists_from_servers_that_ignore_base64(fake):
     vectors = [fake_vector("one", DIMS), fake_vector("two", DIMS)]
-    body = {"object": "list", "model": MODEL, "usage": {"prompt_tokens": 2, "total_tokens": 2},
-            "data": [{"object": "embedding", "index": 1, "embedding": vectors[1]},
-                     {"object": "embedding", "index": 0, "embedding": vectors[0]}]}  # fmt: skip
+    body = {
+        "object": "list",
+        "model": MODEL,
+        "usage": {"prompt_tokens": 2, "total_tokens": 2},
+        "data": [
+            {"object": "embedding", "index": 1, "embedding": vectors[1]},
+            {"object": "embedding", "index": 0, "embedding": vectors[0]},
+        ],
+    }
     fake.faults.append(Fault.respond(200, body))
 
     async def go():
@@ -323,8 +341,11 @@ def test_429s_are_retried_after_retry_after_ms_and_counted(fake):
 
 
 def test_429_without_retry_after_waits_for_the_exhausted_reset(fake):
-    headers = {"x-ratelimit-limit-requests": "1000", "x-ratelimit-remaining-requests": "0",
-               "x-ratelimit-reset-requests": "200ms"}  # fmt: skip
+    headers = {
+        "x-ratelimit-limit-requests": "1000",
+        "x-ratelimit-remaining-requests": "0",
+        "x-ratelimit-reset-requests": "200ms",
+    }
     fake.faults.append(Fault.respond(429, rate_limit_body(), headers))
 
     async def go():
@@ -411,8 +432,16 @@ def test_server_headers_teach_the_budget_and_cap_requests(fake):
 
 
 def test_the_factory_passes_the_step_share_of_the_budget(fake):
-    settings = EmbeddingSettings(provider="openai", api_key="sk-x", base_url=fake.url, model=MODEL, dimensions=DIMS,
-                                 rpm=600, tpm=90_000, pool_limit=3)  # fmt: skip
+    settings = EmbeddingSettings(
+        provider="openai",
+        api_key="sk-x",
+        base_url=fake.url,
+        model=MODEL,
+        dimensions=DIMS,
+        rpm=600,
+        tpm=90_000,
+        pool_limit=3,
+    )
 
     async def go():
         async with open_embedder(settings) as e:
@@ -426,11 +455,20 @@ def test_the_factory_passes_the_step_share_of_the_budget(fake):
 
 def issue_row(i: int, words: int = 40, marker: str = "") -> dict[str, Any]:
     return {
-        "id": i + 1, "external_id": str(10_000 + i), "key": f"P-{i}", "summary": f"Issue {i} {marker}",
-        "description": " ".join(f"word{(i * 7 + j) % 97}" for j in range(words)), "project_key": "P",
-        "wit_name": "Bug", "status_name": "Open", "status_category": "new", "priority": "High",
-        "labels": ["a"], "components": [], "updated": datetime(2026, 1, 1, tzinfo=UTC),
-    }  # fmt: skip
+        "id": i + 1,
+        "external_id": str(10_000 + i),
+        "key": f"P-{i}",
+        "summary": f"Issue {i} {marker}",
+        "description": " ".join(f"word{(i * 7 + j) % 97}" for j in range(words)),
+        "project_key": "P",
+        "wit_name": "Bug",
+        "status_name": "Open",
+        "status_category": "new",
+        "priority": "High",
+        "labels": ["a"],
+        "components": [],
+        "updated": datetime(2026, 1, 1, tzinfo=UTC),
+    }
 
 
 class Table:
@@ -470,8 +508,15 @@ class Run:
         collection = Collection(self.client, "client_t_issues", "t", "issues", local=True)
         async with embedder_for(self.fake) as embedder:
             kwargs.setdefault("concurrency", 3)
-            return await sync_vectors(spec=ISSUES, tenant_id="t", pages=table.pages, live_ids=table.live_ids,
-                                      embedder=embedder, collection=collection, **kwargs)  # fmt: skip
+            return await sync_vectors(
+                spec=ISSUES,
+                tenant_id="t",
+                pages=table.pages,
+                live_ids=table.live_ids,
+                embedder=embedder,
+                collection=collection,
+                **kwargs,
+            )
 
     async def points(self) -> list[Any]:
         assert self.client is not None
@@ -568,8 +613,9 @@ def test_a_multi_chunk_row_missing_a_chunk_is_embedded_again(fake):
 
     async def go():
         await run.sync(table, max_chunk_tokens=100)
-        await run.client.delete("client_t_issues", points_selector=models.PointIdsList(
-            points=[point_id("t", "issues", "10000", 2)]))  # fmt: skip
+        await run.client.delete(
+            "client_t_issues", points_selector=models.PointIdsList(points=[point_id("t", "issues", "10000", 2)])
+        )
         fake.reset_counters()
         result = await run.sync(table, max_chunk_tokens=100)
         return result, await run.points()
@@ -586,11 +632,15 @@ def test_the_sweep_removes_garbage_a_failed_run_could_leave(fake):
     async def go():
         await run.sync(table)
         stale = {"external_id": "10001", "chunk": 1, "chunks": 2, "content_hash": "old", "tenant_id": "t"}
-        await run.client.upsert("client_t_issues", points=[
-            models.PointStruct(id=point_id("t", "issues", "10001", 1), vector=[1.0] * DIMS, payload=stale),
-            models.PointStruct(id="00000000-0000-0000-0000-000000000001", vector=[1.0] * DIMS,
-                               payload={**stale, "chunk": 0}),
-        ])  # fmt: skip
+        await run.client.upsert(
+            "client_t_issues",
+            points=[
+                models.PointStruct(id=point_id("t", "issues", "10001", 1), vector=[1.0] * DIMS, payload=stale),
+                models.PointStruct(
+                    id="00000000-0000-0000-0000-000000000001", vector=[1.0] * DIMS, payload={**stale, "chunk": 0}
+                ),
+            ],
+        )
         result = await run.sync(table)
         return result, await run.points()
 
@@ -644,8 +694,13 @@ def test_requests_overlap_up_to_the_concurrency(fake):
 
 def test_a_failed_request_raises_itself_and_the_next_run_converges(fake):
     table = Table([issue_row(i) for i in range(50)])
-    fake.faults.extend([Fault.respond(400, {"error": {"message": "nope", "type": "invalid_request_error",
-                                                       "param": None, "code": None}})])  # fmt: skip
+    fake.faults.extend(
+        [
+            Fault.respond(
+                400, {"error": {"message": "nope", "type": "invalid_request_error", "param": None, "code": None}}
+            )
+        ]
+    )
     run = Run(fake)
 
     async def go():
@@ -738,8 +793,9 @@ def test_the_shortcut_is_not_trusted_when_points_or_the_text_changed(fake):
 
     async def go():
         await run.sync(table, fingerprint=fingerprint_of(table))
-        await run.client.delete("client_t_issues", points_selector=models.PointIdsList(
-            points=[point_id("t", "issues", "10004", 0)]))  # fmt: skip
+        await run.client.delete(
+            "client_t_issues", points_selector=models.PointIdsList(points=[point_id("t", "issues", "10004", 0)])
+        )
         repaired = await run.sync(table, fingerprint=fingerprint_of(table))
         return repaired, await run.points()
 
@@ -754,9 +810,15 @@ def test_the_shortcut_is_not_trusted_when_points_or_the_text_changed(fake):
     async def again():
         collection = Collection(run.client, "client_t_issues", "t", "issues", local=True)
         async with embedder_for(fake) as embedder:
-            return await vs.sync_vectors(spec=reformatted, tenant_id="t", pages=table.pages,
-                                         live_ids=table.live_ids, embedder=embedder, collection=collection,
-                                         fingerprint=fingerprint_of(table))  # fmt: skip
+            return await vs.sync_vectors(
+                spec=reformatted,
+                tenant_id="t",
+                pages=table.pages,
+                live_ids=table.live_ids,
+                embedder=embedder,
+                collection=collection,
+                fingerprint=fingerprint_of(table),
+            )
 
     result = asyncio.run(again())
     assert result.change_detection == "rows" and result.rows_changed == 30

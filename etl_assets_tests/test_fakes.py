@@ -13,8 +13,8 @@ import numpy as np
 import openai
 import pytest
 
-from etl_assets_tests.fakes.loopback import Fault, LoopbackServer, Request, Response
-from etl_assets_tests.fakes.openai_server import FakeEmbeddings, count_tokens, fake_vector, go_duration
+from etl_assets.fakes.loopback import Fault, LoopbackServer, Request, Response
+from etl_assets.fakes.openai_server import FakeEmbeddings, count_tokens, fake_vector, go_duration
 
 API_KEY = "sk-test-fake"
 MODEL = "text-embedding-3-small"

@@ -16,11 +16,11 @@ import json
 import dagster as dg
 import pytest
 
-from etl_assets.core.entities import CATALOGUE
+from etl_assets.core.catalogue import CATALOGUE
 from etl_assets.defs.resources import EmbeddingsResource
+from etl_assets.fakes.loopback import Fault, Request, Response
 from etl_assets_tests.conftest import TEST_DIMENSIONS
 from etl_assets_tests.convergence import assert_converged, failure_texts, materialize, read_points, steps
-from etl_assets_tests.fakes.loopback import Fault, Request, Response
 
 EMBEDDINGS = "/v1/embeddings"
 API_KEY = "sk-test-embeddings-secret"

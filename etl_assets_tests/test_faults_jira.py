@@ -15,8 +15,8 @@ from sqlalchemy import create_engine, func, select
 
 from etl_assets.core.store import schema
 from etl_assets.defs.resources import JiraResource
+from etl_assets.fakes.loopback import Fault, Request, Response
 from etl_assets_tests.convergence import assert_converged, failure_texts, materialize, steps
-from etl_assets_tests.fakes.loopback import Fault, Request, Response
 
 PROJECTS = "/rest/api/3/project/search"
 WITS = "/rest/api/3/issuetype"

@@ -17,10 +17,13 @@ import dagster as dg
 import pytest
 from sqlalchemy import create_engine, select, text
 
-from etl_assets.core.entities import CATALOGUE, ISSUES
+from etl_assets.core.catalogue import CATALOGUE
+from etl_assets.core.sources.jira.specs import ISSUES
 from etl_assets.core.store import schema
 from etl_assets.core.store.db import make_engine
 from etl_assets.defs.resources import DatabaseResource, EmbeddingsResource, QdrantResource
+from etl_assets.fakes.loopback import Fault
+from etl_assets.fakes.qdrant_server import FakeQdrant
 from etl_assets_tests.conftest import TEST_DIMENSIONS
 from etl_assets_tests.convergence import (
     assert_converged,
@@ -30,8 +33,6 @@ from etl_assets_tests.convergence import (
     read_points,
     steps,
 )
-from etl_assets_tests.fakes.loopback import Fault
-from etl_assets_tests.fakes.qdrant_server import FakeQdrant
 
 VECTOR_STEPS = {f"vectors__{s.name}_vectors" for s in CATALOGUE}
 TABLE_STEPS = {f"tables__{s.name}_table" for s in CATALOGUE}
@@ -237,8 +238,12 @@ def test_commit_refused_by_the_database_leaves_the_table_as_it_was_then_converge
     refusal, undo = _refuse_commit_of_issues(env.database_url)
     embedded_before = env.embeddings.requests
 
-    _assert_refused_at(env.materialize("1", raise_on_error=False), "tables__issues_table", refusal,
-                       downstream="vectors__issues_vectors")  # fmt: skip
+    _assert_refused_at(
+        env.materialize("1", raise_on_error=False),
+        "tables__issues_table",
+        refusal,
+        downstream="vectors__issues_vectors",
+    )
     after = _snapshot(env.database_url, ISSUES.table)
     assert after["rows"] == before["rows"], "a refused commit must leave every row as it was"
     assert after["state"] == before["state"], "the watermark belongs to the same transaction"
@@ -255,8 +260,12 @@ def test_commit_refused_by_the_database_leaves_the_table_as_it_was_then_converge
 def test_raw_landing_refused_by_the_database_lands_nothing_then_converges(env):
     make_engine(env.database_url).dispose()  # the schema, for the trigger to attach to
     refusal, undo = _refuse_raw_pages_of_projects(env.database_url)
-    _assert_refused_at(env.materialize("1", raise_on_error=False), "jira__raw__raw_jira_projects", refusal,
-                       downstream="tables__projects_table")  # fmt: skip
+    _assert_refused_at(
+        env.materialize("1", raise_on_error=False),
+        "jira__raw__raw_jira_projects",
+        refusal,
+        downstream="tables__projects_table",
+    )
     landed = _snapshot(env.database_url, ISSUES.table)["batches"]
     assert not [b for b in landed if b.entity == "projects"], "the batch row and its pages go together, or neither"
     _execute(env.database_url, undo)

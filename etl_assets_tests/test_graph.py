@@ -10,7 +10,9 @@ import pytest
 from qdrant_client import AsyncQdrantClient
 from sqlalchemy import create_engine, select, text
 
-from etl_assets.core.entities import CATALOGUE, ISSUES, PROJECTS, STATUSES, WITS
+from etl_assets.core.catalogue import CATALOGUE
+from etl_assets.core.sources.jira import tables
+from etl_assets.core.sources.jira.specs import ISSUES, PROJECTS, STATUSES, WITS
 from etl_assets.core.store import schema
 from etl_assets.core.vectorstore import point_id
 
@@ -18,8 +20,12 @@ FULL_LISTINGS = (PROJECTS, WITS, STATUSES)
 
 
 def site_counts(site) -> dict[str, int]:
-    return {"projects": len(site.projects), "wits": len(site.issue_types), "statuses": len(site.statuses),
-            "issues": len(site.issues)}  # fmt: skip
+    return {
+        "projects": len(site.projects),
+        "wits": len(site.issue_types),
+        "statuses": len(site.statuses),
+        "issues": len(site.issues),
+    }
 
 
 def table_rows(env, spec, tenant_id, *, live=True):
@@ -40,8 +46,9 @@ def all_points(env) -> dict[str, list]:
             for c in (await client.get_collections()).collections:
                 points, offset = [], None
                 while True:
-                    page, offset = await client.scroll(c.name, limit=500, offset=offset, with_payload=True,
-                                                       with_vectors=True)  # fmt: skip
+                    page, offset = await client.scroll(
+                        c.name, limit=500, offset=offset, with_payload=True, with_vectors=True
+                    )
                     points += page
                     if offset is None:
                         break
@@ -76,8 +83,17 @@ def test_whole_graph_for_two_tenants(env):
     p = next(iter(points["client_1_projects"]))
     assert {"key", "name", "category", "external_id", "content_hash"} <= set(p.payload)
     issue = next(iter(points["client_1_issues"]))
-    assert {"key", "summary", "project_key", "type", "status", "status_category", "priority", "labels",
-            "updated"} <= set(issue.payload)  # fmt: skip
+    assert {
+        "key",
+        "summary",
+        "project_key",
+        "type",
+        "status",
+        "status_category",
+        "priority",
+        "labels",
+        "updated",
+    } <= set(issue.payload)
 
 
 def test_second_materialization_changes_nothing(env):
@@ -109,18 +125,26 @@ def _install_failing_trigger(url: str, table: str, external_id: str) -> None:
     engine = create_engine(url)
     with engine.begin() as conn:
         if engine.dialect.name == "sqlite":
-            conn.execute(text(
-                f"CREATE TRIGGER refuse_{table} BEFORE INSERT ON {table} WHEN NEW.external_id = '{external_id}' "
-                "BEGIN SELECT RAISE(ABORT, 'injected failure'); END"
-            ))  # fmt: skip
+            conn.execute(
+                text(
+                    f"CREATE TRIGGER refuse_{table} BEFORE INSERT ON {table} WHEN NEW.external_id = '{external_id}' "
+                    "BEGIN SELECT RAISE(ABORT, 'injected failure'); END"
+                )
+            )
         else:
-            conn.execute(text(
-                f"CREATE OR REPLACE FUNCTION refuse_{table}() RETURNS trigger AS $$ BEGIN "
-                f"IF NEW.external_id = '{external_id}' THEN RAISE EXCEPTION 'injected failure'; END IF; "
-                "RETURN NEW; END $$ LANGUAGE plpgsql"
-            ))  # fmt: skip
-            conn.execute(text(f"CREATE TRIGGER refuse_{table} BEFORE INSERT ON {table} FOR EACH ROW "
-                              f"EXECUTE FUNCTION refuse_{table}()"))  # fmt: skip
+            conn.execute(
+                text(
+                    f"CREATE OR REPLACE FUNCTION refuse_{table}() RETURNS trigger AS $$ BEGIN "
+                    f"IF NEW.external_id = '{external_id}' THEN RAISE EXCEPTION 'injected failure'; END IF; "
+                    "RETURN NEW; END $$ LANGUAGE plpgsql"
+                )
+            )
+            conn.execute(
+                text(
+                    f"CREATE TRIGGER refuse_{table} BEFORE INSERT ON {table} FOR EACH ROW "
+                    f"EXECUTE FUNCTION refuse_{table}()"
+                )
+            )
     engine.dispose()
 
 
@@ -185,7 +209,7 @@ def test_checks_run_and_pass(env):
     assert failed == []
 
 
-@pytest.mark.parametrize("table", [schema.projects])
+@pytest.mark.parametrize("table", [tables.projects])
 def test_raw_pages_are_landed_unchanged(env, table):
     env.materialize("1", "key:jira/raw/raw_jira_projects")
     engine = create_engine(env.database_url)

@@ -7,13 +7,13 @@ import httpx
 import pytest
 from sqlalchemy import create_engine
 
-from etl_assets.core.entities import ISSUES
-from etl_assets.core.jira.client import JiraClient, JiraError
-from etl_assets.core.jira.jql import search_pages
+from etl_assets.core.sources.jira.client import JiraClient, JiraError
+from etl_assets.core.sources.jira.jql import search_pages
+from etl_assets.core.sources.jira.specs import ISSUES
 from etl_assets.core.store import ops
 from etl_assets.core.tenants import JiraSiteConfig, Tenant
 from etl_assets.defs.automation import RECONCILE_OP_CONFIG
-from etl_assets_tests.fakes.loopback import Fault, LoopbackServer, Request, Response
+from etl_assets.fakes.loopback import Fault, LoopbackServer, Request, Response
 from etl_assets_tests.test_graph import all_points, table_rows
 
 ISSUE_ASSETS = "key:jira/raw/raw_jira_issues or key:tables/issues_table or key:vectors/issues_vectors"
@@ -26,10 +26,12 @@ def meta(result, node):
 
 def short_issue(site):
     return next(
-        i for i in site.issues
-        if i["key"] not in site.long_issue_keys and not i["fields"].get("parent")
+        i
+        for i in site.issues
+        if i["key"] not in site.long_issue_keys
+        and not i["fields"].get("parent")
         and not any((j["fields"].get("parent") or {}).get("key") == i["key"] for j in site.issues)
-    )  # fmt: skip
+    )
 
 
 def issue_points(env, tenant_id="1"):
@@ -50,9 +52,14 @@ def test_change_one_delete_another_embeds_exactly_one_input(env):
     first_watermark = watermark(env)
     assert first_watermark is not None
     changed, doomed = [i for i in site.issues if i is short_issue(site)][0], None
-    doomed = next(i for i in site.issues if i is not changed and i["key"] not in site.long_issue_keys
-                  and not i["fields"].get("parent")
-                  and not any((j["fields"].get("parent") or {}).get("key") == i["key"] for j in site.issues))  # fmt: skip
+    doomed = next(
+        i
+        for i in site.issues
+        if i is not changed
+        and i["key"] not in site.long_issue_keys
+        and not i["fields"].get("parent")
+        and not any((j["fields"].get("parent") or {}).get("key") == i["key"] for j in site.issues)
+    )
     before_points = {str(p.id): p.payload for p in issue_points(env)}
     env.embeddings.reset_counters()
 
@@ -66,7 +73,11 @@ def test_change_one_delete_another_embeds_exactly_one_input(env):
     after = {str(p.id): p.payload for p in issue_points(env)}
     gone = set(before_points) - set(after)
     assert {before_points[g]["external_id"] for g in gone} == {doomed["id"]}
-    updated = [pid for pid in after if pid in before_points and after[pid]["content_hash"] != before_points[pid]["content_hash"]]
+    updated = [
+        pid
+        for pid in after
+        if pid in before_points and after[pid]["content_hash"] != before_points[pid]["content_hash"]
+    ]
     assert [after[pid]["external_id"] for pid in updated] == [changed["id"]]
     assert after[updated[0]]["summary"] == "Login fails when the password has unicode characters"
     vec = meta(result, "vectors__issues_vectors")
@@ -161,14 +172,20 @@ def issue(n: int) -> dict:
     "pages",
     [
         # an empty last page that still carries a token and no isLast
-        [{"issues": [issue(1), issue(2)], "nextPageToken": "1"}, {"issues": [issue(3)], "nextPageToken": "2"},
-         {"issues": [], "nextPageToken": "3"}],
+        [
+            {"issues": [issue(1), issue(2)], "nextPageToken": "1"},
+            {"issues": [issue(3)], "nextPageToken": "2"},
+            {"issues": [], "nextPageToken": "3"},
+        ],
         # a page without nextPageToken ends the listing even without isLast
         [{"issues": [issue(1), issue(2)], "nextPageToken": "1"}, {"issues": [issue(3)]}],
         # the documented shape
-        [{"issues": [issue(1)], "nextPageToken": "1", "isLast": False}, {"issues": [issue(2), issue(3)], "isLast": True}],
+        [
+            {"issues": [issue(1)], "nextPageToken": "1", "isLast": False},
+            {"issues": [issue(2), issue(3)], "isLast": True},
+        ],
     ],
-)  # fmt: skip
+)
 def test_search_jql_paging_ends_correctly(pages):
     handler, calls = paged_handler(pages)
     with LoopbackServer(handler) as server, httpx.Client(base_url=server.url, timeout=5) as http:
@@ -205,12 +222,26 @@ def test_bad_tenant_jql_fails_the_raw_asset_naming_tenant_and_jql(env):
     from etl_assets.defs.build import build_definitions
 
     t = env.tenants["1"]
-    registry = TenantRegistry.from_mapping({"tenants": [{"id": "1", "jira": {
-        "url": t.url, "email_env": "T1_JIRA_EMAIL", "token_env": "T1_JIRA_TOKEN", "jql": "summary ~~ broken"}}]})  # fmt: skip
+    registry = TenantRegistry.from_mapping(
+        {
+            "tenants": [
+                {
+                    "id": "1",
+                    "jira": {
+                        "url": t.url,
+                        "email_env": "T1_JIRA_EMAIL",
+                        "token_env": "T1_JIRA_TOKEN",
+                        "jql": "summary ~~ broken",
+                    },
+                }
+            ]
+        }
+    )
     defs = build_definitions(registry=registry, resources=env.resources(), env={})
     job = defs.resolve_implicit_global_asset_job_def()
-    result = job.execute_in_process(partition_key="1", raise_on_error=False,
-                                    asset_selection=[dg.AssetKey(["jira", "raw", "raw_jira_issues"])])  # fmt: skip
+    result = job.execute_in_process(
+        partition_key="1", raise_on_error=False, asset_selection=[dg.AssetKey(["jira", "raw", "raw_jira_issues"])]
+    )
     assert not result.success
     failure = next(e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE)
     message = failure.step_failure_data.error.to_string()

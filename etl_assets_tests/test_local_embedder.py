@@ -60,7 +60,9 @@ def test_encodes_and_splits_in_other_threads_do_not_interfere():
     assert split_errors == []
     assert all(len(got) == 4 and all(len(v) == LOCAL_DIMENSIONS for v in got) for got in results)
     # What was computed among the other threads is what one thread computes alone.
-    assert max(abs(a - b) for va, vb in zip(alone, results[-1], strict=True) for a, b in zip(va, vb, strict=True)) < 1e-4
+    assert (
+        max(abs(a - b) for va, vb in zip(alone, results[-1], strict=True) for a, b in zip(va, vb, strict=True)) < 1e-4
+    )
 
 
 @pytest.mark.slow
@@ -74,14 +76,30 @@ def test_the_demo_runs_as_a_new_user_runs_it(tmp_path):
     import re
     import subprocess
 
-    drop = ("DAGSTER_HOME", "OPENAI_API_KEY", "OPENAI_BASE_URL", "DATABASE_URL", "QDRANT_URL", "QDRANT_PATH",
-            "ETL_TENANTS_FILE", "EMBEDDING_PROVIDER", "EMBEDDING_MODEL", "EMBEDDING_DIMENSIONS")  # fmt: skip
+    drop = (
+        "DAGSTER_HOME",
+        "OPENAI_API_KEY",
+        "OPENAI_BASE_URL",
+        "DATABASE_URL",
+        "QDRANT_URL",
+        "QDRANT_PATH",
+        "ETL_TENANTS_FILE",
+        "EMBEDDING_PROVIDER",
+        "EMBEDDING_MODEL",
+        "EMBEDDING_DIMENSIONS",
+    )
     env = {k: v for k, v in os.environ.items() if k not in drop and not k.startswith("DAGSTER_PG")}
     env.update(ETL_DATA_DIR=str(tmp_path / "data"), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "etl_assets.cli", *args], env=env, capture_output=True,
-                              text=True, timeout=600, stdin=subprocess.DEVNULL)  # fmt: skip
+        return subprocess.run(
+            [sys.executable, "-m", "etl_assets.cli", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            stdin=subprocess.DEVNULL,
+        )
 
     demo = cli("demo", "--tenant", "2")  # the smaller bundled tenant keeps this under a minute
     assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]

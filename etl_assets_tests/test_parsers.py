@@ -2,8 +2,7 @@
 
 import pytest
 
-from etl_assets.core.entities import ISSUES, PROJECTS, STATUSES, WITS
-from etl_assets.core.jira.parsers import (
+from etl_assets.core.sources.jira.parsers import (
     RecordError,
     parse_issue,
     parse_jira_datetime,
@@ -11,6 +10,7 @@ from etl_assets.core.jira.parsers import (
     parse_status,
     parse_wit,
 )
+from etl_assets.core.sources.jira.specs import ISSUES, PROJECTS, STATUSES, WITS
 from etl_assets_tests.corpus import load_corpus_json
 
 
@@ -53,9 +53,13 @@ def test_spec_issue_types_carry_team_managed_scope():
 
 @pytest.mark.parametrize(
     "parts",
-    [("go-jira", "all_statuses.json"), ("airbyte-source-jira", "workflow_statuses.json"),
-     ("atlassian-spec-examples", "status.200.json"), ("jira-ruby", "status.json")],
-)  # fmt: skip
+    [
+        ("go-jira", "all_statuses.json"),
+        ("airbyte-source-jira", "workflow_statuses.json"),
+        ("atlassian-spec-examples", "status.200.json"),
+        ("jira-ruby", "status.json"),
+    ],
+)
 def test_real_status_listings_parse(parts):
     data = load_corpus_json(*parts)
     records = STATUSES.records(data)

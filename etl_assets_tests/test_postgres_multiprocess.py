@@ -22,7 +22,7 @@ import pytest
 from dagster._core.instance.ref import InstanceRef
 from sqlalchemy import create_engine, select, text
 
-from etl_assets.core.entities import PROJECTS, STATUSES
+from etl_assets.core.sources.jira.specs import PROJECTS, STATUSES
 from etl_assets.core.store import ops, schema
 from etl_assets.core.store.db import make_engine
 from etl_assets.core.vectorstore import collection_name, open_qdrant
@@ -39,8 +39,9 @@ def _distinct_point_ids(qdrant_path: str, tenant_id: str, entity: str) -> set[st
         async with open_qdrant(None, None, qdrant_path, lock_timeout_s=60) as client:
             out, offset = set(), None
             while True:
-                page, offset = await client.scroll(collection_name(tenant_id, entity), limit=500, offset=offset,
-                                                   with_payload=["external_id"])  # fmt: skip
+                page, offset = await client.scroll(
+                    collection_name(tenant_id, entity), limit=500, offset=offset, with_payload=["external_id"]
+                )
                 out |= {(p.payload or {})["external_id"] for p in page}
                 if offset is None:
                     return out
@@ -52,16 +53,36 @@ def test_vector_steps_in_their_own_processes_see_every_committed_row(env, tmp_pa
     storage = pg.dagster_storage_database("multiprocess")
     home = tmp_path / "dagster_home"
     procs.write_instance_yaml(home)  # deploy/dagster.yaml: PostgreSQL instance storage, pools
-    process_env = {**env.process_env(), **storage.dagster_env(), "DAGSTER_HOME": str(home),
-                   "ETL_EXECUTOR": "multiprocess"}  # fmt: skip
+    process_env = {
+        **env.process_env(),
+        **storage.dagster_env(),
+        "DAGSTER_HOME": str(home),
+        "ETL_EXECUTOR": "multiprocess",
+    }
     # Two independent entities, so steps of both run side by side; each step is a process of its own.
-    selection = " or ".join(f"key:{k.to_user_string()}" for spec in CHECKED for k in (raw_key(spec), table_key(spec),
-                                                                                       vector_key(spec)))  # fmt: skip
+    selection = " or ".join(
+        f"key:{k.to_user_string()}" for spec in CHECKED for k in (raw_key(spec), table_key(spec), vector_key(spec))
+    )
     proc = subprocess.run(
-        [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "etl_assets.definitions",
-         "--select", selection, "--partition", "1"],
-        env=process_env, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "dagster",
+            "asset",
+            "materialize",
+            "-m",
+            "etl_assets.definitions",
+            "--select",
+            selection,
+            "--partition",
+            "1",
+        ],
+        env=process_env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        stdin=subprocess.DEVNULL,
+    )
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output[-4000:]
 
@@ -111,7 +132,7 @@ KILLED_APP = "etl_killed_table_step"
 CHILD = textwrap.dedent(
     """
     import sys
-    from etl_assets.core.entities import PROJECTS
+    from etl_assets.core.sources.jira.specs import PROJECTS
     from etl_assets.core.store import ops
     from etl_assets.core.store.db import make_engine
 
@@ -153,32 +174,45 @@ def test_table_step_killed_mid_transaction_leaves_nothing_visible(env, tmp_path)
         # The table step marks its batches consumed last, just before COMMIT: hold that row.
         holder.begin()
         pending = holder.execute(
-            select(b.c.id).where(b.c.tenant_id == "1", b.c.entity == "projects", b.c.consumed_at.is_(None))
+            select(b.c.id)
+            .where(b.c.tenant_id == "1", b.c.entity == "projects", b.c.consumed_at.is_(None))
             .with_for_update()
-        ).all()  # fmt: skip
+        ).all()
         assert len(pending) == 1
         script = tmp_path / "table_step.py"
         script.write_text(CHILD)
         child_url = f"{url}?application_name={KILLED_APP}"
-        child = subprocess.Popen([sys.executable, str(script), child_url], env=env.process_env(),
-                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+        child = subprocess.Popen(
+            [sys.executable, str(script), child_url],
+            env=env.process_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
         def blocked_after_writing() -> int | None:
-            row = watcher.execute(text(
-                "SELECT pid FROM pg_stat_activity WHERE application_name = :app AND wait_event_type = 'Lock' "
-                "AND backend_xid IS NOT NULL AND query ILIKE 'UPDATE raw_batches%'"
-            ), {"app": KILLED_APP}).first()  # fmt: skip
+            row = watcher.execute(
+                text(
+                    "SELECT pid FROM pg_stat_activity WHERE application_name = :app AND wait_event_type = 'Lock' "
+                    "AND backend_xid IS NOT NULL AND query ILIKE 'UPDATE raw_batches%'"
+                ),
+                {"app": KILLED_APP},
+            ).first()
             if child.poll() is not None:
                 raise AssertionError(f"the table step exited early: {child.stdout.read().decode()[-3000:]}")  # type: ignore[union-attr]
             return row[0] if row else None
 
-        backend = procs.wait_until(blocked_after_writing, timeout_s=60, interval_s=0.1,
-                                   what="the table step to block inside its transaction")  # fmt: skip
+        backend = procs.wait_until(
+            blocked_after_writing, timeout_s=60, interval_s=0.1, what="the table step to block inside its transaction"
+        )
         # It has upserted and marked rows deleted in this transaction (it holds a write lock on projects)...
-        writes = watcher.execute(text(
-            "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
-            "WHERE l.pid = :pid AND c.relname = 'projects' AND l.mode = 'RowExclusiveLock'"
-        ), {"pid": backend}).scalar_one()  # fmt: skip
+        writes = watcher.execute(
+            text(
+                "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
+                "WHERE l.pid = :pid AND c.relname = 'projects' AND l.mode = 'RowExclusiveLock'"
+            ),
+            {"pid": backend},
+        ).scalar_one()
         assert writes == 1, "the step should have written to projects before blocking"
         assert _projects(url) == before  # ... none of which anyone else can see yet.
 
@@ -186,10 +220,15 @@ def test_table_step_killed_mid_transaction_leaves_nothing_visible(env, tmp_path)
         assert child.wait(timeout=30) == -signal.SIGKILL
         holder.rollback()  # release the row; the orphaned backend finds its client gone and aborts
         procs.wait_until(
-            lambda: watcher.execute(text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid"),
-                                    {"pid": backend}).scalar_one() == 0,
-            timeout_s=60, what="the killed step's backend to end",
-        )  # fmt: skip
+            lambda: (
+                watcher.execute(
+                    text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid"), {"pid": backend}
+                ).scalar_one()
+                == 0
+            ),
+            timeout_s=60,
+            what="the killed step's backend to end",
+        )
     finally:
         if child is not None and child.poll() is None:
             procs.stop_process_tree(child.pid, grace_s=1)

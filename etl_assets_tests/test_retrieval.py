@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from etl_assets.core.evaluation import evaluate_retrieval
-from etl_assets.core.jira.sample import generate_sample_site, labelled_queries
+from etl_assets.core.sources.jira.sample import generate_sample_site, labelled_queries
 
 
 @pytest.mark.slow

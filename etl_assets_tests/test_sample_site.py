@@ -17,8 +17,8 @@ from typing import Any
 import httpx
 import pytest
 
-from etl_assets.core.jira import sample
-from etl_assets.core.jira.sample import (
+from etl_assets.core.sources.jira import sample
+from etl_assets.core.sources.jira.sample import (
     JiraSite,
     JiraSiteHandler,
     format_jira_timestamp,
@@ -212,8 +212,15 @@ def test_issue_types_include_global_and_team_managed(site: JiraSite, client: htt
 def test_statuses_cover_three_categories(site: JiraSite, client: httpx.Client) -> None:
     statuses = client.get("/rest/api/3/status").json()
     assert statuses == site.statuses
-    categories = {(s["statusCategory"]["key"], s["statusCategory"]["id"], s["statusCategory"]["colorName"],
-                   s["statusCategory"]["name"]) for s in statuses}  # fmt: skip
+    categories = {
+        (
+            s["statusCategory"]["key"],
+            s["statusCategory"]["id"],
+            s["statusCategory"]["colorName"],
+            s["statusCategory"]["name"],
+        )
+        for s in statuses
+    }
     assert categories == {
         ("new", 2, "blue-gray", "To Do"),
         ("indeterminate", 4, "yellow", "In Progress"),
@@ -510,8 +517,20 @@ def test_descriptions_use_rich_adf_and_several_languages(site: JiraSite) -> None
 
     for issue in site.issues:
         walk(issue["fields"]["description"])
-    for kind in ("paragraph", "heading", "bulletList", "orderedList", "codeBlock", "table", "mention", "emoji",
-                 "inlineCard", "mark:link", "status", "date"):  # fmt: skip
+    for kind in (
+        "paragraph",
+        "heading",
+        "bulletList",
+        "orderedList",
+        "codeBlock",
+        "table",
+        "mention",
+        "emoji",
+        "inlineCard",
+        "mark:link",
+        "status",
+        "date",
+    ):
         assert node_types[kind] > 0, kind
     langs = Counter(site.languages.values())
     assert set(langs) == {"en", "de", "fr", "es", "ja"}
@@ -601,16 +620,21 @@ def test_delete_issue_and_project(fresh_site: JiraSite) -> None:
         assert len(remaining) == 300 - len(deleted)
         assert c.post(SEARCH, json={"jql": f"key = {parent['key']}"}).status_code == 400
 
-        team = next(p for p in fresh_site.projects if p["style"] == "next-gen" and any(
-            i["fields"]["project"]["id"] == p["id"] for i in fresh_site.issues))  # fmt: skip
+        team = next(
+            p
+            for p in fresh_site.projects
+            if p["style"] == "next-gen" and any(i["fields"]["project"]["id"] == p["id"] for i in fresh_site.issues)
+        )
         gone = fresh_site.delete_project(team["id"])
         assert gone
         assert team["key"] not in {p["key"] for p in c.get(PROJECT_SEARCH).json()["values"]}
         assert c.get(PROJECT_SEARCH).json()["total"] == 35
-        assert not any(t.get("scope", {}).get("project", {}).get("id") == team["id"]
-                       for t in c.get("/rest/api/3/issuetype").json())  # fmt: skip
-        assert not any(s.get("scope", {}).get("project", {}).get("id") == team["id"]
-                       for s in c.get("/rest/api/3/status").json())  # fmt: skip
+        assert not any(
+            t.get("scope", {}).get("project", {}).get("id") == team["id"] for t in c.get("/rest/api/3/issuetype").json()
+        )
+        assert not any(
+            s.get("scope", {}).get("project", {}).get("id") == team["id"] for s in c.get("/rest/api/3/status").json()
+        )
         after, _ = search_all(c, ALL_ISSUES)
         assert len(after) == 300 - len(deleted) - len(gone)
         bad = c.post(SEARCH, json={"jql": f"project = {team['key']}"})

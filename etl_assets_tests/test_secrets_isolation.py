@@ -29,15 +29,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, create_engine, event, make_url, select
 
-from etl_assets.core.entities import CATALOGUE, ISSUES, PROJECTS
+from etl_assets.core.catalogue import CATALOGUE
+from etl_assets.core.sources.jira.specs import ISSUES, PROJECTS
 from etl_assets.core.store import schema
 from etl_assets.core.tenants import TENANT_ID_PATTERN, TenantConfigError, TenantRegistry, validate_tenant_id
 from etl_assets.core.vectorstore import collection_name, point_id
 from etl_assets.defs.resources import QdrantResource
+from etl_assets.fakes.loopback import Fault
+from etl_assets.fakes.qdrant_server import FakeQdrant
 from etl_assets_tests.conftest import JIRA_EMAIL
 from etl_assets_tests.convergence import assert_converged, failure_texts, materialize, read_points
-from etl_assets_tests.fakes.loopback import Fault
-from etl_assets_tests.fakes.qdrant_server import FakeQdrant
 
 pytestmark = pytest.mark.filterwarnings("ignore:Api key is used with an insecure connection")
 

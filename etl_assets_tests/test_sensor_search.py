@@ -21,8 +21,9 @@ def evaluate(env, cursor=None):
     sensor = d.resolve_sensor_def("jira_issue_changes")
     res = env.resources()
     with dg.DagsterInstance.ephemeral() as instance:
-        with dg.build_sensor_context(instance=instance, cursor=cursor,
-                                     resources={"jira": res["jira"], "database": res["database"]}) as context:  # fmt: skip
+        with dg.build_sensor_context(
+            instance=instance, cursor=cursor, resources={"jira": res["jira"], "database": res["database"]}
+        ) as context:
             return sensor(context)
 
 
@@ -57,8 +58,13 @@ def test_change_sensor_reports_a_failing_tenant_and_keeps_checking_others(env):
 
 
 def _search(env, query, **kw):
-    settings = EmbeddingSettings(provider="openai", api_key="sk-test-embeddings-secret", base_url=env.embeddings.url,
-                                 dimensions=kw.pop("dimensions", 64), model=kw.pop("model", None))  # fmt: skip
+    settings = EmbeddingSettings(
+        provider="openai",
+        api_key="sk-test-embeddings-secret",
+        base_url=env.embeddings.url,
+        dimensions=kw.pop("dimensions", 64),
+        model=kw.pop("model", None),
+    )
 
     async def go():
         async with open_embedder(settings) as embedder, open_qdrant(None, None, env.qdrant_path) as client:
@@ -102,16 +108,23 @@ def test_search_command_prints_ranked_hits(env):
     text = next(p for p in all_points(env)["client_1_issues"] if p.payload["key"] == target["key"]).payload["text"]
     proc = subprocess.run(
         [sys.executable, "-m", "etl_assets.cli", "search", text, "--tenant", "1", "-k", "3"],
-        env=env.process_env(), capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
-    )  # fmt: skip
+        env=env.process_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.strip().splitlines()
     assert len(lines) == 3 and target["key"] in lines[0]
     wrong = subprocess.run(
         [sys.executable, "-m", "etl_assets.cli", "search", "x", "--tenant", "1"],
         env={**env.process_env(), "EMBEDDING_MODEL": "text-embedding-3-large"},
-        capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
     assert wrong.returncode == 2 and "built with" in wrong.stderr
     import socket
 
@@ -121,8 +134,11 @@ def test_search_command_prints_ranked_hits(env):
     down = subprocess.run(
         [sys.executable, "-m", "etl_assets.cli", "search", "x", "--tenant", "1"],
         env={**env.process_env(), "QDRANT_URL": f"http://127.0.0.1:{closed}", "QDRANT_API_KEY": "qdrant-SECRETVALUE"},
-        capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
     assert down.returncode == 2, down.stderr
     assert f"QDRANT_URL=http://127.0.0.1:{closed}" in down.stderr and "Traceback" not in down.stderr, down.stderr
     assert "SECRETVALUE" not in down.stderr

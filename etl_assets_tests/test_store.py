@@ -7,8 +7,9 @@ from datetime import UTC, datetime
 
 from sqlalchemy import select
 
-from etl_assets.core.entities import ISSUES, PROJECTS
-from etl_assets.core.jira.client import RawPage
+from etl_assets.core.records import RawPage
+from etl_assets.core.sources.jira import tables
+from etl_assets.core.sources.jira.specs import ISSUES, PROJECTS
 from etl_assets.core.store import ops, schema
 from etl_assets.core.store.db import make_engine
 
@@ -26,13 +27,14 @@ def test_overlapping_windows_keep_the_newest_version(tmp_path):
     newer = issue(1, "2026-03-04T10:16:00.000+0000", "newer")
     older = issue(1, "2026-03-04T10:15:00.000+0000", "older")
     ops.land_raw(engine, ISSUES, "t", [page({"issues": [newer]})], kind="incremental")
-    ops.land_raw(engine, ISSUES, "t", [page({"issues": [older, issue(2, "2026-03-04T09:00:00.000+0000")]})],
-                 kind="incremental")  # fmt: skip
+    ops.land_raw(
+        engine, ISSUES, "t", [page({"issues": [older, issue(2, "2026-03-04T09:00:00.000+0000")]})], kind="incremental"
+    )
     result = ops.build_table(engine, ISSUES, "t")
     assert result.inserted == 2 and result.fetched == 3
     with engine.connect() as conn:
         summaries = {
-            r.external_id: r.summary for r in conn.execute(select(schema.issues.c.external_id, schema.issues.c.summary))
+            r.external_id: r.summary for r in conn.execute(select(tables.issues.c.external_id, tables.issues.c.summary))
         }
     assert summaries == {"1": "newer", "2": "s"}
     assert result.watermark == datetime(2026, 3, 4, 10, 16, tzinfo=UTC)
@@ -80,8 +82,10 @@ def test_surrogate_keys_are_64_bit(tmp_path, backend):
 
     engine = make_engine(database_url_for_test(tmp_path, backend, f"bigint-{backend}"))
     schema.metadata.create_all(engine)
-    columns = {t: {c["name"]: c["type"] for c in inspect(engine).get_columns(t)}
-               for t in ("issues", "raw_batches", "raw_jira_pages", "rejected_records")}  # fmt: skip
+    columns = {
+        t: {c["name"]: c["type"] for c in inspect(engine).get_columns(t)}
+        for t in ("issues", "raw_batches", "raw_jira_pages", "rejected_records")
+    }
     for table, types in columns.items():
         wanted = "BIGINT" if backend == "postgres" else "INTEGER"
         assert str(types["id"]) == wanted, (table, types["id"])

@@ -15,8 +15,14 @@ from pathlib import Path
 
 import pytest
 
-FORBIDDEN = ("Event loop is closed", "Task exception was never retrieved", "unclosed", "ResourceWarning",
-             "was never awaited", "Unclosed")  # fmt: skip
+FORBIDDEN = (
+    "Event loop is closed",
+    "Task exception was never retrieved",
+    "unclosed",
+    "ResourceWarning",
+    "was never awaited",
+    "Unclosed",
+)
 
 CHILD = textwrap.dedent(
     """
@@ -63,13 +69,21 @@ def test_vector_steps_tear_down_cleanly_under_dev_mode(env, tmp_path):
     process_env["DAGSTER_HOME"] = str(tmp_path / "dagster_home")
     (tmp_path / "dagster_home").mkdir()
     cmd = [
-        sys.executable, "-X", "dev", "-W", "error",
+        sys.executable,
+        "-X",
+        "dev",
+        "-W",
+        "error",
         # Third-party deprecations are not ours to fix and would abort before our code runs;
         # ResourceWarning and every other category stay errors.
-        "-W", "ignore::DeprecationWarning", "-W", "ignore::PendingDeprecationWarning",
-        "-W", "ignore::FutureWarning",
+        "-W",
+        "ignore::DeprecationWarning",
+        "-W",
+        "ignore::PendingDeprecationWarning",
+        "-W",
+        "ignore::FutureWarning",
         str(script),
-    ]  # fmt: skip
+    ]
     proc = subprocess.run(cmd, env=process_env, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output[-4000:]
@@ -88,10 +102,21 @@ def test_vector_steps_tear_down_cleanly_under_dev_mode(env, tmp_path):
 
 
 CLI_COMMANDS = {
-    "dagster": [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "etl_assets.definitions",
-                "--select", "*", "--partition", "1"],
+    "dagster": [
+        sys.executable,
+        "-m",
+        "dagster",
+        "asset",
+        "materialize",
+        "-m",
+        "etl_assets.definitions",
+        "--select",
+        "*",
+        "--partition",
+        "1",
+    ],
     "dg": [str(Path(sys.executable).with_name("dg")), "launch", "--assets", "*", "--partition", "1"],
-}  # fmt: skip
+}
 
 
 @pytest.mark.slow
@@ -101,17 +126,26 @@ def test_cli_materializes_a_partition_on_a_fresh_home(env, tmp_path, cli):
     home.mkdir()
     process_env = {**env.process_env(), "DAGSTER_HOME": str(home)}
     proc = subprocess.run(
-        CLI_COMMANDS[cli], cwd=Path(__file__).resolve().parents[1],
-        env=process_env, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
-    )  # fmt: skip
+        CLI_COMMANDS[cli],
+        cwd=Path(__file__).resolve().parents[1],
+        env=process_env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+    )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     assert "RUN_SUCCESS" in proc.stdout + proc.stderr
-    from etl_assets.core.entities import CATALOGUE
+    from etl_assets.core.catalogue import CATALOGUE
     from etl_assets_tests.test_graph import table_rows
 
     site = env.tenants["1"].site
-    expected = {"projects": len(site.projects), "wits": len(site.issue_types), "statuses": len(site.statuses),
-                "issues": len(site.issues)}  # fmt: skip
+    expected = {
+        "projects": len(site.projects),
+        "wits": len(site.issue_types),
+        "statuses": len(site.statuses),
+        "issues": len(site.issues),
+    }
     for spec in CATALOGUE:
         assert len(table_rows(env, spec, "1")) == expected[spec.name]
         assert table_rows(env, spec, "2") == []

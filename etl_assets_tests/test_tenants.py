@@ -21,11 +21,14 @@ def test_bundled_registry_defines_sample_tenants():
 
 
 def test_live_tenant_reads_credentials_from_named_variables(tmp_path):
-    path = write(tmp_path, """
+    path = write(
+        tmp_path,
+        """
 tenants:
   - id: acme-1
     jira: {url: "https://acme.atlassian.net/", email_env: ACME_EMAIL, token_env: ACME_TOKEN, projects: [ABC]}
-""")
+""",
+    )
     tenant = TenantRegistry.load(path).get("acme-1")
     assert tenant.jira.url == "https://acme.atlassian.net"
     assert tenant.jira.projects == ("ABC",)

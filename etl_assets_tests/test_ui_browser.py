@@ -26,9 +26,15 @@ CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = procs.PROJECT_ROOT / "artifacts" / "ui"
 ASSET_NAMES = [path[-1] for path in ALL_ASSET_KEYS]
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]  # fmt: skip
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def _require_chromium() -> None:
@@ -54,9 +60,12 @@ def page(tmp_path: Path) -> Iterator[object]:
 
     with sync_playwright() as p:
         context = p.chromium.launch_persistent_context(
-            str(tmp_path / "chromium-profile"), executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True,
+            str(tmp_path / "chromium-profile"),
+            executable_path=str(CHROMIUM),
+            args=CHROMIUM_ARGS,
+            headless=True,
             viewport={"width": 1600, "height": 1000},
-        )  # fmt: skip
+        )
         context.set_default_timeout(30_000)
         try:
             yield context.new_page()

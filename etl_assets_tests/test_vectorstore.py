@@ -9,7 +9,7 @@ import pytest
 from qdrant_client import AsyncQdrantClient
 
 from etl_assets.core.embeddings.base import ModelMismatchError
-from etl_assets.core.entities import ISSUES
+from etl_assets.core.sources.jira.specs import ISSUES
 from etl_assets.core.tenants import TenantConfigError
 from etl_assets.core.vectorstore import (
     Collection,
@@ -31,8 +31,12 @@ def test_collection_names():
 def test_point_ids_are_deterministic_and_distinct():
     a = point_id("1", "issues", "10001", 0)
     assert a == point_id("1", "issues", "10001", 0)
-    others = {point_id("2", "issues", "10001", 0), point_id("1", "projects", "10001", 0),
-              point_id("1", "issues", "10002", 0), point_id("1", "issues", "10001", 1)}  # fmt: skip
+    others = {
+        point_id("2", "issues", "10001", 0),
+        point_id("1", "projects", "10001", 0),
+        point_id("1", "issues", "10002", 0),
+        point_id("1", "issues", "10001", 1),
+    }
     assert a not in others and len(others) == 4
 
 

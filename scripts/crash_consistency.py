@@ -271,8 +271,8 @@ class Stage:
     def __init__(
         self, root: Path, embeddings: Any, qdrant_mode: str, latency: Latency, template: Path | None = None
     ) -> None:
-        from etl_assets.core.jira.sample import JiraSiteHandler, generate_sample_site
-        from etl_assets_tests.fakes.loopback import LoopbackServer, Request, Response
+        from etl_assets.core.sources.jira.sample import JiraSiteHandler, generate_sample_site
+        from etl_assets.fakes.loopback import LoopbackServer, Request, Response
 
         self.root = root
         if template is not None:  # the state a first sync of this (deterministic) site left
@@ -294,7 +294,7 @@ class Stage:
         self.embeddings = embeddings  # shared by all stages; Harness gives it this stage's timeline
         self.qdrant = None
         if qdrant_mode == "server":
-            from etl_assets_tests.fakes.qdrant_server import FakeQdrant
+            from etl_assets.fakes.qdrant_server import FakeQdrant
 
             self.qdrant = FakeQdrant(root / "qdrant-server").start()
         self.database_url = f"sqlite:///{root / 'etl.db'}"
@@ -530,7 +530,7 @@ def _points(stage: Stage) -> int:
 class Harness:
     def __init__(self, workdir: Path, latency: Latency | None = None) -> None:
         from etl_assets.core.embeddings.tokens import cl100k
-        from etl_assets_tests.fakes.openai_server import FakeEmbeddings
+        from etl_assets.fakes.openai_server import FakeEmbeddings
 
         self.workdir = workdir
         self.latency = latency or Latency()

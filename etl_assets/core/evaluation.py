@@ -13,8 +13,8 @@ from typing import Any
 from qdrant_client import AsyncQdrantClient
 
 from etl_assets.core.embeddings.base import Embedder
-from etl_assets.core.entities import ISSUES
 from etl_assets.core.search import search
+from etl_assets.core.sources.jira.specs import ISSUES
 from etl_assets.core.vectorstore import Collection, collection_name
 from etl_assets.core.vectorsync import sync_vectors
 
@@ -53,12 +53,18 @@ class RetrievalReport:
         return sum(o.reciprocal_rank for o in self.outcomes) / len(self.outcomes)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"model": self.model, "k": self.k, "queries": len(self.outcomes),
-                f"recall@{self.k}": round(self.recall_at_k, 4), "mrr": round(self.mrr, 4)}  # fmt: skip
+        return {
+            "model": self.model,
+            "k": self.k,
+            "queries": len(self.outcomes),
+            f"recall@{self.k}": round(self.recall_at_k, 4),
+            "mrr": round(self.mrr, 4),
+        }
 
 
-async def evaluate_retrieval(site: Any, queries: list[tuple[str, list[str]]], embedder: Embedder, *, k: int = 5,
-                             tenant_id: str = "eval") -> RetrievalReport:  # fmt: skip
+async def evaluate_retrieval(
+    site: Any, queries: list[tuple[str, list[str]]], embedder: Embedder, *, k: int = 5, tenant_id: str = "eval"
+) -> RetrievalReport:
     rows = []
     for record in site.issues:
         row = ISSUES.parse(record)
@@ -71,8 +77,14 @@ async def evaluate_retrieval(site: Any, queries: list[tuple[str, list[str]]], em
         async def live_ids(candidates: list[str]) -> set[str]:
             return live & set(candidates)
 
-        await sync_vectors(spec=ISSUES, tenant_id=tenant_id, pages=lambda: iter([rows]), live_ids=live_ids,
-                           embedder=embedder, collection=collection)  # fmt: skip
+        await sync_vectors(
+            spec=ISSUES,
+            tenant_id=tenant_id,
+            pages=lambda: iter([rows]),
+            live_ids=live_ids,
+            embedder=embedder,
+            collection=collection,
+        )
         outcomes = []
         for query, relevant in queries:
             hits = await search(client, embedder, query, tenant_id=tenant_id, k=k)

@@ -5,15 +5,14 @@ Kept free of Dagster so they can be tested, and reused by the CLI, without it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import Engine, select
 
-from etl_assets.core.entities import BY_NAME, EntitySpec, FetchRequest
-from etl_assets.core.jira.client import JiraClient, RawPage
+from etl_assets.core.records import EntitySpec, FetchRequest, RawPage
 from etl_assets.core.store import ops
 from etl_assets.core.tenants import Tenant
 
@@ -50,7 +49,7 @@ def plan_fetches(
     return plans, state
 
 
-def fetch(spec: EntitySpec, client: JiraClient, plan: FetchPlan) -> Iterator[RawPage]:
+def fetch(spec: EntitySpec, client: Any, plan: FetchPlan) -> Iterator[RawPage]:
     return spec.fetch(client, plan.request)
 
 
@@ -63,23 +62,39 @@ class CheckOutcome:
     blocking: bool = True
 
 
-def table_checks(engine: Engine, spec: EntitySpec, tenant_id: str) -> list[CheckOutcome]:
-    """Checks on the committed table, read through a fresh connection after the commit."""
+def table_checks(
+    engine: Engine, spec: EntitySpec, tenant_id: str, catalogue: Mapping[str, EntitySpec]
+) -> list[CheckOutcome]:
+    """Checks on the committed table, read through a fresh connection after the commit.
+
+    ``catalogue`` resolves ``spec.references``: the catalogue the definitions were built from.
+    """
     with engine.connect() as conn:
         dups = ops.duplicate_ids(conn, spec, tenant_id)
         orphans = ops.rows_without_tenant(conn, spec)
         outcomes = [
-            CheckOutcome("no_duplicate_ids", not dups, "no Jira id appears twice for the tenant",
-                         {"duplicates": len(dups), "examples": ", ".join(dups[:5])}),
-            CheckOutcome("no_rows_without_tenant", orphans == 0, "every row carries a tenant id",
-                         {"rows_without_tenant": orphans}),
-        ]  # fmt: skip
+            CheckOutcome(
+                "no_duplicate_ids",
+                not dups,
+                "no Jira id appears twice for the tenant",
+                {"duplicates": len(dups), "examples": ", ".join(dups[:5])},
+            ),
+            CheckOutcome(
+                "no_rows_without_tenant",
+                orphans == 0,
+                "every row carries a tenant id",
+                {"rows_without_tenant": orphans},
+            ),
+        ]
         if spec.references:
-            dangling = ops.dangling_references(conn, spec, tenant_id, BY_NAME)
+            dangling = ops.dangling_references(conn, spec, tenant_id, catalogue)
             outcomes.append(
-                CheckOutcome("references_resolve", not any(dangling.values()),
-                             "project, type and status of every live row exist for the tenant",
-                             {f"dangling_{k}": v for k, v in dangling.items()})  # fmt: skip
+                CheckOutcome(
+                    "references_resolve",
+                    not any(dangling.values()),
+                    "project, type and status of every live row exist for the tenant",
+                    {f"dangling_{k}": v for k, v in dangling.items()},
+                )
             )
     return outcomes
 

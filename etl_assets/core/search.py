@@ -49,7 +49,9 @@ async def search(
     """
     name = collection_name(tenant_id, entity)
     if not await client.collection_exists(name):
-        raise LookupError(f"collection {name} does not exist yet: materialize vectors/{entity}_vectors for tenant {tenant_id}")
+        raise LookupError(
+            f"collection {name} does not exist yet: materialize vectors/{entity}_vectors for tenant {tenant_id}"
+        )
     info = await client.get_collection(name)
     built_with = (info.config.metadata or {}).get("embedding_model")
     params = info.config.params.vectors
@@ -62,9 +64,12 @@ async def search(
     [vector] = await embedder.embed([query])
     # Long rows have several chunks: over-fetch, then keep each row's best chunk.
     response = await client.query_points(
-        name, query=vector, limit=max(k * 4, k + 10), with_payload=True,
+        name,
+        query=vector,
+        limit=max(k * 4, k + 10),
+        with_payload=True,
         query_filter=_filter(tenant_id, project, status_category),
-    )  # fmt: skip
+    )
     best: dict[str, Hit] = {}
     for point in response.points:
         payload = point.payload or {}

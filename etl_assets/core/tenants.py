@@ -156,8 +156,10 @@ class TenantRegistry:
             if other is not None:
                 # Qdrant's local mode keeps a folder per collection: on a case-insensitive file
                 # system the two tenants would share their collections.
-                raise TenantConfigError(f"{source}: tenant ids {other!r} and {tenant.id!r} differ only by case; "
-                                        "collection names must not depend on case")  # fmt: skip
+                raise TenantConfigError(
+                    f"{source}: tenant ids {other!r} and {tenant.id!r} differ only by case; "
+                    "collection names must not depend on case"
+                )
             seen[tenant.id.lower()] = tenant.id
         if not tenants:
             raise TenantConfigError(f"{source}: the 'tenants:' list is empty")

@@ -184,13 +184,16 @@ class Collection:
         ids = list(ids)
         for start in range(0, len(ids), RETRIEVE_MAX_IDS):
             points = await self.client.retrieve(
-                self.name, ids=ids[start : start + RETRIEVE_MAX_IDS],
-                with_payload=["external_id", "content_hash", "chunks"], with_vectors=False,
-            )  # fmt: skip
+                self.name,
+                ids=ids[start : start + RETRIEVE_MAX_IDS],
+                with_payload=["external_id", "content_hash", "chunks"],
+                with_vectors=False,
+            )
             for p in points:
                 payload = p.payload or {}
-                out[str(p.id)] = ExistingPoint(str(p.id), payload.get("external_id"), payload.get("content_hash"),
-                                               payload.get("chunks"))  # fmt: skip
+                out[str(p.id)] = ExistingPoint(
+                    str(p.id), payload.get("external_id"), payload.get("content_hash"), payload.get("chunks")
+                )
         return out
 
     async def upsert(self, points: list[models.PointStruct]) -> None:
@@ -211,9 +214,12 @@ class Collection:
         offset: Any = None
         while True:
             points, offset = await self.client.scroll(
-                self.name, limit=page, offset=offset, with_payload=["external_id", "chunk", "content_hash"],
+                self.name,
+                limit=page,
+                offset=offset,
+                with_payload=["external_id", "chunk", "content_hash"],
                 with_vectors=False,
-            )  # fmt: skip
+            )
             if points:
                 yield [_ref(p.id, p.payload) for p in points]
             if offset is None:
@@ -239,8 +245,12 @@ class Collection:
 def _ref(point_id_: Any, payload: dict[str, Any] | None) -> PointRef:
     payload = payload or {}
     chunk = payload.get("chunk")
-    return PointRef(str(point_id_), payload.get("external_id"), chunk if isinstance(chunk, int) else None,
-                    payload.get("content_hash"))  # fmt: skip
+    return PointRef(
+        str(point_id_),
+        payload.get("external_id"),
+        chunk if isinstance(chunk, int) else None,
+        payload.get("content_hash"),
+    )
 
 
 @dataclass(frozen=True)
@@ -253,8 +263,11 @@ class QdrantSettings:
     def from_env(cls, env: Mapping[str, str]) -> QdrantSettings:
         from etl_assets.core.settings import DEFAULT_QDRANT_PATH
 
-        return cls(env.get("QDRANT_URL") or None, env.get("QDRANT_API_KEY") or None,
-                   env.get("QDRANT_PATH") or DEFAULT_QDRANT_PATH)  # fmt: skip
+        return cls(
+            env.get("QDRANT_URL") or None,
+            env.get("QDRANT_API_KEY") or None,
+            env.get("QDRANT_PATH") or DEFAULT_QDRANT_PATH,
+        )
 
 
 class QdrantLockTimeout(RuntimeError):
@@ -288,6 +301,7 @@ async def server_errors_named(url: str | None) -> AsyncIterator[None]:
     except (ResponseHandlingException, UnexpectedResponse) as exc:
         if not url:
             raise
+
         def describe(error: BaseException) -> str:
             return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
 

@@ -58,7 +58,7 @@ from typing import Any
 from qdrant_client import models
 
 from etl_assets.core.embeddings.base import Embedder, EmbeddingError, embed_counted, split_counted
-from etl_assets.core.entities import EntitySpec
+from etl_assets.core.records import EntitySpec
 from etl_assets.core.vectorstore import UPSERT_MAX_POINTS, ExistingPoint, VectorCollection, point_id
 
 log = logging.getLogger(__name__)
@@ -126,8 +126,15 @@ def row_text(spec: EntitySpec, row: dict[str, Any]) -> str:
     return spec.text(row).strip() or f"{spec.name} {row['external_id']}"
 
 
-def _chunks(spec: EntitySpec, tenant_id: str, row: dict[str, Any], text: str, digest: str, model: str,
-            pieces: list[tuple[str, int]]) -> list[PlannedChunk]:  # fmt: skip
+def _chunks(
+    spec: EntitySpec,
+    tenant_id: str,
+    row: dict[str, Any],
+    text: str,
+    digest: str,
+    model: str,
+    pieces: list[tuple[str, int]],
+) -> list[PlannedChunk]:
     base = {
         "tenant_id": tenant_id,
         "entity": spec.name,
@@ -220,9 +227,20 @@ class _Allowance:
 class _Sync:
     """The state of one :func:`sync_vectors` call."""
 
-    def __init__(self, *, spec: EntitySpec, tenant_id: str, embedder: Embedder, collection: VectorCollection,
-                 result: VectorSyncResult, concurrency: int, max_batch_inputs: int | None,
-                 max_batch_tokens: int | None, chunk_tokens: int, upsert_points: int) -> None:  # fmt: skip
+    def __init__(
+        self,
+        *,
+        spec: EntitySpec,
+        tenant_id: str,
+        embedder: Embedder,
+        collection: VectorCollection,
+        result: VectorSyncResult,
+        concurrency: int,
+        max_batch_inputs: int | None,
+        max_batch_tokens: int | None,
+        chunk_tokens: int,
+        upsert_points: int,
+    ) -> None:
         self.spec, self.tenant_id, self.embedder, self.collection = spec, tenant_id, embedder, collection
         self.result = result
         self.max_batch_inputs, self.max_batch_tokens = max_batch_inputs, max_batch_tokens
@@ -330,8 +348,9 @@ class _Sync:
             self.result.rows_changed += 1
             self.expected_points += len(chunks)
             if head is not None and isinstance(head.chunks, int) and head.chunks > len(chunks):
-                surplus += [point_id(self.tenant_id, self.spec.name, r.external_id, i)
-                            for i in range(len(chunks), head.chunks)]  # fmt: skip
+                surplus += [
+                    point_id(self.tenant_id, self.spec.name, r.external_id, i) for i in range(len(chunks), head.chunks)
+                ]
         if surplus:
             self.result.surplus_chunks_deleted += await self.collection.delete_ids(surplus)
         for chunks in planned:
@@ -469,10 +488,18 @@ async def sync_vectors(
     chunk_tokens = min(max_chunk_tokens or embedder.max_input_tokens, embedder.max_input_tokens)
 
     def new_sync(into: VectorSyncResult) -> _Sync:
-        return _Sync(spec=spec, tenant_id=tenant_id, embedder=embedder, collection=collection, result=into,
-                     concurrency=max(1, concurrency), max_batch_inputs=max_batch_inputs,
-                     max_batch_tokens=max_batch_tokens, chunk_tokens=chunk_tokens,
-                     upsert_points=max(1, upsert_batch_points))  # fmt: skip
+        return _Sync(
+            spec=spec,
+            tenant_id=tenant_id,
+            embedder=embedder,
+            collection=collection,
+            result=into,
+            concurrency=max(1, concurrency),
+            max_batch_inputs=max_batch_inputs,
+            max_batch_tokens=max_batch_tokens,
+            chunk_tokens=chunk_tokens,
+            upsert_points=max(1, upsert_batch_points),
+        )
 
     state = None
     if fingerprint is not None:
@@ -511,7 +538,12 @@ async def sync_vectors(
     result.duration_s = time.perf_counter() - started
     log.info(
         "%s: %d live rows, %d changed, %d chunks embedded in %d batches, %d points deleted, %.1fs",
-        collection.name, result.rows_live, result.rows_changed, result.chunks_embedded, result.embedding_batches,
-        result.points_deleted + result.surplus_chunks_deleted, result.duration_s,
-    )  # fmt: skip
+        collection.name,
+        result.rows_live,
+        result.rows_changed,
+        result.chunks_embedded,
+        result.embedding_batches,
+        result.points_deleted + result.surplus_chunks_deleted,
+        result.duration_s,
+    )
     return result

@@ -1,7 +1,6 @@
 """Raw, table and vector assets, each built by one factory from the entity catalogue."""
 # No "from __future__ import annotations" here: Dagster reads these annotations at runtime.
 
-
 import time
 from datetime import timedelta
 
@@ -9,7 +8,7 @@ import dagster as dg
 from pydantic import Field
 
 from etl_assets.core import pipeline
-from etl_assets.core.entities import EntitySpec
+from etl_assets.core.records import EntitySpec
 from etl_assets.core.store import ops
 from etl_assets.core.tenants import TenantRegistry
 from etl_assets.core.vectorstore import Collection, collection_name, server_errors_named
@@ -34,13 +33,19 @@ def vector_key(spec: EntitySpec) -> dg.AssetKey:
 class RawFetchConfig(dg.Config):
     """Launchpad options for a raw fetch. Ignored by entities that are always listed in full."""
 
-    full_resync: bool = Field(default=False, description="Fetch every issue again, not only changes since the watermark.")
+    full_resync: bool = Field(
+        default=False, description="Fetch every issue again, not only changes since the watermark."
+    )
     reconcile: bool = Field(default=False, description="Also list live issue ids and mark the rest deleted.")
     overlap_minutes: int = Field(default=10, description="Re-read this much before the watermark (JQL is per minute).")
-    reconcile_every: int = Field(default=12, description="Reconcile automatically every N incremental syncs (0: never).")
+    reconcile_every: int = Field(
+        default=12, description="Reconcile automatically every N incremental syncs (0: never)."
+    )
 
 
-def build_raw_asset(spec: EntitySpec, registry: TenantRegistry, partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+def build_raw_asset(
+    spec: EntitySpec, registry: TenantRegistry, partitions: dg.PartitionsDefinition
+) -> dg.AssetsDefinition:
     @dg.asset(
         key=raw_key(spec),
         name=None,
@@ -53,23 +58,39 @@ def build_raw_asset(spec: EntitySpec, registry: TenantRegistry, partitions: dg.P
             "with tenant, entity, fetch time and a hash — the record the tables are rebuilt from."
         ),
     )
-    def raw_asset(context: dg.AssetExecutionContext, config: RawFetchConfig, jira: JiraResource,
-                  database: DatabaseResource) -> dg.MaterializeResult:  # fmt: skip
+    def raw_asset(
+        context: dg.AssetExecutionContext, config: RawFetchConfig, jira: JiraResource, database: DatabaseResource
+    ) -> dg.MaterializeResult:
         tenant = registry.get(context.partition_key)
         started = time.perf_counter()
         plans, state = pipeline.plan_fetches(
-            database.engine, spec, tenant, full_resync=config.full_resync, reconcile=config.reconcile,
-            overlap=timedelta(minutes=config.overlap_minutes), reconcile_every=config.reconcile_every,
+            database.engine,
+            spec,
+            tenant,
+            full_resync=config.full_resync,
+            reconcile=config.reconcile,
+            overlap=timedelta(minutes=config.overlap_minutes),
+            reconcile_every=config.reconcile_every,
             page_size=jira.page_size,
-        )  # fmt: skip
+        )
         meta: dict[str, object] = {}
         with jira.open(tenant) as client:
             for plan in plans:
-                landed = ops.land_raw(database.engine, spec, tenant.id, pipeline.fetch(spec, client, plan),
-                                      kind=plan.kind, run_id=context.run.run_id)  # fmt: skip
+                landed = ops.land_raw(
+                    database.engine,
+                    spec,
+                    tenant.id,
+                    pipeline.fetch(spec, client, plan),
+                    kind=plan.kind,
+                    run_id=context.run.run_id,
+                )
                 prefix = "" if plan.kind in ("full", "incremental") else f"{plan.kind}_"
-                meta |= {f"{prefix}batch_id": landed.batch_id, f"{prefix}pages": landed.pages,
-                         f"{prefix}records": landed.records, f"{prefix}bytes": landed.bytes}  # fmt: skip
+                meta |= {
+                    f"{prefix}batch_id": landed.batch_id,
+                    f"{prefix}pages": landed.pages,
+                    f"{prefix}records": landed.records,
+                    f"{prefix}bytes": landed.bytes,
+                }
             stats = client.stats
         meta |= {
             "tenant": tenant.id,
@@ -92,9 +113,12 @@ def build_raw_asset(spec: EntitySpec, registry: TenantRegistry, partitions: dg.P
 def _check_results(outcomes: list[pipeline.CheckOutcome], key: dg.AssetKey) -> list[dg.AssetCheckResult]:
     return [
         dg.AssetCheckResult(
-            check_name=o.name, asset_key=key, passed=o.passed, metadata=o.metadata,
+            check_name=o.name,
+            asset_key=key,
+            passed=o.passed,
+            metadata=o.metadata,
             severity=dg.AssetCheckSeverity.ERROR if o.blocking else dg.AssetCheckSeverity.WARN,
-        )  # fmt: skip
+        )
         for o in outcomes
     ]
 
@@ -105,16 +129,25 @@ TABLE_CHECKS = {
 }
 
 
-def build_table_asset(spec: EntitySpec, registry: TenantRegistry, partitions: dg.PartitionsDefinition,
-                      dialect: str, catalogue: dict[str, EntitySpec]) -> dg.AssetsDefinition:  # fmt: skip
+def build_table_asset(
+    spec: EntitySpec,
+    registry: TenantRegistry,
+    partitions: dg.PartitionsDefinition,
+    dialect: str,
+    catalogue: dict[str, EntitySpec],
+) -> dg.AssetsDefinition:
     key = table_key(spec)
     checks = dict(TABLE_CHECKS)
     if spec.references:
         checks["references_resolve"] = "Project, type and status of every live row exist for the tenant."
     check_specs = [dg.AssetCheckSpec(name, asset=key, blocking=True, description=d) for name, d in checks.items()]
     check_specs.append(
-        dg.AssetCheckSpec("no_rejected_records", asset=key, blocking=False,
-                          description="No record of this run was quarantined to rejected_records.")  # fmt: skip
+        dg.AssetCheckSpec(
+            "no_rejected_records",
+            asset=key,
+            blocking=False,
+            description="No record of this run was quarantined to rejected_records.",
+        )
     )
     deps = [raw_key(spec)] + [table_key(catalogue[target]) for _, target in spec.references]
 
@@ -137,13 +170,23 @@ def build_table_asset(spec: EntitySpec, registry: TenantRegistry, partitions: dg
         result = ops.build_table(database.engine, spec, tenant.id)  # committed when this returns
         for reason in result.rejected_reasons[:20]:
             context.log.warning(f"{spec.name}: rejected a record: {reason}")
-        outcomes = pipeline.table_checks(database.engine, spec, tenant.id)
+        outcomes = pipeline.table_checks(database.engine, spec, tenant.id, catalogue)
         outcomes.append(
-            pipeline.CheckOutcome("no_rejected_records", result.rejected == 0,
-                                  "records quarantined by this run", {"rejected": result.rejected}, blocking=False)  # fmt: skip
+            pipeline.CheckOutcome(
+                "no_rejected_records",
+                result.rejected == 0,
+                "records quarantined by this run",
+                {"rejected": result.rejected},
+                blocking=False,
+            )
         )
-        meta = {**result.metadata(), "tenant": tenant.id, "table": spec.table.name,
-                "database": database.display_url, "duration_s": round(time.perf_counter() - started, 3)}  # fmt: skip
+        meta = {
+            **result.metadata(),
+            "tenant": tenant.id,
+            "table": spec.table.name,
+            "database": database.display_url,
+            "duration_s": round(time.perf_counter() - started, 3),
+        }
         if result.watermark is None:
             meta.pop("watermark", None)
         return dg.MaterializeResult(metadata=meta, check_results=_check_results(outcomes, key))
@@ -162,8 +205,9 @@ def vector_automation() -> dg.AutomationCondition:
     return dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed()
 
 
-def build_vector_asset(spec: EntitySpec, registry: TenantRegistry, partitions: dg.PartitionsDefinition,
-                       provider_kind: str) -> dg.AssetsDefinition:  # fmt: skip
+def build_vector_asset(
+    spec: EntitySpec, registry: TenantRegistry, partitions: dg.PartitionsDefinition, provider_kind: str
+) -> dg.AssetsDefinition:
     key = vector_key(spec)
     check_specs = [dg.AssetCheckSpec(n, asset=key, description=d) for n, d in VECTOR_CHECKS.items()]
 
@@ -181,13 +225,18 @@ def build_vector_asset(spec: EntitySpec, registry: TenantRegistry, partitions: d
             "through its own connection, embeds only new or changed rows, removes points of deleted rows."
         ),
     )
-    async def vector_asset(context: dg.AssetExecutionContext, database: DatabaseResource,
-                           embeddings: EmbeddingsResource, qdrant: QdrantResource) -> dg.MaterializeResult:  # fmt: skip
+    async def vector_asset(
+        context: dg.AssetExecutionContext,
+        database: DatabaseResource,
+        embeddings: EmbeddingsResource,
+        qdrant: QdrantResource,
+    ) -> dg.MaterializeResult:
         tenant = registry.get(context.partition_key)
         embedder = embeddings.embedder
         engine = database.engine
-        collection = Collection(qdrant.client, collection_name(tenant.id, spec.name), tenant.id, spec.name,
-                                local=qdrant.local)  # fmt: skip
+        collection = Collection(
+            qdrant.client, collection_name(tenant.id, spec.name), tenant.id, spec.name, local=qdrant.local
+        )
 
         stats_before = embedder.stats.copy()
 
@@ -196,21 +245,39 @@ def build_vector_asset(spec: EntitySpec, registry: TenantRegistry, partitions: d
 
         async with server_errors_named(qdrant.url):  # Qdrant's failures name QDRANT_URL
             result = await sync_vectors(
-                spec=spec, tenant_id=tenant.id, pages=lambda: ops.iter_rows(engine, spec, tenant.id),
-                live_ids=live_ids, embedder=embedder, collection=collection, concurrency=embeddings.concurrency,
-                max_chunk_tokens=embeddings.chunk_tokens, fingerprint=lambda: ops.live_fingerprint(engine, spec, tenant.id),
-            )  # fmt: skip
+                spec=spec,
+                tenant_id=tenant.id,
+                pages=lambda: ops.iter_rows(engine, spec, tenant.id),
+                live_ids=live_ids,
+                embedder=embedder,
+                collection=collection,
+                concurrency=embeddings.concurrency,
+                max_chunk_tokens=embeddings.chunk_tokens,
+                fingerprint=lambda: ops.live_fingerprint(engine, spec, tenant.id),
+            )
             live_rows = ops.count_rows(engine, spec, tenant.id)
             distinct = await collection.count(chunk=0)
             model, size = await collection.model()
             outcomes = [
-                pipeline.CheckOutcome("points_match_live_rows", distinct == live_rows, "",
-                                      {"rows_with_points": distinct, "live_rows": live_rows}),
-                pipeline.CheckOutcome("vector_size_matches_model", size == embedder.dimensions and model == embedder.model,
-                                      "", {"vector_size": size or 0, "model": str(model), "expected": embedder.dimensions}),
-            ]  # fmt: skip
-            meta = {**result.metadata(), **embedder.stats.since(stats_before).metadata(), "tenant": tenant.id,
-                    "points_total": await collection.count()}  # fmt: skip
+                pipeline.CheckOutcome(
+                    "points_match_live_rows",
+                    distinct == live_rows,
+                    "",
+                    {"rows_with_points": distinct, "live_rows": live_rows},
+                ),
+                pipeline.CheckOutcome(
+                    "vector_size_matches_model",
+                    size == embedder.dimensions and model == embedder.model,
+                    "",
+                    {"vector_size": size or 0, "model": str(model), "expected": embedder.dimensions},
+                ),
+            ]
+            meta = {
+                **result.metadata(),
+                **embedder.stats.since(stats_before).metadata(),
+                "tenant": tenant.id,
+                "points_total": await collection.count(),
+            }
         return dg.MaterializeResult(metadata=meta, check_results=_check_results(outcomes, key))
 
     return vector_asset

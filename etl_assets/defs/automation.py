@@ -6,7 +6,7 @@ import json
 import dagster as dg
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
-from etl_assets.core.jira.jql import newest_change
+from etl_assets.core.sources.jira.jql import newest_change
 from etl_assets.core.store.ops import read_sync_state
 from etl_assets.core.tenants import TenantRegistry
 from etl_assets.defs.resources import DatabaseResource, JiraResource
@@ -23,26 +23,40 @@ def build_sync_job() -> UnresolvedAssetJobDefinition:
 
 
 def per_tenant_schedule(
-    name: str, job: UnresolvedAssetJobDefinition, registry: TenantRegistry, cron: str, description: str,
-    *, run_config: dict | None = None, tags: dict[str, str] | None = None, timezone: str = "UTC",
-) -> dg.ScheduleDefinition:  # fmt: skip
+    name: str,
+    job: UnresolvedAssetJobDefinition,
+    registry: TenantRegistry,
+    cron: str,
+    description: str,
+    *,
+    run_config: dict | None = None,
+    tags: dict[str, str] | None = None,
+    timezone: str = "UTC",
+) -> dg.ScheduleDefinition:
     """A schedule that asks for one run of ``job`` per tenant partition on each tick."""
 
     @dg.schedule(name=name, job=job, cron_schedule=cron, execution_timezone=timezone, description=description)
     def per_tenant(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest]:
         stamp = context.scheduled_execution_time.isoformat() if context.scheduled_execution_time else "manual"
         return [
-            dg.RunRequest(run_key=f"{name}-{t}-{stamp}", partition_key=t, run_config=run_config or {},
-                          tags={"etl/tenant": t, **(tags or {})})  # fmt: skip
+            dg.RunRequest(
+                run_key=f"{name}-{t}-{stamp}",
+                partition_key=t,
+                run_config=run_config or {},
+                tags={"etl/tenant": t, **(tags or {})},
+            )
             for t in registry.ids
         ]
 
     return per_tenant
 
 
-def build_sync_schedule(job: UnresolvedAssetJobDefinition, registry: TenantRegistry, cron: str) -> dg.ScheduleDefinition:
-    return per_tenant_schedule("sync_all_tenants", job, registry, cron,
-                               f"Every tenant's full sync, on cron '{cron}' (ETL_SYNC_CRON).")  # fmt: skip
+def build_sync_schedule(
+    job: UnresolvedAssetJobDefinition, registry: TenantRegistry, cron: str
+) -> dg.ScheduleDefinition:
+    return per_tenant_schedule(
+        "sync_all_tenants", job, registry, cron, f"Every tenant's full sync, on cron '{cron}' (ETL_SYNC_CRON)."
+    )
 
 
 def build_automation_sensor(minimum_interval_s: int) -> dg.AutomationConditionSensorDefinition:
@@ -71,16 +85,23 @@ def build_issues_job() -> UnresolvedAssetJobDefinition:
     )
 
 
-def build_reconcile_schedule(job: UnresolvedAssetJobDefinition, registry: TenantRegistry, cron: str) -> dg.ScheduleDefinition:
+def build_reconcile_schedule(
+    job: UnresolvedAssetJobDefinition, registry: TenantRegistry, cron: str
+) -> dg.ScheduleDefinition:
     return per_tenant_schedule(
-        "reconcile_issue_deletions", job, registry, cron,
+        "reconcile_issue_deletions",
+        job,
+        registry,
+        cron,
         f"List every tenant's live issue ids and mark the rest deleted, on cron '{cron}' (ETL_RECONCILE_CRON).",
-        run_config=RECONCILE_OP_CONFIG, tags={"etl/reconcile": "true"},
-    )  # fmt: skip
+        run_config=RECONCILE_OP_CONFIG,
+        tags={"etl/reconcile": "true"},
+    )
 
 
-def build_change_sensor(job: UnresolvedAssetJobDefinition, registry: TenantRegistry,
-                        minimum_interval_s: int) -> dg.SensorDefinition:  # fmt: skip
+def build_change_sensor(
+    job: UnresolvedAssetJobDefinition, registry: TenantRegistry, minimum_interval_s: int
+) -> dg.SensorDefinition:
     @dg.sensor(
         name="jira_issue_changes",
         job=job,
@@ -92,8 +113,9 @@ def build_change_sensor(job: UnresolvedAssetJobDefinition, registry: TenantRegis
             f"{minimum_interval_s}s (ETL_CHANGE_SENSOR_INTERVAL_S)."
         ),
     )
-    def jira_issue_changes(context: dg.SensorEvaluationContext, jira: JiraResource,
-                           database: DatabaseResource) -> dg.SensorResult:  # fmt: skip
+    def jira_issue_changes(
+        context: dg.SensorEvaluationContext, jira: JiraResource, database: DatabaseResource
+    ) -> dg.SensorResult:
         cursor: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
         requests: list[dg.RunRequest] = []
         decisions: list[str] = []
@@ -102,8 +124,13 @@ def build_change_sensor(job: UnresolvedAssetJobDefinition, registry: TenantRegis
                 watermark = read_sync_state(database.engine, tenant.id, "issues").watermark
                 if watermark is None:
                     decisions.append(f"tenant {tenant.id}: never synced — run requested")
-                    requests.append(dg.RunRequest(run_key=f"changes-{tenant.id}-first", partition_key=tenant.id,
-                                                  tags={"etl/tenant": tenant.id}))  # fmt: skip
+                    requests.append(
+                        dg.RunRequest(
+                            run_key=f"changes-{tenant.id}-first",
+                            partition_key=tenant.id,
+                            tags={"etl/tenant": tenant.id},
+                        )
+                    )
                     continue
                 with jira.open(tenant) as client:
                     newest = newest_change(client, tenant, watermark)
@@ -118,9 +145,16 @@ def build_change_sensor(job: UnresolvedAssetJobDefinition, registry: TenantRegis
                 decisions.append(f"tenant {tenant.id}: skipped, change at {newest.isoformat()} already requested")
                 continue
             cursor[tenant.id] = newest.isoformat()
-            decisions.append(f"tenant {tenant.id}: changed at {newest.isoformat()} (watermark {watermark.isoformat()}) — run requested")
-            requests.append(dg.RunRequest(run_key=f"changes-{tenant.id}-{newest.isoformat()}", partition_key=tenant.id,
-                                          tags={"etl/tenant": tenant.id}))  # fmt: skip
+            decisions.append(
+                f"tenant {tenant.id}: changed at {newest.isoformat()} (watermark {watermark.isoformat()}) — run requested"
+            )
+            requests.append(
+                dg.RunRequest(
+                    run_key=f"changes-{tenant.id}-{newest.isoformat()}",
+                    partition_key=tenant.id,
+                    tags={"etl/tenant": tenant.id},
+                )
+            )
         for line in decisions:
             context.log.info(line)
         return dg.SensorResult(

@@ -9,8 +9,9 @@ from urllib.parse import urlsplit
 
 import dagster as dg
 
+from etl_assets.core.catalogue import BY_NAME, CATALOGUE
 from etl_assets.core.embeddings.factory import EmbeddingConfigError, EmbeddingSettings
-from etl_assets.core.entities import BY_NAME, CATALOGUE, EntitySpec
+from etl_assets.core.records import EntitySpec
 from etl_assets.core.settings import DEFAULT_DATABASE_URL
 from etl_assets.core.tenants import TenantRegistry
 from etl_assets.core.vectorstore import QdrantSettings
@@ -64,17 +65,27 @@ def resources_from_env(env: Mapping[str, str] | None = None) -> dict[str, Any]:
     if qd.url:
         parts = urlsplit(qd.url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"QDRANT_URL is not an http(s) URL of a Qdrant server: {qd.url!r} "
-                             "(unset it to use the local folder QDRANT_PATH)")  # fmt: skip
+            raise ValueError(
+                f"QDRANT_URL is not an http(s) URL of a Qdrant server: {qd.url!r} "
+                "(unset it to use the local folder QDRANT_PATH)"
+            )
     return {
         "jira": JiraResource(),
         "database": DatabaseResource(url=_secret(env, "DATABASE_URL") or DEFAULT_DATABASE_URL),
         "embeddings": EmbeddingsResource(
-            provider=emb.provider, model=emb.model, dimensions=emb.dimensions,
-            api_key=_secret(env, "OPENAI_API_KEY"), base_url=emb.base_url, concurrency=emb.concurrency,
-            batch_inputs=emb.batch_inputs, batch_tokens=emb.batch_tokens,
-            chunk_tokens=chunk_tokens, rpm=emb.rpm, tpm=emb.tpm, pool_limit=emb.pool_limit,
-        ),  # fmt: skip
+            provider=emb.provider,
+            model=emb.model,
+            dimensions=emb.dimensions,
+            api_key=_secret(env, "OPENAI_API_KEY"),
+            base_url=emb.base_url,
+            concurrency=emb.concurrency,
+            batch_inputs=emb.batch_inputs,
+            batch_tokens=emb.batch_tokens,
+            chunk_tokens=chunk_tokens,
+            rpm=emb.rpm,
+            tpm=emb.tpm,
+            pool_limit=emb.pool_limit,
+        ),
         "qdrant": QdrantResource(url=qd.url, api_key=_secret(env, "QDRANT_API_KEY"), path=qd.path),
     }
 
@@ -93,7 +104,9 @@ def build_definitions(
     db_url = env.get("DATABASE_URL") or ""
     dialect = "postgres" if db_url.startswith("postgres") else "sqlite"
     provider_kind = "openai" if resources["embeddings"].provider == "openai" else "pytorch"
-    by_name = {s.name: s for s in catalogue} | {k: v for k, v in BY_NAME.items() if k not in {s.name for s in catalogue}}
+    by_name = {s.name: s for s in catalogue} | {
+        k: v for k, v in BY_NAME.items() if k not in {s.name for s in catalogue}
+    }
     assets: list[dg.AssetsDefinition] = []
     for spec in catalogue:
         assets.append(build_raw_asset(spec, registry, partitions))

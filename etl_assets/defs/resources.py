@@ -22,8 +22,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from etl_assets.core.embeddings.base import Embedder
 from etl_assets.core.embeddings.factory import EmbeddingConfigError, EmbeddingSettings, open_embedder
-from etl_assets.core.jira.client import JiraClient
 from etl_assets.core.settings import DEFAULT_DATABASE_URL, DEFAULT_QDRANT_PATH
+from etl_assets.core.sources.jira.client import JiraClient
 from etl_assets.core.store.db import make_engine, safe_url
 from etl_assets.core.tenants import Tenant
 from etl_assets.core.vectorstore import open_qdrant
@@ -31,7 +31,7 @@ from etl_assets.core.vectorstore import open_qdrant
 
 @functools.cache
 def _sample_site(url: str) -> Any:
-    from etl_assets.core.jira.sample import generate_sample_site
+    from etl_assets.core.sources.jira.sample import generate_sample_site
 
     parts = urlsplit(url)
     q = {k: v[-1] for k, v in parse_qs(parts.query).items()}
@@ -49,7 +49,9 @@ class JiraResource(dg.ConfigurableResource):
     timeout_s: float = Field(default=30.0, description="Read timeout per request, seconds.")
     connect_timeout_s: float = Field(default=10.0, description="Connect timeout per request, seconds.")
     max_attempts: int = Field(default=6, description="Attempts per request on 429, 5xx and transport errors.")
-    max_wait_s: float = Field(default=60.0, description="Longest single wait between attempts (Retry-After is capped here).")
+    max_wait_s: float = Field(
+        default=60.0, description="Longest single wait between attempts (Retry-After is capped here)."
+    )
     page_size: int = Field(default=50, description="maxResults for paged endpoints.")
 
     @contextlib.contextmanager
@@ -58,18 +60,25 @@ class JiraResource(dg.ConfigurableResource):
         headers = {"Accept": "application/json", "User-Agent": "etl-assets"}
         timeout = httpx.Timeout(self.timeout_s, connect=self.connect_timeout_s)
         if tenant.jira.is_sample:
-            from etl_assets.core.jira.sample import sample_transport
+            from etl_assets.core.sources.jira.sample import sample_transport
 
             site = _sample_site(tenant.jira.url)
-            http = httpx.Client(base_url=site.base_url, transport=sample_transport(site), headers=headers,
-                                timeout=timeout)  # fmt: skip
+            http = httpx.Client(
+                base_url=site.base_url, transport=sample_transport(site), headers=headers, timeout=timeout
+            )
         else:
             email, token = tenant.credentials()  # type: ignore[misc]
-            http = httpx.Client(base_url=tenant.jira.url, auth=httpx.BasicAuth(email, token), headers=headers,
-                                timeout=timeout)  # fmt: skip
+            http = httpx.Client(
+                base_url=tenant.jira.url, auth=httpx.BasicAuth(email, token), headers=headers, timeout=timeout
+            )
         try:
-            yield JiraClient(http=http, tenant_id=tenant.id, site=tenant.jira.url.split("?")[0],
-                             max_attempts=self.max_attempts, max_wait_s=self.max_wait_s)  # fmt: skip
+            yield JiraClient(
+                http=http,
+                tenant_id=tenant.id,
+                site=tenant.jira.url.split("?")[0],
+                max_attempts=self.max_attempts,
+                max_wait_s=self.max_wait_s,
+            )
         finally:
             http.close()
 
@@ -89,8 +98,9 @@ class DatabaseResource(dg.ConfigurableResource):
         except (SQLAlchemyError, OSError) as exc:
             # Name the setting and the (password-masked) URL; the driver's first line says why.
             reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-            raise dg.Failure(f"database {safe_url(self.url)} (DATABASE_URL) cannot be opened: "
-                             f"{type(exc).__name__}: {reason}") from None  # fmt: skip
+            raise dg.Failure(
+                f"database {safe_url(self.url)} (DATABASE_URL) cannot be opened: {type(exc).__name__}: {reason}"
+            ) from None
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         if self._engine is not None:
@@ -117,27 +127,44 @@ class EmbeddingsResource(dg.ConfigurableResource):
 
     provider: Literal["openai", "local"] = Field(default="local", description="EMBEDDING_PROVIDER.")
     model: str | None = Field(default=None, description="EMBEDDING_MODEL; default text-embedding-3-small (openai).")
-    dimensions: int | None = Field(default=None, description="EMBEDDING_DIMENSIONS; default 1536 (openai), 384 (local).")
+    dimensions: int | None = Field(
+        default=None, description="EMBEDDING_DIMENSIONS; default 1536 (openai), 384 (local)."
+    )
     api_key: str | None = Field(default=None, description="OPENAI_API_KEY (bind with EnvVar; never in run config).")
     base_url: str | None = Field(default=None, description="OPENAI_BASE_URL for an OpenAI-compatible gateway.")
     timeout_s: float = Field(default=60.0, description="Per-request timeout, seconds.")
-    max_retries: int = Field(default=6, description="Retries per request on 5xx, timeouts and resets (429s wait as told).")
+    max_retries: int = Field(
+        default=6, description="Retries per request on 5xx, timeouts and resets (429s wait as told)."
+    )
     concurrency: int = Field(default=4, description="Embedding requests in flight per step.")
     batch_inputs: int | None = Field(default=None, description="Most inputs per request (provider maximum if unset).")
     batch_tokens: int | None = Field(default=None, description="Most tokens per request (provider maximum if unset).")
-    chunk_tokens: int | None = Field(default=None, description="EMBEDDING_CHUNK_TOKENS: longest chunk, tokens (model limit if unset).")
+    chunk_tokens: int | None = Field(
+        default=None, description="EMBEDDING_CHUNK_TOKENS: longest chunk, tokens (model limit if unset)."
+    )
     rpm: int | None = Field(default=None, description="EMBEDDING_RPM: client-side requests/minute budget of the key.")
     tpm: int | None = Field(default=None, description="EMBEDDING_TPM: client-side tokens/minute budget of the key.")
-    pool_limit: int = Field(default=1, description="EMBEDDING_POOL_LIMIT: vector steps at once; each gets 1/n of the budget.")
+    pool_limit: int = Field(
+        default=1, description="EMBEDDING_POOL_LIMIT: vector steps at once; each gets 1/n of the budget."
+    )
     _embedder: Any = PrivateAttr(default=None)
 
     def settings(self) -> EmbeddingSettings:
         return EmbeddingSettings(
-            provider=self.provider, model=self.model, dimensions=self.dimensions, api_key=self.api_key,
-            base_url=self.base_url, timeout_s=self.timeout_s, max_retries=self.max_retries,
-            concurrency=self.concurrency, batch_inputs=self.batch_inputs, batch_tokens=self.batch_tokens,
-            rpm=self.rpm, tpm=self.tpm, pool_limit=self.pool_limit,
-        )  # fmt: skip
+            provider=self.provider,
+            model=self.model,
+            dimensions=self.dimensions,
+            api_key=self.api_key,
+            base_url=self.base_url,
+            timeout_s=self.timeout_s,
+            max_retries=self.max_retries,
+            concurrency=self.concurrency,
+            batch_inputs=self.batch_inputs,
+            batch_tokens=self.batch_tokens,
+            rpm=self.rpm,
+            tpm=self.tpm,
+            pool_limit=self.pool_limit,
+        )
 
     @property
     def embedder(self) -> Embedder:

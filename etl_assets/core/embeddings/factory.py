@@ -47,9 +47,14 @@ class EmbeddingSettings:
                 raise EmbeddingConfigError(f"OPENAI_BASE_URL is not an http(s) URL: {self.base_url!r}")
         if self.dimensions is not None and self.dimensions <= 0:
             raise EmbeddingConfigError(f"EMBEDDING_DIMENSIONS must be positive, got {self.dimensions}")
-        for name, value in (("EMBEDDING_RPM", self.rpm), ("EMBEDDING_TPM", self.tpm),
-                            ("EMBEDDING_CONCURRENCY", self.concurrency), ("EMBEDDING_POOL_LIMIT", self.pool_limit),
-                            ("EMBEDDING_BATCH_INPUTS", self.batch_inputs), ("EMBEDDING_BATCH_TOKENS", self.batch_tokens)):  # fmt: skip
+        for name, value in (
+            ("EMBEDDING_RPM", self.rpm),
+            ("EMBEDDING_TPM", self.tpm),
+            ("EMBEDDING_CONCURRENCY", self.concurrency),
+            ("EMBEDDING_POOL_LIMIT", self.pool_limit),
+            ("EMBEDDING_BATCH_INPUTS", self.batch_inputs),
+            ("EMBEDDING_BATCH_TOKENS", self.batch_tokens),
+        ):
             if value is not None and value <= 0:
                 raise EmbeddingConfigError(f"{name} must be positive, got {value}")
         if self.tpm is not None and self.tpm // self.pool_limit < 1:
@@ -120,11 +125,16 @@ async def open_embedder(settings: EmbeddingSettings) -> AsyncIterator[Embedder]:
     from etl_assets.core.embeddings.openai_provider import open_openai_embedder
 
     async with open_openai_embedder(
-        api_key=settings.api_key or "", model=settings.model_name,
-        dimensions=settings.dimensions or DEFAULT_OPENAI_DIMENSIONS, base_url=settings.base_url,
-        timeout_s=settings.timeout_s, max_retries=settings.max_retries,
-        max_connections=max(4, settings.concurrency * 2), rpm=settings.step_rpm, tpm=settings.step_tpm,
-    ) as embedder:  # fmt: skip
+        api_key=settings.api_key or "",
+        model=settings.model_name,
+        dimensions=settings.dimensions or DEFAULT_OPENAI_DIMENSIONS,
+        base_url=settings.base_url,
+        timeout_s=settings.timeout_s,
+        max_retries=settings.max_retries,
+        max_connections=max(4, settings.concurrency * 2),
+        rpm=settings.step_rpm,
+        tpm=settings.step_tpm,
+    ) as embedder:
         if settings.batch_inputs:
             embedder.max_batch_inputs = min(settings.batch_inputs, embedder.max_batch_inputs)
         if settings.batch_tokens:

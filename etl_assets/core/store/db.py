@@ -21,8 +21,10 @@ def make_engine(url: str, *, create: bool = True) -> Engine:
     try:
         parsed = make_url(url)
     except Exception:  # noqa: BLE001
-        raise ValueError("DATABASE_URL is not a valid SQLAlchemy URL (e.g. sqlite:///.data/etl.db or "
-                         "postgresql+psycopg2://user:pass@host/db)") from None
+        raise ValueError(
+            "DATABASE_URL is not a valid SQLAlchemy URL (e.g. sqlite:///.data/etl.db or "
+            "postgresql+psycopg2://user:pass@host/db)"
+        ) from None
     if parsed.get_backend_name() not in ("sqlite", "postgresql"):
         raise ValueError(f"DATABASE_URL: unsupported database {parsed.get_backend_name()!r} (sqlite or postgresql)")
     if parsed.get_backend_name() == "sqlite":

@@ -19,9 +19,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, and_, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from etl_assets.core.entities import EntitySpec
-from etl_assets.core.jira.client import RawPage
-from etl_assets.core.jira.parsers import RecordError
+from etl_assets.core.records import EntitySpec, RawPage, RecordError
 from etl_assets.core.store import schema
 
 log = logging.getLogger(__name__)
@@ -96,19 +94,32 @@ def land_raw(
     with engine.begin() as conn:
         batch_id = conn.execute(
             insert(schema.raw_batches).values(
-                tenant_id=tenant_id, entity=spec.name, kind=kind, fetched_at=now,
-                pages=len(fetched), records=records, run_id=run_id,
-            )  # fmt: skip
+                tenant_id=tenant_id,
+                entity=spec.name,
+                kind=kind,
+                fetched_at=now,
+                pages=len(fetched),
+                records=records,
+                run_id=run_id,
+            )
         ).inserted_primary_key[0]
         if fetched:
             conn.execute(
                 insert(schema.raw_jira_pages),
                 [
                     {
-                        "batch_id": batch_id, "tenant_id": tenant_id, "entity": spec.name, "page_no": i,
-                        "method": p.method, "path": p.path, "params": p.params, "status": p.status,
-                        "fetched_at": p.fetched_at, "content_hash": p.content_hash, "body": p.body,
-                    }  # fmt: skip
+                        "batch_id": batch_id,
+                        "tenant_id": tenant_id,
+                        "entity": spec.name,
+                        "page_no": i,
+                        "method": p.method,
+                        "path": p.path,
+                        "params": p.params,
+                        "status": p.status,
+                        "fetched_at": p.fetched_at,
+                        "content_hash": p.content_hash,
+                        "body": p.body,
+                    }
                     for i, p in enumerate(fetched)
                 ],
             )
@@ -174,9 +185,7 @@ def _upsert(conn: Connection, table: Any, rows: list[dict[str, Any]]) -> None:
         conn.execute(stmt, rows[start : start + 500])
 
 
-def _reject(
-    conn: Connection, tenant_id: str, entity: str, batch_id: int, record: Any, error: RecordError | str
-) -> str:
+def _reject(conn: Connection, tenant_id: str, entity: str, batch_id: int, record: Any, error: RecordError | str) -> str:
     reason = error.reason if isinstance(error, RecordError) else str(error)
     reason = reason.encode("utf-8", "replace").decode("utf-8").replace("\x00", "")
     ext = error.external_id if isinstance(error, RecordError) else None
@@ -188,9 +197,14 @@ def _reject(
     payload = payload.encode("utf-8", "replace").decode("utf-8").replace("\x00", "")
     conn.execute(
         insert(schema.rejected_records).values(
-            tenant_id=tenant_id, entity=entity, external_id=ext, reason=reason[:2000],
-            payload=payload[:1_000_000], batch_id=batch_id, rejected_at=utcnow(),
-        )  # fmt: skip
+            tenant_id=tenant_id,
+            entity=entity,
+            external_id=ext,
+            reason=reason[:2000],
+            payload=payload[:1_000_000],
+            batch_id=batch_id,
+            rejected_at=utcnow(),
+        )
     )
     return reason
 
@@ -230,8 +244,14 @@ def build_table(engine: Engine, spec: EntitySpec, tenant_id: str) -> TableResult
                     result.fetched += 1
                     if key is None:
                         result.rejected_reasons.append(
-                            _reject(conn, tenant_id, spec.name, batch_id, record,
-                                    RecordError(f"{spec.name}: a record with a missing or invalid 'id'"))  # fmt: skip
+                            _reject(
+                                conn,
+                                tenant_id,
+                                spec.name,
+                                batch_id,
+                                record,
+                                RecordError(f"{spec.name}: a record with a missing or invalid 'id'"),
+                            )
                         )
                         continue
                     if key in latest and _older(spec, record, latest[key][0]):
@@ -270,17 +290,23 @@ def build_table(engine: Engine, spec: EntitySpec, tenant_id: str) -> TableResult
             else:
                 result.updated += 1
             upserts.append(
-                {**row, "tenant_id": tenant_id, "content_hash": digest, "data": record,
-                 "first_seen_at": now, "synced_at": now, "deleted_at": None}  # fmt: skip
+                {
+                    **row,
+                    "tenant_id": tenant_id,
+                    "content_hash": digest,
+                    "data": record,
+                    "first_seen_at": now,
+                    "synced_at": now,
+                    "deleted_at": None,
+                }
             )
         _upsert(conn, table, upserts)
 
         if live_listing is not None:
             newer = {k for k, (_, b) in latest.items() if b > listing_batch}
             gone = [
-                k for k, row in existing.items()
-                if row.deleted_at is None and k not in live_listing and k not in newer
-            ]  # fmt: skip
+                k for k, row in existing.items() if row.deleted_at is None and k not in live_listing and k not in newer
+            ]
             for start in range(0, len(gone), 500):
                 conn.execute(
                     update(table)
@@ -378,7 +404,9 @@ def iter_rows(
                 table.c.id > last_id,
                 table.c.deleted_at.is_not(None) if deleted else table.c.deleted_at.is_(None),
             )
-            rows = [dict(r._mapping) for r in conn.execute(select(table).where(where).order_by(table.c.id).limit(page_size))]
+            rows = [
+                dict(r._mapping) for r in conn.execute(select(table).where(where).order_by(table.c.id).limit(page_size))
+            ]
         if not rows:
             return
         for row in rows:
@@ -393,7 +421,9 @@ def count_rows(engine: Engine, spec: EntitySpec, tenant_id: str, *, live: bool =
     table = spec.table
     cond = table.c.deleted_at.is_(None) if live else table.c.deleted_at.is_not(None)
     with engine.connect() as conn:
-        return conn.execute(select(func.count()).select_from(table).where(table.c.tenant_id == tenant_id, cond)).scalar_one()
+        return conn.execute(
+            select(func.count()).select_from(table).where(table.c.tenant_id == tenant_id, cond)
+        ).scalar_one()
 
 
 def live_fingerprint(engine: Engine, spec: EntitySpec, tenant_id: str) -> str:
@@ -437,20 +467,20 @@ def rows_without_tenant(conn: Connection, spec: EntitySpec) -> int:
     ).scalar_one()
 
 
-def dangling_references(conn: Connection, spec: EntitySpec, tenant_id: str, catalogue: Mapping[str, EntitySpec]) -> dict[str, int]:
+def dangling_references(
+    conn: Connection, spec: EntitySpec, tenant_id: str, catalogue: Mapping[str, EntitySpec]
+) -> dict[str, int]:
     """Live rows whose (tenant, Jira id) reference finds no row of the referenced entity."""
     t = spec.table
     out: dict[str, int] = {}
     for column, target_name in spec.references:
         target = catalogue[target_name].table
         ref = t.c[column]
-        exists = (
-            select(target.c.id)
-            .where(target.c.tenant_id == t.c.tenant_id, target.c.external_id == ref)
-            .exists()
-        )
-        q = select(func.count()).select_from(t).where(
-            t.c.tenant_id == tenant_id, t.c.deleted_at.is_(None), ref.is_not(None), ~exists
+        exists = select(target.c.id).where(target.c.tenant_id == t.c.tenant_id, target.c.external_id == ref).exists()
+        q = (
+            select(func.count())
+            .select_from(t)
+            .where(t.c.tenant_id == tenant_id, t.c.deleted_at.is_(None), ref.is_not(None), ~exists)
         )
         out[column] = conn.execute(q).scalar_one()
     return out

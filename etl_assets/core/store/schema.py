@@ -1,4 +1,6 @@
-"""The SQL schema: raw landing, one table per entity, quarantine and sync state.
+"""The SQL schema every source shares: raw landing, quarantine, sync state, and the entity-table shape.
+
+Sources declare their own entity tables with :func:`entity_table` on the same ``metadata``.
 
 SQLAlchemy Core keeps one schema for SQLite (the embedded default) and PostgreSQL.
 """
@@ -8,7 +10,6 @@ from __future__ import annotations
 from sqlalchemy import (
     JSON,
     BigInteger,
-    Boolean,
     Column,
     DateTime,
     ForeignKey,
@@ -88,7 +89,8 @@ sync_state = Table(
 )
 
 
-def _entity_table(name: str, *columns: Column) -> Table:
+def entity_table(name: str, *columns: Column) -> Table:
+    """A source's entity table: the common columns every stage relies on, plus the source's own."""
     return Table(
         name,
         metadata,
@@ -104,63 +106,3 @@ def _entity_table(name: str, *columns: Column) -> Table:
         UniqueConstraint("tenant_id", "external_id", name=f"uq_{name}_tenant_external"),
         Index(f"ix_{name}_tenant_live", "tenant_id", "deleted_at"),
     )
-
-
-projects = _entity_table(
-    "projects",
-    Column("key", String(64), nullable=False),
-    Column("name", String(1000), nullable=False),
-    Column("description", Text),
-    Column("category", String(1000)),
-    Column("project_type", String(64)),
-    Column("management", String(32)),
-    Column("lead", String(1000)),
-    Column("url", String(2000)),
-    Column("icon_url", String(2000)),
-)
-
-wits = _entity_table(
-    "wits",
-    Column("name", String(1000), nullable=False),
-    Column("description", Text),
-    Column("hierarchy_level", Integer),
-    Column("subtask", Boolean),
-    Column("scope_type", String(32)),
-    Column("scope_project_id", String(64)),
-    Column("icon_url", String(2000)),
-)
-
-statuses = _entity_table(
-    "statuses",
-    Column("name", String(1000), nullable=False),
-    Column("description", Text),
-    Column("category_key", String(64)),
-    Column("category_name", String(1000)),
-    Column("scope_type", String(32)),
-    Column("scope_project_id", String(64)),
-    Column("icon_url", String(2000)),
-)
-
-issues = _entity_table(
-    "issues",
-    Column("key", String(64), nullable=False),
-    Column("summary", String(2000), nullable=False),
-    Column("description", Text),
-    # References by (tenant, Jira id), checked by the issues table's blocking check.
-    Column("project_external_id", String(64)),
-    Column("project_key", String(64)),
-    Column("wit_external_id", String(64)),
-    Column("wit_name", String(1000)),
-    Column("status_external_id", String(64)),
-    Column("status_name", String(1000)),
-    Column("status_category", String(64)),
-    Column("priority", String(1000)),
-    Column("labels", JSON, nullable=False),
-    Column("components", JSON, nullable=False),
-    Column("assignee", String(1000)),
-    Column("reporter", String(1000)),
-    Column("resolution", String(1000)),
-    Column("parent_key", String(64)),
-    Column("created", TS),
-    Column("updated", TS, nullable=False),
-)

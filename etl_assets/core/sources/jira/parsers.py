@@ -13,7 +13,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from etl_assets.core.jira.adf import adf_to_text
+from etl_assets.core.records import RecordError
+from etl_assets.core.sources.jira.adf import adf_to_text
 
 MAX_TEXT = 200_000  # longer fields are cut: nothing legitimate in Jira is this long
 MAX_SHORT = 1_000
@@ -21,15 +22,6 @@ MAX_ID = 64  # ids and keys: the width of their columns; longer ones are refused
 # JSON levels in one record. Jira's editor nests nowhere near this; Python's JSON codec gives
 # up near 1,000 levels, so a deeper record could not even be quarantined intact.
 MAX_NESTING = 256
-
-
-class RecordError(ValueError):
-    """One Jira record is unusable; ``external_id`` is set when it could be read."""
-
-    def __init__(self, reason: str, external_id: str | None = None):
-        super().__init__(reason)
-        self.reason = reason
-        self.external_id = external_id
 
 
 def _clean(value: Any, limit: int) -> str:

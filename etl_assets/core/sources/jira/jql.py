@@ -6,15 +6,28 @@ import re
 from collections.abc import Iterator
 from datetime import datetime
 
-from etl_assets.core.jira.client import JiraClient, JiraError, RawPage
-from etl_assets.core.jira.parsers import parse_jira_datetime
+from etl_assets.core.records import RawPage
+from etl_assets.core.sources.jira.client import JiraClient, JiraError
+from etl_assets.core.sources.jira.parsers import parse_jira_datetime
 from etl_assets.core.tenants import Tenant
 
 SEARCH_PATH = "/rest/api/3/search/jql"
 ISSUE_FIELDS = (
-    "summary", "description", "issuetype", "status", "project", "priority", "labels",
-    "components", "assignee", "reporter", "created", "updated", "resolution", "parent",
-)  # fmt: skip
+    "summary",
+    "description",
+    "issuetype",
+    "status",
+    "project",
+    "priority",
+    "labels",
+    "components",
+    "assignee",
+    "reporter",
+    "created",
+    "updated",
+    "resolution",
+    "parent",
+)
 _PROJECT_KEY = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")
 
 

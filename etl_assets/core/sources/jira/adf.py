@@ -323,9 +323,7 @@ class _Renderer:
         inner = self.blocks(_children(node), depth)
         return f"{own}\n{inner}" if own and inner else own or inner
 
-    def _list(
-        self, node: dict[Any, Any], depth: int, marker: Callable[[int], str]
-    ) -> str:
+    def _list(self, node: dict[Any, Any], depth: int, marker: Callable[[int], str]) -> str:
         """Shared list layout. ``marker(i)`` gives the prefix of the i-th item.
 
         Items get a hanging indent so wrapped lines and nested lists sit under the item
@@ -356,11 +354,7 @@ class _Renderer:
 
     def _ordered_list(self, node: dict[Any, Any], depth: int) -> str:
         start = _attrs(node).get("order", 1)
-        if (
-            isinstance(start, bool)
-            or not isinstance(start, int)
-            or not 0 <= start <= 10**6
-        ):
+        if isinstance(start, bool) or not isinstance(start, int) or not 0 <= start <= 10**6:
             start = 1
         return self._list(node, depth, lambda i: f"{start + i}. ")
 
@@ -377,9 +371,7 @@ class _Renderer:
 
     def _blockquote(self, node: dict[Any, Any], depth: int) -> str:
         text = self.blocks(_children(node), depth)
-        return "\n".join(
-            f"> {line}" if line.strip() else "" for line in text.split("\n")
-        )
+        return "\n".join(f"> {line}" if line.strip() else "" for line in text.split("\n"))
 
     def _panel(self, node: dict[Any, Any], depth: int) -> str:
         text = self.blocks(_children(node), depth)

@@ -46,7 +46,7 @@ from pydantic import TypeAdapter
 from qdrant_client.http import models as m
 from qdrant_client.local.qdrant_local import QdrantLocal
 
-from etl_assets_tests.fakes.loopback import Fault, LoopbackServer, Request, Response
+from etl_assets.fakes.loopback import Fault, LoopbackServer, Request, Response
 
 __all__ = ["FakeQdrant"]
 

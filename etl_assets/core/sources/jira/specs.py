@@ -1,49 +1,20 @@
-"""The entity catalogue: everything that differs between projects, wits, statuses and issues.
+"""Jira's entity specs: projects, work item types, statuses and issues.
 
-Raw, table and vector assets are built from these specs by one factory each, so adding
-an entity (or a source) means adding a spec here, not copying assets.
+What differs between them (endpoint, parser, table, the text we embed, the payload) is
+described here once; the raw, table and vector assets are built from these by one factory
+each.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table
-
-from etl_assets.core.jira import parsers
-from etl_assets.core.jira.client import JiraClient, RawPage
-from etl_assets.core.jira.jql import search_pages, tenant_jql
-from etl_assets.core.store import schema
-from etl_assets.core.tenants import Tenant
-
-
-@dataclass(frozen=True)
-class FetchRequest:
-    tenant: Tenant
-    since: datetime | None = None  # incremental entities: fetch only what changed since
-    ids_only: bool = False  # a cheap listing of live ids, for reconciliation
-    page_size: int = 50
-
-
-@dataclass(frozen=True)
-class EntitySpec:
-    name: str  # table name and the last part of the collection name
-    title: str  # for docstrings and the UI
-    endpoint: str
-    table: Table
-    parse: Callable[[object], dict[str, Any]]
-    fetch: Callable[[JiraClient, FetchRequest], Iterator[RawPage]]
-    records: Callable[[Any], list[Any]]  # the Jira objects inside one response body
-    text: Callable[[Mapping[str, Any]], str]  # what we embed
-    payload: Callable[[Mapping[str, Any]], dict[str, Any]]  # display/filter fields on each point
-    references: tuple[tuple[str, str], ...] = ()  # (column, referenced entity) by (tenant, Jira id)
-    payload_indexes: Mapping[str, str] = field(default_factory=dict)  # payload field -> Qdrant schema
-    incremental: bool = False  # fetched by watermark; deletions found by reconciliation
-    # When one Jira object arrives twice (overlapping incremental windows), the newer version wins.
-    version: Callable[[Any], Any] | None = None
+from etl_assets.core.records import EntitySpec, FetchRequest, RawPage
+from etl_assets.core.sources.jira import parsers, tables
+from etl_assets.core.sources.jira.client import JiraClient
+from etl_assets.core.sources.jira.jql import search_pages, tenant_jql
 
 
 def _join(*parts: str | None) -> str:
@@ -99,10 +70,11 @@ def _fetch_issues(client: JiraClient, req: FetchRequest) -> Iterator[RawPage]:
 
 
 PROJECTS = EntitySpec(
+    source="jira",
     name="projects",
     title="Jira projects",
     endpoint="GET /rest/api/3/project/search",
-    table=schema.projects,
+    table=tables.projects,
     parse=parsers.parse_project,
     fetch=_fetch_projects,
     records=_values,
@@ -125,10 +97,11 @@ PROJECTS = EntitySpec(
 )
 
 WITS = EntitySpec(
+    source="jira",
     name="wits",
     title="Jira work item types",
     endpoint="GET /rest/api/3/issuetype",
-    table=schema.wits,
+    table=tables.wits,
     parse=parsers.parse_wit,
     fetch=_fetch_list("/rest/api/3/issuetype"),
     records=_listing,
@@ -148,10 +121,11 @@ WITS = EntitySpec(
 )
 
 STATUSES = EntitySpec(
+    source="jira",
     name="statuses",
     title="Jira statuses",
     endpoint="GET /rest/api/3/status",
-    table=schema.statuses,
+    table=tables.statuses,
     parse=parsers.parse_status,
     fetch=_fetch_list("/rest/api/3/status"),
     records=_listing,
@@ -169,10 +143,11 @@ STATUSES = EntitySpec(
 )
 
 ISSUES = EntitySpec(
+    source="jira",
     name="issues",
     title="Jira issues (work items)",
     endpoint="POST /rest/api/3/search/jql",
-    table=schema.issues,
+    table=tables.issues,
     parse=parsers.parse_issue,
     fetch=_fetch_issues,
     records=_issues,
@@ -221,12 +196,4 @@ ISSUES = EntitySpec(
     ),
 )
 
-CATALOGUE: tuple[EntitySpec, ...] = (PROJECTS, WITS, STATUSES, ISSUES)
-BY_NAME: dict[str, EntitySpec] = {spec.name: spec for spec in CATALOGUE}
-
-
-def entity(name: str) -> EntitySpec:
-    try:
-        return BY_NAME[name]
-    except KeyError:
-        raise KeyError(f"unknown entity {name!r}; known: {', '.join(BY_NAME)}") from None
+SPECS: tuple[EntitySpec, ...] = (PROJECTS, WITS, STATUSES, ISSUES)

@@ -21,6 +21,8 @@ from typing import Any
 import httpx
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 
+from etl_assets.core.records import RawPage
+
 log = logging.getLogger(__name__)
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -52,25 +54,6 @@ class JiraStats:
     retries: int = 0
     throttled: int = 0
     waited_s: float = 0.0
-
-
-@dataclass(frozen=True)
-class RawPage:
-    """One response body as Jira sent it, with what was asked for."""
-
-    method: str
-    path: str
-    params: dict[str, Any]
-    status: int
-    body: str
-    fetched_at: datetime
-
-    @property
-    def content_hash(self) -> str:
-        return hashlib.sha256(self.body.encode("utf-8")).hexdigest()
-
-    def json(self) -> Any:
-        return json.loads(self.body)
 
 
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
@@ -175,10 +158,13 @@ class JiraClient:
                 raise _Retryable(f"{what}: response is not valid JSON ({len(body)} bytes)", None) from None
             except RecursionError:
                 # Deterministic, so not retried: asking again returns the same page.
-                raise JiraError(f"{what}: response nests too deeply for the JSON decoder ({len(body)} bytes); "
-                                "a record in it is malformed") from None
-            return RawPage(method, path, params | ({"body": json_body} if json_body else {}), status, body,
-                           datetime.now(UTC))
+                raise JiraError(
+                    f"{what}: response nests too deeply for the JSON decoder ({len(body)} bytes); "
+                    "a record in it is malformed"
+                ) from None
+            return RawPage(
+                method, path, params | ({"body": json_body} if json_body else {}), status, body, datetime.now(UTC)
+            )
 
         retrying = Retrying(
             retry=retry_if_exception(lambda e: isinstance(e, _Retryable)),
@@ -212,9 +198,7 @@ class JiraClient:
                 return
         raise JiraError(f"{self.describe('GET', path)}: pagination did not end")
 
-    def token_pages(
-        self, path: str, body: dict[str, Any], *, list_key: str = "issues"
-    ) -> Iterator[RawPage]:
+    def token_pages(self, path: str, body: dict[str, Any], *, list_key: str = "issues") -> Iterator[RawPage]:
         """Pages of a ``nextPageToken`` endpoint such as ``POST /rest/api/3/search/jql``."""
         token: str | None = None
         seen_tokens: set[str] = set()

@@ -1317,7 +1317,7 @@ _QUERY_TOPICS: tuple[tuple[str, str], ...] = (
     ("discount voucher does not reduce the order total", "coupon-not-applied"),
     ("Export großer Berichte als CSV-Datei ist unvollständig", "csv-export-truncated"),
     ("facture PDF avec le mauvais symbole de devise", "pdf-invoice-currency"),
-)  # fmt: skip
+)
 
 # --------------------------------------------------------------------------------------
 # Site furniture: users, projects, categories, issue types, statuses
@@ -1366,90 +1366,147 @@ class _ProjectSpec:
 
 
 _PROJECTS: tuple[_ProjectSpec, ...] = (
-    _ProjectSpec("PAY", "Payments Platform", "software", False, "en", 0,
-                 "Card payments, payouts and payment provider integrations.",
-                 "https://wiki.example.com/payments", 1.6),
-    _ProjectSpec("ZV", "Zahlungsverkehr – Übersicht", "business", False, "de", 4,
-                 "Überblick über alle Zahlungsströme und Abstimmungen."),
-    _ProjectSpec("JPSUP", "日本語サポート", "service_desk", False, "ja", 2,
-                 "日本のお客様向けサポート窓口"),
-    _ProjectSpec("CAFE", "Café Opérations", "business", True, "fr", None,
-                 "Opérations quotidiennes des cafés partenaires."),
+    _ProjectSpec(
+        "PAY",
+        "Payments Platform",
+        "software",
+        False,
+        "en",
+        0,
+        "Card payments, payouts and payment provider integrations.",
+        "https://wiki.example.com/payments",
+        1.6,
+    ),
+    _ProjectSpec(
+        "ZV",
+        "Zahlungsverkehr – Übersicht",
+        "business",
+        False,
+        "de",
+        4,
+        "Überblick über alle Zahlungsströme und Abstimmungen.",
+    ),
+    _ProjectSpec("JPSUP", "日本語サポート", "service_desk", False, "ja", 2, "日本のお客様向けサポート窓口"),
+    _ProjectSpec(
+        "CAFE", "Café Opérations", "business", True, "fr", None, "Opérations quotidiennes des cafés partenaires."
+    ),
     _ProjectSpec("LAUNCH", "🚀 Launch Squad", "software", True, "en", 3, ""),
-    _ProjectSpec("PODD", "Поддержка", "service_desk", False, "en", 2,
-                 "Служба поддержки клиентов"),
-    _ProjectSpec("MOB", "Mobile Apps", "software", False, "en", 0,
-                 "iOS and Android clients.", None, 1.5),
-    _ProjectSpec("WEB", "Web Frontend", "software", False, "en", 0,
-                 "Single-page application and design system adoption.", None, 1.5),
-    _ProjectSpec("IAM", "Identity & Access", "software", False, "en", 0,
-                 "Login, SSO, MFA and sessions.", "https://wiki.example.com/iam", 1.3),
-    _ProjectSpec("SRCH", "Search Relevance", "software", True, "en", 0,
-                 "Indexing and ranking."),
+    _ProjectSpec("PODD", "Поддержка", "service_desk", False, "en", 2, "Служба поддержки клиентов"),
+    _ProjectSpec("MOB", "Mobile Apps", "software", False, "en", 0, "iOS and Android clients.", None, 1.5),
+    _ProjectSpec(
+        "WEB",
+        "Web Frontend",
+        "software",
+        False,
+        "en",
+        0,
+        "Single-page application and design system adoption.",
+        None,
+        1.5,
+    ),
+    _ProjectSpec(
+        "IAM",
+        "Identity & Access",
+        "software",
+        False,
+        "en",
+        0,
+        "Login, SSO, MFA and sessions.",
+        "https://wiki.example.com/iam",
+        1.3,
+    ),
+    _ProjectSpec("SRCH", "Search Relevance", "software", True, "en", 0, "Indexing and ranking."),
     _ProjectSpec("DWH", "Data Warehouse", "software", False, "en", 1, ""),
-    _ProjectSpec("BILL", "Billing & Invoicing", "software", False, "en", 4,
-                 "Invoices, credit notes and tax."),
-    _ProjectSpec("NOTIF", "Notifications Service", "software", False, "en", 0,
-                 "Email, push and in-app notifications."),
-    _ProjectSpec("REP", "Reporting & Exports", "software", False, "en", 0,
-                 "Reports, dashboards and data exports."),
-    _ProjectSpec("DS", "Design System", "software", True, "en", 0,
-                 "Shared UI components, tokens and themes."),
-    _ProjectSpec("INFRA", "Infrastructure", "software", False, "en", 1,
-                 "Kubernetes clusters, networking and databases.", None, 1.4),
-    _ProjectSpec("SRE", "Site Reliability", "software", False, "en", 1,
-                 "Incident response and on-call.", "https://status.example.com"),
-    _ProjectSpec("CS", "Customer Success", "business", False, "en", 3,
-                 "Escalations from key accounts."),
+    _ProjectSpec("BILL", "Billing & Invoicing", "software", False, "en", 4, "Invoices, credit notes and tax."),
+    _ProjectSpec("NOTIF", "Notifications Service", "software", False, "en", 0, "Email, push and in-app notifications."),
+    _ProjectSpec("REP", "Reporting & Exports", "software", False, "en", 0, "Reports, dashboards and data exports."),
+    _ProjectSpec("DS", "Design System", "software", True, "en", 0, "Shared UI components, tokens and themes."),
+    _ProjectSpec(
+        "INFRA",
+        "Infrastructure",
+        "software",
+        False,
+        "en",
+        1,
+        "Kubernetes clusters, networking and databases.",
+        None,
+        1.4,
+    ),
+    _ProjectSpec(
+        "SRE",
+        "Site Reliability",
+        "software",
+        False,
+        "en",
+        1,
+        "Incident response and on-call.",
+        "https://status.example.com",
+    ),
+    _ProjectSpec("CS", "Customer Success", "business", False, "en", 3, "Escalations from key accounts."),
     _ProjectSpec("MKT", "Marketing Website", "business", True, "en", 3, "", None, 0.5),
-    _ProjectSpec("L10N", "Localization", "software", False, "en", 0,
-                 "Translations for all supported languages."),
-    _ProjectSpec("SEC", "Security Review", "software", False, "en", 1,
-                 "Security findings and audits."),
-    _ProjectSpec("PARTNER", "Partner Integrations", "software", False, "en", 0,
-                 "Public API and partner connectors."),
-    _ProjectSpec("ONB", "Onboarding Flow", "software", True, "en", None,
-                 "Sign-up, invitations and first-run experience."),
+    _ProjectSpec("L10N", "Localization", "software", False, "en", 0, "Translations for all supported languages."),
+    _ProjectSpec("SEC", "Security Review", "software", False, "en", 1, "Security findings and audits."),
+    _ProjectSpec("PARTNER", "Partner Integrations", "software", False, "en", 0, "Public API and partner connectors."),
+    _ProjectSpec(
+        "ONB", "Onboarding Flow", "software", True, "en", None, "Sign-up, invitations and first-run experience."
+    ),
     _ProjectSpec("ANLY", "Analytics Pipeline", "software", False, "en", 1, ""),
-    _ProjectSpec("DX", "Developer Experience", "software", True, "en", None,
-                 "Build tooling and CI.", None, 0.6),
-    _ProjectSpec("SOPES", "Soporte Técnico España", "service_desk", False, "es", 2,
-                 "Atención al cliente para España y Latinoamérica."),
-    _ProjectSpec("QS", "Qualitätssicherung", "software", False, "de", 0,
-                 "Testautomatisierung und Abnahme."),
-    _ProjectSpec("EPM", "Équipe Produit Montréal", "software", True, "fr", 0,
-                 "Équipe produit basée à Montréal."),
+    _ProjectSpec("DX", "Developer Experience", "software", True, "en", None, "Build tooling and CI.", None, 0.6),
+    _ProjectSpec(
+        "SOPES",
+        "Soporte Técnico España",
+        "service_desk",
+        False,
+        "es",
+        2,
+        "Atención al cliente para España y Latinoamérica.",
+    ),
+    _ProjectSpec("QS", "Qualitätssicherung", "software", False, "de", 0, "Testautomatisierung und Abnahme."),
+    _ProjectSpec("EPM", "Équipe Produit Montréal", "software", True, "fr", 0, "Équipe produit basée à Montréal."),
     _ProjectSpec("TOOLS", "Internal Tools ", "software", False, "en", 1, "", None, 0.5),
-    _ProjectSpec("LEGAL", "Legal & Compliance", "business", False, "en", 4,
-                 "Contracts, GDPR requests and policy reviews.", None, 0.6),
-    _ProjectSpec("GDPR", "Data Privacy (GDPR)", "business", True, "en", 4,
-                 "Data subject requests."),
-    _ProjectSpec("CHK", "Checkout Experience", "software", False, "en", 0,
-                 "Cart, coupons and checkout."),
-    _ProjectSpec("APIGW", "API Gateway", "software", False, "en", 1,
-                 "Rate limiting and routing."),
-    _ProjectSpec("A11Y", "Accessibility Guild", "software", True, "en", None,
-                 "Accessibility audits and fixes.", None, 0.6),
-    _ProjectSpec("RELMGMT", "Release Management", "software", False, "en", 1, "",
-                 None, 0.0),
-    _ProjectSpec("KB", "Knowledge Base", "service_desk", False, "en", None, "",
-                 None, 0.0),
-)  # fmt: skip
+    _ProjectSpec(
+        "LEGAL",
+        "Legal & Compliance",
+        "business",
+        False,
+        "en",
+        4,
+        "Contracts, GDPR requests and policy reviews.",
+        None,
+        0.6,
+    ),
+    _ProjectSpec("GDPR", "Data Privacy (GDPR)", "business", True, "en", 4, "Data subject requests."),
+    _ProjectSpec("CHK", "Checkout Experience", "software", False, "en", 0, "Cart, coupons and checkout."),
+    _ProjectSpec("APIGW", "API Gateway", "software", False, "en", 1, "Rate limiting and routing."),
+    _ProjectSpec(
+        "A11Y", "Accessibility Guild", "software", True, "en", None, "Accessibility audits and fixes.", None, 0.6
+    ),
+    _ProjectSpec("RELMGMT", "Release Management", "software", False, "en", 1, "", None, 0.0),
+    _ProjectSpec("KB", "Knowledge Base", "service_desk", False, "en", None, "", None, 0.0),
+)
 
 # Global (company-managed) issue types: (id, name, description, avatarId, level)
 _GLOBAL_TYPES: tuple[tuple[str, str, str, int, int], ...] = (
-    ("10000", "Epic", "A big user story that needs to be broken down. Created by "
-     "Jira Software - do not edit or delete.", 10307, 1),
+    (
+        "10000",
+        "Epic",
+        "A big user story that needs to be broken down. Created by Jira Software - do not edit or delete.",
+        10307,
+        1,
+    ),
     ("10001", "Story", "Functionality or a feature expressed as a user goal.", 10315, 0),
     ("10002", "Task", "A small, distinct piece of work.", 10318, 0),
     ("10003", "Bug", "A problem or error.", 10303, 0),
-    ("10004", "Sub-task", "A small piece of work that's part of a larger task.",
-     10316, -1),
-    ("10005", "[System] Service request", "Created by Jira Service Management "
-     "configuration for the service request issue type.", 10320, 0),
-    ("10006", "[System] Incident", "For system outages or incidents. Created by "
-     "Jira Service Management.", 10322, 0),
-)  # fmt: skip
+    ("10004", "Sub-task", "A small piece of work that's part of a larger task.", 10316, -1),
+    (
+        "10005",
+        "[System] Service request",
+        "Created by Jira Service Management configuration for the service request issue type.",
+        10320,
+        0,
+    ),
+    ("10006", "[System] Incident", "For system outages or incidents. Created by Jira Service Management.", 10322, 0),
+)
 
 _PRIORITIES: tuple[tuple[str, str, str], ...] = (
     ("1", "Highest", "highest.svg"),
@@ -1483,32 +1540,43 @@ _GLOBAL_STATUSES: tuple[tuple[str, str, str, str, str], ...] = (
     ("10000", "To Do", "new", "", ""),
     ("10002", "Backlog", "new", "Work that is not planned yet.", ""),
     ("10003", "Selected for Development", "new", "", ""),
-    ("3", "In Progress", "indeterminate",
-     "This issue is being actively worked on at the moment by the assignee.",
-     "inprogress.png"),
+    (
+        "3",
+        "In Progress",
+        "indeterminate",
+        "This issue is being actively worked on at the moment by the assignee.",
+        "inprogress.png",
+    ),
     ("10004", "In Review", "indeterminate", "Waiting for code review.", ""),
     ("10005", "Blocked", "indeterminate", "Work cannot continue for now.", ""),
-    ("10009", "Waiting for Customer", "indeterminate",
-     "Waiting for a reply from the customer.", ""),
+    ("10009", "Waiting for Customer", "indeterminate", "Waiting for a reply from the customer.", ""),
     ("10001", "Done", "done", "", ""),
     ("10006", "Won't Do", "done", "The issue will not be worked on.", ""),
     ("10007", "Erledigt", "done", "Die Arbeit ist abgeschlossen.", ""),
     ("10008", "完了", "done", "作業が完了しました。", ""),
-)  # fmt: skip
+)
 
 # Workflows for company-managed projects: status names with a relative weight.
 _CLASSIC_WORKFLOWS: dict[str, tuple[tuple[str, float], ...]] = {
     "software": (
-        ("To Do", 3), ("Backlog", 2), ("Selected for Development", 1),
-        ("In Progress", 3), ("In Review", 1.5), ("Blocked", 0.7),
-        ("Done", 5), ("Won't Do", 0.8),
+        ("To Do", 3),
+        ("Backlog", 2),
+        ("Selected for Development", 1),
+        ("In Progress", 3),
+        ("In Review", 1.5),
+        ("Blocked", 0.7),
+        ("Done", 5),
+        ("Won't Do", 0.8),
     ),
     "business": (("To Do", 3), ("In Progress", 3), ("Done", 5)),
     "service_desk": (
-        ("To Do", 3), ("In Progress", 2), ("Waiting for Customer", 1.5),
-        ("Done", 5), ("Won't Do", 0.7),
+        ("To Do", 3),
+        ("In Progress", 2),
+        ("Waiting for Customer", 1.5),
+        ("Done", 5),
+        ("Won't Do", 0.7),
     ),
-}  # fmt: skip
+}
 
 _TEAM_STATUS_NAMES = {
     "en": (("To Do", "new"), ("In Progress", "indeterminate"), ("Done", "done")),
@@ -1516,10 +1584,17 @@ _TEAM_STATUS_NAMES = {
 }
 
 _CUSTOMERS = (
-    "Acme Corp", "Globex", "Initech", "Umbrella Health", "Stark Logistics",
-    "Müller & Söhne GmbH", "Société des Cafés Lyonnais", "Hanabi K.K.",
-    "Nordwind AB", "Soylent Foods",
-)  # fmt: skip
+    "Acme Corp",
+    "Globex",
+    "Initech",
+    "Umbrella Health",
+    "Stark Logistics",
+    "Müller & Söhne GmbH",
+    "Société des Cafés Lyonnais",
+    "Hanabi K.K.",
+    "Nordwind AB",
+    "Soylent Foods",
+)
 _VERSIONS = ("4.18", "4.19", "5.0", "5.1", "5.2", "2026.1", "2026.2")
 
 _GENERIC: dict[str, tuple[str, ...]] = {
@@ -2112,17 +2187,13 @@ class _Gen:
 
     def team_types(self, pid: str, spec: _ProjectSpec, next_id: int) -> list[dict]:
         names: list[tuple[str, str, int, int]] = [
-            ("Epic", "Epics track collections of related bugs, stories, and tasks.",
-             10307, 1),
-            ("Tâche" if spec.lang == "fr" else "Task",
-             "Tasks track small, distinct pieces of work.", 10318, 0),
+            ("Epic", "Epics track collections of related bugs, stories, and tasks.", 10307, 1),
+            ("Tâche" if spec.lang == "fr" else "Task", "Tasks track small, distinct pieces of work.", 10318, 0),
             ("Bug", "Bugs track problems or errors.", 10303, 0),
-        ]  # fmt: skip
+        ]
         if spec.type_key == "software":
-            names.append(("Story", "Stories track functionality or features "
-                          "expressed as user goals.", 10315, 0))  # fmt: skip
-        names.append(("Subtask", "Subtasks track small pieces of work that are part "
-                      "of a larger task.", 10316, -1))  # fmt: skip
+            names.append(("Story", "Stories track functionality or features expressed as user goals.", 10315, 0))
+        names.append(("Subtask", "Subtasks track small pieces of work that are part of a larger task.", 10316, -1))
         out = []
         for offset, (name, desc, avatar, level) in enumerate(names):
             tid = str(next_id + offset)
@@ -2321,7 +2392,7 @@ class _Gen:
                 }
                 for r, row in enumerate(rows)
             ],
-        }  # fmt: skip
+        }
 
     def long_description(self, topic: _Topic, users: list[dict[str, Any]], created: datetime) -> dict[str, Any]:
         rng = self.rng
@@ -2377,10 +2448,13 @@ class _Gen:
         user = rng.choice(users)
         content.append(
             _para(
-                {"type": "mention", "attrs": {"id": user["accountId"], "text": "@" + user["displayName"], "accessLevel": ""}},
+                {
+                    "type": "mention",
+                    "attrs": {"id": user["accountId"], "text": "@" + user["displayName"], "accessLevel": ""},
+                },
                 _text(" please review the follow-up actions."),
             )
-        )  # fmt: skip
+        )
         return _doc(content)
 
 
@@ -2419,10 +2493,15 @@ def generate_sample_site(
     for extra in range(len(specs), n_projects):
         specs.append(
             _ProjectSpec(
-                f"SBX{extra + 1}", f"Sandbox {extra + 1}", "software", False, "en",
-                None if extra % 4 == 0 else 0, "Sandbox project for experiments.",
+                f"SBX{extra + 1}",
+                f"Sandbox {extra + 1}",
+                "software",
+                False,
+                "en",
+                None if extra % 4 == 0 else 0,
+                "Sandbox project for experiments.",
             )
-        )  # fmt: skip
+        )
 
     issue_types = gen.global_issue_types()
     statuses = gen.global_statuses()
@@ -2434,9 +2513,20 @@ def generate_sample_site(
     status_by_name = {s["name"]: s for s in statuses}
     next_type_id, next_status_id, next_component = 10100, 10100, 10000
     component_pool = (
-        "API", "Backend", "Frontend", "Mobile", "Database", "Billing", "Auth",
-        "Search", "Infrastructure", "Docs", "Benachrichtigungen", "Facturation", "決済",
-    )  # fmt: skip
+        "API",
+        "Backend",
+        "Frontend",
+        "Mobile",
+        "Database",
+        "Billing",
+        "Auth",
+        "Search",
+        "Infrastructure",
+        "Docs",
+        "Benachrichtigungen",
+        "Facturation",
+        "決済",
+    )
     for index, spec in enumerate(specs):
         pid = str(10000 + id_offset + index)
         if spec.team_managed:
@@ -2467,9 +2557,8 @@ def generate_sample_site(
         comps = []
         for name in rng.sample(component_pool, rng.randint(0, 4)):
             comps.append(
-                {"self": f"{base}/rest/api/3/component/{next_component}",
-                 "id": str(next_component), "name": name}
-            )  # fmt: skip
+                {"self": f"{base}/rest/api/3/component/{next_component}", "id": str(next_component), "name": name}
+            )
             next_component += 1
         components[pid] = comps
 
@@ -2539,7 +2628,7 @@ def generate_sample_site(
             weights = [2.5 if t["name"] == "Bug" else 1.0 for t in std]
             itype = rng.choices(std, weights=weights)[0]
             if epics and rng.random() < 0.3:
-                parent = rng.choice(epics)  # fmt: skip
+                parent = rng.choice(epics)
 
         status_objs, status_weights = zip(*project_statuses[draft.spec_index], strict=True)
         status = rng.choices(status_objs, weights=status_weights)[0]
@@ -2696,12 +2785,35 @@ _OPERATORS_HINT = (
 )
 _RESERVED = {"and", "or", "not", "order", "by", "in", "is", "empty", "null"}
 _KNOWN_UNSUPPORTED = {
-    "assignee", "reporter", "creator", "summary", "description", "text", "labels",
-    "label", "priority", "resolution", "resolved", "component", "components",
-    "sprint", "fixversion", "affectedversion", "duedate", "due", "parent",
-    "comment", "watcher", "votes", "environment", "statuscategorychangeddate",
-    "filter", "issuefunction", "lastviewed", "resolutiondate",
-}  # fmt: skip
+    "assignee",
+    "reporter",
+    "creator",
+    "summary",
+    "description",
+    "text",
+    "labels",
+    "label",
+    "priority",
+    "resolution",
+    "resolved",
+    "component",
+    "components",
+    "sprint",
+    "fixversion",
+    "affectedversion",
+    "duedate",
+    "due",
+    "parent",
+    "comment",
+    "watcher",
+    "votes",
+    "environment",
+    "statuscategorychangeddate",
+    "filter",
+    "issuefunction",
+    "lastviewed",
+    "resolutiondate",
+}
 _DATE_FIELDS = {
     "updated": "updated",
     "updateddate": "updated",
@@ -2709,15 +2821,33 @@ _DATE_FIELDS = {
     "createddate": "created",
 }
 _NEVER_EMPTY = {
-    "project", "key", "issuekey", "id", "issuetype", "type", "status", "statuscategory",
-    "priority", "reporter", "creator", "summary",
-}  # fmt: skip
+    "project",
+    "key",
+    "issuekey",
+    "id",
+    "issuetype",
+    "type",
+    "status",
+    "statuscategory",
+    "priority",
+    "reporter",
+    "creator",
+    "summary",
+}
 _MAYBE_EMPTY = {
-    "assignee": "assignee", "resolution": "resolution", "parent": "parent",
-    "duedate": "duedate", "due": "duedate", "description": "description",
-    "resolutiondate": "resolutiondate", "resolved": "resolutiondate", "labels": "labels",
-    "component": "components", "components": "components", "environment": "environment",
-}  # fmt: skip
+    "assignee": "assignee",
+    "resolution": "resolution",
+    "parent": "parent",
+    "duedate": "duedate",
+    "due": "duedate",
+    "description": "description",
+    "resolutiondate": "resolutiondate",
+    "resolved": "resolutiondate",
+    "labels": "labels",
+    "component": "components",
+    "components": "components",
+    "environment": "environment",
+}
 _SORTABLE = {"updated", "updateddate", "created", "createddate", "key", "issuekey", "id", "project"}
 _TOKEN_RE = re.compile(
     r"""\s*(?:
@@ -3158,14 +3288,26 @@ def run_jql(site: JiraSite, jql: str, *, now: datetime | None = None) -> list[di
 _JSON_HEADERS = {"content-type": "application/json;charset=UTF-8"}
 _INVALID_PAYLOAD = "Invalid request payload. Refer to the REST API documentation and try again."
 _SEARCH_BODY_KEYS = {
-    "jql", "nextPageToken", "maxResults", "fields", "expand", "properties",
-    "fieldsByKeys", "reconcileIssues",
-}  # fmt: skip
+    "jql",
+    "nextPageToken",
+    "maxResults",
+    "fields",
+    "expand",
+    "properties",
+    "fieldsByKeys",
+    "reconcileIssues",
+}
 _PROJECT_EXPANDS = {"description", "lead", "issueTypes", "url", "insight"}
 _PROJECT_ORDER = {
-    "key", "name", "category", "owner", "issueCount", "lastIssueUpdatedDate",
-    "archivedDate", "deletedDate",
-}  # fmt: skip
+    "key",
+    "name",
+    "category",
+    "owner",
+    "issueCount",
+    "lastIssueUpdatedDate",
+    "archivedDate",
+    "deletedDate",
+}
 _REMOVED_SEARCH = (
     "The requested API has been removed. Please migrate to the /rest/api/3/search/jql "
     "API. A full migration guideline is available at "

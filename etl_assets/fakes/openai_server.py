@@ -61,7 +61,7 @@ from typing import Any
 
 import numpy as np
 
-from etl_assets_tests.fakes.loopback import Fault, LoopbackServer, Request, Response
+from etl_assets.fakes.loopback import Fault, LoopbackServer, Request, Response
 
 __all__ = ["FakeEmbeddings", "count_tokens", "fake_vector", "go_duration"]
 

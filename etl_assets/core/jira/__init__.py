@@ -1,1 +1,0 @@
-"""Jira Cloud REST v3: client, pagination, parsers, ADF to text and the bundled sample site."""

@@ -1,0 +1,74 @@
+"""Neutral records every stage speaks: raw pages, record errors, entity specs.
+
+Sources produce them, the store and the vector engine consume them; nothing here knows a
+particular source.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Table
+
+if TYPE_CHECKING:
+    from etl_assets.core.tenants import Tenant
+
+
+@dataclass(frozen=True)
+class RawPage:
+    """One response body as Jira sent it, with what was asked for."""
+
+    method: str
+    path: str
+    params: dict[str, Any]
+    status: int
+    body: str
+    fetched_at: datetime
+
+    @property
+    def content_hash(self) -> str:
+        return hashlib.sha256(self.body.encode("utf-8")).hexdigest()
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+class RecordError(ValueError):
+    """One Jira record is unusable; ``external_id`` is set when it could be read."""
+
+    def __init__(self, reason: str, external_id: str | None = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.external_id = external_id
+
+
+@dataclass(frozen=True)
+class FetchRequest:
+    tenant: Tenant
+    since: datetime | None = None  # incremental entities: fetch only what changed since
+    ids_only: bool = False  # a cheap listing of live ids, for reconciliation
+    page_size: int = 50
+
+
+@dataclass(frozen=True)
+class EntitySpec:
+    source: str  # the package under core/sources/ it comes from; part of asset keys and point ids
+    name: str  # table name and the last part of the collection name
+    title: str  # for docstrings and the UI
+    endpoint: str
+    table: Table
+    parse: Callable[[object], dict[str, Any]]
+    fetch: Callable[[Any, FetchRequest], Iterator[RawPage]]  # (the source's client, request)
+    records: Callable[[Any], list[Any]]  # the Jira objects inside one response body
+    text: Callable[[Mapping[str, Any]], str]  # what we embed
+    payload: Callable[[Mapping[str, Any]], dict[str, Any]]  # display/filter fields on each point
+    references: tuple[tuple[str, str], ...] = ()  # (column, referenced entity) by (tenant, Jira id)
+    payload_indexes: Mapping[str, str] = field(default_factory=dict)  # payload field -> Qdrant schema
+    incremental: bool = False  # fetched by watermark; deletions found by reconciliation
+    # When one Jira object arrives twice (overlapping incremental windows), the newer version wins.
+    version: Callable[[Any], Any] | None = None

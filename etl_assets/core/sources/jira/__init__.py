@@ -1,0 +1,1 @@
+"""Jira Cloud REST v3: client, JQL, parsers, ADF, entity specs and tables."""
