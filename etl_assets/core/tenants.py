@@ -16,12 +16,14 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from etl_assets.core.errors import ConfigError
+
 TENANT_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,48}$")
 BUNDLED_TENANTS_FILE = Path(__file__).resolve().parent.parent / "tenants.yaml"
 SAMPLE_SCHEME = "sample"
 
 
-class TenantConfigError(ValueError):
+class TenantConfigError(ConfigError):
     """The tenants file or one tenant in it is invalid; the message names which."""
 
 

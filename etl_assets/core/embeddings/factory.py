@@ -8,12 +8,13 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from etl_assets.core.embeddings.base import Embedder
+from etl_assets.core.errors import ConfigError
 
 DEFAULT_OPENAI_MODEL = "text-embedding-3-small"
 DEFAULT_OPENAI_DIMENSIONS = 1536
 
 
-class EmbeddingConfigError(ValueError):
+class EmbeddingConfigError(ConfigError):
     """A setting of the embedding provider is wrong; the message names the setting."""
 
 
