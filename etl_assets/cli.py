@@ -25,7 +25,7 @@ def _demo(args: argparse.Namespace) -> int:
     from etl_assets.core.catalogue import CATALOGUE
     from etl_assets.core.store import ops
     from etl_assets.core.vectorstore import collection_name
-    from etl_assets.defs.automation import SYNC_JOB
+    from etl_assets.defs.names import SYNC_JOB
     from etl_assets.defs.build import build_definitions
 
     defs = build_definitions()

@@ -27,7 +27,7 @@ from sqlalchemy import create_engine, inspect, select
 from etl_assets.core.catalogue import CATALOGUE
 from etl_assets.core.sources.jira.specs import PROJECTS
 from etl_assets.core.vectorstore import collection_name, open_qdrant
-from etl_assets.defs.assets import raw_key, table_key, vector_key
+from etl_assets.defs.names import raw_key, table_key, vector_key
 from etl_assets_tests import pg, procs
 from etl_assets_tests.conftest import Env, running_fakes
 

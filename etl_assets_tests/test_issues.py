@@ -12,7 +12,7 @@ from etl_assets.core.sources.jira.jql import search_pages
 from etl_assets.core.sources.jira.specs import ISSUES
 from etl_assets.core.store import ops
 from etl_assets.core.tenants import JiraSiteConfig, Tenant
-from etl_assets.defs.automation import RECONCILE_OP_CONFIG
+from etl_assets.defs.names import raw_run_config
 from etl_assets.fakes.loopback import Fault, LoopbackServer, Request, Response
 from etl_assets_tests.test_graph import all_points, table_rows
 
@@ -65,7 +65,7 @@ def test_change_one_delete_another_embeds_exactly_one_input(env):
 
     site.touch_issue(changed["key"], summary="Login fails when the password has unicode characters")
     site.delete_issue(doomed["key"])
-    result = env.materialize("1", ISSUE_ASSETS, run_config=RECONCILE_OP_CONFIG)
+    result = env.materialize("1", ISSUE_ASSETS, run_config=raw_run_config(ISSUES, reconcile=True))
     assert result.success
 
     assert env.embeddings.inputs == 1 and env.embeddings.requests == 1
@@ -98,7 +98,7 @@ def test_deletion_waits_for_reconciliation(env):
     site.delete_issue(doomed["key"])
     env.materialize("1", ISSUE_ASSETS)  # incremental only: a deletion is invisible to 'updated >='
     assert doomed["id"] in {r["external_id"] for r in table_rows(env, ISSUES, "1")}
-    result = env.materialize("1", ISSUE_ASSETS, run_config=RECONCILE_OP_CONFIG)
+    result = env.materialize("1", ISSUE_ASSETS, run_config=raw_run_config(ISSUES, reconcile=True))
     assert doomed["id"] not in {r["external_id"] for r in table_rows(env, ISSUES, "1")}
     assert doomed["id"] in {r["external_id"] for r in table_rows(env, ISSUES, "1", live=False)}
     assert doomed["id"] not in {p.payload["external_id"] for p in issue_points(env)}

@@ -26,7 +26,7 @@ from etl_assets.core.sources.jira.specs import PROJECTS, STATUSES
 from etl_assets.core.store import ops, schema
 from etl_assets.core.store.db import make_engine
 from etl_assets.core.vectorstore import collection_name, open_qdrant
-from etl_assets.defs.assets import raw_key, table_key, vector_key
+from etl_assets.defs.names import raw_key, table_key, vector_key
 from etl_assets_tests import pg, procs
 
 pytestmark = [pytest.mark.slow, pytest.mark.parametrize("backend", ["postgres"])]

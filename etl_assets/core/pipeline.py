@@ -62,6 +62,12 @@ class CheckOutcome:
     blocking: bool = True
 
 
+def references_description(spec: EntitySpec) -> str:
+    """What the ``references_resolve`` check asks of ``spec``'s live rows."""
+    targets = ", ".join(target for _, target in spec.references)
+    return f"Every reference of a live row ({targets}) resolves to a row of the same tenant."
+
+
 def table_checks(
     engine: Engine, spec: EntitySpec, tenant_id: str, catalogue: Mapping[str, EntitySpec]
 ) -> list[CheckOutcome]:
@@ -92,7 +98,7 @@ def table_checks(
                 CheckOutcome(
                     "references_resolve",
                     not any(dangling.values()),
-                    "project, type and status of every live row exist for the tenant",
+                    references_description(spec),
                     {f"dangling_{k}": v for k, v in dangling.items()},
                 )
             )

@@ -59,6 +59,7 @@ class FetchRequest:
 class EntitySpec:
     source: str  # the package under core/sources/ it comes from; part of asset keys and point ids
     name: str  # table name and the last part of the collection name
+    item: str  # one record, singular, for names and messages: 'issue'
     title: str  # for docstrings and the UI
     endpoint: str
     table: Table
@@ -72,3 +73,6 @@ class EntitySpec:
     incremental: bool = False  # fetched by watermark; deletions found by reconciliation
     # When one Jira object arrives twice (overlapping incremental windows), the newer version wins.
     version: Callable[[Any], Any] | None = None
+    # For incremental entities: (the source's client, tenant, since) -> the newest change at or after
+    # ``since``, in one cheap request; what the change sensor asks before it starts a run.
+    newest_change: Callable[[Any, Tenant, datetime], datetime | None] | None = None

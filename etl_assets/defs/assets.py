@@ -13,21 +13,17 @@ from etl_assets.core.store import ops
 from etl_assets.core.tenants import TenantRegistry
 from etl_assets.core.vectorstore import Collection, collection_name, server_errors_named
 from etl_assets.core.vectorsync import sync_vectors
-from etl_assets.defs.resources import DatabaseResource, EmbeddingsResource, JiraResource, QdrantResource
-
-TENANT_TAG = "etl/tenant"
-
-
-def raw_key(spec: EntitySpec) -> dg.AssetKey:
-    return dg.AssetKey(["jira", "raw", f"raw_jira_{spec.name}"])
-
-
-def table_key(spec: EntitySpec) -> dg.AssetKey:
-    return dg.AssetKey(["tables", f"{spec.name}_table"])
-
-
-def vector_key(spec: EntitySpec) -> dg.AssetKey:
-    return dg.AssetKey(["vectors", f"{spec.name}_vectors"])
+from etl_assets.defs.names import (
+    EMBEDDINGS_POOL,
+    TABLES_GROUP,
+    VECTORS_GROUP,
+    raw_group,
+    raw_key,
+    source_pool,
+    table_key,
+    vector_key,
+)
+from etl_assets.defs.resources import DatabaseResource, EmbeddingsResource, QdrantResource
 
 
 class RawFetchConfig(dg.Config):
@@ -49,18 +45,20 @@ def build_raw_asset(
     @dg.asset(
         key=raw_key(spec),
         name=None,
-        group_name="jira_raw",
-        kinds={"jira"},
+        group_name=raw_group(spec),
+        kinds={spec.source},
         partitions_def=partitions,
-        pool="jira",
+        pool=source_pool(spec),
+        # The source's resource is the one named after it (``jira``): it opens a client per tenant.
+        required_resource_keys={spec.source, "database"},
         description=(
-            f"{spec.title} as Jira returned them ({spec.endpoint}), landed unchanged in raw_jira_pages "
+            f"{spec.title} as the source returned them (`{spec.endpoint}`), landed unchanged in `raw_jira_pages` "
             "with tenant, entity, fetch time and a hash — the record the tables are rebuilt from."
         ),
     )
-    def raw_asset(
-        context: dg.AssetExecutionContext, config: RawFetchConfig, jira: JiraResource, database: DatabaseResource
-    ) -> dg.MaterializeResult:
+    def raw_asset(context: dg.AssetExecutionContext, config: RawFetchConfig) -> dg.MaterializeResult:
+        source = getattr(context.resources, spec.source)
+        database: DatabaseResource = context.resources.database
         tenant = registry.get(context.partition_key)
         started = time.perf_counter()
         plans, state = pipeline.plan_fetches(
@@ -71,10 +69,10 @@ def build_raw_asset(
             reconcile=config.reconcile,
             overlap=timedelta(minutes=config.overlap_minutes),
             reconcile_every=config.reconcile_every,
-            page_size=jira.page_size,
+            page_size=source.page_size,
         )
         meta: dict[str, object] = {}
-        with jira.open(tenant) as client:
+        with source.open(tenant) as client:
             for plan in plans:
                 landed = ops.land_raw(
                     database.engine,
@@ -95,9 +93,9 @@ def build_raw_asset(
         meta |= {
             "tenant": tenant.id,
             "fetch": "+".join(p.kind for p in plans),
-            "jira_requests": stats.requests,
-            "jira_retries": stats.retries,
-            "jira_429s": stats.throttled,
+            f"{spec.source}_requests": stats.requests,
+            f"{spec.source}_retries": stats.retries,
+            f"{spec.source}_429s": stats.throttled,
             "duration_s": round(time.perf_counter() - started, 3),
         }
         if spec.incremental:
@@ -124,7 +122,7 @@ def _check_results(outcomes: list[pipeline.CheckOutcome], key: dg.AssetKey) -> l
 
 
 TABLE_CHECKS = {
-    "no_duplicate_ids": "No Jira id appears twice for a tenant.",
+    "no_duplicate_ids": "No source id appears twice for a tenant.",
     "no_rows_without_tenant": "Every row carries its tenant id.",
 }
 
@@ -139,7 +137,7 @@ def build_table_asset(
     key = table_key(spec)
     checks = dict(TABLE_CHECKS)
     if spec.references:
-        checks["references_resolve"] = "Project, type and status of every live row exist for the tenant."
+        checks["references_resolve"] = pipeline.references_description(spec)
     check_specs = [dg.AssetCheckSpec(name, asset=key, blocking=True, description=d) for name, d in checks.items()]
     check_specs.append(
         dg.AssetCheckSpec(
@@ -154,14 +152,14 @@ def build_table_asset(
     @dg.asset(
         key=key,
         deps=deps,
-        group_name="tables",
+        group_name=TABLES_GROUP,
         kinds={dialect},
         partitions_def=partitions,
         check_specs=check_specs,
         description=(
-            f"{spec.title}: normalized rows in table '{spec.table.name}', one per (tenant_id, external_id), "
+            f"{spec.title}: normalized rows in table `{spec.table.name}`, one per `(tenant_id, external_id)`, "
             "upserted from the pending raw batches in one transaction that commits before the asset "
-            "returns; rows whose Jira object disappeared are marked deleted."
+            "returns; rows whose source object disappeared are marked deleted."
         ),
     )
     def table_asset(context: dg.AssetExecutionContext, database: DatabaseResource) -> dg.MaterializeResult:
@@ -214,14 +212,14 @@ def build_vector_asset(
     @dg.asset(
         key=key,
         deps=[table_key(spec)],
-        group_name="vectors",
+        group_name=VECTORS_GROUP,
         kinds={"qdrant", provider_kind},
         partitions_def=partitions,
         automation_condition=vector_automation(),
         check_specs=check_specs,
-        pool="embeddings",
+        pool=EMBEDDINGS_POOL,
         description=(
-            f"{spec.title} as Qdrant points in collection client_<tenant>_{spec.name}. Reads committed rows "
+            f"{spec.title} as Qdrant points in collection `client_<tenant>_{spec.name}`. Reads committed rows "
             "through its own connection, embeds only new or changed rows, removes points of deleted rows."
         ),
     )

@@ -1,24 +1,25 @@
-"""Schedules and sensors: how tenants stay fresh without anyone clicking."""
-# No "from __future__ import annotations": Dagster resolves the sensor's resource annotations at runtime.
+"""Schedules and sensors: how tenants stay fresh without anyone clicking.
+
+Every name comes from :mod:`etl_assets.defs.names`; incremental entities get their own job,
+reconciliation schedule and change sensor, built from their spec.
+"""
 
 import json
 
 import dagster as dg
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
-from etl_assets.core.sources.jira.jql import newest_change
+from etl_assets.core.records import EntitySpec
 from etl_assets.core.store.ops import read_sync_state
 from etl_assets.core.tenants import TenantRegistry
-from etl_assets.defs.resources import DatabaseResource, JiraResource
-
-SYNC_JOB = "jira_sync"
+from etl_assets.defs import names
 
 
 def build_sync_job() -> UnresolvedAssetJobDefinition:
     return dg.define_asset_job(
-        SYNC_JOB,
+        names.SYNC_JOB,
         selection=dg.AssetSelection.all(),
-        description="Sync one tenant: raw Jira responses, committed tables, then vectors.",
+        description="Sync one tenant: raw source responses, committed tables, then vectors.",
     )
 
 
@@ -43,7 +44,7 @@ def per_tenant_schedule(
                 run_key=f"{name}-{t}-{stamp}",
                 partition_key=t,
                 run_config=run_config or {},
-                tags={"etl/tenant": t, **(tags or {})},
+                tags=names.tenant_tags(t, **(tags or {})),
             )
             for t in registry.ids
         ]
@@ -55,84 +56,86 @@ def build_sync_schedule(
     job: UnresolvedAssetJobDefinition, registry: TenantRegistry, cron: str
 ) -> dg.ScheduleDefinition:
     return per_tenant_schedule(
-        "sync_all_tenants", job, registry, cron, f"Every tenant's full sync, on cron '{cron}' (ETL_SYNC_CRON)."
+        names.SYNC_SCHEDULE, job, registry, cron, f"Every tenant's full sync, on cron `{cron}` (ETL_SYNC_CRON)."
     )
 
 
 def build_automation_sensor(minimum_interval_s: int) -> dg.AutomationConditionSensorDefinition:
     return dg.AutomationConditionSensorDefinition(
-        "vectors_follow_tables",
-        target=dg.AssetSelection.groups("vectors"),
+        names.AUTOMATION_SENSOR,
+        target=dg.AssetSelection.groups(names.VECTORS_GROUP),
         default_status=dg.DefaultSensorStatus.RUNNING,
         minimum_interval_seconds=minimum_interval_s,
         description="Materializes a tenant's vectors after its table updated and its blocking checks passed.",
     )
 
 
-ISSUES_JOB = "jira_issues_sync"
-RECONCILE_OP_CONFIG = {"ops": {"jira__raw__raw_jira_issues": {"config": {"reconcile": True}}}}
-
-
-def build_issues_job() -> UnresolvedAssetJobDefinition:
+def build_entity_job(spec: EntitySpec) -> UnresolvedAssetJobDefinition:
     return dg.define_asset_job(
-        ISSUES_JOB,
-        selection=dg.AssetSelection.assets(
-            dg.AssetKey(["jira", "raw", "raw_jira_issues"]),
-            dg.AssetKey(["tables", "issues_table"]),
-            dg.AssetKey(["vectors", "issues_vectors"]),
-        ),
-        description="Sync one tenant's issues: changes since the watermark, the table, the vectors.",
+        names.entity_job(spec),
+        selection=dg.AssetSelection.assets(names.raw_key(spec), names.table_key(spec), names.vector_key(spec)),
+        description=f"Sync one tenant's {spec.name}: changes since the watermark, the table, the vectors.",
     )
 
 
 def build_reconcile_schedule(
-    job: UnresolvedAssetJobDefinition, registry: TenantRegistry, cron: str
+    spec: EntitySpec, job: UnresolvedAssetJobDefinition, registry: TenantRegistry, cron: str
 ) -> dg.ScheduleDefinition:
     return per_tenant_schedule(
-        "reconcile_issue_deletions",
+        names.reconcile_schedule(spec),
         job,
         registry,
         cron,
-        f"List every tenant's live issue ids and mark the rest deleted, on cron '{cron}' (ETL_RECONCILE_CRON).",
-        run_config=RECONCILE_OP_CONFIG,
-        tags={"etl/reconcile": "true"},
+        f"List every tenant's live {spec.item} ids and mark the rest deleted, on cron `{cron}` (ETL_RECONCILE_CRON).",
+        run_config=names.raw_run_config(spec, reconcile=True),
+        tags={names.RECONCILE_TAG: "true"},
     )
 
 
 def build_change_sensor(
-    job: UnresolvedAssetJobDefinition, registry: TenantRegistry, minimum_interval_s: int
+    spec: EntitySpec, job: UnresolvedAssetJobDefinition, registry: TenantRegistry, minimum_interval_s: int
 ) -> dg.SensorDefinition:
+    """Polls each tenant's source for the newest change since the watermark and runs ``job`` for
+    the tenants that changed. ``spec.newest_change`` asks the source in one cheap request."""
+    newest_change = spec.newest_change
+    if newest_change is None:
+        raise ValueError(f"{spec.source}/{spec.name}: a change sensor needs spec.newest_change")
+    name = names.change_sensor(spec)
+
     @dg.sensor(
-        name="jira_issue_changes",
+        name=name,
         job=job,
         minimum_interval_seconds=minimum_interval_s,
         default_status=dg.DefaultSensorStatus.STOPPED,
+        required_resource_keys={spec.source, "database"},
         description=(
-            "Asks each tenant's Jira whether any issue changed since the watermark (one search/jql request, "
-            f"one issue, one field) and runs that tenant's issues only when something did. Every "
+            f"Asks each tenant's {spec.source} whether any {spec.item} changed since the watermark (one cheap "
+            f"request) and runs that tenant's {spec.name} only when something did. Every "
             f"{minimum_interval_s}s (ETL_CHANGE_SENSOR_INTERVAL_S)."
         ),
     )
-    def jira_issue_changes(
-        context: dg.SensorEvaluationContext, jira: JiraResource, database: DatabaseResource
-    ) -> dg.SensorResult:
+    def change_sensor(context: dg.SensorEvaluationContext, **_invoked_with: object) -> dg.SensorResult:
+        # The resources come from the context; a direct call (``sensor(context)``, as tests do) also
+        # passes them as keyword arguments, which the daemon's path does not: accept and ignore those.
+        source = getattr(context.resources, spec.source)
+        database = context.resources.database
         cursor: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
         requests: list[dg.RunRequest] = []
         decisions: list[str] = []
         for tenant in registry.tenants:
             try:
-                watermark = read_sync_state(database.engine, tenant.id, "issues").watermark
+                watermark = read_sync_state(database.engine, tenant.id, spec.name).watermark
                 if watermark is None:
                     decisions.append(f"tenant {tenant.id}: never synced — run requested")
                     requests.append(
                         dg.RunRequest(
                             run_key=f"changes-{tenant.id}-first",
                             partition_key=tenant.id,
-                            tags={"etl/tenant": tenant.id},
+                            tags=names.tenant_tags(tenant.id),
                         )
                     )
                     continue
-                with jira.open(tenant) as client:
+                with source.open(tenant) as client:
                     newest = newest_change(client, tenant, watermark)
             except Exception as exc:  # noqa: BLE001 - one tenant's outage must not hide the others' changes
                 decisions.append(f"tenant {tenant.id}: skipped, probe failed: {exc}")
@@ -152,7 +155,7 @@ def build_change_sensor(
                 dg.RunRequest(
                     run_key=f"changes-{tenant.id}-{newest.isoformat()}",
                     partition_key=tenant.id,
-                    tags={"etl/tenant": tenant.id},
+                    tags=names.tenant_tags(tenant.id),
                 )
             )
         for line in decisions:
@@ -163,4 +166,31 @@ def build_change_sensor(
             skip_reason=None if requests else "; ".join(decisions) or "no tenants",
         )
 
-    return jira_issue_changes
+    return change_sensor
+
+
+def build_automation(
+    catalogue: tuple[EntitySpec, ...],
+    registry: TenantRegistry,
+    *,
+    sync_cron: str,
+    reconcile_cron: str,
+    automation_interval_s: int,
+    change_interval_s: int,
+) -> tuple[list[UnresolvedAssetJobDefinition], list[dg.ScheduleDefinition], list[dg.SensorDefinition]]:
+    """The jobs, schedules and sensors of a catalogue: one full-sync job and schedule, the vectors'
+    automation sensor, and per incremental entity a job, a reconciliation schedule and (when the
+    source can tell its newest change cheaply) a change sensor."""
+    sync = build_sync_job()
+    jobs = [sync]
+    schedules = [build_sync_schedule(sync, registry, sync_cron)]
+    sensors: list[dg.SensorDefinition] = [build_automation_sensor(automation_interval_s)]
+    for spec in catalogue:
+        if not spec.incremental:
+            continue
+        job = build_entity_job(spec)
+        jobs.append(job)
+        schedules.append(build_reconcile_schedule(spec, job, registry, reconcile_cron))
+        if spec.newest_change is not None:
+            sensors.append(build_change_sensor(spec, job, registry, change_interval_s))
+    return jobs, schedules, sensors

@@ -9,21 +9,14 @@ from urllib.parse import urlsplit
 
 import dagster as dg
 
-from etl_assets.core.catalogue import BY_NAME, CATALOGUE
+from etl_assets.core.catalogue import CATALOGUE
 from etl_assets.core.embeddings.factory import EmbeddingConfigError, EmbeddingSettings
 from etl_assets.core.records import EntitySpec
 from etl_assets.core.settings import DEFAULT_DATABASE_URL
 from etl_assets.core.tenants import TenantRegistry
 from etl_assets.core.vectorstore import QdrantSettings
 from etl_assets.defs.assets import build_raw_asset, build_table_asset, build_vector_asset
-from etl_assets.defs.automation import (
-    build_automation_sensor,
-    build_change_sensor,
-    build_issues_job,
-    build_reconcile_schedule,
-    build_sync_job,
-    build_sync_schedule,
-)
+from etl_assets.defs.automation import build_automation
 from etl_assets.defs.resources import (
     DatabaseResource,
     EmbeddingsResource,
@@ -104,31 +97,33 @@ def build_definitions(
     db_url = env.get("DATABASE_URL") or ""
     dialect = "postgres" if db_url.startswith("postgres") else "sqlite"
     provider_kind = "openai" if resources["embeddings"].provider == "openai" else "pytorch"
-    by_name = {s.name: s for s in catalogue} | {
-        k: v for k, v in BY_NAME.items() if k not in {s.name for s in catalogue}
-    }
+    by_name = {s.name: s for s in catalogue}
+    for spec in catalogue:
+        missing = [target for _, target in spec.references if target not in by_name]
+        if missing:
+            raise ValueError(f"entity {spec.name!r} references {', '.join(missing)}, which the catalogue lacks")
     assets: list[dg.AssetsDefinition] = []
     for spec in catalogue:
         assets.append(build_raw_asset(spec, registry, partitions))
         assets.append(build_table_asset(spec, registry, partitions, dialect, by_name))
         assets.append(build_vector_asset(spec, registry, partitions, provider_kind))
-    job = build_sync_job()
-    issues_job = build_issues_job()
+    jobs, schedules, sensors = build_automation(
+        catalogue,
+        registry,
+        sync_cron=env.get("ETL_SYNC_CRON") or "0 * * * *",
+        reconcile_cron=env.get("ETL_RECONCILE_CRON") or "30 3 * * *",
+        automation_interval_s=int(env.get("ETL_AUTOMATION_INTERVAL_S") or 30),
+        change_interval_s=int(env.get("ETL_CHANGE_SENSOR_INTERVAL_S") or 300),
+    )
     executor_kind = env.get("ETL_EXECUTOR") or ("in_process" if not env.get("QDRANT_URL") else "multiprocess")
     if executor_kind not in ("in_process", "multiprocess"):
         raise ValueError(f"ETL_EXECUTOR must be 'in_process' or 'multiprocess', got {executor_kind!r}")
     executor = dg.in_process_executor if executor_kind == "in_process" else dg.multiprocess_executor
     return dg.Definitions(
         assets=assets,
-        jobs=[job, issues_job],
-        schedules=[
-            build_sync_schedule(job, registry, env.get("ETL_SYNC_CRON") or "0 * * * *"),
-            build_reconcile_schedule(issues_job, registry, env.get("ETL_RECONCILE_CRON") or "30 3 * * *"),
-        ],
-        sensors=[
-            build_automation_sensor(int(env.get("ETL_AUTOMATION_INTERVAL_S") or 30)),
-            build_change_sensor(issues_job, registry, int(env.get("ETL_CHANGE_SENSOR_INTERVAL_S") or 300)),
-        ],
+        jobs=jobs,
+        schedules=schedules,
+        sensors=sensors,
         resources=resources,
         executor=executor,
     )

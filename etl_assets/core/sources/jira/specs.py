@@ -14,7 +14,7 @@ from typing import Any
 from etl_assets.core.records import EntitySpec, FetchRequest, RawPage
 from etl_assets.core.sources.jira import parsers, tables
 from etl_assets.core.sources.jira.client import JiraClient
-from etl_assets.core.sources.jira.jql import search_pages, tenant_jql
+from etl_assets.core.sources.jira.jql import newest_change, search_pages, tenant_jql
 
 
 def _join(*parts: str | None) -> str:
@@ -72,6 +72,7 @@ def _fetch_issues(client: JiraClient, req: FetchRequest) -> Iterator[RawPage]:
 PROJECTS = EntitySpec(
     source="jira",
     name="projects",
+    item="project",
     title="Jira projects",
     endpoint="GET /rest/api/3/project/search",
     table=tables.projects,
@@ -99,6 +100,7 @@ PROJECTS = EntitySpec(
 WITS = EntitySpec(
     source="jira",
     name="wits",
+    item="work item type",
     title="Jira work item types",
     endpoint="GET /rest/api/3/issuetype",
     table=tables.wits,
@@ -123,6 +125,7 @@ WITS = EntitySpec(
 STATUSES = EntitySpec(
     source="jira",
     name="statuses",
+    item="status",
     title="Jira statuses",
     endpoint="GET /rest/api/3/status",
     table=tables.statuses,
@@ -145,6 +148,7 @@ STATUSES = EntitySpec(
 ISSUES = EntitySpec(
     source="jira",
     name="issues",
+    item="issue",
     title="Jira issues (work items)",
     endpoint="POST /rest/api/3/search/jql",
     table=tables.issues,
@@ -189,6 +193,7 @@ ISSUES = EntitySpec(
         "updated": "datetime",
     },
     incremental=True,
+    newest_change=newest_change,
     version=lambda record: (
         parsers.parse_jira_datetime((record.get("fields") or {}).get("updated"))
         if isinstance(record, dict) and isinstance(record.get("fields"), dict)
