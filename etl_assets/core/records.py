@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class RawPage:
-    """One response body as Jira sent it, with what was asked for."""
+    """One response body as the source sent it, with what was asked for."""
 
     method: str
     path: str
@@ -39,7 +39,7 @@ class RawPage:
 
 
 class RecordError(ValueError):
-    """One Jira record is unusable; ``external_id`` is set when it could be read."""
+    """One source record is unusable; ``external_id`` is set when it could be read."""
 
     def __init__(self, reason: str, external_id: str | None = None):
         super().__init__(reason)
@@ -65,13 +65,13 @@ class EntitySpec:
     table: Table
     parse: Callable[[object], dict[str, Any]]
     fetch: Callable[[Any, FetchRequest], Iterator[RawPage]]  # (the source's client, request)
-    records: Callable[[Any], list[Any]]  # the Jira objects inside one response body
+    records: Callable[[Any], list[Any]]  # the source objects inside one response body
     text: Callable[[Mapping[str, Any]], str]  # what we embed
     payload: Callable[[Mapping[str, Any]], dict[str, Any]]  # display/filter fields on each point
-    references: tuple[tuple[str, str], ...] = ()  # (column, referenced entity) by (tenant, Jira id)
+    references: tuple[tuple[str, str], ...] = ()  # (column, referenced entity) by (tenant, source id)
     payload_indexes: Mapping[str, str] = field(default_factory=dict)  # payload field -> Qdrant schema
     incremental: bool = False  # fetched by watermark; deletions found by reconciliation
-    # When one Jira object arrives twice (overlapping incremental windows), the newer version wins.
+    # When one source object arrives twice (overlapping incremental windows), the newer version wins.
     version: Callable[[Any], Any] | None = None
     # For incremental entities: (the source's client, tenant, since) -> the newest change at or after
     # ``since``, in one cheap request; what the change sensor asks before it starts a run.
