@@ -91,3 +91,37 @@ def test_surrogate_keys_are_64_bit(tmp_path, backend):
         assert str(types["id"]) == wanted, (table, types["id"])
     assert str(columns["raw_jira_pages"]["batch_id"]) == ("BIGINT" if backend == "postgres" else "INTEGER")
     engine.dispose()
+
+
+def test_non_finite_numbers_are_quarantined_naming_the_jira_id_and_the_batch_commits(tmp_path, backend):
+    """NaN and Infinity are read by Python's json but are not JSON: PostgreSQL refused the ``data``
+    column and the whole issues transaction failed. Each such record is quarantined instead."""
+    from etl_assets_tests.pg import database_url_for_test
+
+    engine = make_engine(database_url_for_test(tmp_path, backend, f"nonfinite-{backend}"))
+    stamp = "2026-03-04T10:15:30.000+0000"
+    # Written by hand: the literals are what a broken gateway would put on the wire.
+    body = (
+        '{"isLast": true, "issues": ['
+        f'{{"id": "10001", "key": "P-1", "parent": Infinity, "fields": {{"summary": "a", "updated": "{stamp}"}}}},'
+        f'{{"id": "10002", "key": "P-2", "fields": {{"summary": "b", "updated": "{stamp}", "customfield_1": NaN}}}},'
+        f'{{"id": "10003", "key": "P-3", "fields": {{"summary": "c", "updated": "{stamp}", "labels": [-Infinity]}}}},'
+        f'{{"id": "10004", "key": "P-4", "fields": {{"summary": "good", "updated": "{stamp}", "score": 1.5}}}},'
+        f'{{"id": "10005", "key": "P-5", "fields": {{"summary": "good too", "updated": "{stamp}"}}}}'
+        "]}"
+    )
+    ops.land_raw(engine, ISSUES, "t", [RawPage("POST", "/x", {}, 200, body, datetime.now(UTC))], kind="incremental")
+    result = ops.build_table(engine, ISSUES, "t")  # used to raise on PostgreSQL: Token "Infinity" is invalid
+    assert (result.fetched, result.inserted, result.rejected) == (5, 2, 3)
+    with engine.connect() as conn:
+        rows = {r.external_id: r.data for r in conn.execute(select(tables.issues.c.external_id, tables.issues.c.data))}
+        rejected = {r.external_id: r for r in conn.execute(select(schema.rejected_records)) if r.tenant_id == "t"}
+    engine.dispose()
+    assert set(rows) == {"10004", "10005"} and rows["10004"]["fields"]["score"] == 1.5
+    where = {"10001": ("'parent'", "Infinity"), "10002": ("'fields.customfield_1'", "NaN")}
+    where["10003"] = ("'fields.labels[0]'", "-Infinity")
+    assert set(rejected) == set(where)
+    for ext, (path, literal) in where.items():
+        reason = rejected[ext].reason
+        assert reason.startswith(f"issue {ext}: ") and path in reason and f"is {literal}," in reason, reason
+        assert literal in rejected[ext].payload, "the payload keeps what was sent"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -20,7 +21,7 @@ from sqlalchemy import Connection, Engine, and_, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from etl_assets.core.records import EntitySpec, RawPage, RecordError
-from etl_assets.core.store import schema
+from etl_assets.core.store import migrations, schema
 
 log = logging.getLogger(__name__)
 
@@ -38,17 +39,9 @@ def as_utc(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-# Any fixed bigint: the advisory lock that serializes schema creation on PostgreSQL.
-_SCHEMA_LOCK_KEY = 0x45544C5F534348
-
-
 def create_schema(engine: Engine) -> None:
-    with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            # Parallel step processes all create the schema on first use; checking for a table and
-            # creating it is not atomic, so they take turns (the lock ends with the transaction).
-            conn.execute(select(func.pg_advisory_xact_lock(_SCHEMA_LOCK_KEY)))
-        schema.metadata.create_all(conn)
+    """Create the tables, or upgrade those an earlier release made (see ``store.migrations``)."""
+    migrations.upgrade(engine)
 
 
 def _jsonable(value: Any) -> Any:
@@ -215,6 +208,37 @@ def _record_key(record: Any) -> str | None:
     return None
 
 
+# Non-finite numbers: Python's json reads the literals NaN, Infinity and -Infinity, but they are not
+# JSON (RFC 8259) and PostgreSQL's json type refuses them, which used to fail the whole table
+# transaction. A record carrying one is quarantined (reason naming its Jira id and where the value
+# sits) rather than written with the value replaced: Jira never sends these, so such a record is
+# damaged, a replacement would store something the source never said, and quarantine shows the
+# damage in the no_rejected_records check. Both backends then behave alike (SQLite would accept it).
+def _loads_noting_non_finite(body: str) -> tuple[Any, bool]:
+    """The parsed body, and whether it held a non-finite number (so only such bodies are walked)."""
+    seen: list[str] = []
+
+    def constant(name: str) -> float:
+        seen.append(name)
+        return float(name)
+
+    return json.loads(body, parse_constant=constant), bool(seen)
+
+
+def _non_finite_path(value: Any) -> tuple[str, float] | None:
+    """Where ``value`` holds NaN or an infinity (e.g. ``fields.parent``), and the number."""
+    stack: list[tuple[Any, str]] = [(value, "")]
+    while stack:  # iterative: records may nest deeper than the recursion limit
+        item, path = stack.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            return path or "<the record itself>", item
+        if isinstance(item, dict):
+            stack.extend((v, f"{path}.{k}" if path else str(k)) for k, v in item.items())
+        elif isinstance(item, list):
+            stack.extend((v, f"{path}[{i}]") for i, v in enumerate(item))
+    return None
+
+
 def _older(spec: EntitySpec, record: Any, held: Any) -> bool:
     if spec.version is None:
         return False
@@ -230,12 +254,16 @@ def build_table(engine: Engine, spec: EntitySpec, tenant_id: str) -> TableResult
         batches = _pending_batches(conn, tenant_id, spec.name)
         result.batches = len(batches)
         latest: dict[str, tuple[Any, int]] = {}  # external id -> (record, batch) — newest batch wins
+        non_finite_batches: set[int] = set()  # batches with a NaN/Infinity somewhere in a body
         live_listing: set[str] | None = None  # ids in the newest complete listing, if any
         listing_batch = -1
         for batch_id, kind in batches:
             listed: set[str] = set()
             for body in _batch_bodies(conn, batch_id):
-                for record in spec.records(json.loads(body)):
+                data, has_non_finite = _loads_noting_non_finite(body)
+                if has_non_finite:
+                    non_finite_batches.add(batch_id)
+                for record in spec.records(data):
                     key = _record_key(record)
                     if key is not None:
                         listed.add(key)
@@ -277,6 +305,17 @@ def build_table(engine: Engine, spec: EntitySpec, tenant_id: str) -> TableResult
                 row = spec.parse(record)
             except RecordError as exc:
                 result.rejected_reasons.append(_reject(conn, tenant_id, spec.name, batch_id, record, exc))
+                continue
+            found = _non_finite_path(record) if batch_id in non_finite_batches else None
+            if found is not None:
+                ext = row["external_id"]  # validated by the parser: fits the rejected_records column
+                reason = (
+                    f"{spec.item} {ext}: '{found[0]}' is {json.dumps(found[1])}, which is not JSON (RFC 8259); "
+                    "the database cannot store the record"
+                )
+                result.rejected_reasons.append(
+                    _reject(conn, tenant_id, spec.name, batch_id, record, RecordError(reason, ext))
+                )
                 continue
             digest = row_hash(row)
             before = existing.get(key)
