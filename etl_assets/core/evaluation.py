@@ -7,14 +7,15 @@ text, chunking, embedder and search as the assets, into an in-memory Qdrant.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from qdrant_client import AsyncQdrantClient
 
 from etl_assets.core.embeddings.base import Embedder
+from etl_assets.core.records import EntitySpec
 from etl_assets.core.search import search
-from etl_assets.core.sources.jira.specs import ISSUES
 from etl_assets.core.vectorstore import Collection, collection_name
 from etl_assets.core.vectorsync import sync_vectors
 
@@ -63,22 +64,29 @@ class RetrievalReport:
 
 
 async def evaluate_retrieval(
-    site: Any, queries: list[tuple[str, list[str]]], embedder: Embedder, *, k: int = 5, tenant_id: str = "eval"
+    spec: EntitySpec,
+    records: Iterable[Any],
+    queries: list[tuple[str, list[str]]],
+    embedder: Embedder,
+    *,
+    k: int = 5,
+    tenant_id: str = "eval",
 ) -> RetrievalReport:
-    rows = []
-    for record in site.issues:
-        row = ISSUES.parse(record)
+    """Index ``records`` (source objects of ``spec``) as the vector asset would, then rank each query."""
+    rows: list[dict[str, Any]] = []
+    for record in records:
+        row = spec.parse(record)
         rows.append({**row, "id": len(rows) + 1, "tenant_id": tenant_id})
     client = AsyncQdrantClient(location=":memory:")
     try:
-        collection = Collection(client, collection_name(tenant_id, ISSUES.name), tenant_id, ISSUES.name, local=True)
+        collection = Collection(client, collection_name(tenant_id, spec.name), tenant_id, spec.name, local=True)
         live = {r["external_id"] for r in rows}
 
         async def live_ids(candidates: list[str]) -> set[str]:
             return live & set(candidates)
 
         await sync_vectors(
-            spec=ISSUES,
+            spec=spec,
             tenant_id=tenant_id,
             pages=lambda: iter([rows]),
             live_ids=live_ids,

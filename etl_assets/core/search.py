@@ -23,7 +23,7 @@ class Hit:
 
 
 def _filter(tenant_id: str, project: str | None, status_category: str | None) -> models.Filter:
-    must = [models.FieldCondition(key="tenant_id", match=models.MatchValue(value=tenant_id))]
+    must: list[models.Condition] = [models.FieldCondition(key="tenant_id", match=models.MatchValue(value=tenant_id))]
     if project:
         must.append(models.FieldCondition(key="project_key", match=models.MatchValue(value=project)))
     if status_category:

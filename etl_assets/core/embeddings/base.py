@@ -40,10 +40,15 @@ class EmbeddingStats:
 class Embedder(Protocol):
     model: str
     dimensions: int
-    max_input_tokens: int  # the model's own input limit
     max_batch_inputs: int
     max_batch_tokens: int
     stats: EmbeddingStats
+
+    # A read-only member, so that a provider may derive it from its model (a property) or set it.
+    @property
+    def max_input_tokens(self) -> int:
+        """The model's own input limit, in tokens."""
+        ...
 
     def count_tokens(self, text: str) -> int: ...
 

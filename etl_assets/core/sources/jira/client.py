@@ -19,7 +19,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
-from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
+from tenacity import RetryCallState, Retrying, nap, retry_if_exception, stop_after_attempt
 
 from etl_assets.core.records import RawPage
 
@@ -171,7 +171,7 @@ class JiraClient:
             stop=stop_after_attempt(self.max_attempts),
             wait=self._wait,
             reraise=True,
-            **({"sleep": self.sleep} if self.sleep else {}),
+            sleep=self.sleep or nap.sleep,
         )
         try:
             return retrying(attempt)
