@@ -16,8 +16,9 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from etl_assets.core.embeddings.local_provider import LocalEmbedder  # noqa: E402
-from etl_assets.core.evaluation import evaluate_retrieval  # noqa: E402
+from etl_assets.core.evaluation import evaluate_retrieval
 from etl_assets.core.sources.jira.sample import generate_sample_site, labelled_queries  # noqa: E402
+from etl_assets.core.sources.jira.specs import ISSUES  # noqa: E402
 
 
 def main() -> None:
@@ -27,7 +28,7 @@ def main() -> None:
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args()
     site = generate_sample_site()
-    report = asyncio.run(evaluate_retrieval(site, labelled_queries(site), LocalEmbedder(), k=args.k))
+    report = asyncio.run(evaluate_retrieval(ISSUES, site.issues, labelled_queries(site), LocalEmbedder(), k=args.k))
     figures = report.as_dict()
     print(json.dumps(figures, indent=2))
     if args.verbose:

@@ -8,6 +8,7 @@ import pytest
 
 from etl_assets.core.evaluation import evaluate_retrieval
 from etl_assets.core.sources.jira.sample import generate_sample_site, labelled_queries
+from etl_assets.core.sources.jira.specs import ISSUES
 
 
 @pytest.mark.slow
@@ -17,7 +18,7 @@ def test_local_model_clears_the_retrieval_floor():
     site = generate_sample_site()
     queries = labelled_queries(site)
     assert len(queries) >= 15
-    report = asyncio.run(evaluate_retrieval(site, queries, LocalEmbedder(), k=5))
+    report = asyncio.run(evaluate_retrieval(ISSUES, site.issues, queries, LocalEmbedder(), k=5))
     assert report.recall_at_k >= 0.8, report.as_dict()
     assert report.mrr >= 0.8, report.as_dict()
     # Several languages are among the queries; none may come back empty-handed.
