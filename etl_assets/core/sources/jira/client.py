@@ -7,8 +7,6 @@ and 403 fail at once. Errors name the tenant, the site and the request — never
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 import logging
 import random
@@ -26,7 +24,6 @@ from etl_assets.core.records import RawPage
 log = logging.getLogger(__name__)
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
-DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 
 
 class JiraError(RuntimeError):
@@ -215,12 +212,3 @@ class JiraClient:
                 raise JiraError(f"{self.describe('POST', path)}: server repeated nextPageToken")
             seen_tokens.add(token)
         raise JiraError(f"{self.describe('POST', path)}: pagination did not end")
-
-
-def basic_auth(email: str, token: str) -> httpx.BasicAuth:
-    return httpx.BasicAuth(email, token)
-
-
-def fingerprint(text: str) -> str:
-    """A short, stable hash for logs and ids (not for secrets)."""
-    return base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()[:9]).decode()
