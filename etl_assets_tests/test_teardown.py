@@ -7,13 +7,24 @@ Dagster's event log must hold none of the lines the old design printed on every 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import subprocess
 import sys
 import textwrap
+import time
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
+import dagster as dg
 import pytest
+
+from etl_assets.core.embeddings.factory import EmbeddingSettings, open_embedder
+from etl_assets.defs.resources import EmbeddingsResource
+from etl_assets.fakes.loopback import LoopbackServer
+from etl_assets.fakes.openai_server import FakeEmbeddings
 
 FORBIDDEN = (
     "Event loop is closed",
@@ -99,6 +110,61 @@ def test_vector_steps_tear_down_cleanly_under_dev_mode(env, tmp_path):
     assert env.embeddings.requests >= 4
     assert env.embeddings.connections_opened < env.embeddings.requests
     assert env.embeddings.server.connections_active == 0
+
+
+# -- fast: the pool is closed when the resource or open_embedder exits ----------------------------
+
+FAST_DIMENSIONS = 8
+
+
+def _settings(fake: FakeEmbeddings) -> dict[str, Any]:
+    return {
+        "provider": "openai",
+        "api_key": "sk-test-teardown",
+        "base_url": fake.url,
+        "dimensions": FAST_DIMENSIONS,
+        "concurrency": 4,
+    }
+
+
+@contextlib.asynccontextmanager
+async def _via_resource(fake: FakeEmbeddings) -> AsyncIterator[Any]:
+    resource = EmbeddingsResource(**_settings(fake))
+    async with resource.yield_for_execution(dg.build_init_resource_context()) as opened:
+        yield opened.embedder
+
+
+@contextlib.asynccontextmanager
+async def _via_factory(fake: FakeEmbeddings) -> AsyncIterator[Any]:
+    async with open_embedder(EmbeddingSettings(**_settings(fake))) as embedder:
+        yield embedder
+
+
+def _open_connections_after(server: LoopbackServer, timeout_s: float = 3.0) -> int:
+    # The server learns of a client's close asynchronously, on its own loop: give it a moment.
+    deadline = time.monotonic() + timeout_s
+    while server.connections_active and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return server.connections_active
+
+
+@pytest.mark.parametrize("opener", [_via_resource, _via_factory], ids=["EmbeddingsResource", "open_embedder"])
+def test_the_embeddings_pool_is_closed_on_exit(opener: Callable[[FakeEmbeddings], Any]) -> None:
+    """The slow test above proves this under -X dev in a real run; this one says it in a second."""
+    with FakeEmbeddings(dimensions=FAST_DIMENSIONS, latency_s=0.05) as fake:
+
+        async def go() -> tuple[Any, int]:
+            async with opener(fake) as embedder:
+                # Requests in flight together: the pool opens several keep-alive connections.
+                await asyncio.gather(*(embedder.embed([f"text {i}"]) for i in range(6)))
+                open_inside = fake.server.connections_active
+            return embedder, open_inside
+
+        embedder, open_inside = asyncio.run(go())  # the embedder is still referenced: no GC closes it
+        assert fake.requests == 6
+        assert open_inside >= 2, "the pool never held connections, so closing it proves nothing"
+        assert _open_connections_after(fake.server) == 0, "connections outlived the embedder"
+        assert embedder.client.is_closed()
 
 
 CLI_COMMANDS = {
