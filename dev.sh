@@ -3,19 +3,67 @@
 #   ./dev.sh demo   set everything up, then run the whole graph on the bundled sample tenants
 #   ./dev.sh test   set everything up, then run the test suite
 #   ./dev.sh ui     the Dagster UI (dg dev) on the demo's instance, to click Materialize
-# Set-up is idempotent: a virtualenv in .venv with the project and its extras.
+#   ./dev.sh setup  only the set-up: .venv with the exact versions of requirements.lock and the project
+#   ./dev.sh lock   re-resolve requirements.lock from pyproject.toml; commit the two together
+#                   (keeps every pin it can; `./dev.sh lock --upgrade` or `--upgrade-package NAME` to move)
+# Set-up installs again only when requirements.lock, pyproject.toml or the interpreter changed since its
+# last success, and it is silent unless pip fails.
 set -euo pipefail
 cd "$(dirname "$0")"
 
 PYTHON=${PYTHON:-python3.11}
 command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
 
+LOCK=requirements.lock
+STAMP=.venv/.etl-assets-installed # the hash of the inputs of the last successful install
+LOG=.venv/install.log
+
+inputs_hash() {
+  { cat "$LOCK" pyproject.toml; .venv/bin/python -VV; } | sha256sum | cut -d' ' -f1
+}
+
 setup() {
   if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
   fi
-  .venv/bin/python -m pip install --quiet --upgrade pip
-  .venv/bin/python -m pip install --quiet -e ".[local,dev]"
+  local want
+  want=$(inputs_hash)
+  if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ]; then
+    return 0
+  fi
+  rm -f "$STAMP"
+  # Every package comes from the lock, checked against its hashes. The project itself goes in without
+  # dependencies and without build isolation (setuptools is in the lock), so nothing is resolved afresh.
+  if ! {
+    .venv/bin/python -m pip install --no-input --progress-bar off --require-hashes -r "$LOCK" &&
+      .venv/bin/python -m pip install --no-input --progress-bar off --no-deps --no-build-isolation -e .
+  } >"$LOG" 2>&1; then
+    cat "$LOG" >&2
+    echo "dev.sh: set-up failed; pip's output is above and in $LOG" >&2
+    exit 1
+  fi
+  echo "$want" >"$STAMP"
+}
+
+lock() {
+  [ -x .venv/bin/uv ] || setup
+  # uv reads no pip configuration, so it is handed the wheel folders pip is configured with: that is
+  # where these machines keep the CPU build of torch (PyPI's Linux torch is the CUDA build, which pulls
+  # gigabytes of nvidia-* wheels).
+  local links args=() link
+  links=${PIP_FIND_LINKS:-$(.venv/bin/python -m pip config get global.find-links 2>/dev/null || true)}
+  for link in $links; do args+=(--find-links "$link"); done
+  # Starting from the current lock keeps its pins as preferences: only what pyproject.toml forces moves.
+  cp "$LOCK" "$LOCK.new" 2>/dev/null || true
+  .venv/bin/uv pip compile pyproject.toml --quiet --extra local --extra dev \
+    --python-version 3.11 --python-platform x86_64-manylinux_2_28 --generate-hashes \
+    --custom-compile-command "./dev.sh lock" --output-file "$LOCK.new" "${args[@]}" "$@"
+  if ! grep -q '^torch==[^ ]*+cpu ' "$LOCK.new" || grep -qiE '^(nvidia-|triton==)' "$LOCK.new"; then
+    rm -f "$LOCK.new"
+    echo "dev.sh lock: torch did not resolve to its CPU build (or CUDA packages came along); $LOCK is unchanged" >&2
+    exit 1
+  fi
+  mv "$LOCK.new" "$LOCK"
 }
 
 browser() {
@@ -57,8 +105,12 @@ case "${1:-}" in
   setup)
     setup
     ;;
+  lock)
+    shift
+    lock "$@"
+    ;;
   *)
-    echo "usage: ./dev.sh demo | test [pytest args] | ui [dg dev args] | setup" >&2
+    echo "usage: ./dev.sh demo | test [pytest args] | ui [dg dev args] | setup | lock [uv pip compile args]" >&2
     exit 2
     ;;
 esac
