@@ -21,7 +21,7 @@ from sqlalchemy import Connection, Engine, and_, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from etl_assets.core.records import EntitySpec, RawPage, RecordError
-from etl_assets.core.store import schema
+from etl_assets.core.store import migrations, schema
 
 log = logging.getLogger(__name__)
 
@@ -39,17 +39,9 @@ def as_utc(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-# Any fixed bigint: the advisory lock that serializes schema creation on PostgreSQL.
-_SCHEMA_LOCK_KEY = 0x45544C5F534348
-
-
 def create_schema(engine: Engine) -> None:
-    with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            # Parallel step processes all create the schema on first use; checking for a table and
-            # creating it is not atomic, so they take turns (the lock ends with the transaction).
-            conn.execute(select(func.pg_advisory_xact_lock(_SCHEMA_LOCK_KEY)))
-        schema.metadata.create_all(conn)
+    """Create the tables, or upgrade those an earlier release made (see ``store.migrations``)."""
+    migrations.upgrade(engine)
 
 
 def _jsonable(value: Any) -> Any:

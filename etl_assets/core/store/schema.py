@@ -1,4 +1,4 @@
-"""The SQL schema every source shares: raw landing, quarantine, sync state, and the entity-table shape.
+"""The SQL schema every source shares: raw landing, quarantine, sync state, schema versions, the entity-table shape.
 
 Sources declare their own entity tables with :func:`entity_table` on the same ``metadata``.
 
@@ -86,6 +86,16 @@ sync_state = Table(
     Column("watermark", TS),
     Column("syncs_since_reconcile", Integer, nullable=False, default=0),
     Column("last_reconciled_at", TS),
+)
+
+# One row per schema migration this database has had (see ``store.migrations``); the newest
+# version is the schema's. Kept as a history rather than one value, for diagnosis.
+schema_version = Table(
+    "schema_version",
+    metadata,
+    Column("version", Integer, primary_key=True, autoincrement=False),
+    Column("description", String(200), nullable=False),
+    Column("applied_at", TS, nullable=False),
 )
 
 
