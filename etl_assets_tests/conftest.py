@@ -7,13 +7,14 @@ import contextlib
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -24,7 +25,27 @@ from etl_assets.defs.build import build_definitions  # noqa: E402
 from etl_assets.defs.resources import DatabaseResource, EmbeddingsResource, JiraResource, QdrantResource  # noqa: E402
 from etl_assets.fakes.loopback import LoopbackServer, Request, Response  # noqa: E402
 from etl_assets.fakes.openai_server import FakeEmbeddings  # noqa: E402
+from etl_assets_tests.corpus import running_in_ci  # noqa: E402
 from etl_assets_tests.pg import database_url_for_test, test_backends  # noqa: E402
+
+# CI must be reproducible: a failure found by a random example used to pass or fail by luck.
+# "ci" draws the same examples on every run (derandomize) and prints the blob that replays a
+# failure; "dev" explores at random and remembers failures locally. A test's own @settings still
+# sets its max_examples; the profile decides what it leaves unset.
+hypothesis_settings.register_profile(
+    "ci", derandomize=True, max_examples=100, deadline=None, print_blob=True, database=None
+)
+hypothesis_settings.register_profile("dev", derandomize=False)
+
+
+def hypothesis_profile(environ: Mapping[str, str]) -> str:
+    """HYPOTHESIS_PROFILE if set, else "ci" under CI=true, else "dev"."""
+    if environ.get("HYPOTHESIS_PROFILE"):
+        return environ["HYPOTHESIS_PROFILE"]
+    return "ci" if running_in_ci(environ) else "dev"
+
+
+hypothesis_settings.load_profile(hypothesis_profile(os.environ))
 
 TEST_DIMENSIONS = 64
 JIRA_EMAIL = "bot@example.test"

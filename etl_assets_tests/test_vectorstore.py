@@ -40,6 +40,15 @@ def test_point_ids_are_deterministic_and_distinct():
     assert a not in others and len(others) == 4
 
 
+def test_point_ids_are_the_same_in_every_process_and_release():
+    # Literals computed once from the definition, uuid5(POINT_NAMESPACE, "tenant\x1fentity\x1fid\x1fchunk")
+    # with POINT_NAMESPACE = 5b0f8f0e-3c1e-5a8e-9f57-6574c2d1a001: a namespace drawn per process (or
+    # a changed recipe) would orphan every stored point, and only a fixed value can show that.
+    assert point_id("1", "issues", "10001", 0) == "86b192aa-406e-595b-8716-61317b7765f5"
+    assert point_id("1", "issues", "10001", 1) == "bca5d031-e2f1-557e-b8df-461161a95655"
+    assert point_id("2", "projects", "10000") == "521ed181-12b7-5ae0-a995-f8d11a3541bb"
+
+
 def run(coro_fn):
     async def go():
         client = AsyncQdrantClient(location=":memory:")
