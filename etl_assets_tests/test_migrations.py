@@ -337,6 +337,23 @@ def test_a_new_migration_adds_a_column_to_tables_with_rows(fresh_url):
     engine.dispose()
 
 
+def test_a_failed_migration_leaves_the_previous_version(fresh_url):
+    engine = make_engine(fresh_url)
+    land_rows(engine, "t", 1)
+
+    def half_done(conn) -> None:  # type: ignore[no-untyped-def]
+        migrations.add_column_if_missing(conn, "projects", Column("source", String(32)))
+        raise RuntimeError("migration failed half-way")
+
+    later = (*migrations.MIGRATIONS, Migration(HEAD_VERSION + 1, "test: fails", half_done))
+    with pytest.raises(RuntimeError, match="half-way"):
+        migrations.upgrade(engine, migrations=later)
+    assert schema_version(engine) == HEAD_VERSION
+    assert "source" not in {c["name"] for c in inspect(engine).get_columns("projects")}
+    assert ops.count_rows(engine, PROJECTS, "t") == 2
+    engine.dispose()
+
+
 def test_a_column_without_a_default_is_refused_for_existing_rows(fresh_url):
     engine = make_engine(fresh_url)
     with engine.begin() as conn, pytest.raises(ValueError, match="projects.source"):

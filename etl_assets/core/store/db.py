@@ -18,6 +18,10 @@ def safe_url(url: str) -> str:
 
 
 def make_engine(url: str, *, create: bool = True) -> Engine:
+    """An engine for ``url``; with ``create``, the schema is created or upgraded to this code's first.
+
+    ``create=False`` opens the database as it is (tools that only read, and tests of old schemas).
+    """
     try:
         parsed = make_url(url)
     except Exception:  # noqa: BLE001
