@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 import dagster as dg
 
@@ -64,6 +65,40 @@ def test_automation_requests_vectors_after_their_table_committed(env):
             for pk in result.get_requested_partitions(key)
         }
         assert requested == {("vectors/projects_vectors", "1")}
+
+
+def _requested(d: dg.Definitions, result: Any) -> set[tuple[str, str]]:
+    return {
+        (key.to_user_string(), pk)
+        for key in d.resolve_asset_graph().get_all_asset_keys()
+        for pk in result.get_requested_partitions(key)
+    }
+
+
+def test_automation_holds_vectors_back_while_a_blocking_table_check_fails(env):
+    with dg.DagsterInstance.ephemeral() as instance:
+        d = env.definitions()
+        result = dg.evaluate_automation_conditions(defs=d, instance=instance)
+        # Issues land before their types and statuses: the table commits (its materialization is
+        # recorded) but its blocking check references_resolve fails. Projects pass all of theirs.
+        selection = " or ".join(
+            f"key:{k}"
+            for k in (
+                "jira/raw/raw_jira_projects",
+                "tables/projects_table",
+                "jira/raw/raw_jira_issues",
+                "tables/issues_table",
+            )
+        )
+        run = env.materialize("1", selection, instance=instance, raise_on_error=False)
+        checks = {(e.asset_key.to_user_string(), e.check_name): e.passed for e in run.get_asset_check_evaluations()}
+        assert checks[("tables/issues_table", "references_resolve")] is False, checks
+        assert all(passed for (key, _), passed in checks.items() if key == "tables/projects_table"), checks
+        issues_table = instance.get_latest_materialization_event(dg.AssetKey(["tables", "issues_table"]))
+        assert issues_table is not None, "the table must have materialized, or this tests nothing"
+        result = dg.evaluate_automation_conditions(defs=d, instance=instance, cursor=result.cursor)
+        # Only the projects' vectors: the issues' wait for a table whose blocking checks pass.
+        assert _requested(d, result) == {("vectors/projects_vectors", "1")}
 
 
 def test_build_definitions_rejects_unknown_executor(env):
