@@ -21,7 +21,8 @@ from sqlalchemy import Engine, create_engine, func, select
 
 from etl_assets.core.catalogue import CATALOGUE
 from etl_assets.core.records import EntitySpec
-from etl_assets.core.sources.jira.sample import JiraSite, parse_jira_timestamp
+from etl_assets.core.sources.jira.parsers import parse_jira_datetime
+from etl_assets.core.sources.jira.sample import JiraSite
 from etl_assets.core.store import ops, schema
 from etl_assets.core.vectorstore import collection_name, open_qdrant, point_id
 from etl_assets.core.vectorsync import plan_row
@@ -72,7 +73,7 @@ def _expected_fields(entity: str, obj: Mapping[str, Any]) -> dict[str, Any]:
         "project_external_id": (fields.get("project") or {}).get("id"),
         "wit_external_id": (fields.get("issuetype") or {}).get("id"),
         "status_external_id": (fields.get("status") or {}).get("id"),
-        "updated": parse_jira_timestamp(fields["updated"]),
+        "updated": parse_jira_datetime(fields["updated"]),
     }
 
 

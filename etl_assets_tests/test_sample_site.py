@@ -18,13 +18,13 @@ import httpx
 import pytest
 
 from etl_assets.core.sources.jira import sample
+from etl_assets.core.sources.jira.parsers import parse_jira_datetime
 from etl_assets.core.sources.jira.sample import (
     JiraSite,
     JiraSiteHandler,
     format_jira_timestamp,
     generate_sample_site,
     labelled_queries,
-    parse_jira_timestamp,
     sample_transport,
 )
 from etl_assets_tests.corpus import load_corpus_json
@@ -257,7 +257,7 @@ def test_search_pages_return_every_issue_exactly_once(site: JiraSite, client: ht
     # A different page size over full fields gives the same set, 100 at most per page.
     full, full_pages = search_all(client, "created IS NOT EMPTY ORDER BY updated ASC", fields=["*all"], page_size=7)
     assert len(full_pages) == 43 and len(full) == 300
-    stamps = [parse_jira_timestamp(i["fields"]["updated"]) for i in full]
+    stamps = [parse_jira_datetime(i["fields"]["updated"]) for i in full]
     assert stamps == sorted(stamps)
 
 
@@ -292,21 +292,21 @@ def test_search_fields_filtering(site: JiraSite, client: httpx.Client) -> None:
 
 
 def test_jql_updated_filter_at_minute_granularity(site: JiraSite, client: httpx.Client) -> None:
-    stamps = sorted(parse_jira_timestamp(i["fields"]["updated"]) for i in site.issues)
+    stamps = sorted(parse_jira_datetime(i["fields"]["updated"]) for i in site.issues)
     cutoff = minute_floor(stamps[len(stamps) // 2])
-    expected = {i["key"] for i in site.issues if parse_jira_timestamp(i["fields"]["updated"]) >= cutoff}
+    expected = {i["key"] for i in site.issues if parse_jira_datetime(i["fields"]["updated"]) >= cutoff}
     assert 100 < len(expected) < 200
     jql = f'updated >= "{cutoff:%Y-%m-%d %H:%M}" ORDER BY updated ASC'
     issues, _ = search_all(client, jql, fields=["updated"], page_size=25)
     assert {i["key"] for i in issues} == expected
-    got = [parse_jira_timestamp(i["fields"]["updated"]) for i in issues]
+    got = [parse_jira_datetime(i["fields"]["updated"]) for i in issues]
     assert got == sorted(got) and got[0] >= cutoff
     slash, _ = search_all(client, f'updated >= "{cutoff:%Y/%m/%d %H:%M}"')
     assert {i["key"] for i in slash} == expected
     day = cutoff.replace(hour=0, minute=0)
     before, _ = search_all(client, f"updated < {day:%Y-%m-%d}")
     assert {i["key"] for i in before} == {
-        i["key"] for i in site.issues if parse_jira_timestamp(i["fields"]["updated"]) < day
+        i["key"] for i in site.issues if parse_jira_datetime(i["fields"]["updated"]) < day
     }
 
 
@@ -322,10 +322,10 @@ def test_jql_project_filters(site: JiraSite, client: httpx.Client) -> None:
     assert {i["key"] for i in single} == {k for k in expected if k.startswith("PAY-")}
     by_name, _ = search_all(client, 'project = "Zahlungsverkehr – Übersicht"')
     assert {i["key"] for i in by_name} == {k for k in expected if k.startswith("ZV-")}
-    cutoff = minute_floor(max(parse_jira_timestamp(i["fields"]["updated"]) for i in site.issues) - timedelta(days=40))
+    cutoff = minute_floor(max(parse_jira_datetime(i["fields"]["updated"]) for i in site.issues) - timedelta(days=40))
     both, _ = search_all(client, f'(project in (PAY, ZV)) AND updated >= "{cutoff:%Y-%m-%d %H:%M}"', fields=["updated"])
     assert {i["key"] for i in both} == {
-        i["key"] for i in site.issues if i["key"] in expected and parse_jira_timestamp(i["fields"]["updated"]) >= cutoff
+        i["key"] for i in site.issues if i["key"] in expected and parse_jira_datetime(i["fields"]["updated"]) >= cutoff
     }
     excluded, _ = search_all(client, "project not in (PAY, ZV)")
     assert len(excluded) == 300 - len(expected)
@@ -392,7 +392,7 @@ def test_more_jql(site: JiraSite, client: httpx.Client) -> None:
 
 
 def test_relative_dates_use_the_handler_clock(site: JiraSite) -> None:
-    latest = max(parse_jira_timestamp(i["fields"]["updated"]) for i in site.issues)
+    latest = max(parse_jira_datetime(i["fields"]["updated"]) for i in site.issues)
     handler = JiraSiteHandler(site, clock=lambda: latest + timedelta(minutes=3))
     status, headers, body = handler.handle("POST", SEARCH, {}, json.dumps({"jql": "updated >= -5m"}).encode())
     assert status == 200 and headers["content-type"].startswith("application/json")
@@ -400,7 +400,7 @@ def test_relative_dates_use_the_handler_clock(site: JiraSite) -> None:
     assert keys == {
         i["key"]
         for i in site.issues
-        if parse_jira_timestamp(i["fields"]["updated"]) >= minute_floor(latest - timedelta(minutes=2))
+        if parse_jira_datetime(i["fields"]["updated"]) >= minute_floor(latest - timedelta(minutes=2))
     }
     assert keys
 
@@ -484,7 +484,7 @@ def test_issues_reference_what_exists(site: JiraSite) -> None:
         else:
             assert "scope" not in status and "scope" not in itype
         assert f["status"]["statusCategory"]["key"] == status["statusCategory"]["key"]
-        assert parse_jira_timestamp(f["updated"]) >= parse_jira_timestamp(f["created"])
+        assert parse_jira_datetime(f["updated"]) >= parse_jira_datetime(f["created"])
         assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+0000", f["created"])
         assert (f["resolution"] is not None) == (f["status"]["statusCategory"]["key"] == "done")
         assert f["priority"]["name"] in ("Highest", "High", "Medium", "Low", "Lowest")
@@ -498,7 +498,7 @@ def test_issues_reference_what_exists(site: JiraSite) -> None:
             assert f["parent"]["key"] == parent["key"]
             assert parent["fields"]["project"]["id"] == project["id"]
             assert issue["key"] in {s["key"] for s in parent["fields"]["subtasks"]}
-    created = [parse_jira_timestamp(i["fields"]["created"]) for i in site.issues]
+    created = [parse_jira_datetime(i["fields"]["created"]) for i in site.issues]
     assert max(created) - min(created) > timedelta(days=150)
     assert any(i["fields"]["assignee"] is None for i in site.issues)
     assert any(i["fields"].get("parent") and i["fields"]["issuetype"]["hierarchyLevel"] == 0 for i in site.issues)
@@ -599,7 +599,7 @@ def test_touch_issue_is_found_by_an_incremental_query(fresh_site: JiraSite) -> N
     key = fresh_site.issues[3]["key"]
     fresh_site.touch_issue(key, summary="Renamed summary", description="New text.\n\nSecond paragraph.")
     issue = fresh_site.issue(key)
-    assert parse_jira_timestamp(issue["fields"]["updated"]) > before
+    assert parse_jira_datetime(issue["fields"]["updated"]) > before
     assert issue["fields"]["summary"] == "Renamed summary"
     assert [adf_text(p) for p in issue["fields"]["description"]["content"]] == ["New text.", "Second paragraph."]
     with _client(fresh_site) as c:

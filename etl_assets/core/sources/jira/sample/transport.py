@@ -1,0 +1,439 @@
+"""A fake Jira Cloud REST v3 server over a :class:`JiraSite`, in process.
+
+:class:`JiraSiteHandler` answers the handful of endpoints the sync uses, with the
+response shapes, paging rules and error bodies Jira Cloud uses; it speaks plain
+(method, path, query, body) so that both :func:`sample_transport` (an
+``httpx.MockTransport`` for ``httpx.Client(transport=...)``) and the loopback HTTP
+server of the tests can put it on the wire.
+
+Served endpoints (everything else is a 404):
+
+* ``GET  /rest/api/3/project/search``  PageBean of projects (``startAt``/``maxResults``,
+  ``expand``, ``orderBy``, ``query``, ``keys``, ``id``, ``typeKey``)
+* ``GET  /rest/api/3/project/{idOrKey}``, ``GET /rest/api/3/issue/{idOrKey}``
+* ``GET  /rest/api/3/issuetype``, ``GET /rest/api/3/status``
+* ``GET|POST /rest/api/3/search/jql``  enhanced search, ``nextPageToken`` paging, the
+  JQL subset of :mod:`.jql`
+* ``POST /rest/api/3/search/approximate-count``
+* ``GET  /rest/api/3/myself``, ``GET /rest/api/3/serverInfo``
+* ``GET|POST /rest/api/{2,3,latest}/search``  410 Gone, as on Jira Cloud since CHANGE-2046
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+import httpx
+
+from etl_assets.core.sources.jira.sample.jql import JqlError, run_jql
+from etl_assets.core.sources.jira.sample.site import JiraSite, format_jira_timestamp, stored_datetime, user_obj
+
+__all__ = ["JiraSiteHandler", "sample_transport"]
+
+_JSON_HEADERS = {"content-type": "application/json;charset=UTF-8"}
+_INVALID_PAYLOAD = "Invalid request payload. Refer to the REST API documentation and try again."
+_SEARCH_BODY_KEYS = {
+    "jql",
+    "nextPageToken",
+    "maxResults",
+    "fields",
+    "expand",
+    "properties",
+    "fieldsByKeys",
+    "reconcileIssues",
+}
+_PROJECT_EXPANDS = {"description", "lead", "issueTypes", "url", "insight"}
+_PROJECT_ORDER = {
+    "key",
+    "name",
+    "category",
+    "owner",
+    "issueCount",
+    "lastIssueUpdatedDate",
+    "archivedDate",
+    "deletedDate",
+}
+_REMOVED_SEARCH = (
+    "The requested API has been removed. Please migrate to the /rest/api/3/search/jql "
+    "API. A full migration guideline is available at "
+    "https://developer.atlassian.com/changelog/#CHANGE-2046"
+)
+
+
+class _HttpError(Exception):
+    def __init__(self, status: int, messages: list[str]) -> None:
+        super().__init__(status, messages)
+        self.status = status
+        self.messages = messages
+
+
+class JiraSiteHandler:
+    """Serve a :class:`JiraSite` the way Jira Cloud's REST API v3 does.
+
+    ``clock`` supplies "now" for relative JQL dates (``updated >= -5m``); it defaults
+    to the real current time.
+    """
+
+    def __init__(
+        self,
+        site: JiraSite,
+        *,
+        page_size_cap: int = 100,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self.site = site
+        self.page_size_cap = page_size_cap
+        self.clock = clock or (lambda: datetime.now(UTC))
+        self._prefix = urlsplit(site.base_url).path.rstrip("/")
+
+    # ---- entry point -----------------------------------------------------------------
+
+    def handle(
+        self, method: str, path: str, query: dict[str, str], body: bytes | None
+    ) -> tuple[int, dict[str, str], bytes]:
+        method = method.upper()
+        with self.site._lock:
+            self.site.requests.append((method, path))
+            route = path
+            if self._prefix and route.startswith(self._prefix + "/"):
+                route = route[len(self._prefix) :]
+            route = route.rstrip("/") or "/"
+            try:
+                status, payload = self._dispatch(method, route, query, body)
+            except _HttpError as exc:
+                status, payload = exc.status, {"errorMessages": exc.messages, "errors": {}}
+            except JqlError as exc:
+                status, payload = 400, {"errorMessages": [str(exc)], "errors": {}}
+        data = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+        return status, dict(_JSON_HEADERS), data
+
+    def _dispatch(self, method: str, route: str, query: dict[str, str], body: bytes | None) -> tuple[int, Any]:
+        if re.fullmatch(r"/rest/api/(2|3|latest)/search", route):
+            raise _HttpError(410, [_REMOVED_SEARCH])
+        routes: dict[str, tuple[set[str], Callable[..., Any]]] = {
+            "/rest/api/3/project/search": ({"GET"}, self._project_search),
+            "/rest/api/3/issuetype": ({"GET"}, self._issue_types),
+            "/rest/api/3/status": ({"GET"}, self._statuses),
+            "/rest/api/3/search/jql": ({"GET", "POST"}, self._search_jql),
+            "/rest/api/3/search/approximate-count": ({"POST"}, self._approximate_count),
+            "/rest/api/3/myself": ({"GET"}, self._myself),
+            "/rest/api/3/serverInfo": ({"GET"}, self._server_info),
+        }
+        if route in routes:
+            methods, fn = routes[route]
+            if method not in methods:
+                raise _HttpError(405, [f"Method '{method}' is not allowed on {route}."])
+            return 200, fn(method, query, body)
+        match = re.fullmatch(r"/rest/api/3/(project|issue)/([^/]+)", route)
+        if match and method == "GET":
+            if match.group(1) == "project":
+                return 200, self._project_get(match.group(2), query)
+            return 200, self._issue_get(match.group(2), query)
+        raise _HttpError(404, [f"No resource is available at {method} {route}."])
+
+    # ---- projects --------------------------------------------------------------------
+
+    def _project_view(self, project: dict[str, Any], expand: set[str]) -> dict[str, Any]:
+        view = {k: v for k, v in project.items() if k not in ("description", "lead", "issueTypes", "url")}
+        if "description" in expand:
+            view["description"] = project.get("description", "")
+        if "lead" in expand and "lead" in project:
+            view["lead"] = project["lead"]
+        if "issueTypes" in expand:
+            view["issueTypes"] = project.get("issueTypes", [])
+        if "url" in expand and project.get("url"):
+            view["url"] = project["url"]
+        if "insight" in expand:
+            mine = [i for i in self.site.issues if i["fields"]["project"]["id"] == project["id"]]
+            insight: dict[str, Any] = {"totalIssueCount": len(mine)}
+            if mine:
+                last = max(stored_datetime(i["fields"]["updated"]) for i in mine)
+                insight["lastIssueUpdateTime"] = format_jira_timestamp(last)
+            view["insight"] = insight
+        return view
+
+    def _project_search(self, method: str, query: dict[str, str], body: bytes | None) -> Any:
+        start = _int_param(query, "startAt", 0, minimum=0)
+        size = min(_int_param(query, "maxResults", 50, minimum=0), self.page_size_cap)
+        expand = {e.strip() for e in query.get("expand", "").split(",") if e.strip()}
+        order_by = query.get("orderBy", "key").strip() or "key"
+        descending = order_by.startswith("-")
+        order_field = order_by.lstrip("+-")
+        if order_field not in _PROJECT_ORDER:
+            raise _HttpError(400, [f"Invalid orderBy value: '{order_by}'."])
+
+        projects = list(self.site.projects)
+        if query.get("query"):
+            needle = query["query"].lower()
+            projects = [p for p in projects if needle in p["key"].lower() or needle in p["name"].lower()]
+        if query.get("keys"):
+            keys = {k.strip().upper() for k in query["keys"].split(",")}
+            projects = [p for p in projects if p["key"] in keys]
+        if query.get("id"):
+            ids = {k.strip() for k in query["id"].split(",")}
+            projects = [p for p in projects if p["id"] in ids]
+        if query.get("typeKey"):
+            types = {k.strip() for k in query["typeKey"].split(",")}
+            projects = [p for p in projects if p["projectTypeKey"] in types]
+        if query.get("categoryId"):
+            cat = query["categoryId"]
+            projects = [p for p in projects if (p.get("projectCategory") or {}).get("id") == cat]
+
+        counts: dict[str, int] = {}
+        last_update: dict[str, str] = {}
+        for issue in self.site.issues:
+            pid = issue["fields"]["project"]["id"]
+            counts[pid] = counts.get(pid, 0) + 1
+            last_update[pid] = max(last_update.get(pid, ""), issue["fields"]["updated"])
+        sort_keys: dict[str, Callable[[dict[str, Any]], Any]] = {
+            "key": lambda p: p["key"],
+            "name": lambda p: (p["name"].strip().lower(), p["key"]),
+            "category": lambda p: ((p.get("projectCategory") or {}).get("name", "~"), p["key"]),
+            "owner": lambda p: (p.get("lead", {}).get("displayName", ""), p["key"]),
+            "issueCount": lambda p: (counts.get(p["id"], 0), p["key"]),
+            "lastIssueUpdatedDate": lambda p: (last_update.get(p["id"], ""), p["key"]),
+        }
+        projects.sort(key=sort_keys.get(order_field, sort_keys["key"]), reverse=descending)
+
+        page = projects[start : start + size]
+        is_last = start + len(page) >= len(projects)
+        extra = [(k, v) for k, v in query.items() if k not in ("startAt", "maxResults")]
+        root = f"{self.site.base_url}/rest/api/3/project/search?"
+
+        def link(at: int) -> str:
+            params = [("startAt", str(at)), ("maxResults", str(size)), *extra]
+            return root + urlencode(params, safe=",")
+
+        out: dict[str, Any] = {"self": link(start)}
+        if not is_last:
+            out["nextPage"] = link(start + size)
+        out.update(
+            maxResults=size,
+            startAt=start,
+            total=len(projects),
+            isLast=is_last,
+            values=[self._project_view(p, expand) for p in page],
+        )
+        return out
+
+    def _project_get(self, id_or_key: str, query: dict[str, str]) -> Any:
+        try:
+            project = self.site.project(id_or_key)
+        except KeyError:
+            raise _HttpError(404, [f"No project could be found with key '{id_or_key}'."]) from None
+        expand = {"description", "lead", "issueTypes", "url"}
+        expand |= {e.strip() for e in query.get("expand", "").split(",") if e.strip()}
+        return self._project_view(project, expand)
+
+    # ---- lists -----------------------------------------------------------------------
+
+    def _issue_types(self, method: str, query: dict[str, str], body: bytes | None) -> Any:
+        return self.site.issue_types
+
+    def _statuses(self, method: str, query: dict[str, str], body: bytes | None) -> Any:
+        return self.site.statuses
+
+    def _myself(self, method: str, query: dict[str, str], body: bytes | None) -> Any:
+        if self.site.users:
+            return self.site.users[0]
+        return user_obj(self.site.base_url, 0, "Sample User", "UTC", True)
+
+    def _server_info(self, method: str, query: dict[str, str], body: bytes | None) -> Any:
+        return {
+            "baseUrl": self.site.base_url,
+            "displayUrl": self.site.base_url,
+            "version": "1001.0.0-SNAPSHOT",
+            "versionNumbers": [1001, 0, 0],
+            "deploymentType": "Cloud",
+            "buildNumber": 100289,
+            "buildDate": "2026-03-01T00:00:00.000+0000",
+            "serverTime": format_jira_timestamp(self.clock()),
+            "scmInfo": "0f5d6a4c1b2e3f4a5b6c7d8e9f0a1b2c3d4e5f6a",
+            "serverTitle": "Jira",
+        }
+
+    # ---- issues ----------------------------------------------------------------------
+
+    def _issue_get(self, key_or_id: str, query: dict[str, str]) -> Any:
+        try:
+            issue = self.site.issue(key_or_id)
+        except KeyError:
+            raise _HttpError(404, ["Issue does not exist or you do not have permission to see it."]) from None
+        wanted = _field_selection(_split_fields(query.get("fields")) or ["*all"])
+        return _issue_view(issue, wanted)
+
+    def _search_request(self, method: str, query: dict[str, str], body: bytes | None) -> dict[str, Any]:
+        if method == "GET":
+            request: dict[str, Any] = {
+                "jql": query.get("jql", ""),
+                "nextPageToken": query.get("nextPageToken"),
+                "maxResults": query.get("maxResults"),
+                "fields": _split_fields(query.get("fields")),
+            }
+            if request["maxResults"] is not None:
+                try:
+                    request["maxResults"] = int(request["maxResults"])
+                except ValueError:
+                    raise _HttpError(400, [f"The value '{query['maxResults']}' is not valid for maxResults."]) from None
+            return request
+        try:
+            payload = json.loads(body or b"{}")
+        except (ValueError, UnicodeDecodeError):
+            raise _HttpError(400, [_INVALID_PAYLOAD]) from None
+        if not isinstance(payload, dict) or set(payload) - _SEARCH_BODY_KEYS:
+            raise _HttpError(400, [_INVALID_PAYLOAD])
+        jql = payload.get("jql", "")
+        token = payload.get("nextPageToken")
+        size = payload.get("maxResults")
+        fields = payload.get("fields")
+        if (
+            not isinstance(jql, str | None)
+            or not isinstance(token, str | None)
+            or (size is not None and (not isinstance(size, int) or isinstance(size, bool)))
+        ):
+            raise _HttpError(400, [_INVALID_PAYLOAD])
+        if isinstance(fields, str):
+            fields = _split_fields(fields)
+        elif isinstance(fields, list) and all(isinstance(f, str) for f in fields):
+            fields = [p for f in fields for p in _split_fields(f)]
+        elif fields is not None:
+            raise _HttpError(400, [_INVALID_PAYLOAD])
+        return {"jql": jql or "", "nextPageToken": token, "maxResults": size, "fields": fields}
+
+    def _search_jql(self, method: str, query: dict[str, str], body: bytes | None) -> Any:
+        request = self._search_request(method, query, body)
+        jql: str = request["jql"]
+        fields = request["fields"] or ["id"]
+        wanted = _field_selection(fields)
+        offset = 0
+        if request["nextPageToken"]:
+            offset = _decode_token(request["nextPageToken"], jql)
+        size = request["maxResults"]
+        if size is None:
+            size = 50
+        if size < 1:
+            raise _HttpError(400, ["The maxResults parameter must be greater than 0."])
+        id_only = wanted is not None and not wanted
+        size = min(size, 5000 if id_only else self.page_size_cap)
+        hits = run_jql(self.site, jql, now=self.clock())
+        page = hits[offset : offset + size]
+        out: dict[str, Any] = {"issues": [_issue_view(i, wanted) for i in page]}
+        if offset + len(page) < len(hits):
+            out["nextPageToken"] = _encode_token(offset + len(page), jql)
+            out["isLast"] = False
+        else:
+            out["isLast"] = True
+        return out
+
+    def _approximate_count(self, method: str, query: dict[str, str], body: bytes | None) -> Any:
+        try:
+            payload = json.loads(body or b"{}")
+        except (ValueError, UnicodeDecodeError):
+            raise _HttpError(400, [_INVALID_PAYLOAD]) from None
+        if not isinstance(payload, dict) or not isinstance(payload.get("jql", ""), str):
+            raise _HttpError(400, [_INVALID_PAYLOAD])
+        return {"count": len(run_jql(self.site, payload.get("jql", ""), now=self.clock()))}
+
+
+def _int_param(query: dict[str, str], name: str, default: int, *, minimum: int) -> int:
+    raw = query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise _HttpError(400, [f"The value '{raw}' is not valid for {name}."]) from None
+    if value < minimum:
+        raise _HttpError(400, [f"The value '{raw}' is not valid for {name}."])
+    return value
+
+
+def _split_fields(raw: str | None) -> list[str]:
+    if not raw:
+        return []
+    return [f.strip() for f in raw.split(",") if f.strip()]
+
+
+def _field_selection(fields: list[str]) -> set[str] | None:
+    """Field names to include; ``None`` means every field. ``id``/``key`` are always at
+    the top level of an issue, so ``["id"]`` selects no field at all."""
+    include_all = False
+    chosen: set[str] = set()
+    excluded: set[str] = set()
+    for name in fields:
+        if name in ("*all", "*navigable"):
+            include_all = True
+        elif name.startswith("-"):
+            excluded.add(name[1:])
+        elif name not in ("id", "key", "self"):
+            chosen.add(name)
+    if excluded and not include_all and not chosen:
+        include_all = True  # "-description" means navigable fields minus description
+    if include_all:
+        return None if not excluded else {"*all", *(f"-{e}" for e in excluded)}
+    return chosen - excluded
+
+
+def _issue_view(issue: dict[str, Any], wanted: set[str] | None) -> dict[str, Any]:
+    fields = issue["fields"]
+    if wanted is None:
+        chosen = dict(fields)
+    elif "*all" in wanted:
+        drop = {w[1:] for w in wanted if w.startswith("-")}
+        chosen = {k: v for k, v in fields.items() if k not in drop}
+    else:
+        chosen = {k: fields[k] for k in fields if k in wanted}
+    return {
+        "expand": "renderedFields,names,schema,operations,editmeta,changelog,versionedRepresentations",
+        "id": issue["id"],
+        "self": issue["self"],
+        "key": issue["key"],
+        "fields": chosen,
+    }
+
+
+def _jql_digest(jql: str) -> str:
+    return hashlib.sha256(" ".join(jql.split()).encode()).hexdigest()[:12]
+
+
+def _encode_token(offset: int, jql: str) -> str:
+    raw = json.dumps({"o": offset, "q": _jql_digest(jql)}, separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def _decode_token(token: str, jql: str) -> int:
+    try:
+        padded = token + "=" * (-len(token) % 4)
+        data = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        offset = int(data["o"])
+        same_query = data["q"] == _jql_digest(jql)
+    except (ValueError, KeyError, TypeError):
+        raise _HttpError(400, ["The provided next page token is invalid."]) from None
+    if offset < 0 or not same_query:
+        raise _HttpError(400, ["The provided next page token is invalid."])
+    return offset
+
+
+def sample_transport(site: JiraSite, *, page_size_cap: int = 100) -> httpx.MockTransport:
+    """An httpx transport answering requests from :class:`JiraSiteHandler` over ``site``.
+
+    Repeated query parameters (``fields=a&fields=b``) reach the handler joined by
+    commas, which is how Jira treats them for the list-valued parameters.
+    """
+    handler = JiraSiteHandler(site, page_size_cap=page_size_cap)
+
+    def respond(request: httpx.Request) -> httpx.Response:
+        query: dict[str, str] = {}
+        for name, value in request.url.params.multi_items():
+            query[name] = f"{query[name]},{value}" if name in query else value
+        status, headers, body = handler.handle(request.method, request.url.path, query, request.content or None)
+        return httpx.Response(status, headers=headers, content=body, request=request)
+
+    return httpx.MockTransport(respond)
