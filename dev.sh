@@ -32,14 +32,18 @@ setup() {
     return 0
   fi
   rm -f "$STAMP"
-  # Every package comes from the lock, checked against its hashes. The project itself goes in without
-  # dependencies and without build isolation (setuptools is in the lock), so nothing is resolved afresh.
+  # Every package comes from the lock, checked against its hashes. The lock is the whole closure, so
+  # nothing is resolved afresh (--no-deps: the pip a new venv brings refuses extras such as gql[requests]
+  # under --require-hashes); `pip check` then proves that closure complete. The project goes in without
+  # build isolation, with the setuptools of the lock.
   if ! {
-    .venv/bin/python -m pip install --no-input --progress-bar off --require-hashes -r "$LOCK" &&
-      .venv/bin/python -m pip install --no-input --progress-bar off --no-deps --no-build-isolation -e .
+    .venv/bin/python -m pip install --no-input --progress-bar off --require-hashes --no-deps -r "$LOCK" &&
+      .venv/bin/python -m pip install --no-input --progress-bar off --no-deps --no-build-isolation -e . &&
+      .venv/bin/python -m pip check
   } >"$LOG" 2>&1; then
     cat "$LOG" >&2
     echo "dev.sh: set-up failed; pip's output is above and in $LOG" >&2
+    echo "dev.sh: if pyproject.toml's dependencies changed, refresh the lock first: ./dev.sh lock" >&2
     exit 1
   fi
   echo "$want" >"$STAMP"
