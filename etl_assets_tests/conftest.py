@@ -3,11 +3,13 @@ Qdrant folder per test, and a helper that materializes the graph for a tenant.""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator, Mapping
+import urllib.parse
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,13 +53,44 @@ TEST_DIMENSIONS = 64
 JIRA_EMAIL = "bot@example.test"
 
 
+# -- finding secrets in text ---------------------------------------------------------------------
+
+
+def secret_forms(secret: str) -> set[str]:
+    """The secret as it could be written: plain, URL-encoded, and inside base64."""
+    out = {secret, urllib.parse.quote(secret, safe=""), base64.b64encode(secret.encode()).decode()}
+    # base64 of a longer string holding the secret: any of the three alignments.
+    for pad in range(3):
+        encoded = base64.b64encode(b"x" * pad + secret.encode()).decode()
+        out.add(encoded[(pad * 4 + 2) // 3 + 1 : -3])  # only characters of the secret's own bits
+    return {f for f in out if len(f) >= 8}
+
+
+def basic_auth_value(email: str, token: str) -> str:
+    """What follows ``Basic `` in the Authorization header httpx sends for these credentials."""
+    return base64.b64encode(f"{email}:{token}".encode()).decode()
+
+
+def jira_secret_needles(tenants: Iterable[FakeTenant]) -> dict[str, set[str]]:
+    """Each tenant's Jira token and its Basic authorization value, in every form a leak could take."""
+    needles: dict[str, set[str]] = {}
+    for t in tenants:
+        needles[f"jira token of tenant {t.id}"] = secret_forms(t.token)
+        needles[f"basic auth of tenant {t.id}"] = secret_forms(basic_auth_value(JIRA_EMAIL, t.token))
+    return needles
+
+
+def secret_hits(haystack: bytes | str, needles: Mapping[str, set[str]]) -> list[str]:
+    """Names of the secrets found in ``haystack`` (empty: none of them, in none of their forms)."""
+    data = haystack.encode("utf-8", "replace") if isinstance(haystack, str) else haystack
+    return [name for name, forms in needles.items() if any(f.encode() in data for f in forms)]
+
+
 def jira_handler(site: JiraSite, expected_auth: tuple[str, str] | None = None):
     handler = JiraSiteHandler(site)
 
     def handle(req: Request) -> Response:
         if expected_auth is not None:
-            import base64
-
             token = base64.b64encode(f"{expected_auth[0]}:{expected_auth[1]}".encode()).decode()
             if req.headers.get("authorization") != f"Basic {token}":
                 return Response.json({"errorMessages": ["Client must be authenticated"]}, status=401)

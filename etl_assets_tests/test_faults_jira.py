@@ -9,13 +9,20 @@ pages). ``JiraResource(max_attempts=3, max_wait_s=0.2, timeout_s=1)`` keeps wait
 
 from __future__ import annotations
 
+import logging
+import traceback
+from collections.abc import Iterator
+
 import dagster as dg
 import pytest
 from sqlalchemy import create_engine, func, select
 
+from etl_assets.core.sources.jira.client import JiraError
 from etl_assets.core.store import schema
+from etl_assets.core.tenants import TenantRegistry
 from etl_assets.defs.resources import JiraResource
-from etl_assets.fakes.loopback import Fault, Request, Response
+from etl_assets.fakes.loopback import Fault, LoopbackServer, Request, Response
+from etl_assets_tests.conftest import JIRA_EMAIL, basic_auth_value, jira_secret_needles, secret_forms, secret_hits
 from etl_assets_tests.convergence import assert_converged, failure_texts, materialize, steps
 
 PROJECTS = "/rest/api/3/project/search"
@@ -60,8 +67,37 @@ def _assert_clear(text: str, env, *fragments: str) -> None:
     assert "tenant '1'" in text and env.tenants["1"].url in text, text
     for fragment in fragments:
         assert fragment in text, text
-    for tenant in env.tenants.values():
-        assert tenant.token not in text and "SECRETVALUE" not in text
+    assert secret_hits(text, jira_secret_needles(env.tenants.values())) == [], text
+    assert "SECRETVALUE" not in text
+
+
+@pytest.fixture
+def logged(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    """Every Python log record of the test, down to DEBUG (httpx, tenacity, ours)."""
+    caplog.set_level(logging.DEBUG)
+    return caplog
+
+
+@pytest.fixture
+def instance() -> Iterator[dg.DagsterInstance]:
+    """An instance whose event log the test reads back: context.log lines are stored only there."""
+    with dg.DagsterInstance.ephemeral() as instance:
+        yield instance
+
+
+def _assert_no_secret_logged(
+    instance: dg.DagsterInstance, result: dg.ExecuteInProcessResult, logged: pytest.LogCaptureFixture, env
+) -> None:
+    """No log line of the run — Dagster's event log (messages, metadata, errors) or Python's
+    logging — holds a Jira token or a Basic authorization value, in any encoding."""
+    stored = "\n".join(
+        f"{e.user_message}\n{dg.serialize_value(e.dagster_event) if e.dagster_event else ''}"
+        for e in instance.all_logs(result.run_id)
+    )
+    assert ": landed " in stored or "HTTP 4" in stored, "the scan must read the run's own log lines"
+    needles = jira_secret_needles(env.tenants.values())
+    assert secret_hits(stored, needles) == [], "a secret in the run's event log"
+    assert secret_hits(logged.text, needles) == [], "a secret in a Python log line"
 
 
 # Two runs, each absorbing several faults: at most one per listing and attempt, so each
@@ -90,11 +126,12 @@ TRANSIENT = [
 
 
 @pytest.mark.parametrize("faults", TRANSIENT)
-def test_transient_faults_are_absorbed_by_bounded_retries(env, faults):
+def test_transient_faults_are_absorbed_by_bounded_retries(env, faults, logged, instance):
     server = env.tenants["1"].server
     server.faults.extend(faults)
-    result = materialize(env, "1", resources=_jira())
+    result = materialize(env, "1", resources=_jira(), instance=instance)
     assert result.success, failure_texts(result)
+    _assert_no_secret_logged(instance, result, logged, env)
     assert not server.faults, "a fault never fired"
     for path, step in RAW_STEP.items():
         mine = [f for f in faults if f.path == path]
@@ -149,11 +186,12 @@ def test_fault_outlasting_the_retry_budget_fails_the_step_clearly_then_converges
     ("status", "path", "message"),
     [(401, PROJECTS, "Client must be authenticated"), (403, SEARCH, "You do not have permission to browse")],
 )
-def test_refused_credentials_fail_fast_without_retrying(env, status, path, message):
+def test_refused_credentials_fail_fast_without_retrying(env, status, path, message, logged, instance):
     server = env.tenants["1"].server
     server.faults.extend(Fault.respond(status, {"errorMessages": [message]}, path=path) for _ in range(2))
-    result = materialize(env, "1", f"key:jira/raw/raw_jira_{ENTITY[path]}", resources=_jira())
+    result = materialize(env, "1", f"key:jira/raw/raw_jira_{ENTITY[path]}", resources=_jira(), instance=instance)
     assert not result.success
+    _assert_no_secret_logged(instance, result, logged, env)
     assert len(server.faults) == 1, "a refused credential must not be retried"
     texts = failure_texts(result)
     assert set(texts) == {RAW_STEP[path]}
@@ -163,19 +201,25 @@ def test_refused_credentials_fail_fast_without_retrying(env, status, path, messa
     assert_converged(env, "1")
 
 
-def test_wrong_token_fails_every_fetch_at_once_and_never_shows_it(env, monkeypatch):
+def test_wrong_token_fails_every_fetch_at_once_and_never_shows_it(env, monkeypatch, logged, instance):
     wrong = "jira-token-1-WRONG-SECRETVALUE"
     monkeypatch.setenv("T1_JIRA_TOKEN", wrong)
     server = env.tenants["1"].server
     before = server.requests_received
-    result = materialize(env, "1", resources=_jira())
+    result = materialize(env, "1", resources=_jira(), instance=instance)
     assert not result.success
     texts = failure_texts(result)
     assert set(texts) == set(RAW_STEP.values())
     assert server.requests_received - before == len(RAW_STEP), "one request per listing, no retries"
+    wrong_needles = {
+        "wrong token": secret_forms(wrong),
+        "its basic auth": secret_forms(basic_auth_value(JIRA_EMAIL, wrong)),
+    }
     for text in texts.values():
         _assert_clear(text, env, "HTTP 401")
-        assert wrong not in text
+        assert secret_hits(text, wrong_needles) == [], text
+    _assert_no_secret_logged(instance, result, logged, env)
+    assert secret_hits(logged.text, wrong_needles) == []
     monkeypatch.setenv("T1_JIRA_TOKEN", env.tenants["1"].token)
     assert materialize(env, "1", resources=_jira()).success
     assert_converged(env, "1")
@@ -216,3 +260,46 @@ def test_project_vanishing_between_pages_fails_the_listing_then_converges(env):
     assert _meta(result, RAW_STEP[SEARCH])["pages"] >= 2
     assert victim["id"] not in {p["id"] for p in site.projects}
     assert_converged(env, "1")
+
+
+# -- the client alone (fast) ---------------------------------------------------------------------------
+
+FAST_TOKEN = "jira-token-fast-SECRETVALUE"
+
+
+@pytest.mark.parametrize(("status", "attempts"), [(401, 1), (403, 1), (500, 2)])
+def test_a_refused_or_failed_request_names_no_token_and_no_basic_header(monkeypatch, status, attempts):
+    """The error a Jira failure raises (and its whole chain, as Dagster would print it) carries
+    neither the token nor the base64 ``Basic`` value httpx built from it."""
+    seen: list[str] = []
+
+    def refuse(req: Request) -> Response:
+        seen.append(req.headers.get("authorization", ""))
+        return Response.json({"errorMessages": ["Client must be authenticated"]}, status=status)
+
+    monkeypatch.setenv("FAST_JIRA_EMAIL", JIRA_EMAIL)
+    monkeypatch.setenv("FAST_JIRA_TOKEN", FAST_TOKEN)
+    with LoopbackServer(refuse) as server:
+        site = server.url
+        registry = TenantRegistry.from_mapping(
+            {
+                "tenants": [
+                    {
+                        "id": "fast",
+                        "jira": {"url": server.url, "email_env": "FAST_JIRA_EMAIL", "token_env": "FAST_JIRA_TOKEN"},
+                    }
+                ]
+            },
+            source="test",
+        )
+        resource = JiraResource(max_attempts=2, max_wait_s=0.01)
+        with resource.open(registry.get("fast")) as client, pytest.raises(JiraError) as raised:
+            client.request("GET", PROJECTS)
+    basic = basic_auth_value(JIRA_EMAIL, FAST_TOKEN)
+    assert seen == [f"Basic {basic}"] * attempts, "the credentials must really have been sent"
+    error = raised.value
+    printed = "".join(traceback.format_exception(error))
+    text = f"{error}\n{error!r}\n{printed}"
+    assert f"HTTP {status}" in str(error) and site in str(error) and "Client must be authenticated" in str(error)
+    needles = {"token": secret_forms(FAST_TOKEN), "basic auth": secret_forms(basic)}
+    assert secret_hits(text, needles) == [], text

@@ -16,10 +16,8 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import re
-import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +35,7 @@ from etl_assets.core.vectorstore import collection_name, point_id
 from etl_assets.defs.resources import QdrantResource
 from etl_assets.fakes.loopback import Fault
 from etl_assets.fakes.qdrant_server import FakeQdrant
-from etl_assets_tests.conftest import JIRA_EMAIL
+from etl_assets_tests.conftest import jira_secret_needles, secret_forms, secret_hits
 from etl_assets_tests.convergence import assert_converged, failure_texts, materialize, read_points
 
 pytestmark = pytest.mark.filterwarnings("ignore:Api key is used with an insecure connection")
@@ -46,31 +44,13 @@ QDRANT_KEY = "qdrant-key-SECRETVALUE"
 EMBEDDINGS_KEY = "sk-test-embeddings-secret"
 
 
-def _forms(secret: str) -> set[str]:
-    """The secret as it could be written: plain, URL-encoded, and inside base64."""
-    out = {secret, urllib.parse.quote(secret, safe=""), base64.b64encode(secret.encode()).decode()}
-    # base64 of a longer string holding the secret: any of the three alignments.
-    for pad in range(3):
-        encoded = base64.b64encode(b"x" * pad + secret.encode()).decode()
-        out.add(encoded[(pad * 4 + 2) // 3 + 1 : -3])  # only characters of the secret's own bits
-    return {f for f in out if len(f) >= 8}
-
-
 def _needles(env) -> dict[str, set[str]]:
     secrets = {"embeddings key": EMBEDDINGS_KEY, "qdrant key": QDRANT_KEY}
-    secrets |= {f"jira token of tenant {t.id}": t.token for t in env.tenants.values()}
     password = make_url(env.database_url).password
     if password:
         secrets["database password"] = password
-    needles = {name: _forms(value) for name, value in secrets.items()}
-    for t in env.tenants.values():  # the Authorization header a leak would most likely show
-        needles[f"basic auth of tenant {t.id}"] = {base64.b64encode(f"{JIRA_EMAIL}:{t.token}".encode()).decode()}
-    return needles
-
-
-def _hits(haystack: bytes | str, needles: dict[str, set[str]]) -> list[str]:
-    data = haystack.encode("utf-8", "replace") if isinstance(haystack, str) else haystack
-    return [name for name, forms in needles.items() if any(f.encode() in data for f in forms)]
+    # The Jira tokens, and the Authorization header a leak would most likely show.
+    return {name: secret_forms(value) for name, value in secrets.items()} | jira_secret_needles(env.tenants.values())
 
 
 def _run_cli(env, home: Path, partition: str, extra: dict[str, str]) -> str:
@@ -119,9 +99,9 @@ def test_no_secret_is_stored_or_printed_anywhere(env):
     assert qdrant_data, "some vector steps succeeded and wrote points"
 
     needles = _needles(env)
-    found: dict[str, list[str]] = {"output of the CLI run": _hits(output, needles)}
+    found: dict[str, list[str]] = {"output of the CLI run": secret_hits(output, needles)}
     for path in sorted(p for p in home.rglob("*") if p.is_file()):
-        found[str(path.relative_to(home))] = _hits(path.read_bytes(), needles)
+        found[str(path.relative_to(home))] = secret_hits(path.read_bytes(), needles)
 
     instance_text = []
     with dg.DagsterInstance.from_config(str(home)) as instance:
@@ -134,9 +114,9 @@ def test_no_secret_is_stored_or_printed_anywhere(env):
                 if entry.dagster_event is not None:
                     instance_text.append(dg.serialize_value(entry.dagster_event))
     everything_dagster_holds = "\n".join(instance_text)
-    found["runs, run configs, tags and events (through the instance)"] = _hits(everything_dagster_holds, needles)
-    found["the project's database"] = _hits(_database_dump(env.database_url), needles)
-    found["the Qdrant points' payloads"] = _hits(qdrant_data, needles)
+    found["runs, run configs, tags and events (through the instance)"] = secret_hits(everything_dagster_holds, needles)
+    found["the project's database"] = secret_hits(_database_dump(env.database_url), needles)
+    found["the Qdrant points' payloads"] = secret_hits(qdrant_data, needles)
     leaks = {where: names for where, names in found.items() if names}
     assert leaks == {}, f"secrets found: {leaks}"
 
