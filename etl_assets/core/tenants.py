@@ -3,13 +3,19 @@
 Tenant ids become Qdrant collection names and Dagster partition keys, so they are
 validated strictly. The file names environment variables for credentials, never the
 secrets themselves.
+
+The schema is strict: a key the registry does not know is refused (a misspelt
+``projets:`` would otherwise sync every project), and every error names the file and the
+line it is on. Sources and features add their keys here (``custom_fields``, ``permissions``,
+a ``github`` section) together with the code that reads them.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -17,14 +23,23 @@ from urllib.parse import urlsplit
 import yaml
 
 from etl_assets.core.errors import ConfigError
+from etl_assets.core.settings import BUNDLED_TENANTS_FILE as BUNDLED_TENANTS_FILE
+from etl_assets.core.settings import Settings
 
 TENANT_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,48}$")
-BUNDLED_TENANTS_FILE = Path(__file__).resolve().parent.parent / "tenants.yaml"
+ENV_NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 SAMPLE_SCHEME = "sample"
+
+# The keys each level accepts, in the order the messages list them.
+TOP_KEYS = ("tenants",)
+TENANT_KEYS = ("id", "name", "jira")
+JIRA_KEYS = ("url", "email_env", "token_env", "projects", "jql")
+
+DocPath = tuple[str | int, ...]  # where a value sits in the file: ("tenants", 0, "jira", "url")
 
 
 class TenantConfigError(ConfigError):
-    """The tenants file or one tenant in it is invalid; the message names which."""
+    """The tenants file or one tenant in it is invalid; the message names the file, line and key."""
 
 
 class UnknownTenantError(KeyError):
@@ -50,9 +65,8 @@ class Tenant:
     id: str
     name: str
     jira: JiraSiteConfig
-    extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
-    def credentials(self, environ: os._Environ[str] | dict[str, str] | None = None) -> tuple[str, str] | None:
+    def credentials(self, environ: Mapping[str, str] | None = None) -> tuple[str, str] | None:
         """(email, token) read from the environment variables the registry names.
 
         Returns None for sample sites. Raises TenantConfigError naming the variable (never its
@@ -61,19 +75,21 @@ class Tenant:
         if self.jira.is_sample:
             return None
         env = os.environ if environ is None else environ
-        missing = [n for n in (self.jira.email_env, self.jira.token_env) if not n or not env.get(n)]
-        if missing:
+        email_env, token_env = self.jira.email_env, self.jira.token_env
+        missing = [n for n in (email_env, token_env) if not n or not env.get(n)]
+        if missing or not email_env or not token_env:
             names = ", ".join(n or "<unset>" for n in missing)
             raise TenantConfigError(
                 f"tenant {self.id!r}: Jira credentials missing: set environment variable(s) {names} "
                 f"(named by jira.email_env / jira.token_env in the tenants file)"
             )
-        return env[self.jira.email_env], env[self.jira.token_env]  # type: ignore[index]
+        return env[email_env], env[token_env]
 
 
 def validate_tenant_id(value: object, *, where: str = "tenant id") -> str:
+    """``value`` as a tenant id, or TenantConfigError: ids become collection names and partition keys."""
     if not isinstance(value, str | int) or isinstance(value, bool):
-        raise TenantConfigError(f"{where}: must be a string, got {type(value).__name__}")
+        raise TenantConfigError(f"{where}: must be a string of letters, digits, '_' or '-', got {_kind(value)}")
     text = str(value)
     if not TENANT_ID_PATTERN.fullmatch(text):
         raise TenantConfigError(
@@ -83,38 +99,94 @@ def validate_tenant_id(value: object, *, where: str = "tenant id") -> str:
     return text
 
 
-def _parse_url(value: object, where: str) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise TenantConfigError(f"{where}: jira.url is required")
-    parts = urlsplit(value.strip())
+def _kind(value: object) -> str:
+    return {dict: "a mapping", list: "a list", type(None): "nothing"}.get(type(value), type(value).__name__)
+
+
+def _dotted(path: DocPath) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
+    return out
+
+
+_USERINFO = re.compile(r"[^/@\s]+@")
+
+
+@dataclass(frozen=True)
+class _Located:
+    """Turns a path in the document into ``<file> line <n>`` (just ``<file>`` for a mapping in memory)."""
+
+    source: str
+    lines: Mapping[DocPath, int]
+
+    def at(self, path: DocPath) -> str:
+        while path and path not in self.lines:  # a missing key: the line of what holds it
+            path = path[:-1]
+        line = self.lines.get(path)
+        return f"{self.source} line {line}" if line else self.source
+
+    def error(self, path: DocPath, message: str) -> TenantConfigError:
+        return TenantConfigError(f"{self.at(path)}: {message}")
+
+    def check_keys(self, raw: Mapping[Any, Any], path: DocPath, allowed: tuple[str, ...], under: str) -> None:
+        for key in raw:
+            if key not in allowed:
+                raise self.error(
+                    (*path, key), f"unknown key {str(key)!r} under {under} (allowed: {', '.join(allowed)})"
+                )
+
+
+def _parse_url(value: object, path: DocPath, where: _Located, tenant: str) -> str:
+    allowed = "an http(s) URL, or sample://NAME for the bundled demo site"
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise where.error(path, f"tenant {tenant!r}: jira.url is required ({allowed})")
+    if not isinstance(value, str):
+        raise where.error(path, f"tenant {tenant!r}: jira.url must be {allowed}, got {_kind(value)}")
+    text = value.strip()
+    parts = urlsplit(text)
     if parts.scheme == SAMPLE_SCHEME and parts.netloc:
-        return value.strip()
+        return text
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise TenantConfigError(
-            f"{where}: jira.url {value!r} is not an http(s) URL (or sample://NAME for the bundled demo site)"
-        )
-    return value.strip().rstrip("/")
+        shown = _USERINFO.sub("***@", text)  # never echo a password someone put in the URL
+        raise where.error(path, f"tenant {tenant!r}: jira.url {shown!r} is not allowed: use {allowed}")
+    return text.rstrip("/")
 
 
-def _parse_tenant(raw: object, index: int, source: str) -> Tenant:
-    where = f"{source}: tenants[{index}]"
+def _parse_tenant(raw: object, index: int, where: _Located) -> Tenant:
+    path: DocPath = ("tenants", index)
     if not isinstance(raw, dict):
-        raise TenantConfigError(f"{where}: expected a mapping, got {type(raw).__name__}")
-    tenant_id = validate_tenant_id(raw.get("id"), where=f"{where}.id")
-    where = f"{source}: tenant {tenant_id!r}"
+        raise where.error(path, f"tenants[{index}] must be a mapping with id, name and jira, got {_kind(raw)}")
+    where.check_keys(raw, path, TENANT_KEYS, f"tenants[{index}]")
+    tenant_id = validate_tenant_id(raw.get("id"), where=f"{where.at((*path, 'id'))}: tenants[{index}].id")
+    name = raw.get("name")
+    if name is not None and not isinstance(name, str | int | float):
+        raise where.error((*path, "name"), f"tenant {tenant_id!r}: name must be text, got {_kind(name)}")
+    jira_path = (*path, "jira")
     jira = raw.get("jira")
     if not isinstance(jira, dict):
-        raise TenantConfigError(f"{where}: a 'jira' mapping with at least 'url' is required")
-    url = _parse_url(jira.get("url"), where)
+        raise where.error(
+            jira_path, f"tenant {tenant_id!r}: a 'jira' mapping with at least 'url' is required, got {_kind(jira)}"
+        )
+    where.check_keys(jira, jira_path, JIRA_KEYS, "jira")
+    url = _parse_url(jira.get("url"), (*jira_path, "url"), where, tenant_id)
     projects = jira.get("projects") or ()
-    if not isinstance(projects, list | tuple) or not all(isinstance(p, str) for p in projects):
-        raise TenantConfigError(f"{where}: jira.projects must be a list of project keys")
+    if not isinstance(projects, list | tuple) or not all(isinstance(p, str) and p for p in projects):
+        raise where.error(
+            (*jira_path, "projects"), f"tenant {tenant_id!r}: jira.projects must be a list of project keys"
+        )
     jql = jira.get("jql")
     if jql is not None and not isinstance(jql, str):
-        raise TenantConfigError(f"{where}: jira.jql must be a string")
+        raise where.error((*jira_path, "jql"), f"tenant {tenant_id!r}: jira.jql must be a string, got {_kind(jql)}")
     for key in ("email_env", "token_env"):
-        if jira.get(key) is not None and not isinstance(jira.get(key), str):
-            raise TenantConfigError(f"{where}: jira.{key} must be the NAME of an environment variable")
+        value = jira.get(key)
+        if value is not None and not (isinstance(value, str) and ENV_NAME_PATTERN.fullmatch(value)):
+            # The value is not echoed: a secret pasted here instead of a variable name must not be printed.
+            raise where.error(
+                (*jira_path, key),
+                f"tenant {tenant_id!r}: jira.{key} must be the NAME of an environment variable "
+                "(letters, digits and '_'), not its value",
+            )
     site = JiraSiteConfig(
         url=url,
         email_env=jira.get("email_env"),
@@ -123,9 +195,56 @@ def _parse_tenant(raw: object, index: int, source: str) -> Tenant:
         jql=jql or None,
     )
     if not site.is_sample and not (site.email_env and site.token_env):
-        raise TenantConfigError(f"{where}: jira.email_env and jira.token_env are required for a live site")
-    extra = {k: v for k, v in raw.items() if k not in ("id", "name", "jira")}
-    return Tenant(id=tenant_id, name=str(raw.get("name") or tenant_id), jira=site, extra=extra)
+        raise where.error(
+            jira_path, f"tenant {tenant_id!r}: jira.email_env and jira.token_env are required for a live site"
+        )
+    return Tenant(id=tenant_id, name=str(name) if name is not None else tenant_id, jira=site)
+
+
+def _lines(loader: yaml.SafeLoader, node: yaml.Node, source: str, path: DocPath = ()) -> dict[DocPath, int]:
+    """Path -> 1-based line of every key and list item under ``node``; refuses a key given twice."""
+    out: dict[DocPath, int] = {}
+    if isinstance(node, yaml.MappingNode):
+        loader.flatten_mapping(node)  # resolve `<<: *anchor` merges, as loading does
+        seen: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                continue
+            line = key_node.start_mark.line + 1
+            if key_node.value in seen:
+                # YAML keeps the last one silently: the first would be ignored without a word.
+                raise TenantConfigError(
+                    f"{source} line {line}: key {key_node.value!r} appears twice under "
+                    f"{_dotted(path) or 'the top level'} (first on line {seen[key_node.value]})"
+                )
+            seen[key_node.value] = line
+            out[(*path, key_node.value)] = line
+            out.update(_lines(loader, value_node, source, (*path, key_node.value)))
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            out[(*path, index)] = item.start_mark.line + 1
+            out.update(_lines(loader, item, source, (*path, index)))
+    return out
+
+
+def _read_yaml(text: str, source: str) -> tuple[object, dict[DocPath, int]]:
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None, {}
+        lines = {(): node.start_mark.line + 1, **_lines(loader, node, source)}
+        return loader.construct_document(node), lines
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = f" line {mark.line + 1}" if mark else ""
+        # Only the parser's sentence, not its excerpt of the file (which could hold anything).
+        problem = " ".join(str(exc.problem or exc.context or "cannot be parsed").split())
+        raise TenantConfigError(f"{source}{line}: not valid YAML: {problem}") from None
+    except yaml.YAMLError as exc:
+        raise TenantConfigError(f"{source}: not valid YAML: {type(exc).__name__}") from None
+    finally:
+        loader.dispose()
 
 
 @dataclass(frozen=True)
@@ -146,37 +265,47 @@ class TenantRegistry:
         )
 
     @classmethod
-    def from_mapping(cls, data: object, source: str = "<memory>") -> TenantRegistry:
-        if not isinstance(data, dict) or not isinstance(data.get("tenants"), list):
-            raise TenantConfigError(f"{source}: expected a top-level 'tenants:' list")
-        tenants = tuple(_parse_tenant(raw, i, source) for i, raw in enumerate(data["tenants"]))
+    def from_mapping(
+        cls, data: object, source: str = "<memory>", lines: Mapping[DocPath, int] | None = None
+    ) -> TenantRegistry:
+        """The registry ``data`` describes; ``lines`` (path -> line) places errors in the file it came from."""
+        where = _Located(source, lines or {})
+        if not isinstance(data, dict):
+            raise where.error((), f"expected a mapping with a top-level 'tenants:' list, got {_kind(data)}")
+        if not isinstance(data.get("tenants"), list):
+            got = _kind(data["tenants"]) if "tenants" in data else "no 'tenants' key"
+            raise where.error(("tenants",), f"expected a top-level 'tenants:' list of tenants, got {got}")
+        where.check_keys(data, (), TOP_KEYS, "the top level")
+        tenants = tuple(_parse_tenant(raw, i, where) for i, raw in enumerate(data["tenants"]))
         seen: dict[str, str] = {}  # lower-cased id -> id
-        for tenant in tenants:
+        for index, tenant in enumerate(tenants):
             other = seen.get(tenant.id.lower())
+            at = ("tenants", index, "id")
             if other == tenant.id:
-                raise TenantConfigError(f"{source}: tenant id {tenant.id!r} appears twice")
+                raise where.error(at, f"tenant id {tenant.id!r} appears twice")
             if other is not None:
                 # Qdrant's local mode keeps a folder per collection: on a case-insensitive file
                 # system the two tenants would share their collections.
-                raise TenantConfigError(
-                    f"{source}: tenant ids {other!r} and {tenant.id!r} differ only by case; "
-                    "collection names must not depend on case"
+                raise where.error(
+                    at,
+                    f"tenant ids {other!r} and {tenant.id!r} differ only by case; "
+                    "collection names must not depend on case",
                 )
             seen[tenant.id.lower()] = tenant.id
         if not tenants:
-            raise TenantConfigError(f"{source}: the 'tenants:' list is empty")
+            raise where.error(("tenants",), "the 'tenants:' list is empty: add at least one tenant")
         return cls(tenants=tenants, source=source)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str] | None = None) -> TenantRegistry:
-        """Read the registry from ``path``, else ``ETL_TENANTS_FILE``, else the bundled demo file."""
-        chosen = Path(path or os.environ.get("ETL_TENANTS_FILE") or BUNDLED_TENANTS_FILE)
+        """Read the registry from ``path``, else the settings' ``ETL_TENANTS_FILE`` (default: the bundled demo)."""
+        chosen = Path(path) if path else Settings.load().tenants_file
         try:
             text = chosen.read_text(encoding="utf-8")
         except OSError as exc:
-            raise TenantConfigError(f"tenants file {chosen}: cannot be read ({exc.strerror})") from None
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise TenantConfigError(f"tenants file {chosen}: not valid YAML ({exc})") from None
-        return cls.from_mapping(data, source=str(chosen))
+            reason = exc.strerror or type(exc).__name__
+            raise TenantConfigError(f"tenants file {chosen}: cannot be read ({reason}); set ETL_TENANTS_FILE") from None
+        except UnicodeDecodeError:
+            raise TenantConfigError(f"tenants file {chosen}: not UTF-8 text") from None
+        data, lines = _read_yaml(text, str(chosen))
+        return cls.from_mapping(data, source=str(chosen), lines=lines)

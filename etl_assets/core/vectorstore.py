@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
@@ -21,6 +21,7 @@ from qdrant_client import AsyncQdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
 from etl_assets.core.embeddings.base import ModelMismatchError
+from etl_assets.core.settings import QdrantSettings as QdrantSettings
 from etl_assets.core.tenants import validate_tenant_id
 
 log = logging.getLogger(__name__)
@@ -251,23 +252,6 @@ def _ref(point_id_: Any, payload: dict[str, Any] | None) -> PointRef:
         chunk if isinstance(chunk, int) else None,
         payload.get("content_hash"),
     )
-
-
-@dataclass(frozen=True)
-class QdrantSettings:
-    url: str | None
-    api_key: str | None
-    path: str
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> QdrantSettings:
-        from etl_assets.core.settings import DEFAULT_QDRANT_PATH
-
-        return cls(
-            env.get("QDRANT_URL") or None,
-            env.get("QDRANT_API_KEY") or None,
-            env.get("QDRANT_PATH") or DEFAULT_QDRANT_PATH,
-        )
 
 
 class QdrantLockTimeout(RuntimeError):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 from collections.abc import AsyncIterator, Iterator
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import dagster as dg
@@ -21,8 +21,8 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from etl_assets.core.embeddings.base import Embedder
-from etl_assets.core.embeddings.factory import EmbeddingConfigError, EmbeddingSettings, open_embedder
-from etl_assets.core.settings import DEFAULT_DATABASE_URL, DEFAULT_QDRANT_PATH
+from etl_assets.core.embeddings.factory import EmbeddingSettings, open_embedder
+from etl_assets.core.settings import Settings
 from etl_assets.core.sources.jira.client import JiraClient
 from etl_assets.core.store.db import make_engine, safe_url
 from etl_assets.core.tenants import Tenant
@@ -86,7 +86,10 @@ class JiraResource(dg.ConfigurableResource):
 class DatabaseResource(dg.ConfigurableResource):
     """The SQL database holding raw responses and committed tables (SQLite or PostgreSQL)."""
 
-    url: str = Field(default=DEFAULT_DATABASE_URL, description="SQLAlchemy URL; set DATABASE_URL.")
+    url: str = Field(
+        default_factory=lambda: Settings.load().database,
+        description="SQLAlchemy URL: DATABASE_URL, default SQLite under ETL_DATA_DIR (bind with EnvVar: it may hold a password).",
+    )
     _engine: Engine | None = PrivateAttr(default=None)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
@@ -122,49 +125,20 @@ class DatabaseResource(dg.ConfigurableResource):
         return "postgres" if self.url.startswith("postgres") else "sqlite"
 
 
-class EmbeddingsResource(dg.ConfigurableResource):
-    """Text embeddings: any OpenAI-compatible endpoint, or the packaged local MiniLM model."""
+class EmbeddingsResource(dg.ConfigurableResource, EmbeddingSettings):
+    """Text embeddings: any OpenAI-compatible endpoint, or the packaged local MiniLM model.
 
-    provider: Literal["openai", "local"] = Field(default="local", description="EMBEDDING_PROVIDER.")
-    model: str | None = Field(default=None, description="EMBEDDING_MODEL; default text-embedding-3-small (openai).")
-    dimensions: int | None = Field(
-        default=None, description="EMBEDDING_DIMENSIONS; default 1536 (openai), 384 (local)."
-    )
-    api_key: str | None = Field(default=None, description="OPENAI_API_KEY (bind with EnvVar; never in run config).")
-    base_url: str | None = Field(default=None, description="OPENAI_BASE_URL for an OpenAI-compatible gateway.")
-    timeout_s: float = Field(default=60.0, description="Per-request timeout, seconds.")
-    max_retries: int = Field(
-        default=6, description="Retries per request on 5xx, timeouts and resets (429s wait as told)."
-    )
-    concurrency: int = Field(default=4, description="Embedding requests in flight per step.")
-    batch_inputs: int | None = Field(default=None, description="Most inputs per request (provider maximum if unset).")
-    batch_tokens: int | None = Field(default=None, description="Most tokens per request (provider maximum if unset).")
-    chunk_tokens: int | None = Field(
-        default=None, description="EMBEDDING_CHUNK_TOKENS: longest chunk, tokens (model limit if unset)."
-    )
-    rpm: int | None = Field(default=None, description="EMBEDDING_RPM: client-side requests/minute budget of the key.")
-    tpm: int | None = Field(default=None, description="EMBEDDING_TPM: client-side tokens/minute budget of the key.")
-    pool_limit: int = Field(
-        default=1, description="EMBEDDING_POOL_LIMIT: vector steps at once; each gets 1/n of the budget."
-    )
+    The fields are :class:`~etl_assets.core.settings.EmbeddingSettings`', inherited rather than
+    repeated: one declaration gives the resource, the environment reader and the core the same
+    names, types, defaults, descriptions and checks (a bad value is refused when the resource
+    is built). :meth:`settings` is the one conversion back to the plain core model.
+    """
+
     _embedder: Any = PrivateAttr(default=None)
 
     def settings(self) -> EmbeddingSettings:
-        return EmbeddingSettings(
-            provider=self.provider,
-            model=self.model,
-            dimensions=self.dimensions,
-            api_key=self.api_key,
-            base_url=self.base_url,
-            timeout_s=self.timeout_s,
-            max_retries=self.max_retries,
-            concurrency=self.concurrency,
-            batch_inputs=self.batch_inputs,
-            batch_tokens=self.batch_tokens,
-            rpm=self.rpm,
-            tpm=self.tpm,
-            pool_limit=self.pool_limit,
-        )
+        """This resource's values as the core model ``open_embedder`` takes (EnvVars resolved)."""
+        return EmbeddingSettings(**{name: getattr(self, name) for name in EmbeddingSettings.model_fields})
 
     @property
     def embedder(self) -> Embedder:
@@ -173,11 +147,11 @@ class EmbeddingsResource(dg.ConfigurableResource):
         return self._embedder
 
     @contextlib.asynccontextmanager
-    async def yield_for_execution(self, context: dg.InitResourceContext) -> AsyncIterator[EmbeddingsResource]:
-        try:
-            self.settings().validate()
-        except EmbeddingConfigError as exc:
-            raise dg.Failure(str(exc)) from None
+    # Dagster accepts an async context manager here (the client lives in the step's loop);
+    # its signature only declares the sync form.
+    async def yield_for_execution(  # type: ignore[override]
+        self, context: dg.InitResourceContext
+    ) -> AsyncIterator[EmbeddingsResource]:
         async with open_embedder(self.settings()) as embedder:
             self._embedder = embedder
             try:
@@ -191,7 +165,10 @@ class QdrantResource(dg.ConfigurableResource):
 
     url: str | None = Field(default=None, description="QDRANT_URL of a server or cluster; unset for local mode.")
     api_key: str | None = Field(default=None, description="QDRANT_API_KEY (bind with EnvVar).")
-    path: str = Field(default=DEFAULT_QDRANT_PATH, description="QDRANT_PATH: local-mode folder when no URL is set.")
+    path: str = Field(
+        default_factory=lambda: Settings.load().qdrant.path,
+        description="QDRANT_PATH: local-mode folder when no URL is set; default <ETL_DATA_DIR>/qdrant.",
+    )
     lock_timeout_s: float = Field(default=900.0, description="How long a step waits for the local folder lock.")
     _client: AsyncQdrantClient | None = PrivateAttr(default=None)
 
@@ -206,7 +183,11 @@ class QdrantResource(dg.ConfigurableResource):
         return self._client
 
     @contextlib.asynccontextmanager
-    async def yield_for_execution(self, context: dg.InitResourceContext) -> AsyncIterator[QdrantResource]:
+    # Dagster accepts an async context manager here (the client lives in the step's loop);
+    # its signature only declares the sync form.
+    async def yield_for_execution(  # type: ignore[override]
+        self, context: dg.InitResourceContext
+    ) -> AsyncIterator[QdrantResource]:
         async with open_qdrant(self.url, self.api_key, self.path, self.lock_timeout_s) as client:
             self._client = client
             try:
