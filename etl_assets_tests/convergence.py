@@ -1,32 +1,22 @@
-"""Exact convergence: tables equal to the fake Jira site, points equal to live rows.
+"""Test helpers: exact convergence as an assertion, and running the graph with overrides.
 
 :func:`assert_converged` is what every fault, crash and bad-input test ends with: after
 the fault cleared and one more materialization, the tenant's state must be exactly what
-a clean first sync would have produced. It reads the database and Qdrant through its own
-connections, so it works the same for an in-process test and for the crash script whose
-runs were killed in another process.
+a clean first sync would have produced. The checks themselves live in
+:mod:`etl_assets.fakes.convergence` (the crash-consistency script uses them too) and are
+re-exported here for the tests.
 
 The remaining helpers run the graph with resource overrides and read what a run reported.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import dagster as dg
-from sqlalchemy import Engine, create_engine, func, select
 
-from etl_assets.core.catalogue import CATALOGUE
-from etl_assets.core.records import EntitySpec
-from etl_assets.core.sources.jira.parsers import parse_jira_datetime
-from etl_assets.core.sources.jira.sample import JiraSite
-from etl_assets.core.store import ops, schema
-from etl_assets.core.vectorstore import collection_name, open_qdrant, point_id
-from etl_assets.core.vectorsync import plan_row
-from etl_assets.fakes.openai_server import fake_vector
+from etl_assets.fakes.convergence import convergence_problems, read_points, site_objects
 
 __all__ = [
     "assert_converged",
@@ -39,222 +29,6 @@ __all__ = [
 ]
 
 SNAPSHOT_LIMIT = 12  # problems listed per assertion; the count says how many there were
-
-
-# -- what the site holds ----------------------------------------------------------------------
-
-
-def site_objects(site: JiraSite, entity: str) -> list[dict[str, Any]]:
-    return {"projects": site.projects, "wits": site.issue_types, "statuses": site.statuses, "issues": site.issues}[
-        entity
-    ]
-
-
-def _strip(value: Any) -> Any:
-    return value.strip() if isinstance(value, str) else value
-
-
-def _expected_fields(entity: str, obj: Mapping[str, Any]) -> dict[str, Any]:
-    """The columns a row must hold for this Jira object, read straight from the object."""
-    if entity == "projects":
-        return {"key": obj.get("key"), "name": _strip(obj.get("name")), "project_type": obj.get("projectTypeKey")}
-    if entity == "wits":
-        return {
-            "name": _strip(obj.get("name")),
-            "hierarchy_level": obj.get("hierarchyLevel"),
-            "subtask": obj.get("subtask"),
-        }
-    if entity == "statuses":
-        return {"name": _strip(obj.get("name")), "category_key": (obj.get("statusCategory") or {}).get("key")}
-    fields = obj.get("fields") or {}
-    return {
-        "key": obj.get("key"),
-        "summary": _strip(fields.get("summary")),
-        "project_external_id": (fields.get("project") or {}).get("id"),
-        "wit_external_id": (fields.get("issuetype") or {}).get("id"),
-        "status_external_id": (fields.get("status") or {}).get("id"),
-        "updated": parse_jira_datetime(fields["updated"]),
-    }
-
-
-# -- reading state ----------------------------------------------------------------------------
-
-
-def read_points(
-    env: Any, *, qdrant_url: str | None = None, qdrant_api_key: str | None = None, with_vectors: bool = True
-) -> dict[str, dict[str, Any]]:
-    """Every collection: {"metadata", "size", "points": [Record]} (local folder unless ``qdrant_url``)."""
-
-    async def go() -> dict[str, dict[str, Any]]:
-        out: dict[str, dict[str, Any]] = {}
-        async with open_qdrant(qdrant_url, qdrant_api_key, env.qdrant_path, lock_timeout_s=60) as client:
-            for description in (await client.get_collections()).collections:
-                info = await client.get_collection(description.name)
-                points: list[Any] = []
-                offset = None
-                while True:
-                    page, offset = await client.scroll(
-                        description.name, limit=500, offset=offset, with_payload=True, with_vectors=with_vectors
-                    )
-                    points += page
-                    if offset is None:
-                        break
-                out[description.name] = {
-                    "metadata": info.config.metadata or {},
-                    "size": getattr(info.config.params.vectors, "size", None),
-                    "points": points,
-                }
-        return out
-
-    return asyncio.run(go())
-
-
-class _WholeText:
-    """Stands in for an embedder where only the text (not its chunking) matters."""
-
-    def __init__(self, model: str, dimensions: int) -> None:
-        self.model, self.dimensions = model, dimensions
-
-    def split(self, text: str, max_tokens: int) -> list[str]:
-        return [text]
-
-    def count_tokens(self, text: str) -> int:
-        return 0
-
-
-def _table_problems(
-    engine: Engine, spec: EntitySpec, tenant_id: str, site: JiraSite, skip: set[str]
-) -> tuple[list[str], list[dict[str, Any]]]:
-    problems: list[str] = []
-    t = spec.table
-    with engine.connect() as conn:
-        all_rows = [dict(r._mapping) for r in conn.execute(select(t).where(t.c.tenant_id == tenant_id))]
-    counts = Counter(r["external_id"] for r in all_rows)
-    problems += [f"{spec.name}: Jira id {k} has {n} rows" for k, n in counts.items() if n > 1]
-    live = {r["external_id"]: r for r in all_rows if r["deleted_at"] is None}
-    objects = {str(o["id"]): o for o in site_objects(site, spec.name) if isinstance(o, dict) and "id" in o}
-    wanted = set(objects) - skip
-    have = set(live) - skip
-    problems += [f"{spec.name}: Jira object {k} has no live row" for k in sorted(wanted - have)]
-    problems += [f"{spec.name}: live row {k} is not in Jira" for k in sorted(have - wanted)]
-    for key in sorted(wanted & have):
-        row = live[key]
-        for column, value in _expected_fields(spec.name, objects[key]).items():
-            got = ops.as_utc(row[column]) if column == "updated" else row[column]
-            if got != value:
-                problems.append(f"{spec.name}: row {key}.{column} is {got!r}, Jira has {value!r}")
-    deleted_but_present = {r["external_id"] for r in all_rows if r["deleted_at"] is not None} & wanted
-    problems += [f"{spec.name}: row {k} is marked deleted but exists in Jira" for k in sorted(deleted_but_present)]
-    rows = [r for page in ops.iter_rows(engine, spec, tenant_id) for r in page]
-    return problems, rows
-
-
-def _point_problems(
-    spec: EntitySpec,
-    tenant_id: str,
-    rows: list[dict[str, Any]],
-    collection: dict[str, Any] | None,
-    *,
-    check_vectors: bool,
-) -> list[str]:
-    name = collection_name(tenant_id, spec.name)
-    if collection is None:
-        return [f"{name}: missing, but the table has {len(rows)} live rows"] if rows else []
-    problems: list[str] = []
-    meta = collection["metadata"]
-    model, size = meta.get("embedding_model"), collection["size"]
-    if meta.get("tenant_id") not in (None, tenant_id):
-        problems.append(f"{name}: created for tenant {meta.get('tenant_id')!r}")
-    by_row: dict[str, list[Any]] = defaultdict(list)
-    for p in collection["points"]:
-        payload = p.payload or {}
-        ext, chunk = payload.get("external_id"), payload.get("chunk")
-        if payload.get("tenant_id") != tenant_id or payload.get("entity") != spec.name:
-            problems.append(f"{name}: point {p.id} belongs to {payload.get('tenant_id')!r}/{payload.get('entity')!r}")
-        if not isinstance(chunk, int) or str(p.id) != point_id(tenant_id, spec.name, str(ext), chunk):
-            problems.append(f"{name}: point {p.id} does not have the deterministic id of ({ext}, {chunk})")
-        if check_vectors and p.vector is not None:
-            vector = p.vector if isinstance(p.vector, list) else None
-            text = payload.get("text")
-            if vector is None or len(vector) != size:
-                problems.append(f"{name}: point {p.id} has a vector of the wrong size")
-            # The payload keeps the first 2,000 characters of what was embedded: shorter texts are
-            # the whole input, so the fake's vector for that text must be the one stored.
-            elif isinstance(text, str) and len(text) < 2000 and _distance(vector, fake_vector(text, size)) > 1e-4:
-                problems.append(f"{name}: point {p.id} ({ext}#{chunk}) holds a vector of another text")
-        by_row[str(ext)].append(p)
-    live = {r["external_id"]: r for r in rows}
-    problems += [f"{name}: orphan points of row {k} (not a live row)" for k in sorted(set(by_row) - set(live))]
-    problems += [f"{name}: live row {k} has no point" for k in sorted(set(live) - set(by_row))]
-    stub = _WholeText(str(model), int(size or 0))
-    for key in sorted(set(live) & set(by_row)):
-        points = by_row[key]
-        chunks = sorted(p.payload.get("chunk") for p in points)
-        declared = {p.payload.get("chunks") for p in points}
-        if len(declared) != 1 or chunks != list(range(declared.pop() or 0)):
-            problems.append(f"{name}: row {key} has chunks {chunks}, payloads declare {sorted(map(str, declared))}")
-            continue
-        expected = plan_row(spec, tenant_id, live[key], stub, 10**9)[0].payload
-        head = next(p for p in points if p.payload.get("chunk") == 0).payload
-        stale = sorted(k for k, v in expected.items() if k not in ("chunk", "chunks", "text") and head.get(k) != v)
-        if stale:
-            problems.append(f"{name}: row {key}'s point is stale in {', '.join(stale)}")
-        if len({p.payload.get("content_hash") for p in points}) != 1:
-            problems.append(f"{name}: row {key}'s chunks come from different versions of the row")
-    return problems
-
-
-def _distance(a: list[float], b: list[float]) -> float:
-    return max((abs(x - y) for x, y in zip(a, b, strict=True)), default=0.0)
-
-
-def convergence_problems(
-    env: Any,
-    tenant_id: str,
-    *,
-    skip: Mapping[str, Iterable[str]] | None = None,
-    qdrant_url: str | None = None,
-    qdrant_api_key: str | None = None,
-    check_vectors: bool = True,
-    entities: Iterable[EntitySpec] = CATALOGUE,
-) -> list[str]:
-    """Every way the tenant's tables and collections differ from its fake Jira site.
-
-    ``env`` needs ``database_url``, ``qdrant_path`` and ``tenants[tenant_id].site``.
-    ``skip`` names Jira ids per entity whose row is not compared with the site (records
-    a test expects to be quarantined); their rows, if any, must still have exact points.
-    """
-    skip = {k: set(v) for k, v in (skip or {}).items()}
-    site = env.tenants[tenant_id].site
-    engine = create_engine(env.database_url)
-    problems: list[str] = []
-    try:
-        b = schema.raw_batches
-        with engine.connect() as conn:
-            pending = conn.execute(
-                select(b.c.entity, func.count())
-                .where(b.c.tenant_id == tenant_id, b.c.consumed_at.is_(None))
-                .group_by(b.c.entity)
-            ).all()
-        problems += [
-            f"raw: {n} batch(es) of {entity} were landed but never built into the table" for entity, n in pending
-        ]
-        rows: dict[str, list[dict[str, Any]]] = {}
-        for spec in entities:
-            found, rows[spec.name] = _table_problems(engine, spec, tenant_id, site, skip.get(spec.name, set()))
-            problems += found
-    finally:
-        engine.dispose()
-    collections = read_points(env, qdrant_url=qdrant_url, qdrant_api_key=qdrant_api_key, with_vectors=check_vectors)
-    for spec in entities:
-        problems += _point_problems(
-            spec,
-            tenant_id,
-            rows[spec.name],
-            collections.get(collection_name(tenant_id, spec.name)),
-            check_vectors=check_vectors,
-        )
-    return problems
 
 
 def assert_converged(env: Any, tenant_id: str, **kwargs: Any) -> None:

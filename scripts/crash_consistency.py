@@ -18,7 +18,7 @@ fakes — with k random, then waits a random offset and kills. The phase the kil
 is read back afterwards from the killed run's event log and from what the fakes had in
 flight at that instant. One more run (reconciling issues, as the periodic reconciliation
 does) must then leave tables equal to the site and points equal to live rows:
-``etl_assets_tests.convergence.convergence_problems`` finds nothing, or the trial failed.
+``etl_assets.fakes.convergence.convergence_problems`` finds nothing, or the trial failed.
 
 Runs execute in children of a "zygote" process that imported Dagster and the project once
 and forks per run, so a trial costs seconds rather than an interpreter start per run.
@@ -348,7 +348,7 @@ class Stage:
         return _Env(self.database_url, str(self.root / "qdrant"), {TENANT: _Tenant(self.site)})
 
     def problems(self) -> list[str]:
-        from etl_assets_tests.convergence import convergence_problems
+        from etl_assets.fakes.convergence import convergence_problems
 
         return convergence_problems(self.check_env(), TENANT, qdrant_url=self.qdrant.url if self.qdrant else None)
 
@@ -513,7 +513,7 @@ def _pending_batches(url: str) -> int:
 
 
 def _points(stage: Stage) -> int:
-    from etl_assets_tests.convergence import read_points
+    from etl_assets.fakes.convergence import read_points
 
     try:
         found = read_points(
