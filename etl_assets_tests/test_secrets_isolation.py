@@ -32,6 +32,7 @@ from etl_assets.core.sources.jira.specs import ISSUES, PROJECTS
 from etl_assets.core.store import schema
 from etl_assets.core.tenants import TENANT_ID_PATTERN, TenantConfigError, TenantRegistry, validate_tenant_id
 from etl_assets.core.vectorstore import collection_name, point_id
+from etl_assets.defs.build import build_definitions
 from etl_assets.defs.resources import QdrantResource
 from etl_assets.fakes.loopback import Fault
 from etl_assets.fakes.qdrant_server import FakeQdrant
@@ -227,27 +228,54 @@ def _batch_ids(env, tenant_id: str) -> set[int]:
     return ids
 
 
+# Issues are fetched incrementally: only a reconciling sync can see that one was deleted.
+RECONCILE_ISSUES = {"ops": {"jira__raw__raw_jira_issues": {"config": {"reconcile": True}}}}
+
+
+def _sync(env, tenant_id: str, resources: dict[str, Any], run_config: dict[str, Any] | None):
+    defs = build_definitions(
+        registry=env.registry, resources={**env.resources(), **resources}, env={"DATABASE_URL": env.database_url}
+    )
+    job = defs.resolve_implicit_global_asset_job_def()
+    return job.execute_in_process(partition_key=tenant_id, run_config=run_config, raise_on_error=False)
+
+
+def _point_ids(env, qdrant_url: str, collection: str) -> set[str]:
+    points = read_points(env, qdrant_url=qdrant_url, qdrant_api_key=QDRANT_KEY, with_vectors=False)
+    return {str(p.id) for p in points[collection]["points"]}
+
+
 def test_tenants_with_overlapping_jira_ids_never_touch_each_other(env):
     one, two = env.tenants["1"].site, env.tenants["2"].site
     shared_projects = {p["id"] for p in one.projects} & {p["id"] for p in two.projects}
     shared_issues = {i["id"] for i in one.issues} & {i["id"] for i in two.issues}
     assert shared_projects and shared_issues, "the fixture's sites must share Jira ids for this test to mean anything"
+    gone_project = next(p for p in two.projects if p["id"] in shared_projects)
+    gone_issue = next(
+        i for i in two.issues if i["id"] in shared_issues and i["fields"]["project"]["id"] != gone_project["id"]
+    )
 
     with FakeQdrant(env.tmp / "qdrant-server", api_key=QDRANT_KEY) as qdrant:
         server = {"qdrant": QdrantResource(url=qdrant.url, api_key=QDRANT_KEY)}
+        # Both tenants hold a row and a point for each shared id before tenant 2 deletes any.
         assert materialize(env, "1", resources=server).success
+        assert materialize(env, "2", resources=server).success
+        for tenant_id in ("1", "2"):
+            assert gone_project["id"] in {r[0] for r in _rows(env, PROJECTS, tenant_id)}
+            assert gone_issue["id"] in {r[0] for r in _rows(env, ISSUES, tenant_id)}
+            ids = _point_ids(env, qdrant.url, collection_name(tenant_id, "projects"))
+            assert point_id(tenant_id, "projects", gone_project["id"]) in ids
         before = _tenant_state(env, "1", qdrant.url)
         batches_of_one = _batch_ids(env, "1")
 
-        # Tenant 2 deletes a project and an issue whose ids tenant 1 also has, then syncs (reconciling issues).
-        gone_project = next(p for p in two.projects if p["id"] in shared_projects)
+        # Tenant 2 deletes a project and an issue whose ids tenant 1 also has, then syncs: once
+        # reconciling (the deletions happen), once more (nothing to do). Tenant 1 must not move.
         two.delete_project(gone_project["id"])
-        gone_issue = next(i for i in two.issues if i["id"] in shared_issues)
         two.delete_issue(gone_issue["key"])
-        for _ in range(2):  # a first sync, and an incremental one that reconciles
+        for run_config in (RECONCILE_ISSUES, None):
             qdrant.log.clear()
             with SqlAudit() as audit:
-                result = materialize(env, "2", resources=server)
+                result = _sync(env, "2", server, run_config)
             assert result.success, failure_texts(result)
             assert audit.tenant_values() <= {"2", ""}, audit.tenant_values()  # "" : the rows-without-tenant check
             assert audit.unscoped() and all(any(p.match(s) for p in BY_OWN_IDS) for s in audit.unscoped()), (
@@ -255,20 +283,30 @@ def test_tenants_with_overlapping_jira_ids_never_touch_each_other(env):
             )
             assert not audit.ids_bound() & batches_of_one, "a statement addressed tenant 1's raw batches"
             assert qdrant.collections_touched() == {collection_name("2", s.name) for s in CATALOGUE}
+            if run_config is RECONCILE_ISSUES:
+                deleted = {
+                    s.name: result.asset_materializations_for_node(f"tables__{s.name}_table")[0]
+                    .metadata["deleted"]
+                    .value
+                    for s in (PROJECTS, ISSUES)
+                }
+                assert deleted["projects"] == 1 and deleted["issues"] >= 1, deleted
 
-        assert _tenant_state(env, "1", qdrant.url) == before, "tenant 2's runs changed tenant 1's rows or points"
+        # The deletions really happened in tenant 2: rows marked deleted, points gone ...
+        assert gone_project["id"] not in {r[0] for r in _rows(env, PROJECTS, "2")}
+        assert gone_issue["id"] not in {r[0] for r in _rows(env, ISSUES, "2")}
+        assert point_id("2", "projects", gone_project["id"]) not in _point_ids(env, qdrant.url, "client_2_projects")
+        assert point_id("2", "issues", gone_issue["id"]) not in _point_ids(env, qdrant.url, "client_2_issues")
+        # ... and tenant 1's rows and points are byte for byte what they were, shared ids included.
+        assert _tenant_state(env, "1", qdrant.url) == before, "tenant 2's deletions changed tenant 1's rows or points"
+        assert gone_project["id"] in {r[0] for r in _rows(env, PROJECTS, "1")}
+        assert gone_issue["id"] in {r[0] for r in _rows(env, ISSUES, "1")}
+        assert point_id("1", "projects", gone_project["id"]) in _point_ids(env, qdrant.url, "client_1_projects")
+        assert point_id("1", "issues", gone_issue["id"]) in _point_ids(env, qdrant.url, "client_1_issues")
+        # The shared ids are distinct points, one per tenant, each in its own collection.
+        assert not _point_ids(env, qdrant.url, "client_1_projects") & _point_ids(env, qdrant.url, "client_2_projects")
         assert_converged(env, "1", qdrant_url=qdrant.url, qdrant_api_key=QDRANT_KEY)
         assert_converged(env, "2", qdrant_url=qdrant.url, qdrant_api_key=QDRANT_KEY)
-        # The shared ids are distinct points, one per tenant, each in its own collection.
-        points = read_points(env, qdrant_url=qdrant.url, qdrant_api_key=QDRANT_KEY, with_vectors=False)
-        shared = next(iter(shared_projects - {gone_project["id"]}))
-        ids_one = {str(p.id) for p in points["client_1_projects"]["points"]}
-        ids_two = {str(p.id) for p in points["client_2_projects"]["points"]}
-        assert point_id("1", "projects", shared) in ids_one and point_id("2", "projects", shared) in ids_two
-        assert not ids_one & ids_two
-        live_one = {r[0] for r in _rows(env, PROJECTS, "1")}
-        assert gone_project["id"] in live_one, "tenant 2 deleting its project must not delete tenant 1's"
-        assert gone_issue["id"] in {r[0] for r in _rows(env, ISSUES, "1")}
 
 
 def _rows(env, spec, tenant_id: str) -> list[tuple]:
