@@ -8,15 +8,19 @@ skip when the corpus is absent.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import re
+import tomllib
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+import etl_assets
 from etl_assets.core.sources.jira import sample
 from etl_assets.core.sources.jira.parsers import parse_jira_datetime
 from etl_assets.core.sources.jira.sample import (
@@ -587,6 +591,53 @@ def test_small_and_empty_sites() -> None:
     assert len({p["key"] for p in many.projects}) == 60
     with pytest.raises(ValueError):
         generate_sample_site(n_projects=0, n_issues=5)
+
+
+# --------------------------------------------------------------------------------------
+# Corpus
+# --------------------------------------------------------------------------------------
+
+
+def test_corpus_covers_every_language_the_site_writes(site: JiraSite) -> None:
+    topics = sample.corpus.topics()
+    assert len(topics) == 34 and len({t.id for t in topics}) == 34
+    languages = {lang for t in topics for lang in t.texts}
+    assert languages == {"en", "de", "fr", "es", "ja"} == set(site.languages.values())
+    phrases = sample.corpus.phrases()
+    assert languages <= set(phrases.generic) and languages <= set(phrases.headings)
+    assert {topic for _, topic in sample.corpus.query_topics()} <= {t.id for t in topics}
+
+
+def test_corpus_files_are_package_data() -> None:
+    # A data file the package-data globs miss would be absent from a wheel install.
+    config = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text(encoding="utf-8"))
+    globs = config["tool"]["setuptools"]["package-data"]["etl_assets"]
+    root = Path(etl_assets.__file__).parent
+    files = [p.relative_to(root).as_posix() for p in (root / "core/sources/jira/sample/data").iterdir()]
+    assert {"core/sources/jira/sample/data/topics.json"} <= set(files)
+    assert all(any(fnmatch.fnmatch(f, g) for g in globs) for f in files), (files, globs)
+
+
+_EN = {"summaries": ["s"], "sentences": ["s"]}
+
+
+@pytest.mark.parametrize(
+    ("topics", "needle"),
+    [
+        ([{"id": "t", "labels": ["x"], "texts": {"de": _EN}}], "topic 't' has no English texts"),
+        ([{"id": "t", "labels": ["x"], "texts": {"en": {**_EN, "summaries": []}}}], "t/en/summaries"),
+        ([{"id": "t", "labels": [], "texts": {"en": _EN}}], "t/labels"),
+        ([{"id": "t", "labels": ["x"], "texts": {"en": _EN}}] * 2, "unique"),
+    ],
+)
+def test_corpus_refuses_malformed_topics(monkeypatch: pytest.MonkeyPatch, topics: list, needle: str) -> None:
+    monkeypatch.setattr(sample.corpus, "_load", lambda name: topics)
+    sample.corpus.topics.cache_clear()
+    try:
+        with pytest.raises(ValueError, match=re.escape(needle)):
+            sample.corpus.topics()
+    finally:
+        sample.corpus.topics.cache_clear()  # the next caller reads the real files again
 
 
 # --------------------------------------------------------------------------------------
