@@ -275,6 +275,7 @@ class JiraSite:
 
 
 def scope_pid(obj: dict[str, Any]) -> str | None:
+    """The project a team-managed (project-scoped) issue type or status belongs to, else None."""
     scope = obj.get("scope")
     if not scope:
         return None
@@ -298,6 +299,7 @@ def issue_link(base: str, issue: dict[str, Any]) -> dict[str, Any]:
 
 
 def user_obj(base: str, n: int, name: str, tz: str, active: bool) -> dict[str, Any]:
+    """The n-th user as Jira Cloud returns one, with an account id of either modern or legacy form."""
     digest = hashlib.sha1(f"{n}:{name}".encode()).hexdigest()
     if n % 3 == 0:
         account_id = f"712020:{uuid.UUID(digest[:32])}"
@@ -319,10 +321,12 @@ def user_obj(base: str, n: int, name: str, tz: str, active: bool) -> dict[str, A
 
 
 def lead_ref(user: dict[str, Any]) -> dict[str, Any]:
+    """The shorter user copy Jira embeds as a project's ``lead``."""
     return {k: user[k] for k in ("self", "accountId", "avatarUrls", "displayName", "active")}
 
 
 def avatar_urls(base: str, kind: str, avatar_id: int) -> dict[str, str]:
+    """The four ``avatarUrls`` sizes of a project or issue type avatar."""
     root = f"{base}/rest/api/3/universal_avatar/view/type/{kind}/avatar/{avatar_id}"
     return {
         "48x48": root,
@@ -333,6 +337,7 @@ def avatar_urls(base: str, kind: str, avatar_id: int) -> dict[str, str]:
 
 
 def status_category(base: str, key: str) -> dict[str, Any]:
+    """The ``statusCategory`` object of a status (``new``, ``indeterminate`` or ``done``)."""
     cid, color, name = CATEGORY_OBJ[key]
     return {
         "self": f"{base}/rest/api/3/statuscategory/{cid}",
@@ -344,14 +349,17 @@ def status_category(base: str, key: str) -> dict[str, Any]:
 
 
 def issue_status(status: dict[str, Any]) -> dict[str, Any]:
+    """A status as embedded in an issue: without the fields only the status list carries."""
     return {k: v for k, v in status.items() if k not in ("scope", "untranslatedName")}
 
 
 def issue_type_ref(itype: dict[str, Any]) -> dict[str, Any]:
+    """An issue type as embedded in an issue: without the fields only the type list carries."""
     return {k: v for k, v in itype.items() if k not in ("scope", "untranslatedName")}
 
 
 def priority_obj(base: str, prio: tuple[str, str, str]) -> dict[str, Any]:
+    """An issue's ``priority`` object."""
     pid, name, icon = prio
     return {
         "self": f"{base}/rest/api/3/priority/{pid}",
@@ -376,6 +384,7 @@ def base_fields(
     updated: str,
     rank: str,
 ) -> dict[str, Any]:
+    """Every field of a new issue, in the order Jira Cloud sends them; callers fill in the rest."""
     return {
         "statuscategorychangedate": created,
         "issuetype": issue_type_ref(itype),

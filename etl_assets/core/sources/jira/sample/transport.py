@@ -98,6 +98,7 @@ class JiraSiteHandler:
     def handle(
         self, method: str, path: str, query: dict[str, str], body: bytes | None
     ) -> tuple[int, dict[str, str], bytes]:
+        """Answer one request as (status, headers, JSON body); every request is logged in ``site.requests``."""
         method = method.upper()
         with self.site._lock:
             self.site.requests.append((method, path))
