@@ -61,7 +61,8 @@ lock() {
   cp "$LOCK" "$LOCK.new" 2>/dev/null || true
   .venv/bin/uv pip compile pyproject.toml --quiet --extra local --extra dev \
     --python-version 3.11 --python-platform x86_64-manylinux_2_28 --generate-hashes \
-    --custom-compile-command "./dev.sh lock" --output-file "$LOCK.new" "${args[@]}" "$@"
+    --custom-compile-command "./dev.sh lock" --output-file "$LOCK.new" "${args[@]}" "$@" ||
+    { rm -f "$LOCK.new"; exit 1; }
   if ! grep -q '^torch==[^ ]*+cpu ' "$LOCK.new" || grep -qiE '^(nvidia-|triton==)' "$LOCK.new"; then
     rm -f "$LOCK.new"
     echo "dev.sh lock: torch did not resolve to its CPU build (or CUDA packages came along); $LOCK is unchanged" >&2
