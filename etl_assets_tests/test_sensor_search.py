@@ -48,13 +48,28 @@ def test_change_sensor_requests_only_changed_tenants(env):
     assert evaluate(env, cursor=changed.cursor).run_requests == []
 
 
-def test_change_sensor_reports_a_failing_tenant_and_keeps_checking_others(env):
+def test_change_sensor_reports_a_failing_tenant_and_keeps_checking_others(env, capfd):
     for t in ("1", "2"):
-        env.materialize(t)
+        assert env.materialize(t).success
+    down = env.tenants["1"].url
     env.tenants["1"].server.stop()
+    # Nothing changed at tenant 2: the skip reason is the whole report, and must name the failure.
+    quiet = evaluate(env)
+    assert quiet.run_requests == []
+    report = quiet.skip_reason.skip_message
+    assert "tenant 1: skipped, probe failed" in report and down in report and "connection failed" in report, report
+    assert "tenant 2: skipped, nothing changed" in report, report
+    # Tenant 2 changes: its run is requested, and the sensor's log (Dagster prints a sensor's
+    # context.log lines to stderr when no tick stores them) still reports tenant 1 and why.
     env.tenants["2"].site.touch_issue(env.tenants["2"].site.issues[0]["key"], summary="changed")
-    result = evaluate(env)
+    capfd.readouterr()
+    result = evaluate(env, cursor=quiet.cursor)
     assert [r.partition_key for r in result.run_requests] == ["2"]
+    logged = capfd.readouterr().err
+    failures = [line for line in logged.splitlines() if "tenant 1:" in line]
+    assert len(failures) == 1, logged[-3000:]
+    assert "probe failed" in failures[0] and down in failures[0] and "connection failed" in failures[0], failures
+    assert any("tenant 2: changed at" in line for line in logged.splitlines()), logged[-3000:]
 
 
 def _search(env, query, **kw):
