@@ -472,3 +472,6 @@ def test_the_resource_and_the_core_share_one_declaration_of_the_embedding_settin
     with pytest.raises(EmbeddingConfigError) as err:
         EmbeddingsResource(concurrency=0)
     assert str(err.value) == f"EMBEDDING_CONCURRENCY='0' is not allowed: {WHOLE}"
+    with pytest.raises(EmbeddingConfigError) as err:
+        EmbeddingsResource(provider="openai", api_key=["sk-test-embeddings-secret"])
+    assert str(err.value) == "OPENAI_API_KEY=<hidden> is not allowed: it should be a valid string"

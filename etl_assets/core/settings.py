@@ -66,11 +66,9 @@ def positive_int(value: object) -> object:
     0 and negatives are refused rather than read as "the default" (a 0 that silently meant
     "default" once hid a misconfiguration); an unset or empty variable never gets here.
     """
-    if isinstance(value, bool):
-        raise ValueError("use a whole number of 1 or more")
     if isinstance(value, str) and _WHOLE_NUMBER.fullmatch(value.strip()):
         value = int(value.strip())
-    if not isinstance(value, int) or value < 1:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError("use a whole number of 1 or more, or leave it empty for the default")
     return value
 
@@ -91,6 +89,8 @@ def _http_url(value: str | None, allowed: str) -> str | None:
 
 
 _USERINFO = re.compile(r"[^/@\s]+@")
+# Variables whose values are secrets: bound to resources as EnvVar by name, never shown.
+SECRET_VARIABLES = frozenset({"OPENAI_API_KEY", "QDRANT_API_KEY", "DATABASE_URL"})
 
 
 def _shown(value: object) -> str:
@@ -104,8 +104,7 @@ def describe_validation_error(exc: ValidationError, name_of: Callable[[str], str
 
     ``name_of`` turns a field name (or an alias, which is already the variable's name) into
     the variable an operator sets. Errors our own validators raise as a ConfigError carry a
-    finished sentence and are used as they are. Secrets never reach here with their value:
-    their fields have no value check.
+    finished sentence and are used as they are. A secret's value is never shown.
     """
     lines = []
     for error in exc.errors(include_url=False):
@@ -120,7 +119,8 @@ def describe_validation_error(exc: ValidationError, name_of: Callable[[str], str
             allowed = "use " + str(error["ctx"]["expected"]).replace("'", "")
         else:
             allowed = str(error["msg"]).replace("Input should be", "it should be")
-        lines.append(f"{name}={_shown(error['input'])} is not allowed: {allowed}")
+        shown = "<hidden>" if name in SECRET_VARIABLES else _shown(error["input"])
+        lines.append(f"{name}={shown} is not allowed: {allowed}")
     return "; ".join(lines)
 
 
