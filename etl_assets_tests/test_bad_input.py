@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 from datetime import UTC, datetime
 from typing import Any
 
@@ -43,6 +44,8 @@ PARSERS = {"projects": parse_project, "wits": parse_wit, "statuses": parse_statu
 
 
 def _db_safe(value: Any) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)  # NaN and Infinity are not JSON: PostgreSQL refuses them
     if isinstance(value, str):
         try:
             value.encode("utf-8")
