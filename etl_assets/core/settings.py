@@ -60,7 +60,7 @@ class EmbeddingConfigError(SettingsError):
 _WHOLE_NUMBER = re.compile(r"^[+-]?\d+$")
 
 
-def positive_int(value: object) -> object:
+def positive_int(value: object) -> int:
     """Parse a count: a whole number of 1 or more.
 
     0 and negatives are refused rather than read as "the default" (a 0 that silently meant
@@ -312,7 +312,7 @@ class _EmbeddingEnvironment(EmbeddingSettings, _FromLoadOnly):
 def positive_int_or_error(name: str, value: object) -> int:
     """:func:`positive_int`, raising a :class:`SettingsError` that names ``name``."""
     try:
-        return int(positive_int(value))  # type: ignore[call-overload]
+        return positive_int(value)
     except ValueError as exc:
         raise SettingsError(f"{name}={_shown(value)} is not allowed: {exc}") from None
 
