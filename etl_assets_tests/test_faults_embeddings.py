@@ -115,7 +115,9 @@ def test_provider_down_beyond_the_retry_budget_fails_the_vector_step_then_conver
     assert not result.success
     texts = failure_texts(result)
     assert set(texts) == {"vectors__projects_vectors"}
-    _assert_clear(texts["vectors__projects_vectors"], "HTTP 503", "after 2 retries")
+    _assert_clear(
+        texts["vectors__projects_vectors"], "HTTP 503", "after 2 retries", f"OPENAI_BASE_URL={env.embeddings.url}"
+    )
     assert len(env.embeddings.faults) == 1, "attempts differ from the budget of 1 + 2 retries"
     assert env.embeddings.requests == requests, "no request got through, so nothing may have been embedded"
     env.embeddings.faults.clear()
@@ -148,7 +150,7 @@ def test_key_refused_fails_at_once_naming_the_setting_not_the_key(env):
     assert len(env.embeddings.faults) == 1, "a refused key must not be retried"
     texts = failure_texts(result)
     assert set(texts) == {"vectors__wits_vectors"}
-    _assert_clear(texts["vectors__wits_vectors"], "HTTP 401", "OPENAI_API_KEY")
+    _assert_clear(texts["vectors__wits_vectors"], "HTTP 401", "OPENAI_API_KEY", f"OPENAI_BASE_URL={env.embeddings.url}")
     env.embeddings.faults.clear()
     assert materialize(env, "1", resources=_embeddings(env)).success
     assert_converged(env, "1")

@@ -35,11 +35,11 @@ from etl_assets.core.embeddings.ratelimit import (
     RateLimiter,
     RateLimitInfo,
     backoff_s,
-    parse_retry_after,
     retry_delay_s,
     shared_limiter,
 )
 from etl_assets.core.embeddings.tokens import cl100k
+from etl_assets.core.http import display_url, host_port, one_line, parse_retry_after, transport_reason
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,15 @@ OPENAI_MAX_INPUT_TOKENS = 8192
 OPENAI_MAX_BATCH_INPUTS = 2048
 OPENAI_MAX_BATCH_TOKENS = 300_000
 DEFAULT_RATE_LIMIT_TIMEOUT_S = 600.0
-_TRANSIENT_STATUS = {408, 409}  # plus every 5xx
+# Statuses worth asking again (429 has its own path, paced by the shared budget):
+# 408 the server gave up waiting for our request; 500, 502, 503 and 504 an overloaded or
+# restarting server or gateway. Everything else fails at once, because asking again gets
+# the same answer: 400/422 a request the model refuses, 401/403 the key, 404/405/501 a base
+# URL that is not an embeddings API (a 501 used to be retried six times), 413 a request too
+# large. 409 is not retried either: OpenAI's SDK retries it for lock timeouts on stateful
+# endpoints, but an embedding request creates nothing to conflict over. A server may still
+# decide either way with ``x-should-retry: true|false`` (the convention the SDK follows).
+RETRY_STATUSES = frozenset({408, 500, 502, 503, 504})
 MAX_HINTED_WAIT_S = 60.0  # a 5xx's retry-after beyond this is not worth holding a step for
 
 
@@ -84,6 +92,12 @@ class OpenAIEmbedder:
         self.max_input_tokens = max_input_tokens
         self.max_batch_inputs = max_batch_inputs
         self._batch_tokens = max_batch_tokens
+
+    @property
+    def where(self) -> str:
+        """The endpoint for messages: host and port, and the setting that chose it (no credentials)."""
+        base = str(self.client.base_url)  # the SDK adds a trailing slash the setting did not have
+        return f"the provider at {host_port(base)} (OPENAI_BASE_URL={display_url(base).rstrip('/')})"
 
     @property
     def max_batch_tokens(self) -> int:
@@ -197,8 +211,8 @@ class OpenAIEmbedder:
                 self.limiter.observe(info)
                 if _error_code(exc) == "insufficient_quota":
                     raise EmbeddingError(
-                        f"model {self.model}: the provider reports the quota is used up (HTTP 429 "
-                        f"insufficient_quota): {exc.message}"
+                        f"model {self.model}: {self.where} reports the quota of the key in OPENAI_API_KEY is "
+                        f"used up (HTTP 429 insufficient_quota): {self._said(exc)}"
                     ) from None
                 cap = self.limiter.request_token_cap()
                 if len(texts) > 1 and cap is not None and tokens > cap:
@@ -215,7 +229,7 @@ class OpenAIEmbedder:
                 if throttled_s > self.rate_limit_timeout_s:
                     raise EmbeddingError(
                         f"model {self.model}: still rate limited (HTTP 429) after {throttled} attempts and "
-                        f"{throttled_s - delay:.0f}s of waiting: {exc.message}"
+                        f"{throttled_s - delay:.0f}s of waiting at {self.where}: {self._said(exc)}"
                     ) from None
                 log.debug("429 from %s; pausing %.3fs (%s)", self.model, delay, source)
                 self.limiter.pause(delay)  # every request of this budget waits, not only this one
@@ -223,16 +237,18 @@ class OpenAIEmbedder:
                 continue
             except openai.APIStatusError as exc:
                 self.limiter.cancel(reservation.entry)
-                status = exc.status_code
-                if status < 500 and status not in _TRANSIENT_STATUS:
-                    raise _status_error(self.model, exc) from None
+                if not _retryable(exc):
+                    raise self._status_error(exc) from None
                 hint = parse_retry_after(exc.response.headers)
-                failure = f"HTTP {status} from the provider: {exc.message}"
-            except openai.APIConnectionError as exc:  # includes timeouts; the server may have counted it
-                failure = f"cannot reach the provider: {exc}"
+                failure = f"HTTP {exc.status_code} from {self.where}: {self._said(exc)}"
+            except openai.APITimeoutError:  # the server may have counted it
+                failure = f"no answer from {self.where} within EMBEDDING_TIMEOUT_S={self._timeout_s()}"
+                hint = None
+            except openai.APIConnectionError as exc:
+                failure = f"cannot reach {self.where}: {transport_reason(exc)}"
                 hint = None
             except _BadBody as exc:
-                failure = f"unreadable response: {exc}"
+                failure = f"unreadable response from {self.where}: {exc}"
                 hint = None
             else:
                 check_vectors(vectors, len(texts), self.dimensions, self.model)  # type: ignore[arg-type]
@@ -243,12 +259,70 @@ class OpenAIEmbedder:
             transient += 1
             self.stats.transient_errors += 1
             if transient > self.max_retries:
-                raise EmbeddingError(f"model {self.model}: {failure} (after {self.max_retries} retries)")
+                # from None: the message holds the cause; the chain would only add the SDK's frames.
+                raise EmbeddingError(f"model {self.model}: {failure} (after {self.max_retries} retries)") from None
             delay = min(hint, MAX_HINTED_WAIT_S) if hint is not None else backoff_s(transient - 1)
             log.debug("embedding attempt failed (%s); retrying in %.3fs", failure, delay)
             self.stats.retries += 1
             self.stats.waited_s += delay
             await asyncio.sleep(delay)
+
+    # -- errors ----------------------------------------------------------------------------
+
+    def _timeout_s(self) -> str:
+        seconds = getattr(self.client.timeout, "read", self.client.timeout)  # a float or a Timeout
+        return f"{seconds:g}s" if isinstance(seconds, int | float) else "?"
+
+    def _said(self, exc: openai.APIStatusError) -> str:
+        """The provider's own message, on one line, with the key taken out should it echo it."""
+        body = exc.body
+        message = body.get("message") if isinstance(body, dict) else body if isinstance(body, str) else None
+        text = one_line(str(message or exc.response.reason_phrase or "no message"))
+        key = self.client.api_key
+        return text.replace(key, "***") if key and len(key) >= 8 else text
+
+    def _status_error(self, exc: openai.APIStatusError) -> EmbeddingError:
+        """One line naming the status, the host and the setting to look at; never a setting's secret value."""
+        status, model = exc.status_code, self.model
+        head = f"model {model}: {self.where}"
+        if status == 401:  # the provider's message may quote part of the key: not repeated
+            return EmbeddingError(f"{head} refused the API key (HTTP 401); check OPENAI_API_KEY")
+        said = self._said(exc)
+        if status == 403:
+            return EmbeddingError(
+                f"{head} denied access (HTTP 403): {said}; check that OPENAI_API_KEY may use EMBEDDING_MODEL={model}"
+            )
+        if status == 404 and (_error_code(exc) == "model_not_found" or "model" in said.lower()):
+            return EmbeddingError(f"{head} does not know this model (HTTP 404): {said}; check EMBEDDING_MODEL")
+        if status in (404, 405, 501):
+            return EmbeddingError(
+                f"{head} does not serve POST {self.client.base_url.path.rstrip('/')}/embeddings (HTTP {status}: "
+                f"{said}); check OPENAI_BASE_URL, which names the API root of an OpenAI-compatible server "
+                "(usually ending in /v1)"
+            )
+        if status == 413:
+            return EmbeddingError(
+                f"{head} refused a request as too large (HTTP 413); lower EMBEDDING_BATCH_TOKENS or "
+                "EMBEDDING_BATCH_INPUTS"
+            )
+        if status in (400, 422):
+            lowered = said.lower()
+            if "dimension" in lowered:
+                setting = "EMBEDDING_DIMENSIONS"
+            elif "token" in lowered or "context length" in lowered:
+                setting = "EMBEDDING_CHUNK_TOKENS"
+            else:
+                setting = "EMBEDDING_MODEL and EMBEDDING_DIMENSIONS"
+            return EmbeddingError(f"{head} refused the request (HTTP {status}): {said}; check {setting}")
+        return EmbeddingError(f"{head} answered HTTP {status}: {said}")
+
+
+def _retryable(exc: openai.APIStatusError) -> bool:
+    """Whether asking again may get another answer (see ``RETRY_STATUSES``)."""
+    hint = exc.response.headers.get("x-should-retry")
+    if hint in ("true", "false"):
+        return hint == "true"
+    return exc.status_code in RETRY_STATUSES
 
 
 def _error_code(exc: openai.APIStatusError) -> str | None:
@@ -258,14 +332,6 @@ def _error_code(exc: openai.APIStatusError) -> str | None:
     body = exc.body if isinstance(exc.body, dict) else {}
     error = body.get("error", body) if isinstance(body, dict) else {}
     return error.get("code") if isinstance(error, dict) else None
-
-
-def _status_error(model: str, exc: openai.APIStatusError) -> EmbeddingError:
-    if exc.status_code == 401:
-        return EmbeddingError(f"model {model}: the provider refused the API key (HTTP 401); check OPENAI_API_KEY")
-    if exc.status_code == 400:
-        return EmbeddingError(f"model {model}: the provider refused the request: {exc.message}")
-    return EmbeddingError(f"model {model}: HTTP {exc.status_code} from the provider: {exc.message}")
 
 
 def _decode_body(body: bytes, expected: int) -> tuple[np.ndarray | list[Any], int | None]:

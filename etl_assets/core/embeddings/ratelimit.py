@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import email.utils
 import math
 import random
 import re
@@ -40,6 +39,8 @@ import time
 import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+
+from etl_assets.core.http import header, parse_retry_after, seconds_or_count
 
 WINDOW_S = 60.0
 # Our log stamps a request when it may be sent; the server stamps it when it arrives. A
@@ -80,43 +81,6 @@ def parse_duration(value: str | None) -> float | None:
     return total if pos == len(text) and pos > 0 else None
 
 
-def _number(value: str | None) -> float | None:
-    if value is None:
-        return None
-    try:
-        number = float(value.strip())
-    except ValueError:
-        return None
-    # Azure answers -1 for limits it does not enforce; treat that as "not said".
-    return number if math.isfinite(number) and number >= 0 else None
-
-
-def parse_retry_after(headers: Mapping[str, str], *, now: Callable[[], float] = time.time) -> float | None:
-    """The server's retry delay in seconds: ``retry-after-ms``, else ``retry-after`` (seconds or HTTP date)."""
-    ms = _number(_get(headers, "retry-after-ms"))
-    if ms is not None:
-        return ms / 1000.0
-    raw = _get(headers, "retry-after")
-    if raw is None:
-        return None
-    seconds = _number(raw)
-    if seconds is not None:
-        return seconds
-    try:
-        when = email.utils.parsedate_to_datetime(raw)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - now())
-
-
-def _get(headers: Mapping[str, str], name: str) -> str | None:
-    value = headers.get(name)
-    if value is None and not hasattr(headers, "raw"):  # plain dicts may not be case-insensitive
-        lowered = {k.lower(): v for k, v in headers.items()}
-        value = lowered.get(name)
-    return value
-
-
 @dataclass(frozen=True)
 class RateLimitInfo:
     """What one response says about the limits. Every field is optional."""
@@ -132,12 +96,12 @@ class RateLimitInfo:
     @classmethod
     def from_headers(cls, headers: Mapping[str, str]) -> RateLimitInfo:
         return cls(
-            limit_requests=_number(_get(headers, "x-ratelimit-limit-requests")),
-            limit_tokens=_number(_get(headers, "x-ratelimit-limit-tokens")),
-            remaining_requests=_number(_get(headers, "x-ratelimit-remaining-requests")),
-            remaining_tokens=_number(_get(headers, "x-ratelimit-remaining-tokens")),
-            reset_requests_s=parse_duration(_get(headers, "x-ratelimit-reset-requests")),
-            reset_tokens_s=parse_duration(_get(headers, "x-ratelimit-reset-tokens")),
+            limit_requests=seconds_or_count(header(headers, "x-ratelimit-limit-requests")),
+            limit_tokens=seconds_or_count(header(headers, "x-ratelimit-limit-tokens")),
+            remaining_requests=seconds_or_count(header(headers, "x-ratelimit-remaining-requests")),
+            remaining_tokens=seconds_or_count(header(headers, "x-ratelimit-remaining-tokens")),
+            reset_requests_s=parse_duration(header(headers, "x-ratelimit-reset-requests")),
+            reset_tokens_s=parse_duration(header(headers, "x-ratelimit-reset-tokens")),
             retry_after_s=parse_retry_after(headers),
         )
 

@@ -1,8 +1,9 @@
 """A small Jira Cloud REST v3 client on httpx: auth, timeouts, retries and pagination.
 
-Every request has a timeout; 429 and 503 are retried honouring ``Retry-After`` (other 5xx
-and transport errors with exponential backoff and jitter) within a bounded budget; 401
-and 403 fail at once. Errors name the tenant, the site and the request — never the token.
+Every request has a timeout; the statuses in ``RETRY_STATUSES`` (408, 429 and the transient
+5xx) and transport errors are retried within a bounded budget, honouring ``Retry-After``
+where the server sends it and with exponential backoff and jitter where not; any other
+status fails at once. Errors name the tenant, the site and the request — never the token.
 """
 
 from __future__ import annotations
@@ -13,17 +14,23 @@ import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
 from tenacity import RetryCallState, Retrying, nap, retry_if_exception, stop_after_attempt
 
+from etl_assets.core.http import parse_retry_after, transport_reason
 from etl_assets.core.records import RawPage
 
 log = logging.getLogger(__name__)
 
-RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+# Statuses worth asking again: 408 (the server gave up waiting for our request), 429 (rate
+# limited: Jira Cloud sends Retry-After), and 500/502/503/504 (Jira or its gateway overloaded,
+# restarting or timing out). Anything else is the same answer next time: 400 a JQL or field
+# the site refuses, 401/403 the credentials, 404 a wrong site URL, project or endpoint, 409 a
+# conflicting change (we only read), 413/414 a request too large, 501 an endpoint the site
+# does not have. Those fail the step at once with the status and Jira's own message.
+RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 
 
 class JiraError(RuntimeError):
@@ -51,24 +58,6 @@ class JiraStats:
     retries: int = 0
     throttled: int = 0
     waited_s: float = 0.0
-
-
-def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
-    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date)."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
 def _error_messages(response: httpx.Response) -> str:
@@ -130,7 +119,7 @@ class JiraClient:
             except httpx.TimeoutException as exc:
                 raise _Retryable(f"{what}: timed out ({type(exc).__name__})", None) from None
             except httpx.TransportError as exc:
-                raise _Retryable(f"{what}: connection failed ({type(exc).__name__})", None) from None
+                raise _Retryable(f"{what}: connection failed ({transport_reason(exc)})", None) from None
             status = response.status_code
             if status in (401, 403):
                 raise JiraAuthError(
@@ -143,7 +132,7 @@ class JiraClient:
                     self.stats.throttled += 1
                 raise _Retryable(
                     f"{what}: HTTP {status} ({_error_messages(response)})",
-                    parse_retry_after(response.headers.get("Retry-After")),
+                    parse_retry_after(response.headers),
                 )
             if status >= 400:
                 raise JiraError(f"{what}: HTTP {status} — {_error_messages(response)}", status=status)
