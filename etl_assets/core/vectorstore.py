@@ -14,13 +14,14 @@ from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
-from urllib.parse import urlsplit
 
 from filelock import FileLock, Timeout
 from qdrant_client import AsyncQdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
 from etl_assets.core.embeddings.base import ModelMismatchError
+from etl_assets.core.http import display_url as display_url  # importers (the CLI) find it here too
+from etl_assets.core.http import host_port, one_line, transport_reason
 from etl_assets.core.settings import QdrantSettings as QdrantSettings
 from etl_assets.core.tenants import validate_tenant_id
 
@@ -262,38 +263,54 @@ class QdrantServerError(RuntimeError):
     """The Qdrant server failed or could not be reached; the message names QDRANT_URL."""
 
 
-def display_url(url: str) -> str:
-    """``url`` without user info, query or fragment: safe for logs and messages."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{host}{port}{parts.path}"
-
-
 @contextlib.asynccontextmanager
 async def server_errors_named(url: str | None) -> AsyncIterator[None]:
-    """Re-raise qdrant-client's transport and HTTP errors as QdrantServerError naming the server.
+    """Re-raise qdrant-client's transport and HTTP errors as one line naming QDRANT_URL and the host.
 
-    qdrant-client's own messages say what failed but not where; an operator with several
-    environments needs QDRANT_URL. The original exception stays attached as the cause.
+    qdrant-client's own messages say what failed but not where, and span lines (an HTTP
+    error quotes the raw body); an operator with several environments needs QDRANT_URL.
+    The qdrant-client exception stays attached as the cause. For a server that cannot be
+    reached, its traceback and the httpx/httpcore chain under it are dropped: they show
+    only the client library's frames, the message already says why (ConnectError, ...),
+    and a run whose vector steps all hit a closed port printed ~150 lines per step.
+    An HTTP error keeps its traceback: it shows which call the server refused.
     Local mode (no URL) raises its errors unchanged.
     """
     try:
         yield
-    except (ResponseHandlingException, UnexpectedResponse) as exc:
+    except UnexpectedResponse as exc:
         if not url:
             raise
+        raise QdrantServerError(
+            f"{_named(url)} failed: UnexpectedResponse: HTTP {exc.status_code} {exc.reason_phrase} from "
+            f"{host_port(url)}: {_said(exc)}"
+        ) from exc
+    except ResponseHandlingException as exc:
+        if not url:
+            raise
+        error = QdrantServerError(
+            f"{_named(url)} failed: ResponseHandlingException: cannot reach {host_port(url)} ({transport_reason(exc)})"
+        )
+        exc.__traceback__ = None
+        exc.__cause__ = None
+        exc.__suppress_context__ = True
+        raise error from exc
 
-        def describe(error: BaseException) -> str:
-            return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
 
-        detail = describe(exc)
-        cause = exc.__cause__ or exc.__context__
-        if cause is not None and (not str(exc) or str(cause) not in str(exc)):  # e.g. the httpx error under it
-            detail += f" ({describe(cause)})"
-        raise QdrantServerError(f"Qdrant server QDRANT_URL={display_url(url)} failed: {detail}") from exc
+def _named(url: str) -> str:
+    return f"Qdrant server QDRANT_URL={display_url(url)}"
+
+
+def _said(exc: UnexpectedResponse) -> str:
+    """Qdrant's own reason (``status.error`` of its JSON answer), else the body's start, on one line."""
+    try:
+        body = exc.structured()
+    except ValueError:
+        body = None
+    status = body.get("status") if isinstance(body, dict) else None
+    if isinstance(status, dict) and status.get("error"):
+        return one_line(str(status["error"]))
+    return one_line(exc.content.decode("utf-8", "replace") or "no message", 200)
 
 
 @contextlib.asynccontextmanager
