@@ -26,14 +26,14 @@ from etl_assets.core.embeddings.ratelimit import (
     RateLimitInfo,
     backoff_s,
     parse_duration,
-    parse_retry_after,
     retry_delay_s,
     shared_limiter,
 )
 from etl_assets.core.embeddings.tokens import cl100k
+from etl_assets.core.http import parse_retry_after
 from etl_assets.core.sources.jira.specs import ISSUES
 from etl_assets.core.vectorstore import Collection, point_id, upsert_batches
-from etl_assets.core.vectorsync import PlannedChunk, content_hash, pack, row_text, sync_vectors
+from etl_assets.core.vectorsync import Packer, PlannedChunk, content_hash, row_text, sync_vectors
 from etl_assets.fakes.loopback import Fault, Request
 from etl_assets.fakes.openai_server import FakeEmbeddings, fake_vector
 
@@ -220,9 +220,9 @@ def test_settings_divide_the_budget_by_the_pool_limit():
     s = EmbeddingSettings.from_env({"EMBEDDING_RPM": "3000", "EMBEDDING_TPM": "1000000", "EMBEDDING_POOL_LIMIT": "4"})
     assert (s.step_rpm, s.step_tpm) == (750, 250_000)
     assert EmbeddingSettings.from_env({}).step_tpm is None
-    with pytest.raises(EmbeddingConfigError, match="EMBEDDING_TPM must be positive"):
+    with pytest.raises(EmbeddingConfigError, match="EMBEDDING_TPM='0' is not allowed: use a whole number of 1 or more"):
         EmbeddingSettings(tpm=0).validate()
-    with pytest.raises(EmbeddingConfigError, match="EMBEDDING_RPM must be an integer"):
+    with pytest.raises(EmbeddingConfigError, match="EMBEDDING_RPM='lots' is not allowed"):
         EmbeddingSettings.from_env({"EMBEDDING_RPM": "lots"})
 
 
@@ -233,13 +233,30 @@ def chunk(i: int, tokens: int) -> PlannedChunk:
     return PlannedChunk(str(i), f"t{i}", tokens, {})
 
 
+def pack(chunks: list[PlannedChunk], *, max_inputs: int, max_tokens: int) -> list[list[PlannedChunk]]:
+    """The requests the engine's packer makes of ``chunks``, limits fixed."""
+    packer = Packer()
+    closed = [packer.add(c, max_inputs=max_inputs, max_tokens=max_tokens) for c in chunks]
+    last, _ = packer.take()
+    return [batch for batch, _ in filter(None, closed)] + ([last] if last else [])
+
+
 def test_pack_respects_inputs_and_tokens():
     chunks = [chunk(i, 100) for i in range(10)] + [chunk(10, 5000), chunk(11, 1)]
-    batches = list(pack(chunks, max_inputs=4, max_tokens=350))
+    batches = pack(chunks, max_inputs=4, max_tokens=350)
     assert [len(b) for b in batches] == [3, 3, 3, 1, 1, 1]
     assert all(sum(c.tokens for c in b) <= 350 or len(b) == 1 for b in batches)
     assert [c.id for b in batches for c in b] == [c.id for c in chunks]  # order kept
     assert [len(b) for b in pack(chunks[:9], max_inputs=4, max_tokens=10**6)] == [4, 4, 1]
+
+
+def test_the_packer_takes_new_limits_from_the_next_chunk_on():
+    packer = Packer()
+    assert packer.add(chunk(0, 100), max_inputs=10, max_tokens=1000) is None
+    assert packer.add(chunk(1, 100), max_inputs=10, max_tokens=1000) is None
+    closed = packer.add(chunk(2, 100), max_inputs=10, max_tokens=250)  # a TPM was learned meanwhile
+    assert closed is not None and [c.id for c in closed[0]] == ["0", "1"] and closed[1] == 200
+    assert packer.take() == ([chunk(2, 100)], 100) and packer.take() == ([], 0)
 
 
 def test_upserts_are_cut_by_point_count_and_bytes():

@@ -10,13 +10,24 @@ import hashlib
 import json
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Table
 
 if TYPE_CHECKING:
     from etl_assets.core.tenants import Tenant
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` as JSON holds it: a datetime as ISO 8601 in UTC (a naive one is UTC already).
+
+    One rule for every stage, so that the row hash of the store and the payload of a point
+    spell the same instant the same way.
+    """
+    if isinstance(value, datetime):
+        return (value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)).isoformat()
+    return value
 
 
 @dataclass(frozen=True)

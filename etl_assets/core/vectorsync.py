@@ -50,15 +50,15 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
 from typing import Any
 
 from qdrant_client import models
 
 from etl_assets.core.embeddings.base import Embedder, EmbeddingError, embed_counted, split_counted
-from etl_assets.core.records import EntitySpec
+from etl_assets.core.progress import Progress
+from etl_assets.core.records import EntitySpec, jsonable
 from etl_assets.core.vectorstore import UPSERT_MAX_POINTS, ExistingPoint, VectorCollection, point_id
 
 log = logging.getLogger(__name__)
@@ -114,10 +114,6 @@ class _Row:
     head_id: str  # point id of chunk 0
 
 
-def _jsonable(value: Any) -> Any:
-    return value.isoformat() if isinstance(value, datetime) else value
-
-
 def content_hash(model: str, dimensions: int, text: str) -> str:
     return hashlib.sha256(f"{model}\x1f{dimensions}\x1f{text}".encode()).hexdigest()
 
@@ -139,7 +135,7 @@ def _chunks(
         "tenant_id": tenant_id,
         "entity": spec.name,
         "external_id": row["external_id"],
-        **{k: _jsonable(v) for k, v in spec.payload(row).items()},
+        **{k: jsonable(v) for k, v in spec.payload(row).items()},
         "content_hash": digest,
         "embedding_model": model,
         "chunks": len(pieces),
@@ -160,18 +156,32 @@ def plan_row(
     return _chunks(spec, tenant_id, row, text, digest, embedder.model, split_counted(embedder, text, max_tokens))
 
 
-def pack(chunks: Sequence[PlannedChunk], *, max_inputs: int, max_tokens: int) -> Iterator[list[PlannedChunk]]:
-    """Group chunks into requests that respect both the input-count and the token budget."""
-    batch: list[PlannedChunk] = []
-    tokens = 0
-    for chunk in chunks:
-        if batch and (len(batch) >= max_inputs or tokens + chunk.tokens > max_tokens):
-            yield batch
-            batch, tokens = [], 0
-        batch.append(chunk)
-        tokens += chunk.tokens
-    if batch:
-        yield batch
+class Packer:
+    """Chunks, in order, into requests within an input count and a token budget.
+
+    The limits come with each chunk: the embedder lowers its token cap once the server
+    announces a TPM, and the next request should already respect it. A chunk larger than
+    the token budget goes alone.
+    """
+
+    def __init__(self) -> None:
+        self.batch: list[PlannedChunk] = []
+        self.tokens = 0
+
+    def add(self, chunk: PlannedChunk, *, max_inputs: int, max_tokens: int) -> tuple[list[PlannedChunk], int] | None:
+        """Add ``chunk``; returns the request (chunks, tokens) it closed, if it did not fit in it."""
+        full = None
+        if self.batch and (len(self.batch) >= max_inputs or self.tokens + chunk.tokens > max_tokens):
+            full = self.take()
+        self.batch.append(chunk)
+        self.tokens += chunk.tokens
+        return full
+
+    def take(self) -> tuple[list[PlannedChunk], int]:
+        """The request being packed (possibly empty), and start a new one."""
+        batch, tokens = self.batch, self.tokens
+        self.batch, self.tokens = [], 0
+        return batch, tokens
 
 
 def _as_list(vector: Any) -> list[float]:
@@ -240,6 +250,8 @@ class _Sync:
         max_batch_tokens: int | None,
         chunk_tokens: int,
         upsert_points: int,
+        progress: Callable[[Progress], None] | None = None,
+        total_rows: int | None = None,
     ) -> None:
         self.spec, self.tenant_id, self.embedder, self.collection = spec, tenant_id, embedder, collection
         self.result = result
@@ -252,9 +264,14 @@ class _Sync:
         # request size; inputs alive become vectors, so theirs follows the request size.
         self.alive = _Allowance(2 * concurrency * max_inputs, 2 * concurrency * max(max_tokens, ALIVE_TOKENS_PER_SLOT))
         self.upserting = asyncio.Semaphore(UPSERT_CONCURRENCY)
-        self.batch: list[PlannedChunk] = []
-        self.batch_tokens = 0
+        self.packer = Packer()
         self.expected_points = 0  # points the live rows call for, each seen or written by this run
+        # Progress counts rows whose points are all in place: unchanged ones when compared,
+        # changed ones when their last chunk is written (batches finish out of order).
+        self.progress, self.total_rows = progress, total_rows
+        self.started = time.perf_counter()
+        self.rows_done = 0
+        self.chunks_left: dict[str, int] = {}
 
     # -- 1. read -------------------------------------------------------------------------
 
@@ -313,6 +330,7 @@ class _Sync:
             n = head.chunks if isinstance(head.chunks, int) and head.chunks > 1 else 1
             if n == 1:
                 self.result.rows_unchanged += 1
+                self.rows_done += 1
                 self.expected_points += 1
             else:
                 ids = [point_id(self.tenant_id, self.spec.name, r.external_id, i) for i in range(1, n)]
@@ -322,6 +340,7 @@ class _Sync:
             for r, head, ids in multi:
                 if all((p := rest.get(i)) is not None and p.content_hash == r.digest for i in ids):
                     self.result.rows_unchanged += 1
+                    self.rows_done += 1
                     self.expected_points += 1 + len(ids)
                 else:
                     changed.append((r, head))
@@ -340,6 +359,7 @@ class _Sync:
         self.result.pages_read += 1
         self.result.rows_live += len(page)
         changed = await self.compare(page)
+        self.report()
         if not changed:
             return
         planned = await asyncio.to_thread(self._split, changed)
@@ -347,6 +367,7 @@ class _Sync:
         for (r, head), chunks in zip(changed, planned, strict=True):
             self.result.rows_changed += 1
             self.expected_points += len(chunks)
+            self.chunks_left[r.external_id] = len(chunks)
             if head is not None and isinstance(head.chunks, int) and head.chunks > len(chunks):
                 surplus += [
                     point_id(self.tenant_id, self.spec.name, r.external_id, i) for i in range(len(chunks), head.chunks)
@@ -369,16 +390,16 @@ class _Sync:
 
     async def add(self, chunk: PlannedChunk, tg: asyncio.TaskGroup) -> None:
         max_inputs, max_tokens = self._caps()
-        if self.batch and (len(self.batch) >= max_inputs or self.batch_tokens + chunk.tokens > max_tokens):
-            await self.dispatch(tg)
-        self.batch.append(chunk)
-        self.batch_tokens += chunk.tokens
+        full = self.packer.add(chunk, max_inputs=max_inputs, max_tokens=max_tokens)
+        if full is not None:
+            await self.dispatch(tg, *full)
 
-    async def dispatch(self, tg: asyncio.TaskGroup) -> None:
-        if not self.batch:
+    async def flush(self, tg: asyncio.TaskGroup) -> None:
+        await self.dispatch(tg, *self.packer.take())
+
+    async def dispatch(self, tg: asyncio.TaskGroup, batch: list[PlannedChunk], tokens: int) -> None:
+        if not batch:
             return
-        batch, tokens = self.batch, self.batch_tokens
-        self.batch, self.batch_tokens = [], 0
         await self.alive.acquire(len(batch), tokens)  # back-pressure: reading waits while the allowance is used
         try:
             tg.create_task(self.embed_and_upsert(batch, tokens))
@@ -405,8 +426,26 @@ class _Sync:
                     ]
                     await self.collection.upsert(points)
                     self.result.points_upserted += len(points)
+                    self._written(part)
         finally:
             await self.alive.release(len(batch), tokens)
+
+    # -- progress ----------------------------------------------------------------------------
+
+    def _written(self, chunks: list[PlannedChunk]) -> None:
+        for c in chunks:
+            ext = c.payload["external_id"]
+            left = self.chunks_left.get(ext, 0) - 1
+            if left > 0:
+                self.chunks_left[ext] = left
+            elif self.chunks_left.pop(ext, None) is not None:
+                self.rows_done += 1
+        self.report()
+
+    def report(self) -> None:
+        if self.progress is not None:
+            elapsed = time.perf_counter() - self.started
+            self.progress(Progress(self.collection.name, self.rows_done, self.total_rows, elapsed))
 
     # -- the sweep ---------------------------------------------------------------------------
 
@@ -470,6 +509,8 @@ async def sync_vectors(
     upsert_batch_points: int = UPSERT_MAX_POINTS,
     prefetch_pages: int = 2,
     fingerprint: Callable[[], str] | None = None,
+    progress: Callable[[Progress], None] | None = None,
+    total_rows: Callable[[], int] | None = None,
 ) -> VectorSyncResult:
     """Bring ``collection`` to exactly the live rows produced by ``pages``.
 
@@ -479,6 +520,11 @@ async def sync_vectors(
     live rows (for the orphan sweep). ``fingerprint`` (optional, called in a worker
     thread) returns a digest of the live rows' ids and row hashes; see the module
     docstring.
+
+    ``progress`` (e.g. a :class:`~etl_assets.core.progress.ProgressLog`) is told, after each
+    page compared and each batch written, how many rows have all their points in place;
+    ``total_rows`` (called once, in a worker thread, only with ``progress``) counts the live
+    rows, for the percentage and ETA.
     """
     started = time.perf_counter()
     result = VectorSyncResult(collection.name, embedder.model, embedder.dimensions)
@@ -487,7 +533,7 @@ async def sync_vectors(
     )
     chunk_tokens = min(max_chunk_tokens or embedder.max_input_tokens, embedder.max_input_tokens)
 
-    def new_sync(into: VectorSyncResult) -> _Sync:
+    def new_sync(into: VectorSyncResult, **extra: Any) -> _Sync:
         return _Sync(
             spec=spec,
             tenant_id=tenant_id,
@@ -499,6 +545,7 @@ async def sync_vectors(
             max_batch_tokens=max_batch_tokens,
             chunk_tokens=chunk_tokens,
             upsert_points=max(1, upsert_batch_points),
+            **extra,
         )
 
     state = None
@@ -515,7 +562,8 @@ async def sync_vectors(
                 return result
         await collection.write_marker(None)  # until this run completes, nothing vouches for the collection
 
-    sync = new_sync(result)
+    total = await asyncio.to_thread(total_rows) if progress is not None and total_rows is not None else None
+    sync = new_sync(result, progress=progress, total_rows=total)
     queue: asyncio.Queue[list[_Row] | None] = asyncio.Queue(maxsize=max(1, prefetch_pages))
     failure: BaseException | None = None
     try:
@@ -523,7 +571,7 @@ async def sync_vectors(
             tg.create_task(sync.read(pages, queue))
             while (page := await queue.get()) is not None:
                 await sync.process(page, tg)
-            await sync.dispatch(tg)
+            await sync.flush(tg)
     except BaseExceptionGroup as group:
         failure = _first_error(group)
         if failure is group:
@@ -533,6 +581,7 @@ async def sync_vectors(
         # context (e.g. the transport error under a qdrant-client exception) stay as they were.
         raise failure
     await sync.sweep(live_ids)
+    sync.report()  # the final count (a ProgressLog writes it when it wrote earlier lines)
     if state is not None:
         await collection.write_marker({"state": state, "points": await collection.count(), "rows": result.rows_live})
     result.duration_s = time.perf_counter() - started
