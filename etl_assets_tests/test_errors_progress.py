@@ -242,7 +242,7 @@ def test_a_closed_qdrant_port_fails_the_sync_with_one_short_error():
     with pytest.raises(QdrantServerError) as err:
         asyncio.run(_sync_against(url, api_key="QDRANT-SECRET"))
     message = str(err.value)
-    _assert_one_clear_line(message, f"QDRANT_URL=http://127.0.0.1:{port}", f"cannot reach 127.0.0.1:{port}")
+    _assert_one_clear_line(message, f"QDRANT_URL=http://127.0.0.1:{port}", f"cannot connect to 127.0.0.1:{port}")
     assert "ConnectError" in message
     text, frames = chained_text(err.value)
     # qdrant-client's, httpx's and httpcore's frames made this ~150 lines per step.
@@ -425,7 +425,7 @@ def test_every_vector_step_fails_with_a_short_error_naming_qdrant_url(env):
     for text in texts.values():
         lines = text.splitlines()
         named = [line for line in lines if f"QDRANT_URL=http://127.0.0.1:{port}" in line]
-        assert len(named) == 1 and f"cannot reach 127.0.0.1:{port}" in named[0], text
+        assert len(named) == 1 and f"cannot connect to 127.0.0.1:{port}" in named[0], text
         # Dagster's own frames are most of it; the chain under our error adds two lines.
         assert len(lines) < 60, text
         assert "hunter2" not in text and "QDRANT-SECRET" not in text

@@ -288,9 +288,14 @@ async def server_errors_named(url: str | None) -> AsyncIterator[None]:
     except ResponseHandlingException as exc:
         if not url:
             raise
-        error = QdrantServerError(
-            f"{_named(url)} failed: ResponseHandlingException: cannot reach {host_port(url)} ({transport_reason(exc)})"
-        )
+        reason = transport_reason(exc)
+        if reason.startswith("Connect"):
+            what = f"cannot connect to {host_port(url)}"
+        elif "Timeout" in reason:
+            what = f"no answer in time from {host_port(url)}"
+        else:
+            what = f"the connection to {host_port(url)} broke"
+        error = QdrantServerError(f"{_named(url)} failed: ResponseHandlingException ({reason}): {what}")
         exc.__traceback__ = None
         exc.__cause__ = None
         exc.__suppress_context__ = True
