@@ -1,0 +1,507 @@
+"""The MCP server, driven by the SDK's own client over stdio and streamable HTTP.
+
+Real protocol, real processes: two fake tenants are synced and indexed by the Dagster graph
+(fake Jira sites and the fake OpenAI-compatible embeddings server on loopback), then
+``python -m etl_assets.mcp_server`` serves them. The fake embeddings are a hash of the text,
+so a chunk's own text is the one query whose best hit is known (score 1.0).
+
+Each server process gets its own copy of the Qdrant local folder: local mode locks its folder,
+and the module's servers run side by side.
+"""
+
+import asyncio
+import contextlib
+import json
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from qdrant_client import QdrantClient
+
+from etl_assets.fakes.openai_server import FakeEmbeddings
+from etl_assets_tests.conftest import Env, running_fakes
+
+pytest.importorskip("mcp", reason="the MCP SDK (mcp>=2.3) is not installed")
+
+import httpx2  # noqa: E402 - the SDK's HTTP client, installed with it
+from mcp import Client, StdioServerParameters  # noqa: E402
+from mcp.client.stdio import stdio_client  # noqa: E402
+from mcp.client.streamable_http import streamable_http_client  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+TOKENS = {
+    "TEST_MCP_TOKEN_ONE": "tok-one-0123456789abcdefghijklmn",
+    "TEST_MCP_TOKEN_BOTH": "tok-both-0123456789abcdefghijklmn",
+    "TEST_MCP_TOKEN_BURST": "tok-burst-0123456789abcdefghijklm",
+    "TEST_MCP_TOKEN_TWO": "tok-two-0123456789abcdefghijklmno",
+}
+RATE = 40
+MAX_QUERY = 300
+TOOLS = {"search_issues", "get_issue", "list_projects", "list_tenants"}
+# What a clean shutdown must not print.
+BAD_LINES = ("Traceback", "Event loop is closed", "Task exception was never retrieved", "ResourceWarning", "nclosed")
+
+
+@dataclass
+class Indexed:
+    env: Env
+    tmp: Path
+    points: dict[str, list[dict[str, Any]]]  # collection -> payloads
+    config: Path
+
+    def server_env(self, qdrant: Path, embeddings_url: str | None = None) -> dict[str, str]:
+        environ = {**self.env.process_env(), **TOKENS, "QDRANT_PATH": str(qdrant), "HF_HUB_OFFLINE": "1"}
+        if embeddings_url:
+            environ["OPENAI_BASE_URL"] = embeddings_url
+        return environ
+
+    def qdrant_copy(self, name: str) -> Path:
+        target = self.tmp / f"qdrant-{name}"
+        shutil.copytree(self.env.qdrant_path, target, ignore=shutil.ignore_patterns("*.lock"))
+        return target
+
+
+@pytest.fixture(scope="module")
+def indexed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Indexed]:
+    tmp = tmp_path_factory.mktemp("mcp")
+    with running_fakes(tmp, f"sqlite:///{tmp / 'etl.db'}", sizes=((4, 40), (3, 12))) as env:
+        with pytest.MonkeyPatch.context() as mp:
+            for name, value in env.environ.items():
+                mp.setenv(name, value)
+            for tenant in ("1", "2"):
+                assert env.materialize(tenant).success
+        client = QdrantClient(path=env.qdrant_path)
+        try:
+            points = {}
+            for tenant in ("1", "2"):
+                name = f"client_{tenant}_issues"
+                records, _ = client.scroll(name, limit=10_000, with_payload=True)
+                points[name] = [r.payload or {} for r in records]
+        finally:
+            client.close()
+        config = tmp / "mcp.yaml"
+        config.write_text(
+            yaml.safe_dump(
+                {
+                    "http_clients": [
+                        {"name": "one", "token_env": "TEST_MCP_TOKEN_ONE", "principal": "alice", "tenants": ["1"]},
+                        {"name": "both", "token_env": "TEST_MCP_TOKEN_BOTH", "principal": "bob", "tenants": ["*"]},
+                        {"name": "burst", "token_env": "TEST_MCP_TOKEN_BURST", "principal": "eve", "tenants": ["2"]},
+                        {"name": "two", "token_env": "TEST_MCP_TOKEN_TWO", "principal": "carol", "tenants": ["2"]},
+                    ],
+                    "limits": {"requests_per_minute": RATE, "max_query_chars": MAX_QUERY, "max_results": 20},
+                }
+            )
+        )
+        yield Indexed(env, tmp, points, config)
+
+
+# -- running servers -----------------------------------------------------------------------------------
+
+
+@dataclass
+class HttpServer:
+    proc: subprocess.Popen[str]
+    url: str
+    stderr: Path
+
+    def log(self) -> str:
+        return self.stderr.read_text(encoding="utf-8", errors="replace")
+
+
+@contextlib.contextmanager
+def http_server(indexed: Indexed, name: str, *extra: str, embeddings_url: str | None = None) -> Iterator[HttpServer]:
+    stderr = indexed.tmp / f"{name}.stderr"
+    args = ["--transport", "http", "--port", "0", *(extra or ("--config", str(indexed.config)))]
+    with stderr.open("w") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-X", "dev", "-m", "etl_assets.mcp_server", *args],
+            cwd=ROOT,
+            env=indexed.server_env(indexed.qdrant_copy(name), embeddings_url),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            text=True,
+        )
+    server = HttpServer(proc, "", stderr)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            found = re.search(r"listening on (http://\S+/mcp)", server.log())
+            if found:
+                server.url = found.group(1)
+                break
+            assert proc.poll() is None, f"server exited {proc.returncode}: {server.log()}"
+            time.sleep(0.1)
+        assert server.url, f"server did not start: {server.log()}"
+        yield server
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.fixture(scope="module")
+def http(indexed: Indexed) -> Iterator[HttpServer]:
+    with http_server(indexed, "http") as server:
+        yield server
+
+
+@contextlib.asynccontextmanager
+async def http_client(url: str, token: str | None) -> AsyncIterator[Client]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30, read=60)) as transport_client:
+        async with Client(streamable_http_client(url, http_client=transport_client)) as client:
+            yield client
+
+
+def stdio_params(indexed: Indexed, name: str, *args: str) -> StdioServerParameters:
+    return StdioServerParameters(
+        command=sys.executable,
+        args=["-X", "dev", "-m", "etl_assets.mcp_server", *args],
+        env=indexed.server_env(indexed.qdrant_copy(name)),
+        cwd=str(ROOT),
+    )
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+def structured(result: Any) -> dict[str, Any]:
+    assert not result.is_error, result.content
+    return result.structured_content
+
+
+def error_text(result: Any) -> str:
+    """The tool error's sentence, without the SDK's "Error executing tool <name>: " prefix."""
+    assert result.is_error, f"expected a tool error, got {result.structured_content}"
+    text = " ".join(c.text for c in result.content)
+    return re.sub(r"^Error executing tool \w+: ", "", text)
+
+
+def _messages(exc: BaseException) -> str:
+    """Every message in an exception and the groups and causes under it (the SDK's client raises groups)."""
+    parts = [f"{type(exc).__name__}: {exc}"]
+    for inner in getattr(exc, "exceptions", ()):
+        parts.append(_messages(inner))
+    if exc.__cause__ is not None:
+        parts.append(_messages(exc.__cause__))
+    return " | ".join(parts)
+
+
+def exact_target(indexed: Indexed, tenant: str = "1") -> dict[str, Any]:
+    """A single-chunk issue's payload: its text is the query that must rank it first."""
+    payloads = indexed.points[f"client_{tenant}_issues"]
+    return next(p for p in payloads if p.get("chunks") == 1)
+
+
+# -- stdio ------------------------------------------------------------------------------------------------
+
+
+def test_stdio_lists_the_tools_and_answers_each(indexed: Indexed) -> None:
+    target = exact_target(indexed)
+    errlog = (indexed.tmp / "stdio-tools.stderr").open("w")
+
+    async def go() -> dict[str, Any]:
+        params = stdio_params(indexed, "stdio-tools", "--principal", "alice", "--tenant", "1")
+        async with Client(stdio_client(params, errlog=errlog)) as client:
+            tools = (await client.list_tools()).tools
+            search = await client.call_tool("search_issues", {"query": target["text"], "limit": 5})
+            issue = await client.call_tool("get_issue", {"key": target["key"].lower()})
+            projects = await client.call_tool("list_projects", {})
+            tenants = await client.call_tool("list_tenants", {})
+            other = await client.call_tool("list_projects", {"tenant": "2"})
+            return {
+                "tools": tools,
+                "search": structured(search),
+                "issue": structured(issue),
+                "projects": structured(projects),
+                "tenants": structured(tenants),
+                "other": error_text(other),
+            }
+
+    try:
+        out = run(go())
+    finally:
+        errlog.close()
+    tools = {t.name: t for t in out["tools"]}
+    assert set(tools) == TOOLS
+    schema = tools["search_issues"].input_schema
+    assert schema["required"] == ["query"]
+    assert {"tenant", "project", "issue_type", "status_category", "assignee", "updated_after", "updated_before"} <= set(
+        schema["properties"]
+    )
+    assert "dense" in json.dumps(schema["properties"]["mode"]) or "dense" in json.dumps(schema.get("$defs", {}))
+    assert all(t.annotations and t.annotations.read_only_hint for t in tools.values())
+
+    hits = out["search"]["hits"]
+    assert out["search"]["tenant"] == "1" and out["search"]["mode"] == "dense"
+    assert hits[0]["key"] == target["key"] and hits[0]["score"] == pytest.approx(1.0, abs=1e-4)
+    assert hits[0]["url"].endswith(f"/browse/{target['key']}") and hits[0]["passage"]
+    assert len(hits) == len({h["key"] for h in hits}) <= 5
+
+    issue = out["issue"]
+    assert issue["key"] == target["key"] and issue["summary"] == target["summary"]
+    assert issue["status"] == target["status"] and issue["project"] == target["project_key"]
+    assert "comments" in issue["not_synced"] and issue["description"]
+
+    site = indexed.env.tenants["1"].site
+    assert [p["key"] for p in out["projects"]["projects"]] == sorted(p["key"] for p in site.projects)
+    assert sum(p["issues"] for p in out["projects"]["projects"]) == len(site.issues)
+    assert [t["id"] for t in out["tenants"]["tenants"]] == ["1"]
+    assert out["other"] == "tenant '2' unknown; known: 1"
+
+
+def test_stdio_refuses_to_start_without_an_identity(indexed: Indexed) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "etl_assets.mcp_server"],
+        cwd=ROOT,
+        env=indexed.server_env(Path(indexed.env.qdrant_path)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert proc.returncode == 2 and "stdio needs an identity" in proc.stderr, proc.stderr
+
+
+# -- HTTP ---------------------------------------------------------------------------------------------------
+
+
+def test_http_tools_filters_and_tenant_sets(indexed: Indexed, http: HttpServer) -> None:
+    target = exact_target(indexed)
+    payloads = indexed.points["client_1_issues"]
+    project = target["project_key"]
+    issue_type = target["type"]
+    times = sorted(p["updated"] for p in payloads)
+    middle = times[len(times) // 2]
+
+    async def go() -> dict[str, Any]:
+        async with http_client(http.url, TOKENS["TEST_MCP_TOKEN_BOTH"]) as client:
+            names = {t.name for t in (await client.list_tools()).tools}
+
+            async def hits(**args: Any) -> list[dict[str, Any]]:
+                result = await client.call_tool("search_issues", {"query": "anything", "limit": 20, **args})
+                return structured(result)["hits"]
+
+            first = await client.call_tool("get_issue", {"key": target["key"], "tenant": "1"})
+            assignee = structured(first)["assignee"]
+            out = {
+                "names": names,
+                "exact": await hits(query=target["text"], tenant="1", limit=3),
+                "all": await hits(tenant="1"),
+                "project": await hits(tenant="1", project=project),
+                "type": await hits(tenant="1", issue_type=issue_type),
+                "done": await hits(tenant="1", status_category="done"),
+                "after": await hits(tenant="1", updated_after=middle),
+                "before": await hits(tenant="1", updated_before=middle),
+                "assignee": await hits(tenant="1", assignee=assignee) if assignee else None,
+                "assignee_name": assignee,
+                "no_tenant": error_text(await client.call_tool("search_issues", {"query": "x"})),
+                "tenants": structured(await client.call_tool("list_tenants", {}))["tenants"],
+                "projects_2": structured(await client.call_tool("list_projects", {"tenant": "2"})),
+            }
+            out["assignee_rows"] = [
+                structured(await client.call_tool("get_issue", {"key": h["key"], "tenant": "1"}))["assignee"]
+                for h in (out["assignee"] or [])[:5]
+            ]
+            return out
+
+    out = run(go())
+    assert out["names"] == TOOLS
+    assert out["exact"][0]["key"] == target["key"] and out["exact"][0]["score"] == pytest.approx(1.0, abs=1e-4)
+    assert out["project"] and {h["project"] for h in out["project"]} == {project}
+    assert out["type"] and {h["issue_type"] for h in out["type"]} == {issue_type}
+    assert out["done"] and {h["status_category"] for h in out["done"]} == {"done"}
+    assert out["after"] and all(h["updated"] >= middle for h in out["after"])
+    assert out["before"] and all(h["updated"] < middle for h in out["before"])
+    # Without filters the same query mixes projects, types and categories: the filters did the narrowing.
+    unfiltered = out["all"]
+    assert len(unfiltered) == 20 and len(out["project"]) < 20
+    assert len({h["project"] for h in unfiltered}) > 1 and len({h["status_category"] for h in unfiltered}) > 1
+    if out["assignee_name"]:
+        assert out["assignee"] and set(out["assignee_rows"]) == {out["assignee_name"]}
+    assert out["no_tenant"] == "name a tenant: this principal may use 1, 2"
+    assert [t["id"] for t in out["tenants"]] == ["1", "2"]
+    assert out["projects_2"]["tenant"] == "2" and out["projects_2"]["projects"]
+
+
+def test_http_scopes_each_token_to_its_tenants(indexed: Indexed, http: HttpServer) -> None:
+    keys_2 = {i["key"] for i in indexed.env.tenants["2"].site.issues}
+    only_in_1 = next(i["key"] for i in indexed.env.tenants["1"].site.issues if i["key"] not in keys_2)
+
+    async def go() -> tuple[list[str], str, str, dict[str, Any]]:
+        async with http_client(http.url, TOKENS["TEST_MCP_TOKEN_TWO"]) as client:
+            tenants = structured(await client.call_tool("list_tenants", {}))["tenants"]
+            search = await client.call_tool("search_issues", {"query": "login", "tenant": "1"})
+            issue = await client.call_tool("get_issue", {"key": only_in_1})
+        async with http_client(http.url, TOKENS["TEST_MCP_TOKEN_BOTH"]) as both:
+            found = structured(await both.call_tool("get_issue", {"key": only_in_1}))
+        return [t["id"] for t in tenants], error_text(search), error_text(issue), found
+
+    tenants, search, issue, found = run(go())
+    assert tenants == ["2"]
+    assert search == "tenant '1' unknown; known: 2"
+    assert issue == f"issue {only_in_1!r} not found in tenant 2 (or deleted at the source)"
+    assert found["tenant"] == "1" and found["key"] == only_in_1, "a principal with both tenants finds it in 1"
+
+
+def test_http_refuses_unknown_and_missing_tokens_with_401(http: HttpServer) -> None:
+    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}
+    headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+    wrong = httpx.post(http.url, json=body, headers={**headers, "Authorization": "Bearer not-a-token"}, timeout=10)
+    missing = httpx.post(http.url, json=body, headers=headers, timeout=10)
+    assert wrong.status_code == 401 and missing.status_code == 401
+    assert "not-a-token" not in wrong.text and all(t not in wrong.text for t in TOKENS.values())
+
+    async def go() -> None:
+        async with http_client(http.url, "tok-wrong-0123456789abcdefghijk") as client:
+            await client.list_tools()
+
+    with pytest.raises(BaseException) as refused:
+        run(go())
+    # The SDK's client reports the refused handshake as an MCPError (the 401 itself is checked above).
+    assert "MCPError" in _messages(refused.value), _messages(refused.value)
+
+
+def test_http_refuses_an_over_long_query_and_a_limit_over_the_cap(http: HttpServer) -> None:
+    async def go() -> tuple[str, str, str]:
+        async with http_client(http.url, TOKENS["TEST_MCP_TOKEN_ONE"]) as client:
+            long = await client.call_tool("search_issues", {"query": "x" * (MAX_QUERY + 1)})
+            limit = await client.call_tool("search_issues", {"query": "x", "limit": 21})
+            date = await client.call_tool("search_issues", {"query": "x", "updated_after": "last tuesday"})
+            return error_text(long), error_text(limit), error_text(date)
+
+    long, limit, date = run(go())
+    assert long == f"query is {MAX_QUERY + 1} characters long; at most {MAX_QUERY} are accepted: shorten it"
+    assert limit == "limit must be between 1 and 20, got 21"
+    assert "ISO 8601" in date
+    assert "Traceback" not in long + limit + date
+
+
+def test_http_rate_limit_is_per_token(http: HttpServer) -> None:
+    async def go() -> tuple[list[bool], bool]:
+        async with http_client(http.url, TOKENS["TEST_MCP_TOKEN_BURST"]) as burst:
+            errors = [(await burst.call_tool("list_tenants", {})).is_error for _ in range(RATE + 1)]
+        async with http_client(http.url, TOKENS["TEST_MCP_TOKEN_ONE"]) as other:
+            other_ok = not (await other.call_tool("list_tenants", {})).is_error
+        return errors, other_ok
+
+    errors, other_ok = run(go())
+    assert errors == [False] * RATE + [True]
+    assert other_ok, "another token has its own budget"
+
+
+def test_http_without_auth_binds_loopback_only(indexed: Indexed) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "etl_assets.mcp_server", "--transport", "http", "--no-auth", "--host", "0.0.0.0"]
+        + ["--principal", "me", "--tenant", "1"],
+        cwd=ROOT,
+        env=indexed.server_env(Path(indexed.env.qdrant_path)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert proc.returncode == 2 and "loopback addresses only" in proc.stderr, proc.stderr
+    without_clients = subprocess.run(
+        [sys.executable, "-m", "etl_assets.mcp_server", "--transport", "http"],
+        cwd=ROOT,
+        env=indexed.server_env(Path(indexed.env.qdrant_path)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert without_clients.returncode == 2 and "--no-auth" in without_clients.stderr
+
+
+# -- shutdown ----------------------------------------------------------------------------------------------
+
+
+def _wait_closed(fake: FakeEmbeddings, timeout_s: float = 5.0) -> int:
+    deadline = time.monotonic() + timeout_s
+    while fake.server.connections_active and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return fake.server.connections_active
+
+
+def test_http_sigterm_closes_everything_in_the_servers_loop(indexed: Indexed) -> None:
+    target = exact_target(indexed)
+    outcome: dict[str, Any] = {}
+    with FakeEmbeddings(dimensions=1536) as fake:
+        with http_server(indexed, "http-sigterm", embeddings_url=fake.url) as server:
+
+            async def go() -> None:
+                async with http_client(server.url, TOKENS["TEST_MCP_TOKEN_ONE"]) as client:
+                    result = await client.call_tool("search_issues", {"query": target["text"]})
+                    outcome["hits"] = structured(result)["hits"]
+                    outcome["open_during"] = fake.server.connections_active
+                    # SIGTERM while this client's session (and its connection) is open.
+                    server.proc.send_signal(signal.SIGTERM)
+                    outcome["returncode"] = await asyncio.to_thread(server.proc.wait, 20)
+
+            # The client's own teardown may fail once its server is gone; what matters is the server.
+            with contextlib.suppress(Exception):
+                run(go())
+            log = server.log()
+        assert outcome.get("hits") and outcome["hits"][0]["key"] == target["key"], (outcome, log)
+        assert outcome["open_during"] >= 1, "the embedder held no connection, so its closing proves nothing"
+        assert outcome["returncode"] == 0, log
+        assert "search service closed" in log
+        assert not [line for line in log.splitlines() if any(bad in line for bad in BAD_LINES)], log
+        assert _wait_closed(fake) == 0, "a connection to the embeddings server outlived the server"
+
+
+def test_stdio_sigterm_closes_everything_in_the_servers_loop(indexed: Indexed) -> None:
+    import psutil
+
+    target = exact_target(indexed)
+    stderr = indexed.tmp / "stdio-sigterm.stderr"
+    with FakeEmbeddings(dimensions=1536) as fake:
+        params = stdio_params(indexed, "stdio-sigterm", "--principal", "alice", "--tenant", "1")
+        params.env = {**(params.env or {}), "OPENAI_BASE_URL": fake.url}
+        outcome: dict[str, Any] = {}
+
+        async def go() -> None:
+            with stderr.open("w") as errlog:
+                async with Client(stdio_client(params, errlog=errlog)) as client:
+                    result = await client.call_tool("search_issues", {"query": target["text"]})
+                    outcome["hits"] = structured(result)["hits"]
+                    outcome["open_during"] = fake.server.connections_active
+                    # This client's server: the module's HTTP server is a child of this process too.
+                    children = [
+                        p
+                        for p in psutil.Process().children(recursive=True)
+                        if "etl_assets.mcp_server" in (cmd := " ".join(p.cmdline())) and "--transport" not in cmd
+                    ]
+                    outcome["servers"] = len(children)
+                    children[0].send_signal(signal.SIGTERM)
+                    outcome["returncode"] = await asyncio.to_thread(children[0].wait, 20)
+
+        # The client's own teardown may fail once its server is gone; what matters is the server.
+        with contextlib.suppress(Exception):
+            run(go())
+        assert outcome.get("servers") == 1, outcome
+        assert outcome.get("hits") and outcome["hits"][0]["key"] == target["key"], outcome
+        assert outcome["open_during"] >= 1
+        log = stderr.read_text()
+        assert outcome["returncode"] == 0, log
+        assert "search service closed" in log
+        assert not [line for line in log.splitlines() if any(bad in line for bad in BAD_LINES)], log
+        assert _wait_closed(fake) == 0
