@@ -1,50 +1,238 @@
-"""The project's command line: ``etl-assets demo`` and ``etl-assets search``."""
+"""The project's command line: ``etl-assets demo``, ``etl-assets search`` and ``etl-assets home``.
+
+Every command reads the environment through :class:`~etl_assets.core.settings.Settings`; a
+configuration error (:class:`~etl_assets.core.errors.ConfigError`) ends the command with one
+line on stderr and exit code 2.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import shutil
 import sys
+import time
+import unicodedata
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from etl_assets.core.catalogue import CATALOGUE
+from etl_assets.core.errors import ConfigError
+
+if TYPE_CHECKING:
+    import dagster as dg
+
+    from etl_assets.core.search import Hit
+    from etl_assets.core.settings import Settings
+
+PROG = "etl-assets"
+# The instance settings for local use live at the top of the checkout, next to this package.
+PROJECT_INSTANCE_YAML = Path(__file__).resolve().parent.parent / "dagster.yaml"
+UI_COMMAND = "./dev.sh ui"
+DEMO_LOGGER = "demo_steps"
+
+
+# -- DAGSTER_HOME --------------------------------------------------------------------------------------
+
+
+def ensure_dagster_home(settings: Settings) -> Path:
+    """The Dagster instance folder to use, created with the project's ``dagster.yaml`` if it has none.
+
+    ``$DAGSTER_HOME`` when set, else ``<ETL_DATA_DIR>/dagster_home`` (the folder ``./dev.sh ui``
+    opens). It is exported to this process, so Dagster finds the same instance.
+    """
+    home = Path(os.environ.get("DAGSTER_HOME") or settings.dagster_home).expanduser().absolute()
+    home.mkdir(parents=True, exist_ok=True)
+    # An existing dagster.yaml is the operator's (a deployment's, say): never overwrite it.
+    if not (home / "dagster.yaml").exists() and PROJECT_INSTANCE_YAML.exists():
+        shutil.copyfile(PROJECT_INSTANCE_YAML, home / "dagster.yaml")
+    os.environ["DAGSTER_HOME"] = str(home)
+    return home
+
+
+def _ui_hint(home: Path) -> str:
+    """How to open the UI on ``home``: ./dev.sh ui opens ./.data/dagster_home unless told otherwise."""
+    if home == (Path.cwd() / ".data" / "dagster_home").absolute():
+        return UI_COMMAND
+    return f"DAGSTER_HOME={home} {UI_COMMAND}"
+
+
+def _home(args: argparse.Namespace) -> int:
+    from etl_assets.core.settings import Settings
+
+    print(ensure_dagster_home(Settings.load()))
+    return 0
+
+
+# -- demo ----------------------------------------------------------------------------------------------
+
+
+def _mark(ok: bool) -> str:
+    symbol = "✓" if ok else "✗"
+    try:
+        symbol.encode(sys.stdout.encoding or "ascii")
+    except (UnicodeEncodeError, LookupError):
+        return "ok" if ok else "FAILED"
+    return symbol
+
+
+def _figure(metadata: dict[str, Any]) -> str:
+    """The number an operator looks for in a step's materialization: points, rows or records."""
+
+    def num(key: str) -> int:
+        value = metadata.get(key)
+        value = getattr(value, "value", value)  # Dagster wraps metadata in MetadataValue
+        return int(value) if isinstance(value, int | float) else 0
+
+    if "points_total" in metadata:
+        return f"{num('points_total')} points, {num('rows_changed')} rows embedded"
+    if "live_rows" in metadata:
+        changes = [f"{num(k)} {word}" for k, word in (("inserted", "new"), ("updated", "updated")) if num(k)]
+        changes += [f"{num('deleted')} deleted"] if num("deleted") else []
+        return ", ".join([f"{num('live_rows')} rows", *changes])
+    if "records" in metadata:
+        return f"{num('records')} records fetched"
+    return ""
+
+
+def error_line(error: Any) -> str:
+    """The user's exception of a step failure (``SerializableErrorInfo``) as one line, no traceback."""
+    # Dagster wraps the asset's exception in DagsterExecutionStepExecutionError; the cause is ours.
+    if error.cls_name == "DagsterExecutionStepExecutionError" and error.cause is not None:
+        error = error.cause
+    lines = [line.strip() for line in (error.message or error.cls_name or "").splitlines() if line.strip()]
+    if not lines:
+        return "unknown error"
+    # "etl_assets.core.tenants.TenantConfigError: ..." reads as "TenantConfigError: ..."
+    kind, sep, rest = lines[0].partition(": ")
+    return f"{kind.rpartition('.')[2]}{sep}{rest}" if sep and " " not in kind else lines[0]
+
+
+class StepLines(logging.Handler):
+    """Prints one line per finished step of a demo run, from the run's Dagster events.
+
+    It is the only logger of the demo's runs: Dagster's console logger (DEBUG lines for every
+    event) is left out, while the instance still records every event for the UI.
+    """
+
+    def __init__(self, tenant: str, asset_names: dict[str, str]) -> None:
+        super().__init__(level=logging.DEBUG)
+        self.tenant = tenant
+        self.asset_names = asset_names
+        self.width = max(map(len, asset_names.values()), default=0)
+        self.figures: dict[str, str] = {}
+        self.warnings: dict[str, int] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        import dagster as dg
+
+        event = getattr(record, "dagster_event", None)
+        if not isinstance(event, dg.DagsterEvent):
+            meta = getattr(record, "dagster_meta", None) or {}
+            if record.levelno >= logging.WARNING and meta.get("step_key"):
+                self.warnings[meta["step_key"]] = self.warnings.get(meta["step_key"], 0) + 1
+            return
+        step = event.step_key or ""
+        if event.is_step_materialization:
+            self.figures[step] = _figure(dict(event.step_materialization_data.materialization.metadata))
+        elif event.is_step_success:
+            self._line(step, True, event.step_success_data.duration_ms / 1000)
+        elif event.is_step_failure:
+            self._line(step, False, None)
+
+    def _line(self, step: str, ok: bool, seconds: float | None) -> None:
+        name = self.asset_names.get(step, step)
+        took = f"{seconds:5.1f}s" if seconds is not None else " " * 6
+        extra = self.figures.get(step, "") if ok else "failed"
+        if self.warnings.get(step):
+            extra += f" ({self.warnings[step]} warnings: see the run in the UI)"
+        print(f"tenant {self.tenant}  {name:<{self.width}}  {_mark(ok)} {took}  {extra}".rstrip(), flush=True)
+
+
+def _quiet_job(job: dg.JobDefinition, handler: StepLines) -> dg.JobDefinition:
+    import dagster as dg
+
+    @dg.logger(config_schema=None, description="One line per finished step for etl-assets demo.")
+    def demo_steps(_context: dg.InitLoggerContext) -> logging.Logger:
+        # Not registered with logging.getLogger: it belongs to this run only.
+        logger = logging.Logger("etl_assets.demo", level=logging.DEBUG)
+        logger.addHandler(handler)
+        return logger
+
+    return job.with_logger_defs({DEMO_LOGGER: demo_steps})
+
+
+def _run_config(job: dg.JobDefinition, tenant: str) -> dict[str, Any]:
+    """The partition's own run config, plus the demo's logger: Dagster starts only loggers the run config names."""
+    partitioned = job.partitioned_config
+    config = dict(partitioned.get_run_config_for_partition_key(tenant)) if partitioned else {}
+    return {**config, "loggers": {DEMO_LOGGER: {}}}
+
+
+def _failure_line(result: dg.ExecuteInProcessResult, tenant: str, asset_names: dict[str, str], hint: str) -> str:
+    failures = result.get_step_failure_events()
+    if failures:
+        first = failures[0]
+        where = f"step {asset_names.get(first.step_key or '', first.step_key)}"
+        message = error_line(first.step_failure_data.error) if first.step_failure_data.error else "failed"
+        if len(failures) > 1:
+            message += f" (and {len(failures) - 1} more failed steps)"
+    else:  # the run failed outside any step, e.g. while a resource was set up
+        where = "the run"
+        try:
+            message = " ".join((result.get_run_failure_event().message or "failed").split())
+        except Exception:  # noqa: BLE001 - no failure event recorded: the line still says where to look
+            message = "failed"
+    return f"{PROG} demo: tenant {tenant}: {where} failed: {message} — logs: {hint} → Runs → {result.run_id}"
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from etl_assets.core.settings import DATA_DIR
+    from etl_assets.core.settings import Settings
+    from etl_assets.core.tenants import TenantRegistry, UnknownTenantError
 
-    os.environ.setdefault("DAGSTER_HOME", str(DATA_DIR / "dagster_home"))
-    home = Path(os.environ["DAGSTER_HOME"])
-    home.mkdir(parents=True, exist_ok=True)
-    if not (home / "dagster.yaml").exists():
-        from etl_assets.core.settings import PROJECT_ROOT
+    settings = Settings.load()
+    registry = TenantRegistry.load(settings.tenants_file)
+    try:
+        tenants = [registry.get(t).id for t in args.tenant] if args.tenant else registry.ids
+    except UnknownTenantError as exc:
+        print(f"{PROG} demo: {exc}", file=sys.stderr)
+        return 2
+    home = ensure_dagster_home(settings)
+    hint = _ui_hint(home)
 
-        shutil.copyfile(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
     import dagster as dg
 
-    from etl_assets.core.catalogue import CATALOGUE
-    from etl_assets.core.store import ops
-    from etl_assets.core.vectorstore import collection_name
-    from etl_assets.defs.names import SYNC_JOB
     from etl_assets.defs.build import build_definitions
+    from etl_assets.defs.names import SYNC_JOB, op_name, raw_key, table_key, vector_key
 
-    defs = build_definitions()
+    defs = build_definitions(settings=settings, registry=registry)
     job = defs.resolve_job_def(SYNC_JOB)
-    resources = defs.resources
-    tenants = args.tenant or list(job.partitions_def.get_partition_keys())  # type: ignore[union-attr]
+    asset_names = {
+        op_name(key(spec)): key(spec).to_user_string() for spec in CATALOGUE for key in (raw_key, table_key, vector_key)
+    }
+    print(f"Materializing every asset of tenant {', '.join(tenants)}; Dagster's logs: {hint} → Runs", flush=True)
+    started = time.monotonic()
     with dg.DagsterInstance.get() as instance:
         for tenant in tenants:
-            print(f"== materializing every asset for tenant {tenant} ...", flush=True)
-            result = job.execute_in_process(partition_key=tenant, instance=instance, raise_on_error=False)
+            run = _quiet_job(job, StepLines(tenant, asset_names))
+            result = run.execute_in_process(
+                run_config=_run_config(run, tenant), partition_key=tenant, instance=instance, raise_on_error=False
+            )
             if not result.success:
-                print(
-                    f"run {result.run_id} for tenant {tenant} FAILED; see `dagster dev` for its logs", file=sys.stderr
-                )
+                print(_failure_line(result, tenant, asset_names, hint), file=sys.stderr)
                 return 1
-    from etl_assets.core.store.db import make_engine, safe_url
-    from etl_assets.core.vectorstore import display_url, open_qdrant
+    _print_summary(dict(defs.resources or {}), tenants, hint, time.monotonic() - started)
+    return 0
 
-    engine = make_engine(resources["database"].url)
+
+def _print_summary(resources: dict[str, Any], tenants: Sequence[str], hint: str, seconds: float) -> None:
+    from etl_assets.core.store import ops
+    from etl_assets.core.store.db import make_engine, safe_url
+    from etl_assets.core.vectorstore import collection_name, open_qdrant
+
     qd = resources["qdrant"]
 
     async def counts() -> dict[tuple[str, str], int]:
@@ -53,48 +241,113 @@ def _demo(args: argparse.Namespace) -> int:
             for tenant in tenants:
                 for spec in CATALOGUE:
                     name = collection_name(tenant, spec.name)
-                    out[(tenant, spec.name)] = (
-                        (await client.count(name)).count if await client.collection_exists(name) else 0
-                    )
+                    exists = await client.collection_exists(name)
+                    out[(tenant, spec.name)] = (await client.count(name)).count if exists else 0
         return out
 
     points = asyncio.run(counts())
+    engine = make_engine(resources["database"].url)
+    try:
+        rows = {(t, spec.name): ops.count_rows(engine, spec, t) for t in tenants for spec in CATALOGUE}
+    finally:
+        engine.dispose()
     print()
     print(f"{'tenant':<8}{'entity':<10}{'live rows':>10}{'points':>8}  collection")
     for tenant in tenants:
         for spec in CATALOGUE:
-            rows = ops.count_rows(engine, spec, tenant)
-            print(
-                f"{tenant:<8}{spec.name:<10}{rows:>10}{points[(tenant, spec.name)]:>8}  {collection_name(tenant, spec.name)}"
-            )
-    engine.dispose()
+            name = collection_name(tenant, spec.name)
+            print(f"{tenant:<8}{spec.name:<10}{rows[(tenant, spec.name)]:>10}{points[(tenant, spec.name)]:>8}  {name}")
     print()
-    print(f"database: {safe_url(resources['database'].url)}")
-    print(f"qdrant:   {display_url(qd.url) if qd.url else qd.path}")
-    print('Try a search:   etl-assets search "login fails with unicode password" --tenant 1')
-    print("Open the UI:    ./dev.sh ui   (http://127.0.0.1:3000 — Assets, pick a tenant partition, Materialize)")
-    return 0
+    print(f"Done in {seconds:.0f}s. database: {safe_url(resources['database'].url)}")
+    print(f"qdrant:   {'the server at QDRANT_URL' if qd.url else qd.path}")
+    print(f'Try a search:   {PROG} search "login fails with unicode password" --tenant {tenants[0]}')
+    print(f"Open the UI:    {hint}   (http://127.0.0.1:3000 — Assets, pick a tenant partition, Materialize)")
+
+
+# -- search --------------------------------------------------------------------------------------------
+
+
+def display_width(text: str) -> int:
+    """Terminal columns ``text`` takes: wide (CJK, most emoji) characters count 2, combining marks 0."""
+    width = 0
+    for char in text:
+        if unicodedata.combining(char) or unicodedata.category(char) in ("Mn", "Me", "Cf", "Cc"):
+            continue
+        width += 2 if unicodedata.east_asian_width(char) in ("W", "F") else 1
+    return width
+
+
+def fit(text: str, width: int) -> str:
+    """``text`` on one line, cut with '…' or padded with spaces to exactly ``width`` columns."""
+    text = " ".join("".join(c for c in text if unicodedata.category(c) != "Cc" or c.isspace()).split())
+    if display_width(text) > width:
+        out, used = "", 0
+        for char in text:
+            w = display_width(char)
+            if used + w > width - 1:  # keep a column for the ellipsis
+                break
+            out, used = out + char, used + w
+        text = out + "…"
+    return text + " " * (width - display_width(text))
+
+
+def format_hits(hits: Sequence[Hit], title_width: int = 60) -> list[str]:
+    """The hits as a table with a header; columns line up on a terminal, CJK titles included."""
+    rows = [
+        (
+            f"{hit.score:.3f}",
+            hit.key,
+            str(hit.payload.get("summary") or hit.payload.get("name") or ""),
+            str(hit.payload.get("project_key") or ""),
+            str(hit.payload.get("status") or hit.payload.get("status_category") or hit.payload.get("category") or ""),
+        )
+        for hit in hits
+    ]
+    header = ("score", "key", "title", "project", "status")
+    # Columns no hit fills (project and status of work item types, say) are left out, and so is
+    # the title where it only repeats the key (statuses and work item types are known by name).
+    keep = [i for i in range(len(header)) if i < 2 or any(row[i] and (i != 2 or row[2] != row[1]) for row in rows)]
+    widths = [max(display_width(" ".join(r[i].split())) for r in [header, *rows]) for i in range(len(header))]
+    widths[2] = min(widths[2], title_width)
+    lines = []
+    for row in [header, *rows]:
+        cells = [fit(row[i], widths[i]) for i in keep]
+        cells[0] = cells[0].strip().rjust(widths[0])  # scores align on the decimal point
+        lines.append("  ".join(cells).rstrip())
+    return lines
 
 
 def _search(args: argparse.Namespace) -> int:
     from etl_assets.core.embeddings.base import ModelMismatchError
-    from etl_assets.core.embeddings.factory import EmbeddingConfigError, EmbeddingSettings, open_embedder
+    from etl_assets.core.embeddings.factory import open_embedder
     from etl_assets.core.search import search
-    from etl_assets.core.vectorstore import QdrantServerError, QdrantSettings, open_qdrant, server_errors_named
+    from etl_assets.core.settings import Settings
+    from etl_assets.core.tenants import TenantRegistry, UnknownTenantError
+    from etl_assets.core.vectorstore import QdrantServerError, open_qdrant, server_errors_named
 
-    qd = QdrantSettings.from_env(os.environ)
+    query = " ".join(args.query.split())
+    if not query:
+        print(f"{PROG} search: the query is empty: give the words to search for", file=sys.stderr)
+        return 2
+    settings = Settings.load()
+    try:
+        tenant = TenantRegistry.load(settings.tenants_file).get(args.tenant).id
+    except UnknownTenantError as exc:
+        print(f"{PROG} search: {exc}", file=sys.stderr)
+        return 2
+    qd = settings.qdrant
 
-    async def run() -> list:
+    async def run() -> list[Hit]:
         async with (
-            open_embedder(EmbeddingSettings.from_env(os.environ)) as embedder,
+            open_embedder(settings.embedding) as embedder,
             open_qdrant(qd.url, qd.api_key, qd.path) as client,
             server_errors_named(qd.url),
         ):
             return await search(
                 client,
                 embedder,
-                args.query,
-                tenant_id=args.tenant,
+                query,
+                tenant_id=tenant,
                 entity=args.entity,
                 project=args.project,
                 status_category=args.status_category,
@@ -103,37 +356,61 @@ def _search(args: argparse.Namespace) -> int:
 
     try:
         hits = asyncio.run(run())
-    except (ModelMismatchError, LookupError, EmbeddingConfigError, QdrantServerError) as exc:
-        print(f"etl-assets search: {exc}", file=sys.stderr)
+    except (ModelMismatchError, LookupError, QdrantServerError) as exc:
+        print(f"{PROG} search: {exc}", file=sys.stderr)
         return 2
     if not hits:
         print("no hits")
         return 0
-    for hit in hits:
-        p = hit.payload
-        print(
-            f"{hit.score:6.3f}  {hit.key:<12} {str(p.get('summary') or p.get('name') or '')[:70]:<70}  "
-            f"{p.get('project_key') or '':<10} {p.get('status') or ''}"
-        )
+    columns = shutil.get_terminal_size((120, 24)).columns
+    # What the title may take: the terminal less score, key, project and status columns.
+    for line in format_hits(hits, title_width=max(30, min(70, columns - 50))):
+        print(line)
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="etl-assets", description=__doc__)
+# -- main ----------------------------------------------------------------------------------------------
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("use a whole number of 1 or more")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="run the whole graph on the bundled sample tenants and print what landed")
+    demo = sub.add_parser("demo", help="run the whole graph on the registry's tenants and print what landed")
     demo.add_argument("--tenant", action="append", help="tenant id (repeatable); default: every tenant")
     demo.set_defaults(func=_demo)
     s = sub.add_parser("search", help="semantic search over a tenant's collection")
     s.add_argument("query")
-    s.add_argument("--tenant", required=True)
-    s.add_argument("--entity", default="issues", choices=["issues", "projects", "wits", "statuses"])
+    s.add_argument("--tenant", required=True, help="tenant id from the registry (ETL_TENANTS_FILE)")
+    names = [spec.name for spec in CATALOGUE]
+    s.add_argument("--entity", default="issues" if "issues" in names else names[0], choices=names)
     s.add_argument("--project", help="only issues of this project key")
     s.add_argument("--status-category", choices=["new", "indeterminate", "done"], help="only this status category")
-    s.add_argument("-k", type=int, default=10, help="number of hits")
+    s.add_argument("-k", type=_positive, default=10, help="number of hits")
     s.set_defaults(func=_search)
-    args = parser.parse_args(argv)
-    return int(args.func(args))
+    home = sub.add_parser(
+        "home",
+        help="print the Dagster instance folder (DAGSTER_HOME, else <ETL_DATA_DIR>/dagster_home), "
+        "created with the project's dagster.yaml: export DAGSTER_HOME=$(etl-assets home)",
+    )
+    home.set_defaults(func=_home)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        # The message already names the variable or file:line and what is allowed.
+        print(f"{PROG}: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

