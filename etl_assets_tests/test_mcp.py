@@ -505,3 +505,31 @@ def test_stdio_sigterm_closes_everything_in_the_servers_loop(indexed: Indexed) -
         assert "search service closed" in log
         assert not [line for line in log.splitlines() if any(bad in line for bad in BAD_LINES)], log
         assert _wait_closed(fake) == 0
+
+
+# -- the search API on a Qdrant server -------------------------------------------------------------------
+
+
+def test_service_creates_the_payload_indexes_its_filters_need_on_a_server(tmp_path: Path) -> None:
+    from qdrant_client import AsyncQdrantClient, models
+
+    from etl_assets.core.search import FILTERED_FIELDS, SearchService
+    from etl_assets.fakes.qdrant_server import FakeQdrant
+
+    async def go(url: str) -> list[str]:
+        client = AsyncQdrantClient(url=url)
+        try:
+            await client.create_collection(
+                "client_1_issues", vectors_config=models.VectorParams(size=4, distance=models.Distance.COSINE)
+            )
+            # Only what the vector store needs to run the service's filters; no embedder or tables used.
+            service = SearchService(client, embedder=None, engine=None, registry=None, server_mode=True)  # type: ignore[arg-type]
+            return await service.ensure_payload_indexes("client_1_issues")
+        finally:
+            await client.close()
+
+    with FakeQdrant(tmp_path / "qdrant-server") as qdrant:
+        created = run(go(qdrant.url))
+        index_requests = [path for method, path, *_ in qdrant.log if method == "PUT" and path.endswith("/index")]
+    assert created == list(FILTERED_FIELDS)
+    assert index_requests == ["/collections/client_1_issues/index"] * len(FILTERED_FIELDS)
