@@ -533,3 +533,37 @@ def test_service_creates_the_payload_indexes_its_filters_need_on_a_server(tmp_pa
         index_requests = [path for method, path, *_ in qdrant.log if method == "PUT" and path.endswith("/index")]
     assert created == list(FILTERED_FIELDS)
     assert index_requests == ["/collections/client_1_issues/index"] * len(FILTERED_FIELDS)
+
+
+def test_http_failures_and_timeouts_reach_the_caller_as_sentences_without_secrets(indexed: Indexed) -> None:
+    from etl_assets.fakes.loopback import Fault
+
+    key = indexed.env.process_env()["OPENAI_API_KEY"]
+    config = indexed.tmp / "mcp-timeout.yaml"
+    clients = [{"name": "one", "token_env": "TEST_MCP_TOKEN_ONE", "principal": "alice", "tenants": ["1"]}]
+    config.write_text(yaml.safe_dump({"http_clients": clients, "limits": {"timeout_s": 1}}))
+    with FakeEmbeddings(dimensions=1536) as fake:
+        with http_server(indexed, "http-failures", "--config", str(config), embeddings_url=fake.url) as server:
+            # A gateway that echoes the key in its refusal, as some do; and one slower than the timeout.
+            fake.server.faults.append(
+                Fault.respond(
+                    401, {"error": {"message": f"Incorrect API key provided: {key}", "code": "invalid_api_key"}}
+                )
+            )
+            fake.server.faults.append(Fault.delay(5))
+
+            async def go() -> tuple[str, str]:
+                async with http_client(server.url, TOKENS["TEST_MCP_TOKEN_ONE"]) as client:
+                    refused = await client.call_tool("search_issues", {"query": "failing gateway"})
+                    slow = await client.call_tool("search_issues", {"query": "slow gateway"})
+                    return error_text(refused), error_text(slow)
+
+            refused, slow = run(go())
+            log = server.log()
+    assert re.fullmatch(
+        r"search_issues failed on the server \(incident [0-9a-f]{8}\); retry later, or ask an operator", refused
+    ), refused
+    assert slow == "search_issues took longer than 1 s and was stopped; retry, or narrow the request"
+    incident = re.search(r"incident ([0-9a-f]{8})", refused).group(1)  # type: ignore[union-attr]
+    assert f"[incident {incident}]" in log, "the operator finds the incident in the server log"
+    assert key not in log and key not in refused and "Traceback" not in log
