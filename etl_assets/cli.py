@@ -98,17 +98,27 @@ def _figure(metadata: dict[str, Any]) -> str:
     return ""
 
 
-def error_line(error: Any) -> str:
-    """The user's exception of a step failure (``SerializableErrorInfo``) as one line, no traceback."""
-    # Dagster wraps the asset's exception in DagsterExecutionStepExecutionError; the cause is ours.
-    if error.cls_name == "DagsterExecutionStepExecutionError" and error.cause is not None:
+# Dagster's wrappers around the exception raised in an asset or a resource: their cause is ours.
+_DAGSTER_WRAPPERS = (
+    "DagsterExecutionStepExecutionError",
+    "DagsterResourceFunctionError",
+    "DagsterUserCodeExecutionError",
+)
+
+
+def error_line(error: Any, limit: int = 400) -> str:
+    """An exception as Dagster recorded it (``SerializableErrorInfo``) as one line, without traceback."""
+    while error.cls_name in _DAGSTER_WRAPPERS and error.cause is not None:
         error = error.cause
-    lines = [line.strip() for line in (error.message or error.cls_name or "").splitlines() if line.strip()]
-    if not lines:
-        return "unknown error"
-    # "etl_assets.core.tenants.TenantConfigError: ..." reads as "TenantConfigError: ..."
-    kind, sep, rest = lines[0].partition(": ")
-    return f"{kind.rpartition('.')[2]}{sep}{rest}" if sep and " " not in kind else lines[0]
+    text = " ".join(line.strip() for line in (error.message or "").splitlines() if line.strip())
+    if not text:
+        return error.cls_name or "unknown error"
+    # "etl_assets.core.tenants.TenantConfigError: ..." reads as "TenantConfigError: ...", and a
+    # dagster Failure raised on purpose is its description alone.
+    kind, sep, rest = text.partition(": ")
+    if sep and " " not in kind:
+        text = rest if error.cls_name == "Failure" else f"{kind.rpartition('.')[2]}: {rest}"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 class StepLines(logging.Handler):
@@ -182,10 +192,9 @@ def _failure_line(result: dg.ExecuteInProcessResult, tenant: str, asset_names: d
             message += f" (and {len(failures) - 1} more failed steps)"
     else:  # the run failed outside any step, e.g. while a resource was set up
         where = "the run"
-        try:
-            message = " ".join((result.get_run_failure_event().message or "failed").split())
-        except Exception:  # noqa: BLE001 - no failure event recorded: the line still says where to look
-            message = "failed"
+        ends = result.filter_events(lambda event: event.is_run_failure)
+        error = getattr(ends[-1].event_specific_data, "error", None) if ends else None
+        message = error_line(error) if error is not None else "failed before any step ran"
     return f"{PROG} demo: tenant {tenant}: {where} failed: {message} — logs: {hint} → Runs → {result.run_id}"
 
 

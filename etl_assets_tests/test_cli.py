@@ -219,6 +219,27 @@ def test_a_failed_demo_run_is_one_line_naming_the_step_and_where_the_logs_are(tm
     assert f"DAGSTER_HOME={tmp_path / 'data' / 'dagster_home'}" in line
 
 
+def test_a_run_that_fails_before_any_step_names_the_cause(tmp_path):
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    env = _env(
+        ETL_DATA_DIR=str(tmp_path / "data"),
+        DATABASE_URL=f"postgresql+psycopg2://etl:SECRETVALUE@127.0.0.1:{closed}/etl",
+        EMBEDDING_PROVIDER="openai",
+        OPENAI_API_KEY="sk-test",
+        OPENAI_BASE_URL="http://127.0.0.1:9/v1",
+    )
+    done = _cli("demo", "--tenant", "2", cwd=tmp_path, env=env)
+    assert done.returncode == 1, done.stdout + done.stderr
+    [line] = done.stderr.splitlines()
+    # The database resource failed to open: the line says so, not Dagster's "an exception was thrown".
+    assert "the run failed: database postgresql+psycopg2://etl:***@127.0.0.1" in line, line
+    assert "DATABASE_URL" in line and "SECRETVALUE" not in line and "./dev.sh ui → Runs" in line
+
+
 # -- the demo and a search, end to end -----------------------------------------------------------------
 
 
