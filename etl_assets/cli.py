@@ -389,13 +389,15 @@ def _positive(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="Run the demo graph, search a tenant's collections, find the Dagster instance folder."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="run the whole graph on the registry's tenants and print what landed")
     demo.add_argument("--tenant", action="append", help="tenant id (repeatable); default: every tenant")
     demo.set_defaults(func=_demo)
     s = sub.add_parser("search", help="semantic search over a tenant's collection")
-    s.add_argument("query")
+    s.add_argument("query", help="the words to search for")
     s.add_argument("--tenant", required=True, help="tenant id from the registry (ETL_TENANTS_FILE)")
     names = [spec.name for spec in CATALOGUE]
     s.add_argument("--entity", default="issues" if "issues" in names else names[0], choices=names)
