@@ -36,7 +36,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
+import uvicorn
 import yaml
+from mcp.server.auth.middleware.auth_context import get_access_token
+from mcp.server.auth.provider import AccessToken
+from mcp.server.auth.settings import AuthSettings
+from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.stdio import stdio_server
+from mcp.types import ToolAnnotations
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from etl_assets.core.errors import ConfigError
@@ -51,6 +59,7 @@ from etl_assets.core.search import (
     SearchService,
     TenantInfo,
 )
+from etl_assets.core.vectorstore import QdrantLockTimeout, QdrantServerError
 
 log = logging.getLogger("etl_assets.mcp")
 
@@ -227,9 +236,6 @@ class _Runtime:
     clients: dict[str, Client]
 
     def caller(self) -> tuple[str, Principal]:
-        from mcp.server.auth.middleware.auth_context import get_access_token
-        from mcp.server.mcpserver.exceptions import ToolError
-
         token = get_access_token()
         if token is not None and token.client_id in self.clients:
             return token.client_id, self.clients[token.client_id].principal
@@ -238,10 +244,15 @@ class _Runtime:
         # Unreachable behind the bearer middleware; refuse rather than guess an identity.
         raise ToolError("not authenticated: send the bearer token this server gave you")
 
+    def _failed(self, tool: str, principal: Principal, exc: BaseException) -> ToolError:
+        """Log an unexpected failure under an incident id (secrets masked); the caller gets the id only."""
+        incident = uuid.uuid4().hex[:8]
+        detail = self.scrub(str(exc))[:500]
+        log.error("%s by %s failed [incident %s]: %s: %s", tool, principal.id, incident, type(exc).__name__, detail)
+        return ToolError(f"{tool} failed on the server (incident {incident}); retry later, or ask an operator")
+
     async def run(self, tool: str, call: Callable[[Principal], Awaitable[T]]) -> T:
         """Run one tool call as its caller, within the rate limit and the timeout; errors become tool errors."""
-        from mcp.server.mcpserver.exceptions import ToolError
-
         client, principal = self.caller()
         wait = self.limiter.check(client)
         if wait is not None:
@@ -249,39 +260,29 @@ class _Runtime:
                 f"rate limit: at most {self.limiter.per_minute} calls per minute for this client; retry in {wait:.0f} s"
             )
         started = time.perf_counter()
+        deadline = asyncio.timeout(self.limits.timeout_s)
         try:
-            async with asyncio.timeout(self.limits.timeout_s):
+            async with deadline:
                 result = await call(principal)
         except SearchError as exc:
             log.info("%s by %s refused: %s", tool, principal.id, exc)
             raise ToolError(str(exc)) from None
-        except TimeoutError:
+        except ToolError:
+            raise
+        except TimeoutError as exc:
+            if not deadline.expired():  # a library's own TimeoutError, not our deadline
+                raise self._failed(tool, principal, exc) from None
             log.warning("%s by %s timed out after %.0f s", tool, principal.id, self.limits.timeout_s)
             raise ToolError(
                 f"{tool} took longer than {self.limits.timeout_s:.0f} s and was stopped; retry, or narrow the request"
             ) from None
-        except ToolError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - the boundary: the caller gets a sentence, the log the type
-            incident = uuid.uuid4().hex[:8]
-            log.error(
-                "%s by %s failed [incident %s]: %s: %s",
-                tool,
-                principal.id,
-                incident,
-                type(exc).__name__,
-                self.scrub(str(exc))[:500],
-            )
-            raise ToolError(
-                f"{tool} failed on the server (incident {incident}); retry later, or ask an operator"
-            ) from None
+        except Exception as exc:  # noqa: BLE001 - the boundary: the caller gets a sentence, the log the details
+            raise self._failed(tool, principal, exc) from None
         log.info("%s by %s in %.0f ms", tool, principal.id, 1000 * (time.perf_counter() - started))
         return result
 
 
 def _parse_time(name: str, value: str | None) -> datetime | None:
-    from mcp.server.mcpserver.exceptions import ToolError
-
     if value is None or not value.strip():
         return None
     try:
@@ -309,19 +310,15 @@ _DESCRIPTION = {
 
 
 def build_server(
-    runtime: _Runtime, *, token_verifier: Any = None, issuer_url: str | None = None
-) -> Any:  # mcp.server.mcpserver.MCPServer; Any keeps the SDK's import out of module import time
+    runtime: _Runtime, *, token_verifier: "StaticTokens | None" = None, issuer_url: str | None = None
+) -> MCPServer[Any]:
     """The MCPServer with the four tools bound to ``runtime``."""
-    from mcp.server.auth.settings import AuthSettings
-    from mcp.server.mcpserver import MCPServer
-    from mcp.types import ToolAnnotations
-
     auth = None
     if token_verifier is not None:
         # Static bearer tokens: this server is its own issuer and publishes no OAuth metadata
         # (resource_server_url None), so issuer_url only satisfies the settings model.
         auth = AuthSettings(issuer_url=AnyHttpUrl(issuer_url or "http://127.0.0.1"), resource_server_url=None)
-    server: Any = MCPServer(
+    server: MCPServer[Any] = MCPServer(
         "etl-assets",
         instructions=(
             "Search and read the Jira issues indexed by etl-assets. Start with list_tenants when you do "
@@ -361,8 +358,6 @@ def build_server(
         ] = SearchMode.DENSE,
         limit: Annotated[int, Field(description=f"number of hits, 1 to {limits.max_results}")] = 10,
     ) -> SearchResult:
-        from mcp.server.mcpserver.exceptions import ToolError
-
         if len(query) > limits.max_query_chars:
             raise ToolError(
                 f"query is {len(query)} characters long; at most {limits.max_query_chars} are accepted: shorten it"
@@ -419,9 +414,7 @@ class StaticTokens:
     def __init__(self, clients: list[Client]) -> None:
         self._clients = clients
 
-    async def verify_token(self, token: str) -> Any:  # mcp.server.auth.provider.AccessToken | None
-        from mcp.server.auth.provider import AccessToken
-
+    async def verify_token(self, token: str) -> AccessToken | None:
         match = None
         for client in self._clients:
             # Every token is compared, so the time taken does not tell which one came close.
@@ -470,9 +463,7 @@ class _LinesFromPipe:
         return line.decode("utf-8", errors="replace")
 
 
-async def _serve_stdio(server: Any) -> None:
-    from mcp.server.stdio import stdio_server
-
+async def _serve_stdio(server: MCPServer[Any]) -> None:
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     transport = None
@@ -502,9 +493,7 @@ async def _serve_stdio(server: Any) -> None:
             transport.close()
 
 
-async def _serve_http(server: Any, host: str, port: int, ready: Callable[[int], None] | None = None) -> None:
-    import uvicorn
-
+async def _serve_http(server: MCPServer[Any], host: str, port: int, ready: Callable[[int], None] | None = None) -> None:
     class _Server(uvicorn.Server):
         # uvicorn re-raises a caught SIGTERM after serve() returns, which would end the process
         # before our service is closed; the signals are handled by _on_stop_signals instead.
@@ -561,6 +550,15 @@ async def serve(
                 build_server(runtime, token_verifier=verifier, issuer_url=f"http://{host}:{port}"), host, port
             )
     log.warning("etl-assets MCP server stopped; search service closed")
+
+
+def _password(database_url: str) -> str | None:
+    from sqlalchemy import make_url
+
+    try:
+        return make_url(database_url).password
+    except Exception:  # noqa: BLE001 - an unparsable URL fails later, with its own message
+        return None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -623,7 +621,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, ValidationError, ValueError) as exc:
         sys.stderr.write(f"etl-assets mcp: {exc}\n")
         return 2
-    secrets = [s for s in (settings.qdrant_api_key, settings.embedding.api_key) if s]
+    secrets = [s for s in (settings.qdrant_api_key, settings.embedding.api_key, _password(settings.database)) if s]
     try:
         asyncio.run(
             serve(
@@ -637,9 +635,12 @@ def main(argv: list[str] | None = None) -> int:
                 secrets=secrets,
             )
         )
-    except ConfigError as exc:
+    except (ConfigError, ValueError) as exc:  # e.g. an embedding setting, a DATABASE_URL that does not parse
         sys.stderr.write(f"etl-assets mcp: {exc}\n")
         return 2
+    except (QdrantLockTimeout, QdrantServerError) as exc:  # their messages name the folder or QDRANT_URL
+        sys.stderr.write(f"etl-assets mcp: {exc}\n")
+        return 1
     return 0
 
 

@@ -501,8 +501,10 @@ def test_stdio_sigterm_closes_everything_in_the_servers_loop(indexed: Indexed) -
         assert outcome.get("hits") and outcome["hits"][0]["key"] == target["key"], outcome
         assert outcome["open_during"] >= 1
         log = stderr.read_text()
-        assert outcome["returncode"] == 0, log
-        assert "search service closed" in log
+        # psutil reports None when the SDK's client reaped its child first: then the log is the proof.
+        assert outcome["returncode"] in (0, None), log
+        assert "stopping on a signal" in log, "the server stopped for another reason than the SIGTERM"
+        assert log.strip().splitlines()[-1].endswith("search service closed"), log
         assert not [line for line in log.splitlines() if any(bad in line for bad in BAD_LINES)], log
         assert _wait_closed(fake) == 0
 
