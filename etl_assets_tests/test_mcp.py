@@ -569,3 +569,70 @@ def test_http_failures_and_timeouts_reach_the_caller_as_sentences_without_secret
     incident = re.search(r"incident ([0-9a-f]{8})", refused).group(1)  # type: ignore[union-attr]
     assert f"[incident {incident}]" in log, "the operator finds the incident in the server log"
     assert key not in log and key not in refused and "Traceback" not in log
+
+
+# -- the Python search API, in process, on each database ----------------------------------------------------
+
+
+def test_search_api_answers_from_the_committed_tables_on_each_database(env: Env) -> None:
+    from qdrant_client import AsyncQdrantClient
+
+    from etl_assets.core.embeddings.factory import EmbeddingSettings, open_embedder
+    from etl_assets.core.search import (
+        InvalidRequestError,
+        IssueFilters,
+        NotFoundError,
+        Principal,
+        SearchService,
+        UnknownTenantError,
+    )
+    from etl_assets.core.store.db import make_engine
+
+    assert env.materialize("1").success
+    site = env.tenants["1"].site
+    child = next(i for i in site.issues if (i["fields"].get("parent") or {}).get("key"))
+    parent_key = child["fields"]["parent"]["key"]
+    me = Principal("alice", frozenset({"1"}))
+    settings = EmbeddingSettings(
+        provider="openai", api_key="sk-test-embeddings-secret", base_url=env.embeddings.url, dimensions=64
+    )
+
+    async def go() -> dict[str, Any]:
+        engine = make_engine(env.database_url, create=False)
+        client = AsyncQdrantClient(path=env.qdrant_path)
+        try:
+            async with open_embedder(settings) as embedder:
+                service = SearchService(client, embedder, engine, env.registry)
+                out: dict[str, Any] = {
+                    "child": await service.get_issue(me, child["key"]),
+                    "parent": await service.get_issue(me, parent_key, tenant="1"),
+                    "projects": await service.list_projects(me),
+                    "tenants": service.list_tenants(me),
+                    "done": await service.search_issues(
+                        me, "anything", filters=IssueFilters(status_category="done"), limit=50
+                    ),
+                }
+                for name, call in {
+                    "missing": service.get_issue(me, "NOPE-1"),
+                    "other": service.list_projects(me, tenant="2"),
+                    "empty": service.search_issues(me, "  "),
+                }.items():
+                    try:
+                        await call
+                    except (NotFoundError, UnknownTenantError, InvalidRequestError) as exc:
+                        out[name] = str(exc)
+                return out
+        finally:
+            await client.close()
+            engine.dispose()
+
+    out = run(go())
+    assert out["child"].summary == child["fields"]["summary"]
+    assert [(link.key, link.relation) for link in out["child"].links][0] == (parent_key, "parent")
+    assert (child["key"], "child") in [(link.key, link.relation) for link in out["parent"].links]
+    assert sum(p.issues for p in out["projects"]) == len(site.issues)
+    assert [t.id for t in out["tenants"]] == ["1"]
+    assert out["done"].hits and {h.status_category for h in out["done"].hits} == {"done"}
+    assert out["missing"] == "issue 'NOPE-1' not found in tenant 1 (or deleted at the source)"
+    assert out["other"] == "tenant '2' unknown; known: 1"
+    assert out["empty"] == "query is empty: describe what you are looking for in words"
