@@ -27,10 +27,11 @@ import ipaddress
 import logging
 import os
 import signal
+import stat
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -429,7 +430,7 @@ class StaticTokens:
 
 
 @contextlib.contextmanager
-def _on_stop_signals(stop: Callable[[], None]) -> Any:
+def _on_stop_signals(stop: Callable[[], None]) -> Iterator[None]:
     """Call ``stop`` on SIGTERM/SIGINT, from the running loop; restore the handlers after."""
     loop = asyncio.get_running_loop()
     sigs = (signal.SIGTERM, signal.SIGINT)
@@ -467,15 +468,20 @@ async def _serve_stdio(server: MCPServer[Any]) -> None:
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     transport = None
-    try:
+    stdin: Any = None  # the SDK's own reader, for a file or a terminal
+    mode = os.fstat(sys.stdin.fileno()).st_mode
+    # Only a pipe or a socket (what MCP clients give): the loop makes the descriptor non-blocking,
+    # which on a terminal would outlive the process and upset the shell.
+    if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
         transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-        stdin: Any = _LinesFromPipe(reader)
-    except (ValueError, OSError):  # not a pipe (a file, a terminal): the SDK's own reader
-        stdin = None
+        stdin = _LinesFromPipe(reader)
     task = asyncio.current_task()
     assert task is not None
+    signalled = False
 
     def stop() -> None:
+        nonlocal signalled
+        signalled = True
         task.cancel()
 
     try:
@@ -484,7 +490,7 @@ async def _serve_stdio(server: MCPServer[Any]) -> None:
                 low = server._lowlevel_server  # the SDK's run_stdio_async, with our stdin reader
                 await low.run(read_stream, write_stream, low.create_initialization_options())
     except asyncio.CancelledError:
-        if task.cancelling() == 0:
+        if not signalled:
             raise
         task.uncancel()
         log.info("stopping on a signal")
@@ -493,30 +499,30 @@ async def _serve_stdio(server: MCPServer[Any]) -> None:
             transport.close()
 
 
-async def _serve_http(server: MCPServer[Any], host: str, port: int, ready: Callable[[int], None] | None = None) -> None:
-    class _Server(uvicorn.Server):
+class _UvicornServer(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
         # uvicorn re-raises a caught SIGTERM after serve() returns, which would end the process
-        # before our service is closed; the signals are handled by _on_stop_signals instead.
-        @contextlib.contextmanager
-        def capture_signals(self) -> Any:
-            yield
+        # before the search service is closed; _on_stop_signals handles the signals instead.
+        yield
 
+
+async def _serve_http(server: MCPServer[Any], host: str, port: int) -> None:
     app = server.streamable_http_app(host=host)
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on", timeout_graceful_shutdown=5)
-    http = _Server(config)
+    http = _UvicornServer(config)
 
     def stop() -> None:
         http.should_exit = True
 
     with _on_stop_signals(stop):
         serve = asyncio.create_task(http.serve())
+        # uvicorn has no "started" event to await; the bound port (--port 0) is known only then.
         while not http.started and not serve.done():
             await asyncio.sleep(0.02)
         if http.started:
             bound = [s.getsockname()[1] for srv in http.servers for s in srv.sockets]
             log.warning("etl-assets MCP server listening on http://%s:%d/mcp", host, bound[0])
-            if ready is not None:
-                ready(bound[0])
         await serve
 
 
