@@ -415,6 +415,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "mcp":  # the MCP server parses its own arguments (etl-assets mcp --help)
+        from etl_assets.mcp_server import main as mcp_main
+
+        return mcp_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))

@@ -357,24 +357,6 @@ def test_429s_are_retried_after_retry_after_ms_and_counted(fake):
     assert fake.requests == 1
 
 
-def test_429_without_retry_after_waits_for_the_exhausted_reset(fake):
-    headers = {
-        "x-ratelimit-limit-requests": "1000",
-        "x-ratelimit-remaining-requests": "0",
-        "x-ratelimit-reset-requests": "200ms",
-    }
-    fake.faults.append(Fault.respond(429, rate_limit_body(), headers))
-
-    async def go():
-        async with embedder_for(fake) as e:
-            started = time.monotonic()
-            await e.embed(["x"])
-            return time.monotonic() - started, e.stats.copy()
-
-    elapsed, stats = asyncio.run(go())
-    assert stats.rate_limited == 1 and elapsed >= 0.19
-
-
 def test_429_for_a_request_larger_than_the_tpm_splits_it(fake):
     texts = [f"text number {i} " * 5 for i in range(6)]
     counts = [exact_tokens(t) for t in texts]

@@ -7,23 +7,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from etl_assets.definitions import _is_server_process
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
-@pytest.mark.parametrize(
-    "argv",
-    [
-        [str(BIN / "dg"), "launch", "--assets", "*", "--partition", "1"],
-        [str(BIN / "dagster"), "job", "list", "-m", "etl_assets.definitions"],
-    ],
-    ids=["dg-launch", "dagster-job-list"],
-)
-def test_a_bad_tenants_file_is_one_line_and_exit_2(argv: list[str], tmp_path: Path) -> None:
+def test_dg_launch_with_a_bad_tenants_file_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    # `dg launch` loads the definitions in process; `dagster job list` and the like load them in a
+    # gRPC code server, which keeps the exception (see the test below).
+    argv = [str(BIN / "dg"), "launch", "--assets", "*", "--partition", "1"]
     tenants = tmp_path / "tenants.yaml"
     tenants.write_text('tenants:\n  - id: "bad id"\n    jira:\n      url: sample://x\n', encoding="utf-8")
     home = tmp_path / "home"

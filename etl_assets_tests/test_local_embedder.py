@@ -113,4 +113,4 @@ def test_the_demo_runs_as_a_new_user_runs_it(tmp_path):
 
     hits = cli("search", "login fails with unicode password", "--tenant", "2", "-k", "3")
     assert hits.returncode == 0, hits.stderr
-    assert len(hits.stdout.strip().splitlines()) == 3
+    assert len(hits.stdout.strip().splitlines()) == 1 + 3  # the header, then three hits

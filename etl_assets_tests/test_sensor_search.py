@@ -130,7 +130,7 @@ def test_search_command_prints_ranked_hits(env):
         stdin=subprocess.DEVNULL,
     )
     assert proc.returncode == 0, proc.stderr
-    lines = proc.stdout.strip().splitlines()
+    lines = proc.stdout.strip().splitlines()[1:]  # after the header
     assert len(lines) == 3 and target["key"] in lines[0]
     wrong = subprocess.run(
         [sys.executable, "-m", "etl_assets.cli", "search", "x", "--tenant", "1"],

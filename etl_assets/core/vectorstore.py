@@ -204,12 +204,12 @@ class Collection:
             await self.client.upsert(self.name, points=batch, wait=True)
 
     async def delete_ids(self, ids: Iterable[str], *, batch: int = DELETE_MAX_IDS) -> int:
-        ids = list(ids)
-        for start in range(0, len(ids), batch):
+        wanted: list[models.ExtendedPointId] = list(ids)
+        for start in range(0, len(wanted), batch):
             await self.client.delete(
-                self.name, points_selector=models.PointIdsList(points=ids[start : start + batch]), wait=True
+                self.name, points_selector=models.PointIdsList(points=wanted[start : start + batch]), wait=True
             )
-        return len(ids)
+        return len(wanted)
 
     async def scroll_external_ids(self, *, page: int = 1000) -> AsyncIterator[list[PointRef]]:
         """Every point's id, external id, chunk number and content hash, a page at a time."""

@@ -459,18 +459,19 @@ class _Sync:
             ext_ids = sorted({r.external_id for r in refs if r.external_id})
             alive = await live_ids(ext_ids) if ext_ids else set()
             doomed = []
-            later = []  # chunks > 0 of live rows: must agree with their row's chunk 0
+            later: list[tuple[Any, str]] = []  # (ref, external id): chunks > 0 of live rows, checked vs chunk 0
             for r in refs:
-                if r.external_id not in alive or r.id != point_id(tenant, entity, r.external_id, r.chunk or 0):
+                ext = r.external_id
+                if ext is None or ext not in alive or r.id != point_id(tenant, entity, ext, r.chunk or 0):
                     doomed.append(r.id)
                 elif r.chunk:
-                    later.append(r)
+                    later.append((r, ext))
             if later:
-                heads = await self.collection.existing([point_id(tenant, entity, r.external_id, 0) for r in later])
-                for r in later:
-                    head = heads.get(point_id(tenant, entity, r.external_id, 0))
+                heads = await self.collection.existing([point_id(tenant, entity, ext, 0) for _, ext in later])
+                for r, ext in later:
+                    head = heads.get(point_id(tenant, entity, ext, 0))
                     count = head.chunks if head is not None and isinstance(head.chunks, int) else 1
-                    if head is None or head.content_hash != r.content_hash or r.chunk >= count:  # type: ignore[operator]
+                    if head is None or head.content_hash != r.content_hash or r.chunk >= count:
                         doomed.append(r.id)
             if doomed:
                 self.result.points_deleted += await self.collection.delete_ids(doomed)
@@ -569,8 +570,8 @@ async def sync_vectors(
     try:
         async with asyncio.TaskGroup() as tg:  # a failure cancels, and awaits, every other task
             tg.create_task(sync.read(pages, queue))
-            while (page := await queue.get()) is not None:
-                await sync.process(page, tg)
+            while (rows := await queue.get()) is not None:
+                await sync.process(rows, tg)
             await sync.flush(tg)
     except BaseExceptionGroup as group:
         failure = _first_error(group)

@@ -3,6 +3,7 @@
 
 import time
 from datetime import timedelta
+from typing import Any
 
 import dagster as dg
 from pydantic import Field
@@ -71,7 +72,7 @@ def build_raw_asset(
             reconcile_every=config.reconcile_every,
             page_size=source.page_size,
         )
-        meta: dict[str, object] = {}
+        meta: dict[str, Any] = {}
         with source.open(tenant) as client:
             for plan in plans:
                 landed = ops.land_raw(

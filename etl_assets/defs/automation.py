@@ -5,6 +5,7 @@ reconciliation schedule and change sensor, built from their spec.
 """
 
 import json
+from datetime import datetime
 
 import dagster as dg
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
@@ -38,7 +39,8 @@ def per_tenant_schedule(
 
     @dg.schedule(name=name, job=job, cron_schedule=cron, execution_timezone=timezone, description=description)
     def per_tenant(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest]:
-        stamp = context.scheduled_execution_time.isoformat() if context.scheduled_execution_time else "manual"
+        scheduled: object = context.scheduled_execution_time  # None when evaluated by hand
+        stamp = scheduled.isoformat() if isinstance(scheduled, datetime) else "manual"
         return [
             dg.RunRequest(
                 run_key=f"{name}-{t}-{stamp}",

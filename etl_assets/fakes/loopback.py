@@ -420,7 +420,7 @@ class LoopbackServer:
             query=dict(parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)),
             headers=headers,
             body=b"".join(chunks),
-            client=client,  # type: ignore[arg-type]
+            client=client,
         )
         with self._lock:
             self._requests_received += 1
@@ -491,7 +491,7 @@ class LoopbackServer:
 
     def _transport_for(self, client: tuple[str, int] | None) -> asyncio.BaseTransport | None:
         with self._lock:
-            return self._transports.get(client) if client is not None else None  # type: ignore[arg-type]
+            return self._transports.get(client) if client is not None else None
 
     async def _abort(self, client: tuple[str, int] | None, receive: Any) -> None:
         """Drop the connection with an RST (no response bytes); see module docstring."""

@@ -255,7 +255,7 @@ class OpenAIEmbedder:
                 self.stats.requests += 1
                 self.stats.inputs += len(texts)
                 self.stats.tokens += usage_tokens if usage_tokens is not None else tokens
-                return vectors
+                return np.asarray(vectors)
             transient += 1
             self.stats.transient_errors += 1
             if transient > self.max_retries:
@@ -326,11 +326,11 @@ def _retryable(exc: openai.APIStatusError) -> bool:
 
 
 def _error_code(exc: openai.APIStatusError) -> str | None:
-    code = getattr(exc, "code", None)
-    if code:
+    code: object = getattr(exc, "code", None)
+    if isinstance(code, str) and code:
         return str(code)
     body = exc.body if isinstance(exc.body, dict) else {}
-    error = body.get("error", body) if isinstance(body, dict) else {}
+    error = body.get("error", body)
     return error.get("code") if isinstance(error, dict) else None
 
 
@@ -399,7 +399,15 @@ async def open_openai_embedder(
         timeout=httpx.Timeout(timeout_s, connect=min(10.0, timeout_s)),
         limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
     )
-    client = openai.AsyncOpenAI(api_key=api_key, base_url=base_url, max_retries=0, http_client=http, timeout=timeout_s)
+    # openai 3.x annotates http_client with its vendored httpx2 types; an httpx.AsyncClient is what it
+    # accepts at run time (and what lets us own, size and close the pool in this loop).
+    client = openai.AsyncOpenAI(
+        api_key=api_key,
+        base_url=base_url,
+        max_retries=0,
+        http_client=http,  # type: ignore[arg-type]
+        timeout=timeout_s,
+    )
     if send_dimensions is None:
         send_dimensions = model.startswith("text-embedding-3")
     if limiter is None:

@@ -85,7 +85,7 @@ def land_raw(
     records = sum(len(spec.records(page.json())) for page in fetched)
     now = utcnow()
     with engine.begin() as conn:
-        batch_id = conn.execute(
+        inserted = conn.execute(
             insert(schema.raw_batches).values(
                 tenant_id=tenant_id,
                 entity=spec.name,
@@ -95,7 +95,9 @@ def land_raw(
                 records=records,
                 run_id=run_id,
             )
-        ).inserted_primary_key[0]
+        ).inserted_primary_key
+        assert inserted is not None  # a single-row INSERT always reports its key
+        batch_id = inserted[0]
         if fetched:
             conn.execute(
                 insert(schema.raw_jira_pages),
@@ -163,6 +165,7 @@ def _upsert(conn: Connection, table: Any, rows: list[dict[str, Any]]) -> None:
     if not rows:
         return
     dialect = conn.dialect.name
+    stmt: Any  # the two dialects' Insert types share on_conflict_do_update but no base class
     if dialect == "postgresql":
         stmt = postgresql.insert(table)
     elif dialect == "sqlite":
