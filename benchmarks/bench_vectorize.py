@@ -5,7 +5,7 @@
 
 What it does (see benchmarks/README.md for how to read the figures):
 
-* starts the fake OpenAI-compatible server (etl_assets_tests/fakes/openai_server.py) in a
+* starts the fake OpenAI-compatible server (etl_assets/fakes/openai_server.py) in a
   separate process, so its work does not compete with the client for the GIL: latency per
   request plus a cost per token, exact cl100k token counts, optional RPM/TPM limits that
   answer 429 with retry-after and the x-ratelimit-* headers;
