@@ -9,6 +9,7 @@ pages). ``JiraResource(max_attempts=3, max_wait_s=0.2, timeout_s=1)`` keeps wait
 
 from __future__ import annotations
 
+import base64
 import logging
 import traceback
 from collections.abc import Iterator
@@ -302,4 +303,38 @@ def test_a_refused_or_failed_request_names_no_token_and_no_basic_header(monkeypa
     text = f"{error}\n{error!r}\n{printed}"
     assert f"HTTP {status}" in str(error) and site in str(error) and "Client must be authenticated" in str(error)
     needles = {"token": secret_forms(FAST_TOKEN), "basic auth": secret_forms(basic)}
+    assert secret_hits(text, needles) == [], text
+
+
+@pytest.mark.parametrize("status", [400, 401, 502])
+def test_an_error_body_echoing_the_authorization_header_is_redacted(monkeypatch, status):
+    """Some proxies echo the request headers in their error page: the JiraError must not carry them."""
+
+    def echo(req: Request) -> Response:
+        auth = req.headers.get("authorization", "")
+        decoded = base64.b64decode(auth.partition(" ")[2]).decode()
+        return Response.json({"errorMessages": [f"bad request; you sent {auth} ({decoded})"]}, status=status)
+
+    monkeypatch.setenv("ECHO_JIRA_EMAIL", JIRA_EMAIL)
+    monkeypatch.setenv("ECHO_JIRA_TOKEN", FAST_TOKEN)
+    with LoopbackServer(echo) as server:
+        registry = TenantRegistry.from_mapping(
+            {
+                "tenants": [
+                    {
+                        "id": "echo",
+                        "jira": {"url": server.url, "email_env": "ECHO_JIRA_EMAIL", "token_env": "ECHO_JIRA_TOKEN"},
+                    }
+                ]
+            },
+            source="test",
+        )
+        with (
+            JiraResource(max_attempts=1, max_wait_s=0.01).open(registry.get("echo")) as client,
+            pytest.raises(JiraError) as raised,
+        ):
+            client.request("GET", PROJECTS)
+    text = "".join(traceback.format_exception(raised.value))
+    assert "bad request; you sent ***" in str(raised.value), str(raised.value)
+    needles = {"token": secret_forms(FAST_TOKEN), "basic auth": secret_forms(basic_auth_value(JIRA_EMAIL, FAST_TOKEN))}
     assert secret_hits(text, needles) == [], text

@@ -210,7 +210,9 @@ class EmbeddingSettings(BaseModel):
     base_url: str | None = Field(default=None, description="OPENAI_BASE_URL of an OpenAI-compatible gateway.")
     timeout_s: float = Field(default=60.0, gt=0, description="EMBEDDING_TIMEOUT_S: per-request timeout, seconds.")
     max_retries: int = Field(
-        default=6, ge=0, description="EMBEDDING_MAX_RETRIES: retries per request on 5xx, timeouts and resets."
+        default=6,
+        ge=0,
+        description="EMBEDDING_MAX_RETRIES: retries per request on 408/500/502/503/504, timeouts and resets.",
     )
     concurrency: PositiveInt = Field(default=4, description="EMBEDDING_CONCURRENCY: requests in flight per step.")
     batch_inputs: PositiveInt | None = Field(

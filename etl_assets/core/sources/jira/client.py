@@ -8,6 +8,7 @@ status fails at once. Errors name the tenant, the site and the request — never
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import random
@@ -61,6 +62,10 @@ class JiraStats:
 
 
 def _error_messages(response: httpx.Response) -> str:
+    return _redact_credentials(_error_text(response), response)
+
+
+def _error_text(response: httpx.Response) -> str:
     try:
         data = response.json()
     except ValueError:
@@ -75,6 +80,25 @@ def _error_messages(response: httpx.Response) -> str:
         if parts:
             return "; ".join(str(p) for p in parts)[:500]
     return response.text[:300].strip()
+
+
+def _redact_credentials(text: str, response: httpx.Response) -> str:
+    """A server or proxy may echo the request's Authorization header in its error body: the message
+    we raise must not carry it (nor its decoded e-mail:token, nor the token alone)."""
+    try:
+        auth = response.request.headers.get("authorization") or ""
+    except RuntimeError:  # a response built without a request
+        return text
+    _, _, credentials = auth.partition(" ")
+    secrets = [auth, credentials]
+    try:
+        decoded = base64.b64decode(credentials, validate=True).decode("utf-8")
+        secrets += [decoded, decoded.partition(":")[2]]
+    except (ValueError, UnicodeDecodeError):
+        pass
+    for secret in sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
 
 
 @dataclass
