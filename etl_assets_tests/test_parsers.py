@@ -108,3 +108,11 @@ def test_bad_records_raise_record_error_with_reason(parser, record, reason):
 def test_jira_datetimes_become_utc():
     assert parse_jira_datetime("2026-03-04T10:15:30.000+0100").isoformat() == "2026-03-04T09:15:30+00:00"
     assert parse_jira_datetime("not a date") is None
+
+
+def test_a_hierarchy_level_outside_the_column_range_is_dropped_not_fatal():
+    from etl_assets.core.sources.jira.parsers import parse_wit
+
+    row = parse_wit({"id": "10001", "name": "Epic", "hierarchyLevel": 10**20})
+    assert row["hierarchy_level"] is None
+    assert parse_wit({"id": "10002", "name": "Story", "hierarchyLevel": 0})["hierarchy_level"] == 0

@@ -160,7 +160,11 @@ def parse_wit(record: object) -> dict[str, Any]:
         "external_id": ext,
         "name": name,
         "description": _description(record.get("description")),
-        "hierarchy_level": level if isinstance(level, int) and not isinstance(level, bool) else None,
+        # Outside the INTEGER column's range the value is nonsense (Jira uses -1..2); storing it would
+        # fail the whole table transaction on SQLite and PostgreSQL alike.
+        "hierarchy_level": level
+        if isinstance(level, int) and not isinstance(level, bool) and -(2**31) <= level < 2**31
+        else None,
         "subtask": subtask if isinstance(subtask, bool) else None,
         "scope_type": scope_type,
         "scope_project_id": scope_project,
