@@ -2,17 +2,21 @@
 # No "from __future__ import annotations" here: Dagster reads these annotations at runtime.
 
 import time
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
 import dagster as dg
 from pydantic import Field
+from sqlalchemy import Engine
 
 from etl_assets.core import pipeline
+from etl_assets.core.embeddings.base import EmbeddingError
+from etl_assets.core.progress import ProgressLog, counted
 from etl_assets.core.records import EntitySpec
 from etl_assets.core.store import ops
 from etl_assets.core.tenants import TenantRegistry
-from etl_assets.core.vectorstore import Collection, collection_name, server_errors_named
+from etl_assets.core.vectorstore import Collection, QdrantServerError, collection_name, server_errors_named
 from etl_assets.core.vectorsync import sync_vectors
 from etl_assets.defs.names import (
     EMBEDDINGS_POOL,
@@ -79,7 +83,13 @@ def build_raw_asset(
                     database.engine,
                     spec,
                     tenant.id,
-                    pipeline.fetch(spec, client, plan),
+                    counted(
+                        pipeline.fetch(spec, client, plan),
+                        ProgressLog(context.log),
+                        f"{spec.name} of tenant {tenant.id}",
+                        size=lambda page: len(spec.records(page.json())),
+                        unit="records",
+                    ),
                     kind=plan.kind,
                     run_id=context.run.run_id,
                 )
@@ -231,52 +241,75 @@ def build_vector_asset(
         qdrant: QdrantResource,
     ) -> dg.MaterializeResult:
         tenant = registry.get(context.partition_key)
-        embedder = embeddings.embedder
         engine = database.engine
         collection = Collection(
             qdrant.client, collection_name(tenant.id, spec.name), tenant.id, spec.name, local=qdrant.local
         )
 
-        stats_before = embedder.stats.copy()
-
         async def live_ids(candidates: list[str]) -> set[str]:
             return pipeline.live_external_ids(engine, spec, tenant.id, candidates)
 
-        async with server_errors_named(qdrant.url):  # Qdrant's failures name QDRANT_URL
-            result = await sync_vectors(
-                spec=spec,
-                tenant_id=tenant.id,
-                pages=lambda: ops.iter_rows(engine, spec, tenant.id),
-                live_ids=live_ids,
-                embedder=embedder,
-                collection=collection,
-                concurrency=embeddings.concurrency,
-                max_chunk_tokens=embeddings.chunk_tokens,
-                fingerprint=lambda: ops.live_fingerprint(engine, spec, tenant.id),
+        try:
+            return await _sync_and_check(
+                context, spec, tenant.id, engine, embeddings, collection, live_ids, server_url=qdrant.url, key=key
             )
-            live_rows = ops.count_rows(engine, spec, tenant.id)
-            distinct = await collection.count(chunk=0)
-            model, size = await collection.model()
-            outcomes = [
-                pipeline.CheckOutcome(
-                    "points_match_live_rows",
-                    distinct == live_rows,
-                    "",
-                    {"rows_with_points": distinct, "live_rows": live_rows},
-                ),
-                pipeline.CheckOutcome(
-                    "vector_size_matches_model",
-                    size == embedder.dimensions and model == embedder.model,
-                    "",
-                    {"vector_size": size or 0, "model": str(model), "expected": embedder.dimensions},
-                ),
-            ]
-            meta = {
-                **result.metadata(),
-                **embedder.stats.since(stats_before).metadata(),
-                "tenant": tenant.id,
-                "points_total": await collection.count(),
-            }
-        return dg.MaterializeResult(metadata=meta, check_results=_check_results(outcomes, key))
+        except (QdrantServerError, EmbeddingError) as exc:
+            # The message names the setting and host; the library's frames would bury it.
+            raise dg.Failure(description=str(exc)) from None
 
     return vector_asset
+
+
+async def _sync_and_check(
+    context: dg.AssetExecutionContext,
+    spec: EntitySpec,
+    tenant_id: str,
+    engine: Engine,
+    embeddings: EmbeddingsResource,
+    collection: Collection,
+    live_ids: Callable[[list[str]], Awaitable[set[str]]],
+    *,
+    server_url: str | None,
+    key: dg.AssetKey,
+) -> dg.MaterializeResult:
+    """Sync the collection with the committed rows, then check points against rows."""
+    embedder = embeddings.embedder
+    stats_before = embedder.stats.copy()
+    async with server_errors_named(server_url):  # Qdrant's failures name QDRANT_URL
+        result = await sync_vectors(
+            spec=spec,
+            tenant_id=tenant_id,
+            pages=lambda: ops.iter_rows(engine, spec, tenant_id),
+            live_ids=live_ids,
+            embedder=embedder,
+            collection=collection,
+            concurrency=embeddings.concurrency,
+            max_chunk_tokens=embeddings.chunk_tokens,
+            fingerprint=lambda: ops.live_fingerprint(engine, spec, tenant_id),
+            progress=ProgressLog(context.log),
+            total_rows=lambda: ops.count_rows(engine, spec, tenant_id),
+        )
+        live_rows = ops.count_rows(engine, spec, tenant_id)
+        distinct = await collection.count(chunk=0)
+        model, size = await collection.model()
+        outcomes = [
+            pipeline.CheckOutcome(
+                "points_match_live_rows",
+                distinct == live_rows,
+                "",
+                {"rows_with_points": distinct, "live_rows": live_rows},
+            ),
+            pipeline.CheckOutcome(
+                "vector_size_matches_model",
+                size == embedder.dimensions and model == embedder.model,
+                "",
+                {"vector_size": size or 0, "model": str(model), "expected": embedder.dimensions},
+            ),
+        ]
+        meta = {
+            **result.metadata(),
+            **embedder.stats.since(stats_before).metadata(),
+            "tenant": tenant_id,
+            "points_total": await collection.count(),
+        }
+    return dg.MaterializeResult(metadata=meta, check_results=_check_results(outcomes, key))
