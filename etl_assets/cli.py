@@ -334,8 +334,8 @@ def _search(args: argparse.Namespace) -> int:
     from etl_assets.core.tenants import TenantRegistry, UnknownTenantError
     from etl_assets.core.vectorstore import QdrantServerError, open_qdrant, server_errors_named
 
-    query = " ".join(args.query.split())
-    if not query:
+    query = args.query  # embedded as given: the model, not the CLI, decides what whitespace means
+    if not query.strip():
         print(f"{PROG} search: the query is empty: give the words to search for", file=sys.stderr)
         return 2
     settings = Settings.load()

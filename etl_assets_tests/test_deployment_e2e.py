@@ -94,10 +94,9 @@ class Deployed:
 @pytest.fixture(scope="module")
 def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
     with fresh_deployment(tmp_path_factory, "e2e") as (env, storage, process_env, running):
-        deployment = procs.start_deployment(running, env=process_env)
-        # The one-off instance step runs while the webserver and daemon load the code location. No
-        # run starts before it has set the pool limits: nothing is launched until the fixture yields,
-        # and the automation sensor has no table to follow yet.
+        # The one-off instance step first, as docs/deploy.md says: the webserver, the daemon and
+        # `dagster instance migrate` each create Dagster's tables in an empty database when they
+        # find none, and started together they race ("type snapshots already exists").
         bin_dir = Path(sys.executable).parent
         init = subprocess.run(
             [str(procs.PROJECT_ROOT / "deploy" / "init-instance.sh")],
@@ -113,6 +112,7 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
             stdin=subprocess.DEVNULL,
         )
         assert init.returncode == 0, init.stdout[-3000:] + init.stderr[-3000:]
+        deployment = procs.start_deployment(running, env=process_env)
         deployment.wait_ready()
         yield Deployed(deployment, env, storage)
 

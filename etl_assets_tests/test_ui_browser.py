@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -50,6 +52,17 @@ def _require_chromium() -> None:
 def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[procs.Deployment, object]]:
     _require_chromium()
     with fresh_deployment(tmp_path_factory, "ui") as (env, _, process_env, running):
+        # Dagster's tables first: a webserver and a daemon that both find an empty database race
+        # to create them (see the e2e fixture).
+        migrate = subprocess.run(
+            [str(Path(sys.executable).parent / "dagster"), "instance", "migrate"],
+            env=dict(process_env),
+            capture_output=True,
+            text=True,
+            timeout=180,
+            stdin=subprocess.DEVNULL,
+        )
+        assert migrate.returncode == 0, migrate.stdout[-3000:] + migrate.stderr[-3000:]
         deployment = procs.start_deployment(running, env=process_env).wait_ready()
         yield deployment, env
 
