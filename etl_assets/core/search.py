@@ -39,7 +39,7 @@ from etl_assets.core.catalogue import BY_NAME
 from etl_assets.core.embeddings.base import Embedder, ModelMismatchError
 from etl_assets.core.settings import Settings
 from etl_assets.core.tenants import Tenant, TenantRegistry
-from etl_assets.core.vectorstore import collection_name
+from etl_assets.core.vectorstore import BASE_PAYLOAD_INDEXES, collection_name, payload_schema
 
 T = TypeVar("T")
 
@@ -432,12 +432,11 @@ class SearchService:
         (collections built before a field was indexed); returns the fields created."""
         info = await self.client.get_collection(name)
         present = set((info.payload_schema or {}).keys())
-        kinds = {"tenant_id": "keyword", "external_id": "keyword", **BY_NAME[ISSUES].payload_indexes}
-        schema = {"keyword": models.PayloadSchemaType.KEYWORD, "datetime": models.PayloadSchemaType.DATETIME}
+        kinds = {**BASE_PAYLOAD_INDEXES, **BY_NAME[ISSUES].payload_indexes}
         created = []
         for field_name in FILTERED_FIELDS:
             if field_name not in present:
-                await self.client.create_payload_index(name, field_name, field_schema=schema[kinds[field_name]])
+                await self.client.create_payload_index(name, field_name, field_schema=payload_schema(kinds[field_name]))
                 created.append(field_name)
         self._indexed.add(name)
         return created

@@ -52,7 +52,12 @@ def point_id(tenant_id: str, entity: str, external_id: str, chunk: int = 0) -> s
     return str(uuid.uuid5(POINT_NAMESPACE, f"{tenant_id}\x1f{entity}\x1f{external_id}\x1f{chunk}"))
 
 
-def _schema(kind: str) -> models.PayloadSchemaType:
+# Every collection indexes these; an entity's spec adds its own filter fields (payload_indexes).
+BASE_PAYLOAD_INDEXES = {"tenant_id": "keyword", "external_id": "keyword"}
+
+
+def payload_schema(kind: str) -> models.PayloadSchemaType:
+    """The Qdrant schema of a payload index kind named in an entity spec."""
     return {
         "keyword": models.PayloadSchemaType.KEYWORD,
         "integer": models.PayloadSchemaType.INTEGER,
@@ -171,8 +176,8 @@ class Collection:
             },
         )
         if not self.local:  # local mode ignores payload indexes (and warns about them)
-            for field_name, kind in {"tenant_id": "keyword", "external_id": "keyword", **(indexes or {})}.items():
-                await self.client.create_payload_index(self.name, field_name, field_schema=_schema(kind))
+            for field_name, kind in {**BASE_PAYLOAD_INDEXES, **(indexes or {})}.items():
+                await self.client.create_payload_index(self.name, field_name, field_schema=payload_schema(kind))
         return True
 
     async def model(self) -> tuple[str | None, int | None]:
