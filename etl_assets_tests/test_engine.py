@@ -19,7 +19,7 @@ from qdrant_client import AsyncQdrantClient, models
 
 from etl_assets.core.embeddings.base import EmbeddingError, EmbeddingStats
 from etl_assets.core.embeddings.factory import EmbeddingConfigError, EmbeddingSettings, open_embedder
-from etl_assets.core.embeddings.openai_provider import open_openai_embedder
+from etl_assets.core.embeddings.openai_provider import DEFAULT_BATCH_TOKENS, open_openai_embedder
 from etl_assets.core.embeddings.ratelimit import (
     TPM_REQUEST_SHARE,
     RateLimiter,
@@ -427,7 +427,7 @@ def test_server_headers_teach_the_budget_and_cap_requests(fake):
             return before, e.max_batch_tokens, e.limiter.learned_rpm
 
     before, after, rpm = asyncio.run(go())
-    assert before == 300_000 and after == 200_000 // TPM_REQUEST_SHARE and rpm == 10_000
+    assert before == DEFAULT_BATCH_TOKENS and after == 200_000 // TPM_REQUEST_SHARE and rpm == 10_000
 
 
 def test_the_factory_passes_the_step_share_of_the_budget(fake):
@@ -861,7 +861,8 @@ def test_a_request_packed_before_a_limit_was_learned_is_sliced_before_it_is_sent
     texts = [f"row {i} " * 30 for i in range(8)]
     counts = [exact_tokens(t) for t in texts]
     limiter = RateLimiter(window_s=0.2, margin_s=0.0)
-    limiter.observe(RateLimitInfo(limit_tokens=sum(counts) * 10, remaining_tokens=sum(counts) * 10))
+    share = TPM_REQUEST_SHARE // 4  # a cap of two of these texts
+    limiter.observe(RateLimitInfo(limit_tokens=sum(counts) * share, remaining_tokens=sum(counts) * share))
     bodies = record_bodies(fake)
 
     async def go():
@@ -869,6 +870,6 @@ def test_a_request_packed_before_a_limit_was_learned_is_sliced_before_it_is_sent
             return await e._request(texts, counts), e.stats.copy()  # as if packed before the limit was known
 
     array, stats = asyncio.run(go())
-    cap = sum(counts) * 10 // TPM_REQUEST_SHARE
+    cap = sum(counts) * share // TPM_REQUEST_SHARE
     assert array.shape == (8, DIMS) and len(bodies) > 1 and stats.rate_limited == 0
     assert all(sum(exact_tokens(t) for t in b["input"]) <= cap for b in bodies)

@@ -90,7 +90,7 @@ def _http_url(value: str | None, allowed: str) -> str | None:
 
 _USERINFO = re.compile(r"[^/@\s]+@")
 # Variables whose values are secrets: bound to resources as EnvVar by name, never shown.
-SECRET_VARIABLES = frozenset({"OPENAI_API_KEY", "QDRANT_API_KEY", "DATABASE_URL"})
+SECRET_VARIABLES = frozenset({"OPENAI_API_KEY", "EMBEDDING_FALLBACK_API_KEY", "QDRANT_API_KEY", "DATABASE_URL"})
 
 
 def _shown(value: object) -> str:
@@ -238,6 +238,30 @@ class EmbeddingSettings(BaseModel):
         description="EMBEDDING_POOL_LIMIT: vector steps at once, each gets 1/n of the budget "
         "(default ETL_POOL_EMBEDDINGS, the slots of the Dagster pool 'embeddings').",
     )
+    # Gateways: extra headers whose values are secrets (read from the named variables when the
+    # client opens, never stored here), plain query parameters such as Azure's api-version.
+    headers: str | None = Field(
+        default=None,
+        description="EMBEDDING_HEADERS: extra request headers as 'Name=ENV_VAR' pairs separated by commas; "
+        "each value is read from ENV_VAR when the step opens its client (a secret: never shown).",
+    )
+    query_params: str | None = Field(
+        default=None,
+        description="EMBEDDING_QUERY_PARAMS: extra query parameters as 'name=value' pairs separated by '&' "
+        "or commas, e.g. 'api-version=2024-02-01' (not secrets: they appear in URLs).",
+    )
+    # A second endpoint serving the same model, used while the primary fails (5xx, timeouts,
+    # connection failures); probed at step start and refused if it serves another model.
+    fallback_base_url: str | None = Field(
+        default=None,
+        description="EMBEDDING_FALLBACK_BASE_URL: an OpenAI-compatible endpoint serving the same model, "
+        "used while OPENAI_BASE_URL fails.",
+    )
+    fallback_api_key: str | None = Field(
+        default=None,
+        repr=False,
+        description="EMBEDDING_FALLBACK_API_KEY: the fallback's key (a secret; default OPENAI_API_KEY).",
+    )
 
     def __init__(self, **data: Any) -> None:
         try:
@@ -245,10 +269,24 @@ class EmbeddingSettings(BaseModel):
         except ValidationError as exc:
             raise EmbeddingConfigError(describe_validation_error(exc, _embedding_name)) from None
 
-    @field_validator("base_url")
+    @field_validator("base_url", "fallback_base_url")
     @classmethod
     def _base_url_is_http(cls, value: str | None) -> str | None:
         return _http_url(value, "use an http(s) URL such as https://gateway.example/v1")
+
+    @field_validator("headers")
+    @classmethod
+    def _headers_are_pairs(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_header_pairs(value)
+        return value
+
+    @field_validator("query_params")
+    @classmethod
+    def _query_params_are_pairs(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_query_params(value)
+        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> EmbeddingSettings:
@@ -262,6 +300,26 @@ class EmbeddingSettings(BaseModel):
                 f"each pool slot needs a share of at least 1 token/minute (use {self.pool_limit} or more)"
             )
         return self
+
+    def header_values(self, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+        """The extra headers with their values, read from the variables ``headers`` names.
+
+        Called where the client opens; a missing variable is a one-line error naming it (never a value).
+        """
+        source = os.environ if environ is None else environ
+        out = {}
+        for name, variable in parse_header_pairs(self.headers or ""):
+            value = source.get(variable)
+            if not value:
+                raise EmbeddingConfigError(
+                    f"EMBEDDING_HEADERS names {variable} for header {name}, but {variable} is not set"
+                )
+            out[name] = value
+        return out
+
+    @property
+    def query(self) -> dict[str, str]:
+        return dict(parse_query_params(self.query_params or ""))
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> EmbeddingSettings:
@@ -283,6 +341,43 @@ class EmbeddingSettings(BaseModel):
         from etl_assets.core.embeddings.local_provider import LOCAL_MODEL_NAME
 
         return self.model or (DEFAULT_OPENAI_MODEL if self.provider == "openai" else LOCAL_MODEL_NAME)
+
+
+_HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
+_VARIABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Headers the client sets itself: a gateway setting must not replace them.
+_RESERVED_HEADERS = frozenset({"content-type", "content-length", "host", "authorization"})
+
+
+def parse_header_pairs(text: str) -> list[tuple[str, str]]:
+    """``'X-Key=GW_KEY, X-Team=TEAM'`` as ``[('X-Key', 'GW_KEY'), ...]`` (header name, variable name)."""
+    pairs = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, variable = (x.strip() for x in item.partition("="))
+        if not sep or not _HEADER_NAME.match(name) or not _VARIABLE_NAME.match(variable):
+            raise EmbeddingConfigError(
+                f"EMBEDDING_HEADERS={item!r} is not allowed: use Name=ENV_VAR pairs separated by commas "
+                "(the header's value is read from the variable ENV_VAR)"
+            )
+        if name.lower() in _RESERVED_HEADERS:
+            raise EmbeddingConfigError(
+                f"EMBEDDING_HEADERS may not set {name}: the client sets it (the key goes in OPENAI_API_KEY)"
+            )
+        pairs.append((name, variable))
+    return pairs
+
+
+def parse_query_params(text: str) -> list[tuple[str, str]]:
+    """``'api-version=2024-02-01&x=y'`` (or comma-separated) as name/value pairs."""
+    pairs = []
+    for item in filter(None, (part.strip() for part in re.split(r"[&,]", text))):
+        name, sep, value = (x.strip() for x in item.partition("="))
+        if not sep or not name or not value:
+            raise EmbeddingConfigError(
+                f"EMBEDDING_QUERY_PARAMS={item!r} is not allowed: use name=value pairs separated by '&' or commas"
+            )
+        pairs.append((name, value))
+    return pairs
 
 
 class _EmbeddingEnvironment(EmbeddingSettings, _FromLoadOnly):

@@ -56,7 +56,13 @@ from typing import Any
 
 from qdrant_client import models
 
-from etl_assets.core.embeddings.base import Embedder, EmbeddingError, embed_counted, split_counted
+from etl_assets.core.embeddings.base import (
+    Embedder,
+    EmbeddingError,
+    InputTooLargeError,
+    embed_counted,
+    split_counted,
+)
 from etl_assets.core.progress import Progress
 from etl_assets.core.records import EntitySpec, jsonable
 from etl_assets.core.vectorstore import UPSERT_MAX_POINTS, ExistingPoint, VectorCollection, point_id
@@ -350,8 +356,11 @@ class _Sync:
 
     def _split(self, changed: list[tuple[_Row, ExistingPoint | None]]) -> list[list[PlannedChunk]]:
         out = []
+        # The embedder lowers its input size when the provider refused a chunk as too large:
+        # rows split from then on get smaller chunks.
+        size = min(self.chunk_tokens, self.embedder.max_input_tokens)
         for r, _ in changed:
-            pieces = split_counted(self.embedder, r.text, self.chunk_tokens)
+            pieces = split_counted(self.embedder, r.text, size)
             out.append(_chunks(self.spec, self.tenant_id, r.row, r.text, r.digest, self.embedder.model, pieces))
         return out
 
@@ -410,7 +419,10 @@ class _Sync:
     async def embed_and_upsert(self, batch: list[PlannedChunk], tokens: int) -> None:
         try:
             async with self.in_flight:
-                vectors = await embed_counted(self.embedder, [c.text for c in batch], [c.tokens for c in batch])
+                try:
+                    vectors = await embed_counted(self.embedder, [c.text for c in batch], [c.tokens for c in batch])
+                except InputTooLargeError as exc:  # name the record, which only we know
+                    raise EmbeddingError(f"{exc} ({self._name(batch[exc.index])})") from None
             if len(vectors) != len(batch):
                 raise EmbeddingError(
                     f"model {self.embedder.model}: asked for {len(batch)} embeddings, got {len(vectors)}"
@@ -429,6 +441,13 @@ class _Sync:
                     self._written(part)
         finally:
             await self.alive.release(len(batch), tokens)
+
+    def _name(self, chunk: PlannedChunk) -> str:
+        p = chunk.payload
+        key = f"Jira key {p['key']}, " if p.get("key") else ""
+        return (
+            f"tenant {self.tenant_id}, entity {self.spec.name}, {key}id {p.get('external_id')}, chunk {p.get('chunk')}"
+        )
 
     # -- progress ----------------------------------------------------------------------------
 

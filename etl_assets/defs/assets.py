@@ -309,6 +309,7 @@ async def _sync_and_check(
         meta = {
             **result.metadata(),
             **embedder.stats.since(stats_before).metadata(),
+            **getattr(embedder, "learned_caps", dict)(),  # caps a provider's refusals taught (OpenAI-compatible)
             "tenant": tenant_id,
             "points_total": await collection.count(),
         }

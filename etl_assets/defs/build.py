@@ -39,7 +39,11 @@ def resources_from_settings(settings: Settings) -> dict[str, Any]:
         "jira": JiraResource(),
         "database": DatabaseResource(url=_secret("database_url", settings.database_url) or settings.database),
         "embeddings": EmbeddingsResource(
-            **{**settings.embedding.model_dump(), "api_key": _secret("api_key", settings.embedding.api_key)}
+            **{
+                **settings.embedding.model_dump(),
+                "api_key": _secret("api_key", settings.embedding.api_key),
+                "fallback_api_key": _secret("fallback_api_key", settings.embedding.fallback_api_key),
+            }
         ),
         "qdrant": QdrantResource(url=qdrant.url, api_key=_secret("qdrant_api_key", qdrant.api_key), path=qdrant.path),
     }

@@ -42,6 +42,21 @@ Behaviour:
   as ``"tokens:1,2,3"`` (the string its vector is seeded from).
 * ``clock`` (default ``time.monotonic``) may be replaced to test the rate-limit window
   without waiting.
+* ``limiter="bucket"`` enforces ``rpm``/``tpm`` as per-second token buckets instead of the
+  60 s window (OpenAI documents that per-minute limits may be enforced over shorter periods):
+  each refills at ``limit / 60`` per second and holds ``burst_s`` seconds of it (default 2).
+  ``x-ratelimit-remaining-*`` is then what the bucket holds, ``reset-*`` the time until it is
+  full; a 429's ``retry-after-ms`` is the time until the request fits.
+* Gateways that refuse what OpenAI takes: ``max_request_tokens`` (e.g. a proxy counting
+  characters/4 with its own cap, answering 400 ``max N tokens per request``), ``max_inputs``
+  with ``too_many_inputs_status`` 413 or 422 (text-embeddings-inference refuses more than 32
+  inputs by default), ``max_input_tokens`` (a small context window).
+* ``served_model``: the model the server really runs, whatever is asked for (a gateway
+  routed to another deployment): it is named in the answer, seeds the vectors (so they
+  differ from the asked-for model's) and sets their size (its native one; ``dimensions``
+  in the request is ignored).
+* ``header_log`` / ``query_log``: the extra request headers (``x-*`` other than the SDK's
+  ``x-stainless-*``) and the query parameters of each embeddings request.
 """
 
 from __future__ import annotations
@@ -212,6 +227,59 @@ class _SlidingWindow:
         raise _ApiError(429, message, type=kind, code="rate_limit_exceeded", headers=headers)
 
 
+class _TokenBuckets:
+    """Requests and tokens as buckets refilled every moment at ``limit / 60`` per second."""
+
+    def __init__(self, rpm: int | None, tpm: int | None, burst_s: float, now: float) -> None:
+        self.rpm, self.tpm, self.burst_s = rpm, tpm, burst_s
+        self.levels = {k: self._capacity(v) for k, v in (("requests", rpm), ("tokens", tpm)) if v is not None}
+        self.updated = now
+
+    def _capacity(self, limit: int) -> float:
+        return max(1.0, limit / WINDOW_S * self.burst_s)
+
+    def _refill(self, now: float) -> None:
+        elapsed = max(0.0, now - self.updated)
+        self.updated = now
+        for kind, limit in (("requests", self.rpm), ("tokens", self.tpm)):
+            if limit is not None:
+                self.levels[kind] = min(self._capacity(limit), self.levels[kind] + elapsed * limit / WINDOW_S)
+
+    def headers(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for kind, limit in (("requests", self.rpm), ("tokens", self.tpm)):
+            if limit is not None:
+                level = self.levels[kind]
+                out[f"x-ratelimit-limit-{kind}"] = str(limit)
+                out[f"x-ratelimit-remaining-{kind}"] = str(int(level))
+                out[f"x-ratelimit-reset-{kind}"] = go_duration((self._capacity(limit) - level) / (limit / WINDOW_S))
+        return out
+
+    def admit(self, now: float, tokens: int, model: str) -> dict[str, str]:
+        self._refill(now)
+        asks = (("requests", self.rpm, 1, "RPM"), ("tokens", self.tpm, tokens, "TPM"))
+        for kind, limit, asked, unit in asks:
+            if limit is None:
+                continue
+            if asked > self._capacity(limit):
+                message = f"Request too large for {model} on {kind} per min ({unit}): Limit {limit}, Requested {asked}."
+                raise _ApiError(429, message, type=kind, code="rate_limit_exceeded", headers=self.headers())
+            if self.levels[kind] < asked:
+                wait = max(0.001, (asked - self.levels[kind]) / (limit / WINDOW_S))
+                headers = self.headers()
+                headers["retry-after"] = str(max(1, math.ceil(wait)))
+                headers["retry-after-ms"] = str(math.ceil(wait * 1000))
+                message = (
+                    f"Rate limit reached for {model} on {kind} per min ({unit}): Limit {limit}, "
+                    f"Requested {asked}. Please try again in {go_duration(wait)}."
+                )
+                raise _ApiError(429, message, type=kind, code="rate_limit_exceeded", headers=headers)
+        for kind, limit, asked, _ in asks:
+            if limit is not None:
+                self.levels[kind] -= asked
+        return self.headers()
+
+
 class FakeEmbeddings:
     def __init__(
         self,
@@ -223,6 +291,13 @@ class FakeEmbeddings:
         tpm: int | None = None,
         model_dimensions: dict[str, int] | None = None,
         token_counter: Callable[[str], int] | None = None,
+        limiter: str = "window",
+        burst_s: float = 2.0,
+        max_inputs: int = MAX_INPUTS,
+        too_many_inputs_status: int = 400,
+        max_input_tokens: int = MAX_INPUT_TOKENS,
+        max_request_tokens: int = MAX_REQUEST_TOKENS,
+        served_model: str | None = None,
     ) -> None:
         """``dimensions``: native size of every model not listed in ``model_dimensions``.
 
@@ -236,9 +311,15 @@ class FakeEmbeddings:
         self.tpm = tpm
         self.model_dimensions = dict(model_dimensions or {})
         self.token_counter: Callable[[str], int] = token_counter or count_tokens
+        if limiter not in ("window", "bucket"):
+            raise ValueError(f"limiter must be 'window' or 'bucket', got {limiter!r}")
+        self.limiter, self.burst_s = limiter, burst_s
+        self.max_inputs, self.too_many_inputs_status = max_inputs, too_many_inputs_status
+        self.max_input_tokens, self.max_request_tokens = max_input_tokens, max_request_tokens
+        self.served_model = served_model
         self.clock: Callable[[], float] = time.monotonic
         self._lock = threading.Lock()
-        self._window = _SlidingWindow(rpm, tpm)
+        self._window: _SlidingWindow | _TokenBuckets = self._new_limiter()
         self._server = LoopbackServer(self._handle)
         self.reset_counters()
 
@@ -288,7 +369,14 @@ class FakeEmbeddings:
             self._rate_limited = 0
             self._input_log: list[str] = []
             self._auth_headers: list[str] = []
-            self._window = _SlidingWindow(self.rpm, self.tpm)
+            self._header_log: list[dict[str, str]] = []
+            self._query_log: list[dict[str, str]] = []
+            self._window = self._new_limiter()
+
+    def _new_limiter(self) -> _SlidingWindow | _TokenBuckets:
+        if self.limiter == "bucket":
+            return _TokenBuckets(self.rpm, self.tpm, self.burst_s, self.clock())
+        return _SlidingWindow(self.rpm, self.tpm)
 
     @property
     def requests(self) -> int:
@@ -320,6 +408,16 @@ class FakeEmbeddings:
         with self._lock:
             return list(self._auth_headers)
 
+    @property
+    def header_log(self) -> list[dict[str, str]]:
+        with self._lock:
+            return list(self._header_log)
+
+    @property
+    def query_log(self) -> list[dict[str, str]]:
+        with self._lock:
+            return list(self._query_log)
+
     # -- request handling --------------------------------------------------------------
 
     def _handle(self, request: Request) -> Response:
@@ -334,8 +432,11 @@ class FakeEmbeddings:
         if request.method != "POST":
             raise _ApiError(405, f"Method not allowed ({request.method} {request.path}); use POST")
         authorization = request.headers.get("authorization")
-        if authorization is not None:
-            with self._lock:
+        extra = {k: v for k, v in request.headers.items() if k.startswith("x-") and not k.startswith("x-stainless")}
+        with self._lock:
+            self._header_log.append(extra)
+            self._query_log.append(dict(request.query))
+            if authorization is not None:
                 self._auth_headers.append(authorization)
         scheme, _, key = (authorization or "").partition(" ")
         if authorization is None:
@@ -357,6 +458,10 @@ class FakeEmbeddings:
             self._input_log.extend(parsed.keys)
 
         delay = self.latency_s + self.per_token_s * total_tokens
+        if self.served_model is not None:  # what the deployment really runs: its model, its own size
+            parsed.model = self.served_model
+            parsed.keys = [f"{self.served_model}\x1f{k}" for k in parsed.keys]
+            parsed.dimensions = self.model_dimensions.get(self.served_model, self.dimensions)
         body = self._render(parsed, total_tokens)
         headers = {
             "content-type": "application/json",
@@ -422,9 +527,15 @@ class FakeEmbeddings:
             raise _ApiError(400, "'input' must be a string, an array of strings or of token arrays.", param="input")
         if not items:
             raise _ApiError(400, "'input' must not be empty.", param="input")
-        if len(items) > MAX_INPUTS:
+        if len(items) > self.max_inputs:
+            if self.too_many_inputs_status != 400:  # worded like a text-embeddings-inference validation error
+                raise _ApiError(
+                    self.too_many_inputs_status,
+                    f"batch size {len(items)} > maximum allowed batch size {self.max_inputs}",
+                    type="Validation",
+                )
             raise _ApiError(
-                400, f"'input' has {len(items)} items; at most {MAX_INPUTS} inputs are allowed.", param="input"
+                400, f"'input' has {len(items)} items; at most {self.max_inputs} inputs are allowed.", param="input"
             )
         keys: list[str] = []
         counts: list[int] = []
@@ -441,17 +552,19 @@ class FakeEmbeddings:
                 raise _ApiError(
                     400, f"'input[{i}]' must be a non-empty string or a non-empty token array.", param="input"
                 )
-            if counts[-1] > MAX_INPUT_TOKENS:
+            if counts[-1] > self.max_input_tokens:
                 raise _ApiError(
                     400,
-                    f"'input[{i}]' has {counts[-1]} tokens; the maximum is {MAX_INPUT_TOKENS} per input.",
+                    f"'input[{i}]' has {counts[-1]} tokens; the maximum is {self.max_input_tokens} per input.",
                     param="input",
                     code="context_length_exceeded",
                 )
-        if sum(counts) > MAX_REQUEST_TOKENS:
+        if sum(counts) > self.max_request_tokens:
+            if self.max_request_tokens != MAX_REQUEST_TOKENS:  # a gateway's own wording: the cap, not the count
+                raise _ApiError(400, f"max {self.max_request_tokens} tokens per request", param="input")
             raise _ApiError(
                 400,
-                f"The inputs total {sum(counts)} tokens; the maximum is {MAX_REQUEST_TOKENS} per request.",
+                f"The inputs total {sum(counts)} tokens; the maximum is {self.max_request_tokens} per request.",
                 param="input",
                 code="max_tokens_per_request",
             )

@@ -11,6 +11,18 @@ class EmbeddingError(RuntimeError):
     """The provider's answer cannot be used (wrong count, wrong dimension, refused input)."""
 
 
+class InputTooLargeError(EmbeddingError):
+    """An input the provider refuses as too large even alone and in the smallest pieces.
+
+    ``index`` is its position among the texts given to ``embed_counted``, so that the caller
+    can name the record it came from.
+    """
+
+    def __init__(self, message: str, index: int = 0) -> None:
+        super().__init__(message)
+        self.index = index
+
+
 class ModelMismatchError(RuntimeError):
     """A collection was built with another model or dimension than the one configured."""
 
@@ -25,6 +37,11 @@ class EmbeddingStats:
     rate_limited: int = 0  # 429 answers
     transient_errors: int = 0  # 5xx, timeouts, resets, unreadable bodies (each retried)
     waited_s: float = 0.0  # time requests waited before being sent: rate budget, 429 pauses, backoff
+    splits: int = 0  # requests refused as too large and split (in halves, or an input into pieces)
+    rechunked_inputs: int = 0  # inputs too large for the provider, embedded as the mean of their pieces
+    fallback_requests: int = 0  # requests answered by the fallback endpoint
+    fallback_switches: int = 0  # times the primary failed and requests moved to the fallback
+    primary_recoveries: int = 0  # times the primary answered again and requests moved back
 
     def since(self, before: EmbeddingStats) -> EmbeddingStats:
         """What happened after ``before`` was copied (one resource can serve several steps)."""

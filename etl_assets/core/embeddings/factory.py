@@ -54,6 +54,10 @@ async def open_embedder(settings: EmbeddingSettings) -> AsyncIterator[Embedder]:
         max_connections=max(4, settings.concurrency * 2),
         rpm=settings.step_rpm,
         tpm=settings.step_tpm,
+        headers=settings.header_values(),
+        query=settings.query,
+        fallback_base_url=settings.fallback_base_url,
+        fallback_api_key=settings.fallback_api_key,
     ) as embedder:
         if settings.batch_inputs:
             embedder.max_batch_inputs = min(settings.batch_inputs, embedder.max_batch_inputs)

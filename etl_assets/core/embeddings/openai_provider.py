@@ -12,6 +12,24 @@ arrive as the SDK's exceptions, which carry the response and its headers too).
 
 We ask for base64 vectors (a quarter of the bytes of decimal floats and no float
 parsing) and accept float lists from servers that ignore ``encoding_format``.
+
+Requests a provider calls too large are split, never fatal. Providers count and cap
+differently from OpenAI (a gateway estimating characters/4, text-embeddings-inference taking
+32 inputs, a local server with a small context window), so requests are packed with a margin
+(``DEFAULT_BATCH_TOKENS``), and a 400/413/422 whose message says the request is too large is
+answered by splitting: the request in halves (learning a lower cap on tokens or inputs per
+request, from the numbers in the message when it gives them, which every later request of
+this embedder respects), a single input into pieces whose token-weighted mean is its vector
+(learning a lower input size, which the engine uses to chunk the rows it splits afterwards).
+Only an input of one token that is still refused fails, as :class:`InputTooLargeError`,
+which tells the caller which input it was.
+
+An optional fallback endpoint (same model) takes over after ``FALLBACK_AFTER_FAILURES``
+consecutive transient failures (5xx, timeouts, connection failures) of the primary; every
+``PRIMARY_RETRY_S`` one request tries the primary again, and its success switches back. Both
+are probed with one input when the embedder opens: a fallback that answers with another
+model or dimension is refused, so that a collection is never filled from two models.
+Extra headers (values from the environment, secrets) and query parameters go to both.
 """
 
 from __future__ import annotations
@@ -23,14 +41,17 @@ import contextlib
 import hashlib
 import json
 import logging
-from collections.abc import AsyncIterator, Sequence
+import re
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import numpy as np
 import openai
 
-from etl_assets.core.embeddings.base import EmbeddingError, EmbeddingStats, check_vectors
+from etl_assets.core.embeddings.base import EmbeddingError, EmbeddingStats, InputTooLargeError, check_vectors
 from etl_assets.core.embeddings.ratelimit import (
     RateLimiter,
     RateLimitInfo,
@@ -46,6 +67,16 @@ log = logging.getLogger(__name__)
 OPENAI_MAX_INPUT_TOKENS = 8192
 OPENAI_MAX_BATCH_INPUTS = 2048
 OPENAI_MAX_BATCH_TOKENS = 300_000
+# Pack below OpenAI's cap: gateways and proxies count tokens their own way (often
+# characters/4, which exceeds cl100k for most prose), and a refusal costs a split.
+DEFAULT_BATCH_TOKENS = OPENAI_MAX_BATCH_TOKENS * 4 // 5
+# A cap learned from a refusal that names the provider's count and limit is set this far
+# below the limit (converted to our count), so the next request does not land on the edge.
+LEARNED_CAP_MARGIN = 0.95
+FALLBACK_AFTER_FAILURES = 2  # consecutive transient failures of the primary before the fallback takes over
+PRIMARY_RETRY_S = 15.0  # while on the fallback, one request tries the primary this often
+PROBE_TEXT = "etl-assets endpoint probe"
+PROBE_MIN_COSINE = 0.98  # the same model on two endpoints gives (nearly) the same vector
 DEFAULT_RATE_LIMIT_TIMEOUT_S = 600.0
 # Statuses worth asking again (429 has its own path, paced by the shared budget):
 # 408 the server gave up waiting for our request; 500, 502, 503 and 504 an overloaded or
@@ -63,8 +94,63 @@ class _BadBody(Exception):
     """A 200 whose body we cannot read (a gateway hiccup): worth another attempt."""
 
 
+@dataclass
+class _TooLarge(Exception):
+    """A refusal that says the request is too large; ``kind`` says of what."""
+
+    kind: str  # "tokens" (per request), "inputs" (per request) or "input" (one input's size)
+    message: str  # the provider's own words, secrets taken out
+    numbers: tuple[int, ...]
+    status: int
+
+
+_TOO_LARGE = re.compile(
+    r"too (large|long|many|big)|maximum|\bmax\b|exceed|at most|context (length|window)|batch size|limit",
+)
+_PER_INPUT = re.compile(r"input\[\d+\]|per input|context (length|window)|maximum context|sequence length")
+_INPUT_COUNT = re.compile(r"batch size|inputs|items|too many|array")
+
+
+def too_large_kind(status: int, message: str, code: str | None) -> str | None:
+    """What a 400/413/422 says is too large (``None``: it is about something else)."""
+    if status not in (400, 413, 422):
+        return None
+    text = message.lower()
+    if "dimension" in text or "rate limit" in text:
+        return None
+    if (
+        status != 413
+        and code not in ("context_length_exceeded", "max_tokens_per_request")
+        and not _TOO_LARGE.search(text)
+    ):
+        return None  # e.g. "'input[0]' must not be an empty string"
+    if code == "context_length_exceeded" or _PER_INPUT.search(text):
+        return "input"
+    if "token" in text:
+        return "tokens"
+    if _INPUT_COUNT.search(text):
+        return "inputs"
+    return "tokens"  # 413 "payload too large": the body's size follows its tokens
+
+
+@dataclass
+class Endpoint:
+    """One OpenAI-compatible endpoint: its client, its rate budget, and the settings that name it."""
+
+    role: str  # "primary" or "fallback"
+    client: openai.AsyncOpenAI
+    limiter: RateLimiter
+    url_setting: str = "OPENAI_BASE_URL"
+    key_setting: str = "OPENAI_API_KEY"
+
+    @property
+    def where(self) -> str:
+        base = str(self.client.base_url)  # the SDK adds a trailing slash the setting did not have
+        return f"the provider at {host_port(base)} ({self.url_setting}={display_url(base).rstrip('/')})"
+
+
 class OpenAIEmbedder:
-    """One model on one OpenAI-compatible endpoint; see the module docstring."""
+    """One model on one OpenAI-compatible endpoint (and an optional fallback); see the module docstring."""
 
     def __init__(
         self,
@@ -79,35 +165,122 @@ class OpenAIEmbedder:
         rate_limit_timeout_s: float = DEFAULT_RATE_LIMIT_TIMEOUT_S,  # 429 waits per request before giving up
         max_input_tokens: int = OPENAI_MAX_INPUT_TOKENS,
         max_batch_inputs: int = OPENAI_MAX_BATCH_INPUTS,
-        max_batch_tokens: int = OPENAI_MAX_BATCH_TOKENS,
+        max_batch_tokens: int = DEFAULT_BATCH_TOKENS,
+        fallback: Endpoint | None = None,
+        secrets: Sequence[str] = (),
     ) -> None:
-        self.client = client
+        self.primary = Endpoint("primary", client, limiter or RateLimiter())
+        self.fallback = fallback
         self.model = model
         self.dimensions = dimensions
         self.send_dimensions = send_dimensions
-        self.limiter = limiter or RateLimiter()
         self.stats = stats or EmbeddingStats()
         self.max_retries = max_retries
         self.rate_limit_timeout_s = rate_limit_timeout_s
-        self.max_input_tokens = max_input_tokens
-        self.max_batch_inputs = max_batch_inputs
+        self._input_tokens = max_input_tokens
+        self._batch_inputs = max_batch_inputs
         self._batch_tokens = max_batch_tokens
+        # Caps learned from refusals, for the rest of this embedder's life (one step).
+        self.learned_batch_tokens: int | None = None
+        self.learned_batch_inputs: int | None = None
+        self.learned_input_tokens: int | None = None
+        # Values that must never be repeated in a message: the keys and the gateway headers.
+        self._secrets = sorted({x for x in (client.api_key, *secrets) if x and len(x) >= 4}, key=len, reverse=True)
+        self._on_fallback = False
+        self._primary_failures = 0  # consecutive transient failures of the primary
+        self._next_primary_try = 0.0
+
+    # -- endpoints -----------------------------------------------------------------------
+
+    @property
+    def client(self) -> openai.AsyncOpenAI:
+        return self.primary.client
+
+    @property
+    def limiter(self) -> RateLimiter:
+        """The budget of the endpoint requests go to now."""
+        return self.fallback.limiter if self._on_fallback and self.fallback is not None else self.primary.limiter
 
     @property
     def where(self) -> str:
         """The endpoint for messages: host and port, and the setting that chose it (no credentials)."""
-        base = str(self.client.base_url)  # the SDK adds a trailing slash the setting did not have
-        return f"the provider at {host_port(base)} (OPENAI_BASE_URL={display_url(base).rstrip('/')})"
+        return self.primary.where
+
+    def _endpoint(self) -> Endpoint:
+        """Where the next attempt goes: the primary, unless it failed and has not been retried yet."""
+        if self.fallback is None or not self._on_fallback:
+            return self.primary
+        if time.monotonic() >= self._next_primary_try:
+            self._next_primary_try = time.monotonic() + PRIMARY_RETRY_S  # one trial at a time
+            return self.primary
+        return self.fallback
+
+    def _succeeded(self, endpoint: Endpoint) -> None:
+        if endpoint is self.primary:
+            self._primary_failures = 0
+            if self._on_fallback:
+                self._on_fallback = False
+                self.stats.primary_recoveries += 1
+                log.info("embeddings: %s answers again; back from the fallback", self.primary.where)
+        else:
+            self.stats.fallback_requests += 1
+
+    def _failed_transiently(self, endpoint: Endpoint) -> bool:
+        """Count a transient failure; True when it moved requests to the fallback."""
+        if endpoint is not self.primary or self.fallback is None:
+            return False
+        self._primary_failures += 1
+        if self._primary_failures >= FALLBACK_AFTER_FAILURES and not self._on_fallback:
+            self._on_fallback = True
+            self._next_primary_try = time.monotonic() + PRIMARY_RETRY_S
+            self.stats.fallback_switches += 1
+            log.warning(
+                "embeddings: %s failed %d times in a row; using %s until it recovers",
+                self.primary.where,
+                self._primary_failures,
+                self.fallback.where,
+            )
+            return True
+        return self._on_fallback  # a failed trial of the primary: straight back to the fallback
+
+    # -- caps ----------------------------------------------------------------------------
 
     @property
     def max_batch_tokens(self) -> int:
-        """Tokens per request: the configured cap, lowered to a slice of the TPM once one is known."""
-        cap = self.limiter.request_token_cap()
-        return self._batch_tokens if cap is None else min(self._batch_tokens, cap)
+        """Tokens per request: the configured cap, lowered to a slice of the TPM once one is known
+        and to what the provider accepted after a refusal."""
+        cap = _lowest(self._batch_tokens, self.limiter.request_token_cap(), self.learned_batch_tokens)
+        return max(1, cap)
 
     @max_batch_tokens.setter
     def max_batch_tokens(self, value: int) -> None:
         self._batch_tokens = value
+
+    @property
+    def max_batch_inputs(self) -> int:
+        return max(1, _lowest(self._batch_inputs, self.learned_batch_inputs))
+
+    @max_batch_inputs.setter
+    def max_batch_inputs(self, value: int) -> None:
+        self._batch_inputs = value
+
+    @property
+    def max_input_tokens(self) -> int:
+        """The model's input limit, lowered to what the provider accepted after refusing an input."""
+        return max(1, _lowest(self._input_tokens, self.learned_input_tokens))
+
+    @max_input_tokens.setter
+    def max_input_tokens(self, value: int) -> None:
+        self._input_tokens = value
+
+    def learned_caps(self) -> dict[str, int]:
+        """The caps learned from refusals, for the step's metadata (empty: none was needed)."""
+        learned = {
+            "embedding_learned_batch_tokens": self.learned_batch_tokens,
+            "embedding_learned_batch_inputs": self.learned_batch_inputs,
+            "embedding_learned_input_tokens": self.learned_input_tokens,
+        }
+        return {k: v for k, v in learned.items() if v is not None}
 
     # -- tokens ------------------------------------------------------------------------
 
@@ -148,44 +321,107 @@ class OpenAIEmbedder:
         counts = list(token_counts) if token_counts is not None else [self.count_tokens(t) for t in texts]
         if len(counts) != len(texts):
             raise ValueError(f"{len(texts)} texts but {len(counts)} token counts")
-        parts = [await self._request(texts[a:b], counts[a:b]) for a, b in self._groups(counts)]
+        parts = []
+        for a, b in self._groups(counts):
+            try:
+                parts.append(await self._embed_group(texts[a:b], counts[a:b]))
+            except InputTooLargeError as exc:
+                exc.index += a
+                raise
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def _groups(self, counts: list[int]) -> list[tuple[int, int]]:
         # Normally one group: the engine packs below max_batch_tokens. A batch packed before
-        # the server announced its TPM may be larger than what is worth sending now.
-        cap = self.limiter.request_token_cap()
+        # the server announced its TPM, or before a refusal taught a lower cap, may be larger
+        # than what is worth sending now.
         tpm = self.limiter.effective_tpm
         if tpm is not None and max(counts) > tpm:
             raise EmbeddingError(
                 f"model {self.model}: an input of {max(counts)} tokens exceeds the rate limit of {tpm} tokens "
                 "per minute; lower EMBEDDING_CHUNK_TOKENS or raise the limit"
             )
-        if cap is None or sum(counts) <= cap:
+        token_cap = _lowest(self.limiter.request_token_cap(), self.learned_batch_tokens)
+        input_cap = self.max_batch_inputs
+        if (token_cap is None or sum(counts) <= token_cap) and len(counts) <= input_cap:
             return [(0, len(counts))]
         groups, start, tokens = [], 0, 0
         for i, n in enumerate(counts):
-            if i > start and tokens + n > cap:
+            if i > start and ((token_cap is not None and tokens + n > token_cap) or i - start >= input_cap):
                 groups.append((start, i))
                 start, tokens = i, 0
             tokens += n
         groups.append((start, len(counts)))
         return groups
 
+    async def _embed_group(self, texts: list[str], counts: list[int]) -> np.ndarray:
+        """One request, or, if the provider calls it too large, its halves (or an input's pieces)."""
+        try:
+            return await self._request(texts, counts)
+        except _TooLarge as refusal:
+            self.stats.splits += 1
+            self._learn(refusal, counts)
+            if len(texts) == 1:
+                return await self._embed_in_pieces(texts[0], counts[0], refusal)
+            half = len(texts) // 2
+            log.info(
+                "embeddings: %d inputs (%d tokens) refused as too large (%s); splitting",
+                len(texts),
+                sum(counts),
+                refusal.message,
+            )
+            first = await self.embed_counted(texts[:half], counts[:half])
+            try:
+                second = await self.embed_counted(texts[half:], counts[half:])
+            except InputTooLargeError as exc:
+                exc.index += half
+                raise
+            return np.concatenate([first, second])
+
+    def _learn(self, refusal: _TooLarge, counts: list[int]) -> None:
+        """Lower the cap the refusal is about, from its numbers if it gives them, else by half."""
+        tokens, inputs = sum(counts), len(counts)
+        numbers = sorted(set(refusal.numbers))
+        if refusal.kind == "inputs" and inputs > 1:
+            below = [n for n in numbers if 0 < n < inputs]
+            cap = below[-1] if below else inputs // 2
+            self.learned_batch_inputs = _lowest(self.learned_batch_inputs, max(1, cap))
+        elif refusal.kind == "tokens" and inputs > 1:
+            self.learned_batch_tokens = _lowest(self.learned_batch_tokens, max(1, _scaled_cap(tokens, numbers)))
+        elif refusal.kind in ("input", "tokens") and inputs == 1:
+            self.learned_input_tokens = _lowest(self.learned_input_tokens, max(1, _scaled_cap(tokens, numbers)))
+
+    async def _embed_in_pieces(self, text: str, tokens: int, refusal: _TooLarge) -> np.ndarray:
+        """An input too large for the provider: the token-weighted mean of its pieces' vectors."""
+        size = min(self.max_input_tokens, max(1, tokens // 2))
+        pieces = self.split_counted(text, size) if tokens > 1 else [(text, tokens)]
+        if len(pieces) < 2:
+            raise InputTooLargeError(
+                f"model {self.model}: {self.where} refuses an input of {tokens} token(s) as too large even "
+                f"in the smallest pieces (HTTP {refusal.status}: {refusal.message}); check EMBEDDING_CHUNK_TOKENS"
+            )
+        vectors = await self.embed_counted([p for p, _ in pieces], [n for _, n in pieces])
+        weights = np.asarray([n for _, n in pieces], dtype="<f4")
+        mean = (vectors.astype("<f4") * weights[:, None]).sum(axis=0)
+        norm = float(np.linalg.norm(mean))
+        self.stats.rechunked_inputs += 1
+        return (mean / norm if norm > 0 else mean).astype("<f4")[None, :]
+
     async def _request(self, texts: list[str], counts: list[int]) -> np.ndarray:
         tokens = sum(counts)
         extra = {"dimensions": self.dimensions} if self.send_dimensions else {}
-        transient = 0  # failed attempts other than 429
+        transient = 0  # failed attempts other than 429 on the current endpoint
         throttled = 0  # 429 answers for this request
         throttled_s = 0.0
         while True:
-            cap = self.limiter.request_token_cap()
-            if len(texts) > 1 and cap is not None and tokens > cap:
-                # Packed before the server announced its TPM: as one request it would wait for a
-                # whole window to drain, or never fit. Slices are what the budget can pace.
+            endpoint = self._endpoint()
+            limiter = endpoint.limiter
+            cap = _lowest(limiter.request_token_cap(), self.learned_batch_tokens)
+            if (len(texts) > 1 and cap is not None and tokens > cap) or len(texts) > self.max_batch_inputs:
+                # Packed before the server announced its TPM (or before a refusal taught a lower
+                # cap): as one request it would wait for a whole window to drain, or never fit.
                 return await self.embed_counted(texts, counts)
             try:
-                reservation = await self.limiter.acquire(tokens)
+                reservation = await limiter.acquire(tokens)
             except ValueError as exc:  # one input larger than the whole TPM
                 raise EmbeddingError(f"model {self.model}: {exc}; lower EMBEDDING_CHUNK_TOKENS") from None
             self.stats.waited_s += reservation.waited_s
@@ -195,26 +431,27 @@ class OpenAIEmbedder:
                 # raw httpx response: headers for the budget, and a body we decode ourselves.
                 # embeddings.create would walk every input through its type transform and
                 # build pydantic objects for thousands of vectors we only turn into arrays.
-                raw = await self.client.post(
+                raw = await endpoint.client.post(
                     "/embeddings",
                     cast_to=httpx.Response,
                     body={"model": self.model, "input": texts, "encoding_format": "base64", **extra},
                 )
-                self.limiter.observe(RateLimitInfo.from_headers(raw.headers))
-                vectors, usage_tokens = _decode_body(raw.content, len(texts))
+                limiter.observe(RateLimitInfo.from_headers(raw.headers))
+                vectors, usage_tokens, _ = _decode_body(raw.content, len(texts))
             except openai.RateLimitError as exc:
                 # Refused requests do not count on OpenAI-compatible servers we know; if they
                 # do, the next response's x-ratelimit-remaining books them again.
-                self.limiter.cancel(reservation.entry)
+                limiter.cancel(reservation.entry)
                 self.stats.rate_limited += 1
                 info = RateLimitInfo.from_headers(exc.response.headers)
-                self.limiter.observe(info)
+                limiter.observe(info)
+                limiter.throttled()  # pace slower: multiplicative decrease
                 if _error_code(exc) == "insufficient_quota":
                     raise EmbeddingError(
-                        f"model {self.model}: {self.where} reports the quota of the key in OPENAI_API_KEY is "
-                        f"used up (HTTP 429 insufficient_quota): {self._said(exc)}"
+                        f"model {self.model}: {endpoint.where} reports the quota of the key in "
+                        f"{endpoint.key_setting} is used up (HTTP 429 insufficient_quota): {self._said(exc)}"
                     ) from None
-                cap = self.limiter.request_token_cap()
+                cap = limiter.request_token_cap()
                 if len(texts) > 1 and cap is not None and tokens > cap:
                     self.stats.retries += 1
                     continue  # the 429 announced a TPM this request is too large for: sliced above
@@ -229,35 +466,47 @@ class OpenAIEmbedder:
                 if throttled_s > self.rate_limit_timeout_s:
                     raise EmbeddingError(
                         f"model {self.model}: still rate limited (HTTP 429) after {throttled} attempts and "
-                        f"{throttled_s - delay:.0f}s of waiting at {self.where}: {self._said(exc)}"
+                        f"{throttled_s - delay:.0f}s of waiting at {endpoint.where}: {self._said(exc)}"
                     ) from None
                 log.debug("429 from %s; pausing %.3fs (%s)", self.model, delay, source)
-                self.limiter.pause(delay)  # every request of this budget waits, not only this one
+                limiter.pause(delay)  # every request of this budget waits, not only this one
                 self.stats.retries += 1
                 continue
             except openai.APIStatusError as exc:
-                self.limiter.cancel(reservation.entry)
+                limiter.cancel(reservation.entry)
+                said = self._said(exc)
+                kind = too_large_kind(exc.status_code, said, _error_code(exc))
+                if kind is not None:
+                    numbers = tuple(int(n) for n in re.findall(r"\d+", said))
+                    raise _TooLarge(kind, said, numbers, exc.status_code) from None
                 if not _retryable(exc):
-                    raise self._status_error(exc) from None
+                    raise self._status_error(exc, endpoint) from None
                 hint = parse_retry_after(exc.response.headers)
-                failure = f"HTTP {exc.status_code} from {self.where}: {self._said(exc)}"
+                failure = f"HTTP {exc.status_code} from {endpoint.where}: {said}"
             except openai.APITimeoutError:  # the server may have counted it
-                failure = f"no answer from {self.where} within EMBEDDING_TIMEOUT_S={self._timeout_s()}"
+                failure = f"no answer from {endpoint.where} within EMBEDDING_TIMEOUT_S={self._timeout_s()}"
                 hint = None
             except openai.APIConnectionError as exc:
-                failure = f"cannot reach {self.where}: {transport_reason(exc)}"
+                failure = f"cannot reach {endpoint.where}: {self._redact(transport_reason(exc))}"
                 hint = None
             except _BadBody as exc:
-                failure = f"unreadable response from {self.where}: {exc}"
+                failure = f"unreadable response from {endpoint.where}: {self._redact(str(exc))}"
                 hint = None
             else:
                 check_vectors(vectors, len(texts), self.dimensions, self.model)  # type: ignore[arg-type]
+                limiter.answered()  # pace faster again: additive increase
+                self._succeeded(endpoint)
                 self.stats.requests += 1
                 self.stats.inputs += len(texts)
                 self.stats.tokens += usage_tokens if usage_tokens is not None else tokens
                 return np.asarray(vectors)
-            transient += 1
             self.stats.transient_errors += 1
+            if self._failed_transiently(endpoint):
+                transient = 0  # a fresh budget of retries on the other endpoint
+                log.debug("embedding attempt failed (%s); trying the fallback", failure)
+                self.stats.retries += 1
+                continue
+            transient += 1
             if transient > self.max_retries:
                 # from None: the message holds the cause; the chain would only add the SDK's frames.
                 raise EmbeddingError(f"model {self.model}: {failure} (after {self.max_retries} retries)") from None
@@ -267,37 +516,134 @@ class OpenAIEmbedder:
             self.stats.waited_s += delay
             await asyncio.sleep(delay)
 
+    # -- the probe at step start -------------------------------------------------------------
+
+    async def probe(self, endpoint: Endpoint) -> tuple[str | None, np.ndarray]:
+        """One input through ``endpoint`` (no retries): the model it reports and the vector."""
+        extra = {"dimensions": self.dimensions} if self.send_dimensions else {}
+        reservation = await endpoint.limiter.acquire(8)
+        self.stats.waited_s += reservation.waited_s
+        self.stats.http_requests += 1
+        try:
+            raw = await endpoint.client.post(
+                "/embeddings",
+                cast_to=httpx.Response,
+                body={"model": self.model, "input": [PROBE_TEXT], "encoding_format": "base64", **extra},
+            )
+        except openai.APIStatusError as exc:
+            endpoint.limiter.cancel(reservation.entry)
+            if _retryable(exc) or exc.status_code == 429:
+                raise _Unavailable(f"HTTP {exc.status_code} from {endpoint.where}: {self._said(exc)}") from None
+            raise self._status_error(exc, endpoint) from None
+        except openai.APITimeoutError:
+            raise _Unavailable(
+                f"no answer from {endpoint.where} within EMBEDDING_TIMEOUT_S={self._timeout_s()}"
+            ) from None
+        except openai.APIConnectionError as exc:
+            raise _Unavailable(f"cannot reach {endpoint.where}: {self._redact(transport_reason(exc))}") from None
+        endpoint.limiter.observe(RateLimitInfo.from_headers(raw.headers))
+        try:
+            vectors, _, model = _decode_body(raw.content, 1)
+        except _BadBody as exc:
+            raise _Unavailable(f"unreadable response from {endpoint.where}: {self._redact(str(exc))}") from None
+        if len(vectors) != 1:
+            raise EmbeddingError(f"model {self.model}: {endpoint.where} answered the probe with {len(vectors)} vectors")
+        return model, np.asarray(vectors[0], dtype="<f4")
+
+    async def check_endpoints(self) -> None:
+        """Probe the primary and the fallback; refuse a fallback serving another model or dimension.
+
+        A primary that cannot be reached now starts the step on the fallback (still checked
+        against the configured model and dimension); a fallback that cannot be reached is not
+        used in this step (it was not verified).
+        """
+        fallback = self.fallback
+        if fallback is None:
+            return
+        answers: dict[str, tuple[str | None, np.ndarray] | str] = {}
+        for endpoint in (self.primary, fallback):
+            try:
+                answers[endpoint.role] = await self.probe(endpoint)
+            except _Unavailable as exc:
+                answers[endpoint.role] = str(exc)
+        primary, second = answers["primary"], answers["fallback"]
+        if isinstance(second, str):
+            if isinstance(primary, str):
+                raise EmbeddingError(f"model {self.model}: neither endpoint answers the probe: {primary}; {second}")
+            log.warning("embeddings: fallback not used in this step, its probe failed: %s", second)
+            self.fallback = None
+            return
+        model, vector = second
+        head = f"model {self.model}: refusing the fallback {fallback.where}"
+        if len(vector) != self.dimensions:
+            raise EmbeddingError(
+                f"{head}: it returns {len(vector)}-dimension vectors, the collection holds {self.dimensions} "
+                "(EMBEDDING_DIMENSIONS); a collection is never filled from two models"
+            )
+        if isinstance(primary, str):
+            if model is not None and model.lower() != self.model.lower():
+                raise EmbeddingError(
+                    f"{head}: it serves {model}, not EMBEDDING_MODEL={self.model}; a collection is never filled "
+                    "from two models"
+                )
+            log.warning("embeddings: primary unavailable at step start (%s); starting on the fallback", primary)
+            self._on_fallback = True
+            self._next_primary_try = time.monotonic() + PRIMARY_RETRY_S
+            self.stats.fallback_switches += 1
+            return
+        primary_model, primary_vector = primary
+        if len(primary_vector) != self.dimensions:
+            raise EmbeddingError(
+                f"model {self.model}: {self.primary.where} returns {len(primary_vector)}-dimension vectors, "
+                f"expected {self.dimensions}; check EMBEDDING_DIMENSIONS"
+            )
+        if primary_model is not None and model is not None and primary_model.lower() != model.lower():
+            raise EmbeddingError(
+                f"{head}: it serves {model}, the primary serves {primary_model}; a collection is never filled "
+                "from two models"
+            )
+        cosine = _cosine(primary_vector, vector)
+        if cosine < PROBE_MIN_COSINE:
+            raise EmbeddingError(
+                f"{head}: its vector for the same probe text differs from the primary's (cosine {cosine:.3f}), "
+                "so it is not the same model; a collection is never filled from two models"
+            )
+
     # -- errors ----------------------------------------------------------------------------
 
     def _timeout_s(self) -> str:
         seconds = getattr(self.client.timeout, "read", self.client.timeout)  # a float or a Timeout
         return f"{seconds:g}s" if isinstance(seconds, int | float) else "?"
 
+    def _redact(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
     def _said(self, exc: openai.APIStatusError) -> str:
-        """The provider's own message, on one line, with the key taken out should it echo it."""
+        """The provider's own message, on one line, with the keys and gateway headers taken out."""
         body = exc.body
         message = body.get("message") if isinstance(body, dict) else body if isinstance(body, str) else None
-        text = one_line(str(message or exc.response.reason_phrase or "no message"))
-        key = self.client.api_key
-        return text.replace(key, "***") if key and len(key) >= 8 else text
+        return self._redact(one_line(str(message or exc.response.reason_phrase or "no message")))
 
-    def _status_error(self, exc: openai.APIStatusError) -> EmbeddingError:
+    def _status_error(self, exc: openai.APIStatusError, endpoint: Endpoint | None = None) -> EmbeddingError:
         """One line naming the status, the host and the setting to look at; never a setting's secret value."""
-        status, model = exc.status_code, self.model
-        head = f"model {model}: {self.where}"
+        endpoint = endpoint or self.primary
+        status, model, key = exc.status_code, self.model, endpoint.key_setting
+        head = f"model {model}: {endpoint.where}"
         if status == 401:  # the provider's message may quote part of the key: not repeated
-            return EmbeddingError(f"{head} refused the API key (HTTP 401); check OPENAI_API_KEY")
+            return EmbeddingError(f"{head} refused the API key (HTTP 401); check {key} (and EMBEDDING_HEADERS)")
         said = self._said(exc)
         if status == 403:
             return EmbeddingError(
-                f"{head} denied access (HTTP 403): {said}; check that OPENAI_API_KEY may use EMBEDDING_MODEL={model}"
+                f"{head} denied access (HTTP 403): {said}; check that {key} may use EMBEDDING_MODEL={model}"
             )
         if status == 404 and (_error_code(exc) == "model_not_found" or "model" in said.lower()):
             return EmbeddingError(f"{head} does not know this model (HTTP 404): {said}; check EMBEDDING_MODEL")
         if status in (404, 405, 501):
             return EmbeddingError(
-                f"{head} does not serve POST {self.client.base_url.path.rstrip('/')}/embeddings (HTTP {status}: "
-                f"{said}); check OPENAI_BASE_URL, which names the API root of an OpenAI-compatible server "
+                f"{head} does not serve POST {endpoint.client.base_url.path.rstrip('/')}/embeddings (HTTP {status}: "
+                f"{said}); check {endpoint.url_setting}, which names the API root of an OpenAI-compatible server "
                 "(usually ending in /v1)"
             )
         if status == 413:
@@ -317,6 +663,32 @@ class OpenAIEmbedder:
         return EmbeddingError(f"{head} answered HTTP {status}: {said}")
 
 
+class _Unavailable(Exception):
+    """An endpoint that did not answer the probe for a reason that may pass (5xx, timeout, connection)."""
+
+
+def _lowest(*values: int | None) -> Any:
+    present = [v for v in values if v is not None]
+    return min(present) if present else None
+
+
+def _scaled_cap(tokens: int, numbers: list[int]) -> int:
+    """A lower cap, in our tokens, for a request of ``tokens`` that was refused.
+
+    When the message gives the provider's count and its limit (two numbers), the cap is our
+    count scaled by limit/count, less a margin; otherwise half of what was refused.
+    """
+    if len(numbers) >= 2 and 0 < numbers[-2] < numbers[-1]:
+        limit, theirs = numbers[-2], numbers[-1]
+        return min(tokens - 1, int(tokens * limit / theirs * LEARNED_CAP_MARGIN))
+    return tokens // 2
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    norms = float(np.linalg.norm(a) * np.linalg.norm(b))
+    return float(np.dot(a, b) / norms) if norms else 0.0
+
+
 def _retryable(exc: openai.APIStatusError) -> bool:
     """Whether asking again may get another answer (see ``RETRY_STATUSES``)."""
     hint = exc.response.headers.get("x-should-retry")
@@ -334,21 +706,22 @@ def _error_code(exc: openai.APIStatusError) -> str | None:
     return error.get("code") if isinstance(error, dict) else None
 
 
-def _decode_body(body: bytes, expected: int) -> tuple[np.ndarray | list[Any], int | None]:
-    """Rows in input order, decoded from base64 float32 or from float lists."""
+def _decode_body(body: bytes, expected: int) -> tuple[np.ndarray | list[Any], int | None, str | None]:
+    """Rows in input order, decoded from base64 float32 or from float lists; the usage and model."""
     try:
         doc = json.loads(body)
         data = sorted(doc["data"], key=lambda d: d["index"])
     except (ValueError, KeyError, TypeError) as exc:
         raise _BadBody(f"{type(exc).__name__}: {exc}") from None
+    model = doc.get("model") if isinstance(doc, dict) and isinstance(doc.get("model"), str) else None
     if len(data) != expected or not data:
-        return [d.get("embedding") for d in data], None  # check_vectors names the mismatch
+        return [d.get("embedding") for d in data], None, model  # check_vectors names the mismatch
     rows = [_decode(d.get("embedding")) for d in data]
     width = {len(r) for r in rows}
     vectors: np.ndarray | list[Any] = np.stack(rows) if len(width) == 1 else rows
     usage = doc.get("usage") if isinstance(doc, dict) else None
     total = usage.get("total_tokens") if isinstance(usage, dict) else None
-    return vectors, total if isinstance(total, int) else None
+    return vectors, total if isinstance(total, int) else None, model
 
 
 def _decode(value: object) -> np.ndarray:
@@ -374,6 +747,32 @@ def limiter_key(base_url: str | None, api_key: str, model: str) -> tuple[str, st
     return (base_url or "https://api.openai.com/v1", fingerprint, model)
 
 
+def _client(
+    api_key: str,
+    base_url: str | None,
+    timeout_s: float,
+    max_connections: int,
+    headers: Mapping[str, str],
+    query: Mapping[str, str],
+) -> tuple[openai.AsyncOpenAI, httpx.AsyncClient]:
+    http = httpx.AsyncClient(
+        timeout=httpx.Timeout(timeout_s, connect=min(10.0, timeout_s)),
+        limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+    )
+    # openai 3.x annotates http_client with its vendored httpx2 types; an httpx.AsyncClient is what it
+    # accepts at run time (and what lets us own, size and close the pool in this loop).
+    client = openai.AsyncOpenAI(
+        api_key=api_key,
+        base_url=base_url,
+        max_retries=0,
+        http_client=http,  # type: ignore[arg-type]
+        timeout=timeout_s,
+        default_headers=dict(headers) or None,
+        default_query=dict(query) or None,
+    )
+    return client, http
+
+
 @contextlib.asynccontextmanager
 async def open_openai_embedder(
     *,
@@ -389,41 +788,53 @@ async def open_openai_embedder(
     tpm: int | None = None,
     rate_limit_timeout_s: float = DEFAULT_RATE_LIMIT_TIMEOUT_S,
     limiter: RateLimiter | None = None,
+    headers: Mapping[str, str] | None = None,
+    query: Mapping[str, str] | None = None,
+    fallback_base_url: str | None = None,
+    fallback_api_key: str | None = None,
 ) -> AsyncIterator[OpenAIEmbedder]:
-    """Open an AsyncOpenAI client (and its pool) for this event loop and close both on exit.
+    """Open AsyncOpenAI clients (and their pools) for this event loop and close them on exit.
 
     ``rpm``/``tpm`` are this embedder's client-side budget; embedders of one process with
     the same endpoint, key, model and budget share it (pass ``limiter`` to choose).
+    ``headers`` (values are secrets) and ``query`` go with every request, to both endpoints.
+    With ``fallback_base_url``, both endpoints are probed before the embedder is handed out
+    (see :meth:`OpenAIEmbedder.check_endpoints`).
     """
-    http = httpx.AsyncClient(
-        timeout=httpx.Timeout(timeout_s, connect=min(10.0, timeout_s)),
-        limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
-    )
-    # openai 3.x annotates http_client with its vendored httpx2 types; an httpx.AsyncClient is what it
-    # accepts at run time (and what lets us own, size and close the pool in this loop).
-    client = openai.AsyncOpenAI(
-        api_key=api_key,
-        base_url=base_url,
-        max_retries=0,
-        http_client=http,  # type: ignore[arg-type]
-        timeout=timeout_s,
-    )
-    if send_dimensions is None:
-        send_dimensions = model.startswith("text-embedding-3")
-    if limiter is None:
-        limiter = shared_limiter(limiter_key(base_url, api_key, model), rpm=rpm, tpm=tpm)
-    embedder = OpenAIEmbedder(
-        client,
-        model,
-        dimensions,
-        send_dimensions=send_dimensions,
-        limiter=limiter,
-        max_retries=max_retries,
-        rate_limit_timeout_s=rate_limit_timeout_s,
-    )
+    headers, query = dict(headers or {}), dict(query or {})
+    opened: list[tuple[openai.AsyncOpenAI, httpx.AsyncClient]] = []
     try:
+        opened.append(_client(api_key, base_url, timeout_s, max_connections, headers, query))
+        fallback = None
+        if fallback_base_url:
+            key = fallback_api_key or api_key
+            opened.append(_client(key, fallback_base_url, timeout_s, max_connections, headers, query))
+            fallback = Endpoint(
+                "fallback",
+                opened[-1][0],
+                shared_limiter(limiter_key(fallback_base_url, key, model), rpm=rpm, tpm=tpm),
+                url_setting="EMBEDDING_FALLBACK_BASE_URL",
+                key_setting="EMBEDDING_FALLBACK_API_KEY" if fallback_api_key else "OPENAI_API_KEY",
+            )
+        if send_dimensions is None:
+            send_dimensions = model.startswith("text-embedding-3")
+        if limiter is None:
+            limiter = shared_limiter(limiter_key(base_url, api_key, model), rpm=rpm, tpm=tpm)
+        embedder = OpenAIEmbedder(
+            opened[0][0],
+            model,
+            dimensions,
+            send_dimensions=send_dimensions,
+            limiter=limiter,
+            max_retries=max_retries,
+            rate_limit_timeout_s=rate_limit_timeout_s,
+            fallback=fallback,
+            secrets=[*headers.values(), fallback_api_key or ""],
+        )
+        await embedder.check_endpoints()
         yield embedder
     finally:
-        await client.close()  # closes the httpx pool we passed in, in this loop
-        if not http.is_closed:
-            await http.aclose()
+        for client, http in opened:
+            await client.close()  # closes the httpx pool we passed in, in this loop
+            if not http.is_closed:
+                await http.aclose()

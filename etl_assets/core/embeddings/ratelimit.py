@@ -19,8 +19,23 @@ configured as well.
   letting each of them find out with its own 429.
 
 The log is a sliding 60 s window, the shape the per-minute limits have: a sender that
-never exceeds the limit in any 60 s window is accepted by a sliding-window limiter and by
-a token bucket of the same size. Written by hand because the libraries we looked at
+never exceeds the limit in any 60 s window is accepted by a sliding-window limiter. It is
+not enough for a limit enforced over shorter periods (OpenAI documents that per-minute
+limits may be; a token bucket refilled every second with a couple of seconds of burst): a
+client that sends a minute's budget as fast as the window allows is refused most of the
+time. So a *paced* budget (``pacing=True``, what the embedders use) also spreads requests
+evenly, as a token bucket of its own (GCRA): rate ``limit / (60 + burst + slack)`` per
+second, ``PACE_BURST_S`` of burst, for tokens and for requests. That rate satisfies a
+sliding window (at most ``rate * (60 + burst)`` in any 60 s) and a per-second bucket with
+at least ``PACE_BURST_S`` of burst plus one request. The rate adapts to what the server
+says: each 429 multiplies it by ``PACE_DECREASE`` (once per ``PACE_DECREASE_EVERY_S``, a
+burst of 429s is one congestion), each answer adds ``PACE_INCREASE`` of the ceiling back
+(AIMD), and an answer whose ``x-ratelimit-remaining-tokens`` is below the request just
+sent counts as a warning (a gentler decrease). Requests are cut to ``1/TPM_REQUEST_SHARE``
+of the TPM (half a second of the rate), so one request never empties a short bucket.
+Concurrency follows from the pacing: requests leave one at a time at the paced rate, so
+only about ``rate x latency / request size`` are in flight, however many slots the
+engine allows. Written by hand because the libraries we looked at
 (tenacity, aiolimiter) offer neither reservations that span tokens and requests at once
 nor re-synchronisation from response headers. The state is guarded by a thread lock and
 never awaits while holding it, so one budget can be shared by event loops in different
@@ -51,9 +66,17 @@ DEFAULT_MARGIN_S = 0.5
 # when we compare our usage with the server's, so that lag is not mistaken for someone
 # else's usage (which would hold back a minute's worth of requests).
 SKEW_S = 5.0
-# With a known TPM, requests are cut to at most 1/40 of it: a request goes only once all of
-# it fits, so up to one request's worth of the window stays unused; 1/40 keeps that <= 2.5 %.
-TPM_REQUEST_SHARE = 40
+# With a known TPM, requests are cut to at most 1/120 of it (half a second of the paced
+# rate): a request goes only once all of it fits, so a short bucket (a couple of seconds of
+# the rate) always has room for the next one, and a window loses at most 1/120 of itself.
+TPM_REQUEST_SHARE = 120
+PACE_BURST_S = 1.0  # the paced budget's own burst, in seconds of its rate
+PACE_SLACK_S = 1.0  # rate = limit / (60 + burst + slack): room for timing jitter
+PACE_DECREASE = 0.7  # a 429 multiplies the paced rate by this ...
+PACE_WARN_DECREASE = 0.9  # ... a nearly exhausted remaining-tokens header by this ...
+PACE_DECREASE_EVERY_S = 1.0  # ... at most once per this many seconds
+PACE_INCREASE = 0.02  # each answer adds this share of the ceiling back
+PACE_MIN_FACTOR = 0.05
 
 _DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(h|ms|m|s|us|µs|μs|ns)")
 _UNIT_S = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ns": 1e-9}
@@ -164,6 +187,8 @@ class RateLimiter:
         window_s: float = WINDOW_S,
         margin_s: float = DEFAULT_MARGIN_S,
         clock: Callable[[], float] = time.monotonic,
+        pacing: bool = False,
+        burst_s: float = PACE_BURST_S,
     ) -> None:
         for name, value in (("rpm", rpm), ("tpm", tpm)):
             if value is not None and value <= 0:
@@ -177,6 +202,11 @@ class RateLimiter:
         self._log: collections.deque[_Entry] = collections.deque()
         self._pause_until = 0.0
         self._lock = threading.Lock()
+        self.pacing, self.burst_s = pacing, burst_s
+        self.pace_factor = 1.0  # share of the ceiling rate the pacing uses now (AIMD)
+        self._tat_tokens = self._tat_requests = -math.inf  # GCRA: when the paced buckets are empty again
+        self._last_decrease = -math.inf
+        self._last_tokens = 0
 
     # -- limits ------------------------------------------------------------------------
 
@@ -193,6 +223,48 @@ class RateLimiter:
         tpm = self.effective_tpm
         return None if tpm is None else max(1, tpm // TPM_REQUEST_SHARE)
 
+    def paced_rates(self) -> tuple[float | None, float | None]:
+        """Requests and tokens per second the pacing allows now (None: no limit known, or no pacing)."""
+        if not self.pacing:
+            return None, None
+        span = self.window_s + self.burst_s + PACE_SLACK_S
+        rpm, tpm = self.effective_rpm, self.effective_tpm
+        rate_r = None if rpm is None else rpm / span * self.pace_factor
+        rate_t = None if tpm is None else tpm / span * self.pace_factor
+        return rate_r, rate_t
+
+    def _paced(self, at: float, tokens: int) -> float:
+        rate_r, rate_t = self.paced_rates()
+        if rate_r is not None:
+            at = max(at, self._tat_requests - max(self.burst_s, 1.0 / rate_r))
+        if rate_t is not None:
+            at = max(at, self._tat_tokens - self.burst_s)
+        return at
+
+    def _book_paced(self, at: float, tokens: int) -> None:
+        rate_r, rate_t = self.paced_rates()
+        if rate_r is not None:
+            self._tat_requests = max(self._tat_requests, at) + 1.0 / rate_r
+        if rate_t is not None:
+            self._tat_tokens = max(self._tat_tokens, at) + tokens / rate_t
+        self._last_tokens = tokens
+
+    def throttled(self, factor: float = PACE_DECREASE) -> None:
+        """The server refused a request (429): pace slower (once per congestion)."""
+        with self._lock:
+            self._decrease(factor)
+
+    def _decrease(self, factor: float) -> None:
+        now = self.clock()
+        if now - self._last_decrease >= PACE_DECREASE_EVERY_S:
+            self._last_decrease = now
+            self.pace_factor = max(PACE_MIN_FACTOR, self.pace_factor * factor)
+
+    def answered(self) -> None:
+        """The server took a request: pace a little faster, up to the ceiling."""
+        with self._lock:
+            self.pace_factor = min(1.0, self.pace_factor + PACE_INCREASE)
+
     # -- reservations ------------------------------------------------------------------
 
     def reserve(self, tokens: int) -> tuple[_Entry, float]:
@@ -204,8 +276,10 @@ class RateLimiter:
             if tpm is not None and tokens > tpm:
                 raise ValueError(f"a request of {tokens} tokens can never fit a budget of {tpm} tokens per minute")
             at = max(now, self._pause_until, self._log[-1].at if self._log else now)
+            at = self._paced(at, tokens)
             if rpm is not None or tpm is not None:
                 at = self._fit(at, tokens, rpm, tpm)
+            self._book_paced(at, tokens)
             entry = _Entry(at, 1, tokens)
             self._log.append(entry)
             return entry, at - now
@@ -294,6 +368,13 @@ class RateLimiter:
                 extra = int(server_used - sum(e.tokens for e in sent))
                 if extra > 0:
                     self._book_foreign(now, info.reset_tokens_s, tokens=extra)
+            if (
+                self.pacing
+                and info.remaining_tokens is not None
+                and info.retry_after_s is None
+                and info.remaining_tokens < self._last_tokens
+            ):
+                self._decrease(PACE_WARN_DECREASE)  # the next request of this size would be refused
             if info.limit_requests is None and info.limit_tokens is None:
                 # Remaining without a limit: we cannot keep a window, but an exhausted
                 # counter tells us to wait for its reset.
@@ -338,6 +419,6 @@ def shared_limiter(key: tuple[object, ...], *, rpm: int | None = None, tpm: int 
     with _SHARED_LOCK:
         limiter = _SHARED.get((*key, rpm, tpm))
         if limiter is None:
-            limiter = RateLimiter(rpm=rpm, tpm=tpm)
+            limiter = RateLimiter(rpm=rpm, tpm=tpm, pacing=True)
             _SHARED[(*key, rpm, tpm)] = limiter
         return limiter
