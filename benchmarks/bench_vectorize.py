@@ -20,7 +20,14 @@ What it does (see benchmarks/README.md for how to read the figures):
      how full the server's own 60 s window stayed, from the server's log of admissions;
   4. the engine over N and over scale x N rows into a sink that discards vectors, for peak
      RSS (the vector store's own memory would hide the engine's); these two side by side.
+  5. pacing (``--pacing-only`` runs just this): the engine against each rate limiter the fake
+     offers, a 60 s sliding window and a per-second token bucket with 2 s of burst, at 600k
+     and 1M TPM, for ``--pacing-seconds`` of work each: the share of the limit sustained
+     (tokens the server accepted per minute, first to last acceptance, over the limit), the
+     share of requests answered 429, and failed entities. Targets: >= 90 %, < 5 %, 0.
 * prints the figures and writes them as JSON.
+
+    .venv/bin/python benchmarks/bench_vectorize.py --pacing-only   # about 4 minutes
 """
 
 from __future__ import annotations
@@ -611,6 +618,73 @@ def phase_tpm(db_url: str, url: str, args: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def pacing_figures(accepted: list[tuple[float, int]], server: dict[str, int], tpm: int) -> dict[str, Any]:
+    """Share of ``tpm`` sustained from the first to the last acceptance, and the share of 429s."""
+    span = accepted[-1][0] - accepted[0][0] if len(accepted) > 1 else 0.0
+    # Tokens accepted after the first acceptance, over the time they took: the first request's
+    # tokens are the start line, not throughput.
+    share = sum(n for _, n in accepted[1:]) / (tpm * span / 60) if span else None
+    answered = server["requests"] + server["rate_limited"]
+    # The same after a 10 s warm-up: a bucket starts full (its burst is extra at first), and the
+    # first answer is what tells the client the limit.
+    warm = [(t, n) for t, n in accepted if t >= accepted[0][0] + 10.0] if accepted else []
+    warm_span = warm[-1][0] - warm[0][0] if len(warm) > 1 else 0.0
+    steady = sum(n for _, n in warm[1:]) / (tpm * warm_span / 60) if warm_span else None
+    return {
+        "span_s": round(span, 1),
+        "sustained_share": round(share, 4) if share is not None else None,
+        "steady_share": round(steady, 4) if steady is not None else None,
+        "requests": server["requests"],
+        "rate_limited": server["rate_limited"],
+        "share_429": round(server["rate_limited"] / answered, 4) if answered else None,
+    }
+
+
+def run_pacing(db_url: str, server: dict[str, Any], opts: dict[str, Any], mean_tokens: float, seconds: float) -> list:
+    results = []
+    for limiter in ("window", "bucket"):
+        for tpm in (600_000, 1_000_000):
+            rows = math.ceil(tpm * seconds / 60 / mean_tokens)
+            print(f"pacing: {limiter} limiter, {tpm} TPM, {rows} issues ...", flush=True)
+            with FakeServer(**server, tpm=tpm, limiter=limiter, burst_s=2.0) as fake:
+                out = in_child(phase_tpm, db_url, fake.url, {**opts, "tpm": tpm, "tpm_rows": rows})
+                figures = pacing_figures(fake.timeline(), fake.stats(), tpm)
+            results.append(
+                {
+                    "limiter": limiter,
+                    "tpm": tpm,
+                    "entities": out["entities"],
+                    **figures,
+                    **{
+                        "failed_entities": out["failed_entities"],
+                        "client_429s": out["rate_limited"],
+                        "wall_s": out["wall_s"],
+                    },
+                }
+            )
+    return results
+
+
+def pacing_table(rows: list[dict[str, Any]]) -> str:
+    names = {"window": "60 s sliding window", "bucket": "per-second bucket, 2 s burst"}
+    lines = [
+        f"{'limiter':30}{'TPM':>10}{'entities':>10}{'span s':>8}{'sustained':>11}{'after 10 s':>12}"
+        f"{'requests':>10}{'429s':>6}{'429 share':>11}{'failed':>8}"
+    ]
+
+    def pct(x: float | None) -> str:
+        return f"{x:.1%}" if x is not None else "-"
+
+    for r in rows:
+        lines.append(
+            f"{names[r['limiter']]:30}{r['tpm']:>10}{r['entities']:>10}{r['span_s']:>8}{pct(r['sustained_share']):>11}"
+            f"{pct(r['steady_share']):>12}{r['requests']:>10}{r['rate_limited']:>6}{pct(r['share_429']):>11}"
+            f"{r['failed_entities']:>8}"
+        )
+    lines.append("targets: sustained >= 90 % of the limit, < 5 % of requests answered 429, 0 failed entities")
+    return "\n".join(lines)
+
+
 def phase_rss(db_url: str, url: str, args: dict[str, Any], tenant: str) -> dict[str, Any]:
     """The engine into a discarding sink: its own peak memory."""
 
@@ -744,6 +818,8 @@ def main(argv: list[str] | None = None) -> None:
         help="where engine and baseline write: ids and hashes in memory, vectors dropped (default), "
         "or Qdrant local mode in memory (its own cost dominates beyond ~20k points)",
     )
+    p.add_argument("--pacing-only", action="store_true", help="run only the pacing phase (5)")
+    p.add_argument("--pacing-seconds", type=float, default=45.0, help="work per pacing run, in seconds at the limit")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--workdir", help="where the SQLite file goes (default: a temp dir, removed after)")
     p.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "bench_vectorize.json"))
@@ -754,6 +830,11 @@ def main(argv: list[str] | None = None) -> None:
     workdir = Path(args.workdir or tmp.name)  # type: ignore[union-attr]
     workdir.mkdir(parents=True, exist_ok=True)
     db_url = f"sqlite:///{workdir / 'bench.db'}"
+    if args.pacing_only:
+        pacing_main(args, db_url, started)
+        if tmp is not None:
+            tmp.cleanup()
+        return
     print(f"loading {args.n} issues into {db_url} ...", flush=True)
     loaded = load_issues(db_url, TENANT, args.n, args.seed)
     mean_tokens = _mean_tokens(db_url, TENANT, sample=2000)
@@ -813,6 +894,9 @@ def main(argv: list[str] | None = None) -> None:
             round(sum(n for _, n in accepted[:-1]) / (span / 60)) if span else None
         )
 
+    if args.pacing_seconds > 0 and args.n * mean_tokens >= 1_000_000 * args.pacing_seconds / 60:
+        figures["pacing"] = run_pacing(db_url, server, opts, mean_tokens, args.pacing_seconds)
+
     if args.scale:
         big = f"{TENANT}x{args.scale}"
         print(f"loading {args.scale * args.n} issues for the RSS phase ...", flush=True)
@@ -836,6 +920,8 @@ def main(argv: list[str] | None = None) -> None:
     figures["total_wall_s"] = round(time.perf_counter() - started, 1)
     figures["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     text = report(figures)
+    if figures.get("pacing"):
+        text += "\n\npacing against each limiter:\n" + pacing_table(figures["pacing"])
     print()
     print(text)
     print(
@@ -848,6 +934,39 @@ def main(argv: list[str] | None = None) -> None:
     print(f"figures written to {out}")
     if tmp is not None:
         tmp.cleanup()
+
+
+def pacing_main(args: argparse.Namespace, db_url: str, started: float) -> None:
+    """Phase 5 alone: enough issues for the largest run, then the four limiter runs."""
+    n = math.ceil(1_000_000 * args.pacing_seconds / 60 / 150)  # more than needed (issues average > 150 tokens)
+    print(f"loading {n} issues into {db_url} ...", flush=True)
+    load_issues(db_url, TENANT, n, args.seed)
+    mean_tokens = _mean_tokens(db_url, TENANT, sample=2000)
+    server = {
+        "dimensions": args.dimensions,
+        "latency_s": args.latency_ms / 1000,
+        "per_token_s": args.per_token_us / 1e6,
+    }
+    opts = {"n": n, "dimensions": args.dimensions, "concurrency": args.concurrency, "store": "memory"}
+    rows = run_pacing(db_url, server, opts, mean_tokens, args.pacing_seconds)
+    figures = {
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "config": {**vars(args), "mean_tokens": round(mean_tokens, 1)},
+        "pacing": rows,
+        "total_wall_s": round(time.perf_counter() - started, 1),
+        "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+    }
+    print()
+    print(
+        f"server: {args.latency_ms} ms + {args.per_token_us} us/token per request; engine concurrency "
+        f"{args.concurrency}; issues of {mean_tokens:.0f} tokens on average"
+    )
+    print(pacing_table(rows))
+    print(f"\ntotal {figures['total_wall_s']} s; load average at end {figures['load_average_at_end']}")
+    out = Path(args.json).with_name("bench_vectorize_pacing.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(figures, indent=2, default=str) + "\n", encoding="utf-8")
+    print(f"figures written to {out}")
 
 
 def _mean_tokens(db_url: str, tenant: str, sample: int) -> float:

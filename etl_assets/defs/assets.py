@@ -309,7 +309,8 @@ async def _sync_and_check(
         meta = {
             **result.metadata(),
             **embedder.stats.since(stats_before).metadata(),
-            **getattr(embedder, "learned_caps", dict)(),  # caps a provider's refusals taught (OpenAI-compatible)
+            # OpenAI-compatible providers: the caps refusals taught, the endpoint in use
+            **getattr(embedder, "step_metadata", dict)(),
             "tenant": tenant_id,
             "points_total": await collection.count(),
         }

@@ -273,14 +273,18 @@ class OpenAIEmbedder:
     def max_input_tokens(self, value: int) -> None:
         self._input_tokens = value
 
-    def learned_caps(self) -> dict[str, int]:
-        """The caps learned from refusals, for the step's metadata (empty: none was needed)."""
+    def step_metadata(self) -> dict[str, int | str]:
+        """For the step's metadata: the caps learned from refusals (none if none was needed) and,
+        with a fallback, the endpoint requests go to now."""
         learned = {
             "embedding_learned_batch_tokens": self.learned_batch_tokens,
             "embedding_learned_batch_inputs": self.learned_batch_inputs,
             "embedding_learned_input_tokens": self.learned_input_tokens,
         }
-        return {k: v for k, v in learned.items() if v is not None}
+        out: dict[str, int | str] = {k: v for k, v in learned.items() if v is not None}
+        if self.fallback is not None:
+            out["embedding_endpoint"] = "fallback" if self._on_fallback else "primary"
+        return out
 
     # -- tokens ------------------------------------------------------------------------
 
@@ -395,9 +399,12 @@ class OpenAIEmbedder:
         size = min(self.max_input_tokens, max(1, tokens // 2))
         pieces = self.split_counted(text, size) if tokens > 1 else [(text, tokens)]
         if len(pieces) < 2:
+            setting = {"tokens": "EMBEDDING_BATCH_TOKENS", "inputs": "EMBEDDING_BATCH_INPUTS"}.get(
+                refusal.kind, "EMBEDDING_CHUNK_TOKENS"
+            )
             raise InputTooLargeError(
                 f"model {self.model}: {self.where} refuses an input of {tokens} token(s) as too large even "
-                f"in the smallest pieces (HTTP {refusal.status}: {refusal.message}); check EMBEDDING_CHUNK_TOKENS"
+                f"in the smallest pieces (HTTP {refusal.status}: {refusal.message}); check {setting}"
             )
         vectors = await self.embed_counted([p for p, _ in pieces], [n for _, n in pieces])
         weights = np.asarray([n for _, n in pieces], dtype="<f4")
@@ -474,6 +481,7 @@ class OpenAIEmbedder:
                 continue
             except openai.APIStatusError as exc:
                 limiter.cancel(reservation.entry)
+                limiter.observe(RateLimitInfo.from_headers(exc.response.headers))
                 said = self._said(exc)
                 kind = too_large_kind(exc.status_code, said, _error_code(exc))
                 if kind is not None:
@@ -484,9 +492,11 @@ class OpenAIEmbedder:
                 hint = parse_retry_after(exc.response.headers)
                 failure = f"HTTP {exc.status_code} from {endpoint.where}: {said}"
             except openai.APITimeoutError:  # the server may have counted it
+                limiter.no_answer()
                 failure = f"no answer from {endpoint.where} within EMBEDDING_TIMEOUT_S={self._timeout_s()}"
                 hint = None
             except openai.APIConnectionError as exc:
+                limiter.no_answer()
                 failure = f"cannot reach {endpoint.where}: {self._redact(transport_reason(exc))}"
                 hint = None
             except _BadBody as exc:
@@ -532,14 +542,17 @@ class OpenAIEmbedder:
             )
         except openai.APIStatusError as exc:
             endpoint.limiter.cancel(reservation.entry)
+            endpoint.limiter.observe(RateLimitInfo.from_headers(exc.response.headers))
             if _retryable(exc) or exc.status_code == 429:
                 raise _Unavailable(f"HTTP {exc.status_code} from {endpoint.where}: {self._said(exc)}") from None
             raise self._status_error(exc, endpoint) from None
         except openai.APITimeoutError:
+            endpoint.limiter.no_answer()
             raise _Unavailable(
                 f"no answer from {endpoint.where} within EMBEDDING_TIMEOUT_S={self._timeout_s()}"
             ) from None
         except openai.APIConnectionError as exc:
+            endpoint.limiter.no_answer()
             raise _Unavailable(f"cannot reach {endpoint.where}: {self._redact(transport_reason(exc))}") from None
         endpoint.limiter.observe(RateLimitInfo.from_headers(raw.headers))
         try:

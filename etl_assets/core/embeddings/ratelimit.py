@@ -31,7 +31,8 @@ at least ``PACE_BURST_S`` of burst plus one request. The rate adapts to what the
 says: each 429 multiplies it by ``PACE_DECREASE`` (once per ``PACE_DECREASE_EVERY_S``, a
 burst of 429s is one congestion), each answer adds ``PACE_INCREASE`` of the ceiling back
 (AIMD), and an answer whose ``x-ratelimit-remaining-tokens`` is below the request just
-sent counts as a warning (a gentler decrease). Requests are cut to ``1/TPM_REQUEST_SHARE``
+sent counts as a warning (a gentler decrease), and the paced bucket never holds more than
+the server's remaining tokens. Requests are cut to ``1/TPM_REQUEST_SHARE``
 of the TPM (half a second of the rate), so one request never empties a short bucket.
 Concurrency follows from the pacing: requests leave one at a time at the paced rate, so
 only about ``rate x latency / request size`` are in flight, however many slots the
@@ -77,6 +78,11 @@ PACE_WARN_DECREASE = 0.9  # ... a nearly exhausted remaining-tokens header by th
 PACE_DECREASE_EVERY_S = 1.0  # ... at most once per this many seconds
 PACE_INCREASE = 0.02  # each answer adds this share of the ceiling back
 PACE_MIN_FACTOR = 0.05
+# Until the first answer tells a paced budget the server's limits, one request of at most this
+# many tokens goes alone (one full input): a first burst of full-size requests would be refused
+# by a short bucket, or take a minute's budget at once from a window.
+FIRST_REQUEST_TOKENS = 8192
+FIRST_ANSWER_WAIT_S = 10.0  # others wait this long at most for the first answer
 
 _DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(h|ms|m|s|us|µs|μs|ns)")
 _UNIT_S = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ns": 1e-9}
@@ -207,6 +213,8 @@ class RateLimiter:
         self._tat_tokens = self._tat_requests = -math.inf  # GCRA: when the paced buckets are empty again
         self._last_decrease = -math.inf
         self._last_tokens = 0
+        self.answered_once = False  # a response (any) came back: the server had its chance to announce limits
+        self._first_sent_at: float | None = None
 
     # -- limits ------------------------------------------------------------------------
 
@@ -221,7 +229,9 @@ class RateLimiter:
     def request_token_cap(self) -> int | None:
         """Largest request worth sending under the current TPM (None: no TPM known)."""
         tpm = self.effective_tpm
-        return None if tpm is None else max(1, tpm // TPM_REQUEST_SHARE)
+        if tpm is None:
+            return FIRST_REQUEST_TOKENS if self.pacing and not self.answered_once else None
+        return max(1, tpm // TPM_REQUEST_SHARE)
 
     def paced_rates(self) -> tuple[float | None, float | None]:
         """Requests and tokens per second the pacing allows now (None: no limit known, or no pacing)."""
@@ -237,8 +247,8 @@ class RateLimiter:
         rate_r, rate_t = self.paced_rates()
         if rate_r is not None:
             at = max(at, self._tat_requests - max(self.burst_s, 1.0 / rate_r))
-        if rate_t is not None:
-            at = max(at, self._tat_tokens - self.burst_s)
+        if rate_t is not None:  # the paced bucket must hold the whole request when it leaves
+            at = max(at, self._tat_tokens + tokens / rate_t - self.burst_s)
         return at
 
     def _book_paced(self, at: float, tokens: int) -> None:
@@ -259,6 +269,11 @@ class RateLimiter:
         if now - self._last_decrease >= PACE_DECREASE_EVERY_S:
             self._last_decrease = now
             self.pace_factor = max(PACE_MIN_FACTOR, self.pace_factor * factor)
+
+    def no_answer(self) -> None:
+        """A request got no answer at all (timeout, connection failure): let the next one try."""
+        with self._lock:
+            self._first_sent_at = None
 
     def answered(self) -> None:
         """The server took a request: pace a little faster, up to the ceiling."""
@@ -302,6 +317,15 @@ class RateLimiter:
     async def acquire(self, tokens: int) -> Reservation:
         """Wait for this request's turn; the reservation counts from then on."""
         started = self.clock()
+        while self.pacing and not self.answered_once:
+            with self._lock:
+                now = self.clock()
+                first = self._first_sent_at is None or now - self._first_sent_at > FIRST_ANSWER_WAIT_S
+                if first:
+                    self._first_sent_at = now
+            if first:
+                break
+            await asyncio.sleep(0.02)  # the first request is out: its answer may announce the limits
         while True:
             entry, delay = self.reserve(tokens)
             if delay > 0:
@@ -348,6 +372,7 @@ class RateLimiter:
 
     def observe(self, info: RateLimitInfo) -> None:
         """Learn the limits a response announces and book usage we cannot account for."""
+        self.answered_once = True
         if info.empty:
             return
         with self._lock:
@@ -368,6 +393,12 @@ class RateLimiter:
                 extra = int(server_used - sum(e.tokens for e in sent))
                 if extra > 0:
                     self._book_foreign(now, info.reset_tokens_s, tokens=extra)
+            rate_t = self.paced_rates()[1]
+            if rate_t and info.remaining_tokens is not None:
+                # The server holds only this much now: the paced bucket may not hold more. (The
+                # figure predates requests sent since, which the paced bucket already counts, so
+                # this only ever slows us down when the server has less than we thought.)
+                self._tat_tokens = max(self._tat_tokens, now + self.burst_s - info.remaining_tokens / rate_t)
             if (
                 self.pacing
                 and info.remaining_tokens is not None
