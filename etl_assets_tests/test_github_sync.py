@@ -120,3 +120,19 @@ def test_a_renamed_repository_is_followed_through_githubs_redirect(env, monkeypa
         assert_converged(env, "1", entities=GITHUB_ENTITIES)
         if listing == "repos":
             assert any(r.path.startswith("/api/v3/repositories/") for r in gh.seen), "followed the 301"
+
+
+def test_a_run_killed_after_landing_converges_on_the_next(env, monkeypatch):
+    """Raw batches landed by runs that died before their table step are consumed, in order, by the
+    next run; nothing they held is lost and the newest version of each record wins."""
+    with github_for(env, monkeypatch) as gh:
+        site = gh.site
+        raw_only = " or ".join(f'key:"github/raw/raw_github_{s.name}"' for s in GITHUB_ENTITIES)
+        assert run(env, gh, selection=raw_only).success  # killed here: tables never built
+        issue = next(i for i in site.items.values() if not i.is_pr)
+        site.edit(issue.id, title="Edited between two killed runs")
+        site.delete(next(i for i in site.items.values() if not i.is_pr and i.id != issue.id).id)
+        assert run(env, gh, selection=raw_only, run_config=reconcile_config()).success  # killed again
+        assert run(env, gh).success
+        assert_converged(env, "1", entities=GITHUB_ENTITIES)
+        assert rows(env, ISSUES)[str(issue.id)]["title"] == "Edited between two killed runs"

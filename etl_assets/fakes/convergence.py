@@ -153,21 +153,22 @@ def _table_problems(
     with engine.connect() as conn:
         all_rows = [dict(r._mapping) for r in conn.execute(select(t).where(t.c.tenant_id == tenant_id))]
     counts = Counter(r["external_id"] for r in all_rows)
-    problems += [f"{spec.name}: Jira id {k} has {n} rows" for k, n in counts.items() if n > 1]
+    src = {"jira": "Jira", "github": "GitHub"}.get(spec.source, spec.source)
+    problems += [f"{spec.name}: {src} id {k} has {n} rows" for k, n in counts.items() if n > 1]
     live = {r["external_id"]: r for r in all_rows if r["deleted_at"] is None}
     objects = _expected_rows(tenant, spec)
     wanted = set(objects) - skip
     have = set(live) - skip
-    problems += [f"{spec.name}: Jira object {k} has no live row" for k in sorted(wanted - have)]
-    problems += [f"{spec.name}: live row {k} is not in Jira" for k in sorted(have - wanted)]
+    problems += [f"{spec.name}: {src} object {k} has no live row" for k in sorted(wanted - have)]
+    problems += [f"{spec.name}: live row {k} is not in {src}" for k in sorted(have - wanted)]
     for key in sorted(wanted & have):
         row = live[key]
         for column, value in objects[key].items():
             got = ops.as_utc(row[column]) if column == "updated" else row[column]
             if got != value:
-                problems.append(f"{spec.name}: row {key}.{column} is {got!r}, Jira has {value!r}")
+                problems.append(f"{spec.name}: row {key}.{column} is {got!r}, {src} has {value!r}")
     deleted_but_present = {r["external_id"] for r in all_rows if r["deleted_at"] is not None} & wanted
-    problems += [f"{spec.name}: row {k} is marked deleted but exists in Jira" for k in sorted(deleted_but_present)]
+    problems += [f"{spec.name}: row {k} is marked deleted but exists in {src}" for k in sorted(deleted_but_present)]
     rows = [r for page in ops.iter_rows(engine, spec, tenant_id) for r in page]
     return problems, rows
 
