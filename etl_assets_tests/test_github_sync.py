@@ -136,3 +136,33 @@ def test_a_run_killed_after_landing_converges_on_the_next(env, monkeypatch):
         assert run(env, gh).success
         assert_converged(env, "1", entities=GITHUB_ENTITIES)
         assert rows(env, ISSUES)[str(issue.id)]["title"] == "Edited between two killed runs"
+
+
+def test_the_change_sensor_asks_each_repository_once_and_runs_only_on_a_change(env, monkeypatch):
+    from etl_assets.defs.build import build_definitions
+    from etl_assets_tests.github_env import registry, resources
+
+    with github_for(env, monkeypatch) as gh:
+        defs = build_definitions(
+            registry=registry(env, gh), resources=resources(env), env={"DATABASE_URL": env.database_url}
+        )
+        sensor = defs.resolve_sensor_def("github_github_issue_changes")
+        res = resources(env)
+
+        def evaluate(cursor: str | None = None):  # type: ignore[no-untyped-def]
+            with dg.DagsterInstance.ephemeral() as instance:
+                with dg.build_sensor_context(
+                    instance=instance, cursor=cursor, resources={"github": res["github"], "database": res["database"]}
+                ) as context:
+                    return sensor(context)
+
+        assert run(env, gh).success
+        asked = gh.server.requests_received
+        quiet = evaluate()
+        assert [r.partition_key for r in quiet.run_requests] == ["2"], "tenant 2 never synced GitHub (empty)"
+        # The org listing (a 304) and one probe per repository.
+        assert gh.server.requests_received - asked == 1 + len(gh.site.repos)
+        issue = next(i for i in gh.site.items.values() if not i.is_pr)
+        gh.site.edit(issue.id, title="Changed after the sync")
+        changed = evaluate(quiet.cursor)
+        assert "1" in [r.partition_key for r in changed.run_requests]

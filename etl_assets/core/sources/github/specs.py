@@ -119,16 +119,21 @@ def _issues_only(data: Any) -> list[Any]:
 
 
 def newest_issue_change(client: GitHubClient, tenant: Tenant, since: datetime) -> datetime | None:
-    """The newest issue or pull-request change at or after ``since``: one request per repository
-    (a 304 when nothing changed since the last probe)."""
+    """The newest issue change at or after ``since``: one request per repository (a free 304 when
+    nothing changed since the last probe)."""
     newest: datetime | None = None
+    per_page = 100
     for repo in repo_names(client, tenant):
-        params = {"state": "all", "sort": "updated", "direction": "desc", "per_page": 1, "since": _since(since)}
+        params = {"state": "all", "sort": "updated", "direction": "desc", "per_page": per_page, "since": _since(since)}
         try:
             page, _ = client.get(f"/repos/{repo}/issues", params)
         except GitHubNotFound:
             continue
-        for item in _items(page.json()):
+        items = _items(page.json())
+        # Pull requests come in this listing too but are not this entity's: a page of nothing else
+        # cannot tell, so it counts as a change (a cheap run) rather than hide one.
+        wanted = _issues_only(items) or (items if len(items) >= per_page else [])
+        for item in wanted:
             changed = parsers.updated_at(item)
             if changed is not None and (newest is None or changed > newest):
                 newest = changed
