@@ -188,3 +188,26 @@ def test_search_across_sources_merges_hits_and_names_their_source(env):
     only_jira = asyncio.run(go(target.payload["text"], sources=["jira"], k=20))
     assert only_jira and {h.source for h in only_jira} == {"jira"}
     assert all(h.payload.get("source") == "github" for h in mixed if h.source == "github")
+
+
+def test_the_etag_cache_forgets_entries_unused_for_a_week_and_keeps_used_ones(served, tmp_path):
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import select, update
+
+    from etl_assets.core.sources.github.tables import http_cache
+
+    client, http = _client(served, tmp_path)
+    assert client.cache is not None
+    with http:
+        client.get("/repos/acme/auth-service")
+        client.get("/repos/acme/search-service")
+        with client.cache.engine.begin() as conn:
+            conn.execute(update(http_cache).values(stored_at=datetime.now(UTC) - timedelta(days=8)))
+        client.get("/repos/acme/auth-service")  # a 304: the entry is used again
+        assert client.stats.not_modified == 1
+        assert client.cache.prune() == 1
+        with client.cache.engine.connect() as conn:
+            kept = [r.url for r in conn.execute(select(http_cache.c.url))]
+        assert [u.rsplit("/", 1)[-1] for u in kept] == ["auth-service"]
+        assert "SECRETVALUE" not in repr(client)

@@ -196,12 +196,14 @@ class GitHubResource(dg.ConfigurableResource):
                 timeout=timeout,
                 follow_redirects=True,  # a renamed repository answers 301 to its new address
             )
+        cache = EtagCache(self.database.engine, tenant.id)
+        cache.prune()
         try:
             yield GitHubClient(
                 http=http,
                 tenant_id=tenant.id,
                 api=config.url.split("?")[0],
-                cache=EtagCache(self.database.engine, tenant.id),
+                cache=cache,
                 secret=token,
                 max_attempts=self.max_attempts,
                 max_wait_s=self.max_wait_s,

@@ -26,11 +26,11 @@ import random
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Engine, delete, insert, select, update
 from tenacity import RetryCallState, Retrying, nap, retry_if_exception, stop_after_attempt
 
 from etl_assets.core.http import one_line, parse_retry_after, seconds_or_count, transport_reason
@@ -109,6 +109,25 @@ class EtagCache:
             ).first()
         return Cached(row.etag, row.body, row.next_url) if row else None
 
+    def touch(self, url: str) -> None:
+        """Mark an entry as used (a 304 served from it), so that pruning keeps it."""
+        c = http_cache.c
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(http_cache)
+                .where(c.tenant_id == self.tenant_id, c.url_hash == self._key(url))
+                .values(stored_at=datetime.now(UTC))
+            )
+
+    def prune(self, unused_for: timedelta = timedelta(days=7)) -> int:
+        """Forget entries not used for ``unused_for``: incremental URLs carry a ``since`` that moves on,
+        so without this the cache would grow by a few rows every sync."""
+        c = http_cache.c
+        with self.engine.begin() as conn:
+            return conn.execute(
+                delete(http_cache).where(c.tenant_id == self.tenant_id, c.stored_at < datetime.now(UTC) - unused_for)
+            ).rowcount
+
     def put(self, url: str, entry: Cached) -> None:
         c = http_cache.c
         values = {"etag": entry.etag, "body": entry.body, "next_url": entry.next_url, "stored_at": datetime.now(UTC)}
@@ -132,7 +151,7 @@ class GitHubClient:
     tenant_id: str
     api: str  # the API root as configured, for messages (no credentials in it)
     cache: EtagCache | None = None
-    secret: str | None = None  # only to strip it from error bodies that echo it
+    secret: str | None = field(default=None, repr=False)  # only to strip it from error bodies that echo it
     max_attempts: int = 6
     max_wait_s: float = 60.0
     backoff_base_s: float = 0.5
@@ -217,6 +236,8 @@ class GitHubClient:
                 self._resume_at = reset + 1  # the reset second itself may still be refused
             if status == 304 and cached is not None:
                 self.stats.not_modified += 1
+                if self.cache:
+                    self.cache.touch(request_url)
                 return self._page(request_url, 304, cached.body), cached.next_url
             if status in (403, 429):
                 message = self._error_text(response)
