@@ -21,6 +21,7 @@ from hypothesis import settings as hypothesis_settings
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+from etl_assets.core.sources.github.sample import GitHubSite, generate_sample_org  # noqa: E402
 from etl_assets.core.sources.jira.sample import JiraSite, JiraSiteHandler, generate_sample_site  # noqa: E402
 from etl_assets.core.tenants import TenantRegistry  # noqa: E402
 from etl_assets.defs.build import build_definitions  # noqa: E402
@@ -100,6 +101,11 @@ def jira_handler(site: JiraSite, expected_auth: tuple[str, str] | None = None):
     return handle
 
 
+# The sample GitHub org of every env tenant: its sizes, and the same as sample:// URL parameters.
+SAMPLE_GITHUB_SIZES = {"n_repos": 2, "n_items": 6, "n_comments": 4}
+SAMPLE_GITHUB = "repos=2&items=6&comments=4"
+
+
 @dataclass
 class FakeTenant:
     id: str
@@ -107,6 +113,11 @@ class FakeTenant:
     server: LoopbackServer
     token: str
     url: str = ""  # kept after the server stops, so a test can point a tenant at a dead site
+    github: GitHubSite | None = None  # the tenant's small sample GitHub org (sample:// transport)
+
+    @property
+    def github_entry(self) -> dict[str, Any]:
+        return {"github": {"url": f"sample://t{self.id}?{SAMPLE_GITHUB}", "org": f"t{self.id}"}} if self.github else {}
 
 
 @dataclass
@@ -128,6 +139,7 @@ class Env:
                     {
                         "id": t.id,
                         "jira": {"url": t.url, "email_env": f"T{t.id}_JIRA_EMAIL", "token_env": f"T{t.id}_JIRA_TOKEN"},
+                        **t.github_entry,
                     }
                     for t in self.tenants.values()
                 ]
@@ -150,6 +162,7 @@ class Env:
                                 "email_env": f"T{t.id}_JIRA_EMAIL",
                                 "token_env": f"T{t.id}_JIRA_TOKEN",
                             },
+                            **t.github_entry,
                         }
                         for t in self.tenants.values()
                     ]
@@ -255,7 +268,10 @@ def _start_tenant(tenant_id: str, seed: int, n_projects: int, n_issues: int, id_
     site = generate_sample_site(seed=seed, n_projects=n_projects, n_issues=n_issues, id_offset=id_offset)
     token = f"jira-token-{tenant_id}-SECRETVALUE"
     server = LoopbackServer(jira_handler(site, (JIRA_EMAIL, token))).start()
-    return FakeTenant(tenant_id, site, server, token, server.url)
+    # Every tenant also has a small GitHub org (the sample one, in process), so that every entity
+    # of the catalogue has rows: the GitHub-specific tests use a loopback server instead.
+    github = generate_sample_org(f"t{tenant_id}", **SAMPLE_GITHUB_SIZES)
+    return FakeTenant(tenant_id, site, server, token, server.url, github=github)
 
 
 def _cl100k_tokens(text: str) -> int:

@@ -212,7 +212,8 @@ def _snapshot(url: str, table, tenant_id: str = "1") -> dict[str, tuple]:
             r.external_id: (r.content_hash, r.deleted_at, r.synced_at, r.summary)
             for r in conn.execute(select(table).where(table.c.tenant_id == tenant_id))
         }
-        state = conn.execute(select(schema.sync_state).where(schema.sync_state.c.tenant_id == tenant_id)).all()
+        s = schema.sync_state
+        state = conn.execute(select(s).where(s.c.tenant_id == tenant_id, s.c.entity == table.name)).all()
         batches = conn.execute(
             select(schema.raw_batches.c.id, schema.raw_batches.c.entity, schema.raw_batches.c.consumed_at)
         ).all()

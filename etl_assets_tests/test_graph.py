@@ -15,8 +15,13 @@ from etl_assets.core.sources.jira import tables
 from etl_assets.core.sources.jira.specs import ISSUES, PROJECTS, STATUSES, WITS
 from etl_assets.core.store import schema
 from etl_assets.core.vectorstore import point_id
+from etl_assets.fakes.github_server import expected_rows
 
 FULL_LISTINGS = (PROJECTS, WITS, STATUSES)
+
+
+def github_counts(site) -> dict[str, int]:
+    return {s.name: len(expected_rows(site, s.name)) for s in CATALOGUE if s.source == "github"}
 
 
 def site_counts(site) -> dict[str, int]:
@@ -67,7 +72,7 @@ def test_whole_graph_for_two_tenants(env):
     points = all_points(env)
     assert sorted(points) == sorted(f"client_{t}_{s.name}" for t in ("1", "2") for s in CATALOGUE)
     for tenant_id, tenant in env.tenants.items():
-        expected = site_counts(tenant.site)
+        expected = site_counts(tenant.site) | github_counts(tenant.github)
         for spec in CATALOGUE:
             rows = table_rows(env, spec, tenant_id)
             assert len(rows) == expected[spec.name], (tenant_id, spec.name)
@@ -203,7 +208,7 @@ def test_checks_run_and_pass(env):
     result = env.materialize("1")
     evaluations = result.get_asset_check_evaluations()
     names = Counter(e.check_name for e in evaluations)
-    assert names["no_duplicate_ids"] == 4 and names["points_match_live_rows"] == 4
+    assert names["no_duplicate_ids"] == len(CATALOGUE) and names["points_match_live_rows"] == len(CATALOGUE)
     assert names["references_resolve"] == 1
     failed = [(e.asset_key.to_user_string(), e.check_name) for e in evaluations if not e.passed]
     assert failed == []

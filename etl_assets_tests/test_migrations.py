@@ -24,6 +24,7 @@ from etl_assets.core.sources.jira.specs import ISSUES, PROJECTS
 from etl_assets.core.store import migrations, ops, schema
 from etl_assets.core.store.db import make_engine
 from etl_assets.core.store.migrations import HEAD_VERSION, Migration, schema_version
+from etl_assets.fakes.github_server import expected_rows
 from etl_assets_tests.conftest import running_fakes
 from etl_assets_tests.pg import database_url_for_test, test_backends
 
@@ -162,6 +163,8 @@ def test_previous_release_sqlite_syncs_and_vectorizes_after_the_upgrade(tmp_path
     assert schema_version(engine) == HEAD_VERSION
     expected = {"projects": len(site.projects), "wits": len(site.issue_types), "statuses": len(site.statuses)}
     expected["issues"] = len(site.issues)
+    github = env.tenants["1"].github
+    expected |= {s.name: len(expected_rows(github, s.name)) for s in CATALOGUE if s.source == "github"}
     for spec in CATALOGUE:
         table_meta = result.asset_materializations_for_node(f"tables__{spec.name}_table")[0].metadata
         vector_meta = result.asset_materializations_for_node(f"vectors__{spec.name}_vectors")[0].metadata

@@ -88,7 +88,7 @@ tenants:
         (
             "tenants:\n  - id: a\n    jira: {url: sample://x}\n    colour: red\n",
             4,
-            "unknown key 'colour' under tenants[0] (allowed: id, name, jira)",
+            "unknown key 'colour' under tenants[0] (allowed: id, name, jira, github)",
         ),
         (
             "tenants:\n  - id: a\n    jira: {url: sample://x}\nextra: {}\n",

@@ -45,7 +45,8 @@ def plan_fetches(
         return [FetchPlan("full", FetchRequest(tenant, page_size=page_size))], state
     plans = [FetchPlan("incremental", FetchRequest(tenant, since=state.watermark - overlap, page_size=page_size))]
     if reconcile or (reconcile_every > 0 and state.syncs_since_reconcile + 1 >= reconcile_every):
-        plans.append(FetchPlan("ids", FetchRequest(tenant, ids_only=True, page_size=page_size)))
+        kind = "full" if spec.reconcile_in_full else "ids"
+        plans.append(FetchPlan(kind, FetchRequest(tenant, ids_only=True, page_size=page_size)))
     return plans, state
 
 

@@ -82,6 +82,9 @@ class EntitySpec:
     references: tuple[tuple[str, str], ...] = ()  # (column, referenced entity) by (tenant, source id)
     payload_indexes: Mapping[str, str] = field(default_factory=dict)  # payload field -> Qdrant schema
     incremental: bool = False  # fetched by watermark; deletions found by reconciliation
+    # The source has no cheap id listing (GitHub): its reconciliation fetches whole records and
+    # applies them as a full listing, so what changed without a newer timestamp converges too.
+    reconcile_in_full: bool = False
     # When one source object arrives twice (overlapping incremental windows), the newer version wins.
     version: Callable[[Any], Any] | None = None
     # For incremental entities: (the source's client, tenant, since) -> the newest change at or after

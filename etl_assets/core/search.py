@@ -651,3 +651,62 @@ class SearchService:
         """The tenant's live projects from the tables, by key, with their live issue counts."""
         chosen = self.tenant_for(principal, tenant)
         return await self._sql(lambda: self._project_rows(chosen.id))
+
+
+# -- across sources ------------------------------------------------------------------------------
+# One query over the issue-like collections of every source, merged by score. The source filter
+# chooses collections (each belongs to one entity of one source), so it also holds for points
+# written before points carried a ``source`` payload field.
+
+CROSS_SOURCE_ENTITIES = ("issues", "github_issues", "github_pull_requests")
+
+
+@dataclass(frozen=True)
+class SourceHit:
+    score: float
+    source: str  # the source the row came from: 'jira', 'github'
+    entity: str
+    external_id: str
+    payload: dict[str, Any]
+
+    @property
+    def key(self) -> str:
+        return str(self.payload.get("key") or self.external_id)
+
+    @property
+    def title(self) -> str:
+        return str(self.payload.get("summary") or self.payload.get("title") or "")
+
+
+async def search_sources(
+    client: AsyncQdrantClient,
+    embedder: Embedder,
+    query: str,
+    *,
+    tenant_id: str,
+    sources: Sequence[str] | None = None,
+    entities: Sequence[str] = CROSS_SOURCE_ENTITIES,
+    k: int = 10,
+) -> list[SourceHit]:
+    """The tenant's best ``k`` rows for ``query`` across ``entities`` of ``sources`` (default: all),
+    one hit per row, each naming its source. Collections not built for the tenant (a source it
+    does not use) are left out; none at all is a :class:`NotIndexedError`."""
+    specs = [BY_NAME[e] for e in entities if e in BY_NAME and (sources is None or BY_NAME[e].source in sources)]
+    if not specs:
+        raise InvalidRequestError(f"no searchable entity for sources {', '.join(sources or [])!r}")
+    present = [s for s in specs if await client.collection_exists(collection_name(tenant_id, s.name))]
+    if not present:
+        raise NotIndexedError(
+            f"no collection of {', '.join(s.name for s in specs)} exists yet for tenant {tenant_id}: "
+            "materialize their vectors"
+        )
+    for spec in present:
+        await _check_model(client, embedder, collection_name(tenant_id, spec.name), spec.name, tenant_id)
+    [vector] = await embedder.embed([query])
+    flt = models.Filter(must=[_match("tenant_id", tenant_id)])
+    hits = [
+        SourceHit(score, spec.source, spec.name, ext, payload)
+        for spec in present
+        for score, ext, payload in await _ranked(client, collection_name(tenant_id, spec.name), vector, flt, k)
+    ]
+    return sorted(hits, key=lambda h: h.score, reverse=True)[:k]

@@ -32,8 +32,11 @@ SAMPLE_SCHEME = "sample"
 
 # The keys each level accepts, in the order the messages list them.
 TOP_KEYS = ("tenants",)
-TENANT_KEYS = ("id", "name", "jira")
+TENANT_KEYS = ("id", "name", "jira", "github")
 JIRA_KEYS = ("url", "email_env", "token_env", "projects", "jql")
+GITHUB_KEYS = ("url", "token_env", "org", "repos")
+GITHUB_API_URL = "https://api.github.com"
+REPO_PATTERN = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
 
 DocPath = tuple[str | int, ...]  # where a value sits in the file: ("tenants", 0, "jira", "url")
 
@@ -61,10 +64,39 @@ class JiraSiteConfig:
 
 
 @dataclass(frozen=True)
+class GitHubConfig:
+    """A tenant's GitHub: an organisation and/or explicit ``owner/repo`` names, on github.com or an
+    Enterprise server (``url`` is the REST API root, e.g. ``https://ghe.example.com/api/v3``)."""
+
+    url: str = GITHUB_API_URL
+    token_env: str | None = None
+    org: str | None = None
+    repos: tuple[str, ...] = ()
+
+    @property
+    def is_sample(self) -> bool:
+        return urlsplit(self.url).scheme == SAMPLE_SCHEME
+
+    def token(self, tenant_id: str, environ: Mapping[str, str] | None = None) -> str | None:
+        """The token from the variable the registry names (None for a sample org); the message names
+        the variable, never a value."""
+        if self.is_sample:
+            return None
+        env = os.environ if environ is None else environ
+        if not self.token_env or not env.get(self.token_env):
+            raise TenantConfigError(
+                f"tenant {tenant_id!r}: GitHub token missing: set environment variable "
+                f"{self.token_env or '<unset>'} (named by github.token_env in the tenants file)"
+            )
+        return env[self.token_env]
+
+
+@dataclass(frozen=True)
 class Tenant:
     id: str
     name: str
     jira: JiraSiteConfig
+    github: GitHubConfig | None = None
 
     def credentials(self, environ: Mapping[str, str] | None = None) -> tuple[str, str] | None:
         """(email, token) read from the environment variables the registry names.
@@ -198,7 +230,48 @@ def _parse_tenant(raw: object, index: int, where: _Located) -> Tenant:
         raise where.error(
             jira_path, f"tenant {tenant_id!r}: jira.email_env and jira.token_env are required for a live site"
         )
-    return Tenant(id=tenant_id, name=str(name) if name is not None else tenant_id, jira=site)
+    github = _parse_github(raw.get("github"), (*path, "github"), where, tenant_id) if "github" in raw else None
+    return Tenant(id=tenant_id, name=str(name) if name is not None else tenant_id, jira=site, github=github)
+
+
+def _parse_github(raw: object, path: DocPath, where: _Located, tenant: str) -> GitHubConfig:
+    if not isinstance(raw, dict):
+        raise where.error(
+            path, f"tenant {tenant!r}: 'github' must be a mapping with org and/or repos, got {_kind(raw)}"
+        )
+    where.check_keys(raw, path, GITHUB_KEYS, "github")
+    url = raw.get("url", GITHUB_API_URL)
+    if not isinstance(url, str) or not url.strip():
+        raise where.error((*path, "url"), f"tenant {tenant!r}: github.url must be a URL, got {_kind(url)}")
+    parts = urlsplit(url.strip())
+    if not (parts.scheme == SAMPLE_SCHEME and parts.netloc) and (
+        parts.scheme not in ("http", "https") or not parts.netloc
+    ):
+        shown = _USERINFO.sub("***@", url)
+        raise where.error(
+            (*path, "url"),
+            f"tenant {tenant!r}: github.url {shown!r} is not allowed: use the REST API root "
+            "(https://api.github.com, or https://HOST/api/v3 for GitHub Enterprise) or sample://NAME",
+        )
+    org = raw.get("org")
+    if org is not None and not (isinstance(org, str) and re.fullmatch(r"[A-Za-z0-9_.-]+", org)):
+        raise where.error((*path, "org"), f"tenant {tenant!r}: github.org must be an organisation login")
+    repos = raw.get("repos") or []
+    if not isinstance(repos, list) or not all(isinstance(r, str) and REPO_PATTERN.fullmatch(r) for r in repos):
+        raise where.error((*path, "repos"), f"tenant {tenant!r}: github.repos must be a list of 'owner/repo' names")
+    if not org and not repos:
+        raise where.error(path, f"tenant {tenant!r}: github needs an org or a list of repos (owner/repo)")
+    token_env = raw.get("token_env")
+    if token_env is not None and not (isinstance(token_env, str) and ENV_NAME_PATTERN.fullmatch(token_env)):
+        raise where.error(
+            (*path, "token_env"),
+            f"tenant {tenant!r}: github.token_env must be the NAME of an environment variable "
+            "(letters, digits and '_'), not its value",
+        )
+    config = GitHubConfig(url=url.strip().rstrip("/"), token_env=token_env, org=org, repos=tuple(repos))
+    if not config.is_sample and not token_env:
+        raise where.error(path, f"tenant {tenant!r}: github.token_env is required for a live GitHub")
+    return config
 
 
 def _lines(loader: yaml.SafeLoader, node: yaml.Node, source: str, path: DocPath = ()) -> dict[DocPath, int]:

@@ -140,6 +140,7 @@ def _chunks(
     base = {
         "tenant_id": tenant_id,
         "entity": spec.name,
+        "source": spec.source,
         "external_id": row["external_id"],
         **{k: jsonable(v) for k, v in spec.payload(row).items()},
         "content_hash": digest,

@@ -58,19 +58,23 @@ def build_raw_asset(
         required_resource_keys={spec.source, "database"},
         description=(
             f"{spec.title} as the source returned them (`{spec.endpoint}`), landed unchanged in `raw_jira_pages` "
-            "with tenant, entity, fetch time and a hash — the record the tables are rebuilt from."
+            "with tenant, entity, fetch time and a hash — the record the tables are rebuilt from. For a tenant "
+            "that does not use this source, an empty listing (its table and collection stay empty)."
         ),
     )
     def raw_asset(context: dg.AssetExecutionContext, config: RawFetchConfig) -> dg.MaterializeResult:
         source = getattr(context.resources, spec.source)
         database: DatabaseResource = context.resources.database
         tenant = registry.get(context.partition_key)
+        # A tenant without this source gets an empty full listing from its client (nothing asked):
+        # rows of a source removed from a tenant are then marked deleted and leave the index.
+        served = source.serves(tenant)
         started = time.perf_counter()
         plans, state = pipeline.plan_fetches(
             database.engine,
             spec,
             tenant,
-            full_resync=config.full_resync,
+            full_resync=config.full_resync or not served,
             reconcile=config.reconcile,
             overlap=timedelta(minutes=config.overlap_minutes),
             reconcile_every=config.reconcile_every,
@@ -103,10 +107,12 @@ def build_raw_asset(
             stats = client.stats
         meta |= {
             "tenant": tenant.id,
+            **({} if served else {"source_configured": False}),
             "fetch": "+".join(p.kind for p in plans),
             f"{spec.source}_requests": stats.requests,
             f"{spec.source}_retries": stats.retries,
             f"{spec.source}_429s": stats.throttled,
+            **(stats.metadata() if hasattr(stats, "metadata") else {}),  # a source's own figures
             "duration_s": round(time.perf_counter() - started, 3),
         }
         if spec.incremental:

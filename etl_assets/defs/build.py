@@ -16,8 +16,8 @@ from etl_assets.defs.automation import build_automation
 from etl_assets.defs.resources import (
     DatabaseResource,
     EmbeddingsResource,
-    JiraResource,
     QdrantResource,
+    source_resources,
 )
 
 
@@ -35,9 +35,10 @@ def resources_from_settings(settings: Settings) -> dict[str, Any]:
     the fetches).
     """
     qdrant = settings.qdrant
+    database = DatabaseResource(url=_secret("database_url", settings.database_url) or settings.database)
     return {
-        "jira": JiraResource(),
-        "database": DatabaseResource(url=_secret("database_url", settings.database_url) or settings.database),
+        **source_resources(database),
+        "database": database,
         "embeddings": EmbeddingsResource(
             **{
                 **settings.embedding.model_dump(),
@@ -65,6 +66,8 @@ def build_definitions(
     settings = settings or Settings.load(env)
     registry = registry or TenantRegistry.load(settings.tenants_file)
     resources = resources or resources_from_settings(settings)
+    # A caller naming only some sources' resources gets the others' defaults (on its database).
+    resources = {**source_resources(resources["database"]), **resources}
     partitions = dg.StaticPartitionsDefinition(registry.ids)
     dialect = "postgres" if settings.database.startswith("postgres") else "sqlite"
     provider_kind = "openai" if resources["embeddings"].provider == "openai" else "pytorch"

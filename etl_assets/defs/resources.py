@@ -1,4 +1,4 @@
-"""Dagster resources: Jira, the database, the embedding provider and Qdrant.
+"""Dagster resources: Jira, GitHub, the database, the embedding provider and Qdrant.
 
 Each holds a client for exactly the life of a step. The embeddings and Qdrant
 resources are async: their clients are opened and closed inside the step's own event
@@ -23,6 +23,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from etl_assets.core.embeddings.base import Embedder
 from etl_assets.core.embeddings.factory import EmbeddingSettings, open_embedder
 from etl_assets.core.settings import Settings
+from etl_assets.core.sources.github.client import API_VERSION, EtagCache, GitHubClient
 from etl_assets.core.sources.jira.client import JiraClient
 from etl_assets.core.store.db import make_engine, safe_url
 from etl_assets.core.tenants import Tenant
@@ -53,6 +54,9 @@ class JiraResource(dg.ConfigurableResource):
         default=60.0, description="Longest single wait between attempts (Retry-After is capped here)."
     )
     page_size: int = Field(default=50, description="maxResults for paged endpoints.")
+
+    def serves(self, tenant: Tenant) -> bool:
+        return True  # every tenant has a Jira site
 
     @contextlib.contextmanager
     def open(self, tenant: Tenant) -> Iterator[JiraClient]:
@@ -123,6 +127,94 @@ class DatabaseResource(dg.ConfigurableResource):
     @property
     def dialect(self) -> str:
         return "postgres" if self.url.startswith("postgres") else "sqlite"
+
+
+@functools.cache
+def _sample_org(url: str) -> Any:
+    from etl_assets.core.sources.github.sample import generate_sample_org
+
+    parts = urlsplit(url)
+    q = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    return generate_sample_org(
+        parts.netloc,
+        seed=int(q.get("seed", 7)),
+        n_repos=int(q.get("repos", 3)),
+        n_items=int(q.get("items", 24)),
+        n_comments=int(q.get("comments", 30)),
+    )
+
+
+class GitHubResource(dg.ConfigurableResource):
+    """HTTP access to each tenant's GitHub (REST v3, a token from the variable its tenants entry names).
+
+    Conditional requests keep their ETags in the database (``github_http_cache``), hence ``database``.
+    """
+
+    database: DatabaseResource
+    timeout_s: float = Field(default=30.0, description="Read timeout per request, seconds.")
+    connect_timeout_s: float = Field(default=10.0, description="Connect timeout per request, seconds.")
+    max_attempts: int = Field(default=6, description="Attempts per request on rate limits, 5xx and transport errors.")
+    max_wait_s: float = Field(
+        default=900.0,
+        description="Longest wait for a rate limit (primary reset or secondary retry-after); longer fails the step.",
+    )
+    page_size: int = Field(default=100, description="per_page for listings (GitHub allows at most 100).")
+
+    def serves(self, tenant: Tenant) -> bool:
+        return tenant.github is not None
+
+    @contextlib.contextmanager
+    def open(self, tenant: Tenant) -> Iterator[GitHubClient]:
+        """A client for ``tenant``'s GitHub; its connection pool is closed when the block ends."""
+        config = tenant.github
+        if config is None:  # a tenant without GitHub: a client that lists nothing and asks nothing
+            with httpx.Client() as idle:
+                yield GitHubClient(http=idle, tenant_id=tenant.id, api="(not configured)")
+            return
+        headers = {
+            "Accept": "application/vnd.github+json",
+            "X-GitHub-Api-Version": API_VERSION,
+            "User-Agent": "etl-assets",
+        }
+        timeout = httpx.Timeout(self.timeout_s, connect=self.connect_timeout_s)
+        token = config.token(tenant.id)
+        if config.is_sample:
+            from etl_assets.core.sources.github.sample import sample_transport
+
+            site = _sample_org(config.url)
+            http = httpx.Client(
+                base_url=f"https://api.{site.org}.github.sample",
+                transport=sample_transport(site),
+                headers=headers,
+                timeout=timeout,
+                follow_redirects=True,
+            )
+        else:
+            http = httpx.Client(
+                base_url=config.url,
+                headers={**headers, "Authorization": f"Bearer {token}"},
+                timeout=timeout,
+                follow_redirects=True,  # a renamed repository answers 301 to its new address
+            )
+        cache = EtagCache(self.database.engine, tenant.id)
+        cache.prune()
+        try:
+            yield GitHubClient(
+                http=http,
+                tenant_id=tenant.id,
+                api=config.url.split("?")[0],
+                cache=cache,
+                secret=token,
+                max_attempts=self.max_attempts,
+                max_wait_s=self.max_wait_s,
+            )
+        finally:
+            http.close()
+
+
+def source_resources(database: DatabaseResource) -> dict[str, Any]:
+    """One resource per source, named after it: the raw assets and change sensors ask for it by name."""
+    return {"jira": JiraResource(), "github": GitHubResource(database=database)}
 
 
 class EmbeddingsResource(dg.ConfigurableResource, EmbeddingSettings):

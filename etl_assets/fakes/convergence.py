@@ -131,29 +131,44 @@ class _WholeText:
         return 0
 
 
+def _expected_rows(tenant: Any, spec: EntitySpec) -> dict[str, dict[str, Any]]:
+    """Source id -> the columns its row must hold, for every object the tenant's source holds.
+
+    A tenant without a fake of the source (no ``github`` attribute, say) must have no live rows.
+    """
+    if spec.source == "github":
+        from etl_assets.fakes.github_server import expected_rows
+
+        github = getattr(tenant, "github", None)
+        return expected_rows(github, spec.name) if github is not None else {}
+    objects = (o for o in site_objects(tenant.site, spec.name) if isinstance(o, dict) and "id" in o)
+    return {str(o["id"]): _expected_fields(spec.name, o) for o in objects}
+
+
 def _table_problems(
-    engine: Engine, spec: EntitySpec, tenant_id: str, site: JiraSite, skip: set[str]
+    engine: Engine, spec: EntitySpec, tenant_id: str, tenant: Any, skip: set[str]
 ) -> tuple[list[str], list[dict[str, Any]]]:
     problems: list[str] = []
     t = spec.table
     with engine.connect() as conn:
         all_rows = [dict(r._mapping) for r in conn.execute(select(t).where(t.c.tenant_id == tenant_id))]
     counts = Counter(r["external_id"] for r in all_rows)
-    problems += [f"{spec.name}: Jira id {k} has {n} rows" for k, n in counts.items() if n > 1]
+    src = {"jira": "Jira", "github": "GitHub"}.get(spec.source, spec.source)
+    problems += [f"{spec.name}: {src} id {k} has {n} rows" for k, n in counts.items() if n > 1]
     live = {r["external_id"]: r for r in all_rows if r["deleted_at"] is None}
-    objects = {str(o["id"]): o for o in site_objects(site, spec.name) if isinstance(o, dict) and "id" in o}
+    objects = _expected_rows(tenant, spec)
     wanted = set(objects) - skip
     have = set(live) - skip
-    problems += [f"{spec.name}: Jira object {k} has no live row" for k in sorted(wanted - have)]
-    problems += [f"{spec.name}: live row {k} is not in Jira" for k in sorted(have - wanted)]
+    problems += [f"{spec.name}: {src} object {k} has no live row" for k in sorted(wanted - have)]
+    problems += [f"{spec.name}: live row {k} is not in {src}" for k in sorted(have - wanted)]
     for key in sorted(wanted & have):
         row = live[key]
-        for column, value in _expected_fields(spec.name, objects[key]).items():
+        for column, value in objects[key].items():
             got = ops.as_utc(row[column]) if column == "updated" else row[column]
             if got != value:
-                problems.append(f"{spec.name}: row {key}.{column} is {got!r}, Jira has {value!r}")
+                problems.append(f"{spec.name}: row {key}.{column} is {got!r}, {src} has {value!r}")
     deleted_but_present = {r["external_id"] for r in all_rows if r["deleted_at"] is not None} & wanted
-    problems += [f"{spec.name}: row {k} is marked deleted but exists in Jira" for k in sorted(deleted_but_present)]
+    problems += [f"{spec.name}: row {k} is marked deleted but exists in {src}" for k in sorted(deleted_but_present)]
     rows = [r for page in ops.iter_rows(engine, spec, tenant_id) for r in page]
     return problems, rows
 
@@ -235,7 +250,7 @@ def convergence_problems(
     a test expects to be quarantined); their rows, if any, must still have exact points.
     """
     skipped = {k: set(v) for k, v in (skip or {}).items()}
-    site = env.tenants[tenant_id].site
+    tenant = env.tenants[tenant_id]
     engine = create_engine(env.database_url)
     problems: list[str] = []
     try:
@@ -251,7 +266,7 @@ def convergence_problems(
         ]
         rows: dict[str, list[dict[str, Any]]] = {}
         for spec in entities:
-            found, rows[spec.name] = _table_problems(engine, spec, tenant_id, site, skipped.get(spec.name, set()))
+            found, rows[spec.name] = _table_problems(engine, spec, tenant_id, tenant, skipped.get(spec.name, set()))
             problems += found
     finally:
         engine.dispose()
