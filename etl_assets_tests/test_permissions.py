@@ -349,3 +349,74 @@ def test_comment_role_given_only_by_name_resolves(fx: PermissionFixture) -> None
                 del c["visibility"]["identifier"]
     _, lists = access_lists(fx)
     assert mismatches(fx, lists) == []
+
+
+# -- committed tables: round trip, resolver, pending payload writes ---------------------------------
+
+
+@pytest.fixture
+def engine(tmp_path: Any) -> Iterator[Any]:
+    from etl_assets.core.sources.jira import permission_tables  # noqa: F401 - declares the tables
+    from etl_assets.core.store.db import make_engine
+
+    eng = make_engine(f"sqlite:///{tmp_path / 'perm.db'}")
+    yield eng
+    eng.dispose()
+
+
+def test_tables_round_trip_gives_the_same_access_and_the_matrix_holds(fx: PermissionFixture, engine: Any) -> None:
+    from etl_assets.core.sources.jira.permission_tables import load_snapshot, save_snapshot
+
+    fetched = fetch(fx)
+    facts = [issue_facts_from_json(i) for i in fx.issues]
+    with engine.begin() as conn:
+        save_snapshot(conn, "acme", fetched)
+        save_snapshot(conn, "other", PermissionFetch(PermissionSnapshot()))
+    with engine.connect() as conn:
+        loaded = load_snapshot(conn, "acme")
+        empty = load_snapshot(conn, "other")
+    direct = {k: a.principals for k, a in compute_access(fetched.snapshot, facts).items()}
+    from_tables = {k: a.principals for k, a in compute_access(loaded, facts).items()}
+    assert from_tables == direct and mismatches(fx, from_tables) == []
+    # another tenant's (empty) rules fail safe instead of borrowing acme's
+    assert {a.principals for a in compute_access(empty, facts).values()} == {(RESTRICTED,)}
+
+
+def test_resolver_by_email_or_account_id(fx: PermissionFixture, engine: Any) -> None:
+    from etl_assets.core.sources.jira.permission_tables import UnknownPrincipal, resolve_principal, save_snapshot
+
+    with engine.begin() as conn:
+        save_snapshot(conn, "acme", fetch(fx))
+    with engine.connect() as conn:
+        assert resolve_principal(conn, "acme", "Carol@Example.com") == oracle_principals(fx, "acc-carol")
+        assert resolve_principal(conn, "acme", "acc-gina") == {"public", "user:acc-gina"}
+        with pytest.raises(UnknownPrincipal, match="tenant 'acme': no user 'zed@example.com'"):
+            resolve_principal(conn, "acme", "zed@example.com")
+        with pytest.raises(UnknownPrincipal):
+            resolve_principal(conn, "other", "acc-carol")
+
+
+def test_save_access_marks_changes_pending_until_applied(fx: PermissionFixture, engine: Any) -> None:
+    from etl_assets.core.sources.jira.permission_tables import mark_applied, pending_access, save_access
+
+    facts = [issue_facts_from_json(i) for i in fx.issues]
+    first = compute_access(fetch(fx).snapshot, facts)
+    with engine.begin() as conn:
+        pending = save_access(conn, "acme", first)
+    assert sum(len(v) for v in pending.values()) == len(first)  # a first sync writes every point
+    with engine.begin() as conn:
+        mark_applied(conn, "acme", [k for keys in pending.values() for k in keys])
+    with engine.begin() as conn:
+        assert save_access(conn, "acme", first) == {}  # no change: no payload writes
+    target = next(i for i in fx.issues if (i["fields"]["security"] or {}).get("id") == "3000")
+    fx.set_security(target["key"], "3001")
+    second = compute_access(fetch(fx).snapshot, [issue_facts_from_json(i) for i in fx.issues])
+    with engine.begin() as conn:
+        pending = save_access(conn, "acme", second)
+    written = {k for keys in pending.values() for k in keys}
+    assert written and written <= _keys_of_issue(fx, target["key"])
+    # not applied (say the index was down): the next sync, with no new change, still has them
+    with engine.begin() as conn:
+        assert save_access(conn, "acme", second) == pending
+        mark_applied(conn, "acme", written)
+        assert pending_access(conn, "acme") == {}
