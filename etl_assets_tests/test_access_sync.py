@@ -1,0 +1,149 @@
+"""Access lists in Qdrant: the matrix searched inside the store, and changes as payload-only writes.
+
+Qdrant is qdrant-client's embedded engine (local mode, a folder per test): the filter is the
+one search will use (:func:`access_filter`), evaluated by the store, never after fetching.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from qdrant_client import AsyncQdrantClient, models
+
+from etl_assets.core.access_sync import ACCESS_FIELD, access_filter, apply_access_updates, with_access
+from etl_assets.core.permissions import compute_access, issue_facts_from_json
+from etl_assets.core.sources.jira import permission_tables as pt
+from etl_assets.core.sources.jira.sample.permissions import PermissionFixture, generate_permission_fixture
+from etl_assets.core.store.db import make_engine
+from etl_assets.core.vectorstore import point_id
+from etl_assets_tests.test_permissions import ANONYMOUS, fetch, oracle_can_see, oracle_principals, points
+
+COLLECTIONS = {"issue": "client_acme_issues", "comment": "client_acme_comments"}
+DIM = 8
+
+
+def _vector(n: int) -> list[float]:
+    return [1.0 + ((n * 7 + i) % 5) / 10 for i in range(DIM)]
+
+
+async def _load(client: AsyncQdrantClient, fx: PermissionFixture, access: dict[str, tuple[str, ...]]) -> None:
+    for name in COLLECTIONS.values():
+        await client.create_collection(
+            name, vectors_config=models.VectorParams(size=DIM, distance=models.Distance.COSINE)
+        )
+    for n, (key, _, _) in enumerate(points(fx)):
+        kind, _, external_id = key.partition(":")
+        entity = COLLECTIONS[kind].rsplit("_", 1)[1]
+        chunks = 2 if n % 4 == 0 else 1  # some issues have several chunks: every chunk carries the list
+        await client.upsert(
+            COLLECTIONS[kind],
+            points=[
+                models.PointStruct(
+                    id=point_id("acme", entity, external_id, c),
+                    vector=_vector(n + c),
+                    payload={
+                        "tenant_id": "acme",
+                        "external_id": external_id,
+                        "chunk": c,
+                        ACCESS_FIELD: list(access[key]),
+                    },
+                )
+                for c in range(chunks)
+            ],
+        )
+
+
+async def _visible(client: AsyncQdrantClient, principals: set[str]) -> set[str]:
+    seen = set()
+    for kind, name in COLLECTIONS.items():
+        tenant = models.Filter(must=[models.FieldCondition(key="tenant_id", match=models.MatchValue(value="acme"))])
+        result = await client.query_points(
+            name, query=_vector(0), query_filter=with_access(tenant, principals), limit=10_000, with_payload=True
+        )
+        seen |= {f"{kind}:{p.payload['external_id']}" for p in result.points if p.payload}
+    return seen
+
+
+def _expected(fx: PermissionFixture, user: str | None) -> set[str]:
+    return {k for k, i, c in points(fx) if oracle_can_see(fx, user, i, c)}
+
+
+async def _vectors(client: AsyncQdrantClient) -> dict[Any, Any]:
+    out = {}
+    for name in COLLECTIONS.values():
+        records, _ = await client.scroll(name, limit=10_000, with_vectors=True)
+        out.update({(name, r.id): r.vector for r in records})
+    return out
+
+
+def _sync_tables(engine: Any, fx: PermissionFixture) -> dict[tuple[str, ...], list[str]]:
+    fetched = fetch(fx)
+    with engine.begin() as conn:
+        pt.save_snapshot(conn, "acme", fetched)
+        snap = pt.load_snapshot(conn, "acme")
+        return pt.save_access(conn, "acme", compute_access(snap, [issue_facts_from_json(i) for i in fx.issues]))
+
+
+def test_search_as_each_user_returns_exactly_what_jira_allows_and_changes_are_payload_only(tmp_path: Path) -> None:
+    fx = generate_permission_fixture()
+    engine = make_engine(f"sqlite:///{tmp_path / 'perm.db'}")
+    pending = _sync_tables(engine, fx)
+    with engine.begin() as conn:
+        access = pt.committed_access(conn, "acme")
+        pt.mark_applied(conn, "acme", access)  # loaded with their lists below, as the vector sync would
+
+    async def run() -> None:
+        client = AsyncQdrantClient(path=str(tmp_path / "qdrant"))
+        try:
+            await _load(client, fx, access)
+            users = [*sorted(fx.users), ANONYMOUS]
+            for user in users:
+                assert await _visible(client, oracle_principals(fx, user)) == _expected(fx, user), user
+            before = await _vectors(client)
+
+            # a change: an issue moves to a more restricted level, and carol leaves engineering
+            target = next(i for i in fx.issues if (i["fields"]["security"] or {}).get("id") == "3000")
+            fx.set_security(target["key"], "3001")
+            fx.remove_from_group("acc-carol", "gid-eng")
+            moved = {k for k, i, _ in points(fx) if i["key"] == target["key"]}
+            pending = _sync_tables(engine, fx)
+            written = {k for keys in pending.values() for k in keys}
+            assert moved & written and written < set(access)
+            # not before the payload writes: the tables committed, the index still has the old lists
+            stale = [u for u in users if await _visible(client, oracle_principals(fx, u)) != _expected(fx, u)]
+            assert stale
+            stats = await apply_access_updates(client, COLLECTIONS, pending)
+            with engine.begin() as conn:
+                pt.mark_applied(conn, "acme", stats.applied)
+                assert pt.pending_access(conn, "acme") == {}
+            assert stats.points == len(written)
+            assert stats.payload_writes == sum(len({k.split(":")[0] for k in keys}) for keys in pending.values())
+            for user in users:
+                assert await _visible(client, oracle_principals(fx, user)) == _expected(fx, user), user
+            assert await _vectors(client) == before  # payload-only: not one vector rewritten
+        finally:
+            await client.close()
+
+    assert pending  # the first sync had every list to write
+    asyncio.run(run())
+    engine.dispose()
+
+
+def test_points_without_access_match_no_principal(tmp_path: Path) -> None:
+    async def run() -> None:
+        client = AsyncQdrantClient(path=str(tmp_path / "qdrant"))
+        try:
+            await client.create_collection(
+                "c", vectors_config=models.VectorParams(size=DIM, distance=models.Distance.COSINE)
+            )
+            await client.upsert("c", points=[models.PointStruct(id=1, vector=_vector(1), payload={"external_id": "1"})])
+            hits = await client.query_points("c", query=_vector(1), query_filter=access_filter({"public"}), limit=5)
+            assert hits.points == []
+            unfiltered = await client.query_points("c", query=_vector(1), limit=5)
+            assert len(unfiltered.points) == 1
+        finally:
+            await client.close()
+
+    asyncio.run(run())
