@@ -420,3 +420,34 @@ def test_save_access_marks_changes_pending_until_applied(fx: PermissionFixture, 
         assert save_access(conn, "acme", second) == pending
         mark_applied(conn, "acme", written)
         assert pending_access(conn, "acme") == {}
+
+
+def test_sample_site_serves_the_permission_routes_over_loopback(fx: PermissionFixture) -> None:
+    """The sample site's handler with the fixture's routes, on a real loopback HTTP server."""
+    from etl_assets.core.sources.jira.sample import JiraSiteHandler, generate_sample_site
+    from etl_assets.core.sources.jira.sample.permissions import PermissionRoutes
+    from etl_assets.fakes.loopback import LoopbackServer, Request, Response
+
+    site = generate_sample_site(seed=3, n_projects=2, n_issues=5)
+    handler = JiraSiteHandler(site, extra_routes=PermissionRoutes(fx))
+
+    def handle(req: Request) -> Response:
+        status, headers, body = handler.handle(req.method, req.path, req.query, req.body)
+        return Response(status=status, headers=headers, body=body)
+
+    server = LoopbackServer(handle).start()
+    try:
+        with httpx.Client(base_url=server.url) as http:
+            client = JiraClient(http=http, tenant_id="acme", site=server.url)
+            projects = [{"id": p["id"], "key": p["key"], "lead": {"accountId": p["lead"]}} for p in fx.projects]
+            fetched = fetch_permissions(client, projects, [issue_facts_from_json(i) for i in fx.issues])
+            assert http.get("/rest/api/3/issuetype").status_code == 200  # the site's own routes still answer
+            assert http.get("/rest/api/3/nothing/here").status_code == 404
+    finally:
+        server.stop()
+    lists = {
+        k: a.principals
+        for k, a in compute_access(fetched.snapshot, [issue_facts_from_json(i) for i in fx.issues]).items()
+    }
+    assert mismatches(fx, lists) == []
+    assert ("GET", "/rest/api/3/project/10001/permissionscheme") in site.requests
