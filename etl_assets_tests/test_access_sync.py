@@ -10,6 +10,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import pytest
 from qdrant_client import AsyncQdrantClient, models
 
 from etl_assets.core.access_sync import ACCESS_FIELD, access_filter, apply_access_updates, with_access
@@ -36,7 +37,7 @@ async def _load(client: AsyncQdrantClient, fx: PermissionFixture, access: dict[s
     for n, (key, _, _) in enumerate(points(fx)):
         kind, _, external_id = key.partition(":")
         entity = COLLECTIONS[kind].rsplit("_", 1)[1]
-        chunks = 2 if n % 4 == 0 else 1  # some issues have several chunks: every chunk carries the list
+        chunks = _chunks(fx)[key]  # some points have several chunks: every chunk carries the list
         await client.upsert(
             COLLECTIONS[kind],
             points=[
@@ -86,7 +87,14 @@ def _sync_tables(engine: Any, fx: PermissionFixture) -> dict[tuple[str, ...], li
         return pt.save_access(conn, "acme", compute_access(snap, [issue_facts_from_json(i) for i in fx.issues]))
 
 
-def test_search_as_each_user_returns_exactly_what_jira_allows_and_changes_are_payload_only(tmp_path: Path) -> None:
+def _chunks(fx: PermissionFixture) -> dict[str, int]:
+    return {key: 2 if n % 4 == 0 else 1 for n, (key, _, _) in enumerate(points(fx))}
+
+
+@pytest.mark.parametrize("by", ["filter", "ids"])
+def test_search_as_each_user_returns_exactly_what_jira_allows_and_changes_are_payload_only(
+    tmp_path: Path, by: str
+) -> None:
     fx = generate_permission_fixture()
     engine = make_engine(f"sqlite:///{tmp_path / 'perm.db'}")
     pending = _sync_tables(engine, fx)
@@ -114,12 +122,19 @@ def test_search_as_each_user_returns_exactly_what_jira_allows_and_changes_are_pa
             # not before the payload writes: the tables committed, the index still has the old lists
             stale = [u for u in users if await _visible(client, oracle_principals(fx, u)) != _expected(fx, u)]
             assert stale
-            stats = await apply_access_updates(client, COLLECTIONS, pending)
+            chunks = _chunks(fx)
+
+            def ids(kind: str, external_id: str) -> list[str]:
+                entity = COLLECTIONS[kind].rsplit("_", 1)[1]
+                return [point_id("acme", entity, external_id, c) for c in range(chunks[f"{kind}:{external_id}"])]
+
+            stats = await apply_access_updates(client, COLLECTIONS, pending, point_ids=ids if by == "ids" else None)
             with engine.begin() as conn:
                 pt.mark_applied(conn, "acme", stats.applied)
                 assert pt.pending_access(conn, "acme") == {}
             assert stats.points == len(written)
             assert stats.payload_writes == sum(len({k.split(":")[0] for k in keys}) for keys in pending.values())
+            assert stats.requests <= 2  # one batch request per collection
             for user in users:
                 assert await _visible(client, oracle_principals(fx, user)) == _expected(fx, user), user
             assert await _vectors(client) == before  # payload-only: not one vector rewritten

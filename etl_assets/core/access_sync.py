@@ -31,7 +31,7 @@ The Dagster stage, to be wired once the hybrid-search branch is merged (sketch):
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from qdrant_client import AsyncQdrantClient, models
@@ -44,6 +44,7 @@ ACCESS_FIELD = "access"
 # point key kind ("issue:<id>") -> the entity whose collection holds those points
 DEFAULT_ENTITIES = {"issue": "issues", "comment": "comments"}
 SET_PAYLOAD_MAX_IDS = 1000
+OPERATIONS_PER_REQUEST = 64
 
 
 def access_filter(principals: Iterable[str]) -> models.Filter:
@@ -78,10 +79,14 @@ async def ensure_access_index(client: AsyncQdrantClient, collection: str, *, loc
 
 @dataclass
 class AccessWriteStats:
-    payload_writes: int = 0  # set_payload requests
+    payload_writes: int = 0  # set-payload operations (one per list, collection and id batch)
+    requests: int = 0  # Qdrant requests carrying them (batch_update_points)
     points: int = 0  # point keys whose list was written
     applied: list[str] = field(default_factory=list)  # point keys now in the index (to mark_applied)
     missing_collections: set[str] = field(default_factory=set)
+
+
+PointIds = Callable[[str, str], Sequence[str]]
 
 
 async def apply_access_updates(
@@ -89,16 +94,32 @@ async def apply_access_updates(
     collection_for: Mapping[str, str],
     updates: Mapping[AccessList, Sequence[str]],
     *,
+    point_ids: PointIds | None = None,
     batch: int = SET_PAYLOAD_MAX_IDS,
+    operations_per_request: int = OPERATIONS_PER_REQUEST,
 ) -> AccessWriteStats:
-    """Write each pending access list to its points: one ``set_payload`` per list, entity and batch.
+    """Write each pending access list to its points as payload-only operations.
 
     ``collection_for`` maps a point-key kind (``issue``, ``comment``) to its collection name.
-    A collection that does not exist yet has no stale points: its keys count as applied (the
-    vector sync writes ``access`` with each new point from the committed table).
+    Points are addressed by ``point_ids(kind, external_id)`` when given (the deterministic ids
+    of every chunk: direct writes, no scan) and otherwise by a filter on ``external_id`` (every
+    chunk; indexed on a Qdrant server, a scan in local mode). Operations are sent together,
+    ``operations_per_request`` per ``batch_update_points`` request. A collection that does not
+    exist yet has no stale points: its keys count as applied (the vector sync writes ``access``
+    with each new point from the committed table).
     """
     stats = AccessWriteStats()
     existing: dict[str, bool] = {}
+    queued: dict[str, list[models.UpdateOperation]] = {}
+
+    async def flush(name: str) -> None:
+        ops = queued.pop(name, [])
+        for start in range(0, len(ops), operations_per_request):
+            await client.batch_update_points(
+                name, update_operations=ops[start : start + operations_per_request], wait=True
+            )
+            stats.requests += 1
+
     for acl, keys in updates.items():
         by_kind: dict[str, list[str]] = {}
         for key in keys:
@@ -110,20 +131,29 @@ async def apply_access_updates(
             name = collection_for[kind]
             if name not in existing:
                 existing[name] = await client.collection_exists(name)
-            if existing[name]:
-                for start in range(0, len(ids), batch):
-                    chunk = ids[start : start + batch]
-                    await client.set_payload(
-                        name,
-                        payload={ACCESS_FIELD: list(acl)},
-                        points=models.Filter(
-                            must=[models.FieldCondition(key="external_id", match=models.MatchAny(any=chunk))]
-                        ),
-                        wait=True,
-                    )
-                    stats.payload_writes += 1
-            else:
-                stats.missing_collections.add(name)
             stats.points += len(ids)
             stats.applied += [f"{kind}:{i}" for i in ids]
+            if not existing[name]:
+                stats.missing_collections.add(name)
+                continue
+            selectors: list[models.Filter | list[models.ExtendedPointId]] = []
+            if point_ids is not None:
+                targets: list[models.ExtendedPointId] = [pid for i in ids for pid in point_ids(kind, i)]
+                selectors += [targets[s : s + batch] for s in range(0, len(targets), batch)]
+            else:
+                selectors += [
+                    models.Filter(
+                        must=[models.FieldCondition(key="external_id", match=models.MatchAny(any=ids[s : s + batch]))]
+                    )
+                    for s in range(0, len(ids), batch)
+                ]
+            for selector in selectors:
+                if isinstance(selector, list):
+                    op = models.SetPayload(payload={ACCESS_FIELD: list(acl)}, points=selector)
+                else:
+                    op = models.SetPayload(payload={ACCESS_FIELD: list(acl)}, filter=selector)
+                queued.setdefault(name, []).append(models.SetPayloadOperation(set_payload=op))
+                stats.payload_writes += 1
+    for name in list(queued):
+        await flush(name)
     return stats
