@@ -162,3 +162,54 @@ def test_points_without_access_match_no_principal(tmp_path: Path) -> None:
             await client.close()
 
     asyncio.run(run())
+
+
+def test_permission_sync_steps_commit_then_write_and_a_no_change_sync_writes_nothing(tmp_path: Path) -> None:
+    import httpx
+
+    from etl_assets.core.permissions import RESTRICTED
+    from etl_assets.core.sources.jira.client import JiraClient
+    from etl_assets.core.sources.jira.permission_sync import apply_pending_access, sync_permission_tables
+    from etl_assets.core.sources.jira.sample.permissions import permission_transport
+
+    fx = generate_permission_fixture(issues_per_project=4)
+    engine = make_engine(f"sqlite:///{tmp_path / 'perm.db'}")
+    projects = [{"id": p["id"], "key": p["key"], "lead": {"accountId": p["lead"]}} for p in fx.projects]
+
+    def sync() -> Any:
+        with httpx.Client(transport=permission_transport(fx), base_url="https://sample.atlassian.net") as http:
+            client = JiraClient(http=http, tenant_id="acme", site="https://sample.atlassian.net")
+            return sync_permission_tables(
+                engine, client, "acme", projects, [issue_facts_from_json(i) for i in fx.issues]
+            )
+
+    async def run() -> None:
+        client = AsyncQdrantClient(location=":memory:")
+        try:
+            first = sync()
+            assert first.changed == first.points and first.fail_safe_points == 0 and first.fail_safe_projects == {}
+            with engine.connect() as conn:
+                access = pt.committed_access(conn, "acme")
+            await _load(client, fx, {k: ("stale",) for k in access})  # points from before any permission sync
+            stats = await apply_pending_access(engine, client, "acme", COLLECTIONS)
+            assert stats.points == first.points and stats.requests == 2
+            for user in [*sorted(fx.users), ANONYMOUS]:
+                assert await _visible(client, oracle_principals(fx, user)) == _expected(fx, user)
+            again = sync()
+            assert again.changed == 0 and again.pending == {}
+            nothing = await apply_pending_access(engine, client, "acme", COLLECTIONS)
+            assert (nothing.requests, nothing.payload_writes, nothing.points) == (0, 0, 0)
+            # the API user loses admin: every point fails safe, one reason per project, nobody sees anything
+            fx.api_user_is_admin = False
+            refused = sync()
+            assert refused.fail_safe_points == refused.points
+            assert set(refused.fail_safe_projects) == {p["key"] for p in fx.projects}
+            await apply_pending_access(engine, client, "acme", COLLECTIONS)
+            for user in [*sorted(fx.users), ANONYMOUS]:
+                assert await _visible(client, oracle_principals(fx, user)) == set()
+            assert await _visible(client, {RESTRICTED}) == set(access)  # what --unrestricted would see
+        finally:
+            await client.close()
+
+    asyncio.run(run())
+    engine.dispose()

@@ -451,3 +451,19 @@ def test_sample_site_serves_the_permission_routes_over_loopback(fx: PermissionFi
     }
     assert mismatches(fx, lists) == []
     assert ("GET", "/rest/api/3/project/10001/permissionscheme") in site.requests
+
+
+def test_a_list_committed_after_the_payload_step_read_stays_pending(fx: PermissionFixture, engine: Any) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from etl_assets.core.sources.jira.permission_tables import mark_applied, pending_access, save_access
+
+    access = compute_access(fetch(fx).snapshot, [issue_facts_from_json(i) for i in fx.issues])
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    with engine.begin() as conn:
+        save_access(conn, "acme", access, now=t0 + timedelta(minutes=5))  # a sync committing after the read
+        keys = [k for keys in pending_access(conn, "acme").values() for k in keys]
+        mark_applied(conn, "acme", keys, read_at=t0)
+        assert sum(len(v) for v in pending_access(conn, "acme").values()) == len(keys)
+        mark_applied(conn, "acme", keys, read_at=t0 + timedelta(minutes=10))
+        assert pending_access(conn, "acme") == {}

@@ -126,17 +126,8 @@ def issue_facts_from_json(issue: Mapping[str, Any]) -> IssueFacts:
     fields = issue.get("fields") or {}
     security = fields.get("security") or None
     comment_field = fields.get("comment") or {}
-    comments = []
-    for c in comment_field.get("comments") or [] if isinstance(comment_field, dict) else []:
-        vis = c.get("visibility") or {}
-        comments.append(
-            CommentFacts(
-                id=str(c["id"]),
-                visibility_type=vis.get("type"),
-                visibility_id=None if vis.get("identifier") is None else str(vis.get("identifier")),
-                visibility_value=vis.get("value"),
-            )
-        )
+    listed = comment_field.get("comments") or [] if isinstance(comment_field, dict) else []
+    comments = [comment_facts_from_json(c) for c in listed]
     return IssueFacts(
         id=str(issue["id"]),
         key=str(issue.get("key", issue["id"])),
@@ -146,6 +137,17 @@ def issue_facts_from_json(issue: Mapping[str, Any]) -> IssueFacts:
         assignee=_account(fields.get("assignee")),
         fields={k: v for k, v in fields.items() if k.startswith("customfield_")},
         comments=tuple(comments),
+    )
+
+
+def comment_facts_from_json(comment: Mapping[str, Any]) -> CommentFacts:
+    """:class:`CommentFacts` from a comment as Jira returns it (``id``, optional ``visibility``)."""
+    vis = comment.get("visibility") or {}
+    return CommentFacts(
+        id=str(comment["id"]),
+        visibility_type=vis.get("type"),
+        visibility_id=None if vis.get("identifier") is None else str(vis.get("identifier")),
+        visibility_value=vis.get("value"),
     )
 
 

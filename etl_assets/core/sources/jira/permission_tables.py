@@ -328,15 +328,22 @@ def pending_access(conn: Connection, tenant_id: str) -> dict[AccessList, list[st
     return out
 
 
-def mark_applied(conn: Connection, tenant_id: str, point_keys: Iterable[str]) -> None:
-    """Clear the pending mark of points whose payload the index now has."""
+def mark_applied(
+    conn: Connection, tenant_id: str, point_keys: Iterable[str], *, read_at: datetime | None = None
+) -> None:
+    """Clear the pending mark of points whose payload the index now has.
+
+    ``read_at``: when the pending lists were read; a list a later sync committed after that
+    (not the one written) stays pending.
+    """
     keys = sorted(set(point_keys))
     for start in range(0, len(keys), 500):
-        conn.execute(
-            update(perm_access)
-            .where(perm_access.c.tenant_id == tenant_id, perm_access.c.point_key.in_(keys[start : start + 500]))
-            .values(pending=False)
+        stmt = update(perm_access).where(
+            perm_access.c.tenant_id == tenant_id, perm_access.c.point_key.in_(keys[start : start + 500])
         )
+        if read_at is not None:
+            stmt = stmt.where(perm_access.c.updated_at <= read_at)
+        conn.execute(stmt.values(pending=False))
 
 
 def committed_access(conn: Connection, tenant_id: str) -> dict[str, AccessList]:
