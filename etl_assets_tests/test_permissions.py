@@ -467,3 +467,20 @@ def test_a_list_committed_after_the_payload_step_read_stays_pending(fx: Permissi
         assert sum(len(v) for v in pending_access(conn, "acme").values()) == len(keys)
         mark_applied(conn, "acme", keys, read_at=t0 + timedelta(minutes=10))
         assert pending_access(conn, "acme") == {}
+
+
+def test_a_group_holder_known_only_by_name(fx: PermissionFixture) -> None:
+    from etl_assets.core.permissions import Holder, resolve_holder
+    from etl_assets.core.sources.jira.permissions import holder_from_json
+
+    snap, _ = access_lists(fx)
+    holder = holder_from_json({"type": "group", "parameter": "engineering"})
+    issue = issue_facts_from_json(fx.issues[0])
+    assert resolve_holder(snap, issue, holder) == {"group:gid-eng"}
+    assert holder_from_json({"type": "group", "parameter": "sales", "value": "gid-sales"}) == Holder(
+        "group", "gid-sales"
+    )
+    snap.schemes["1000"] = [("BROWSE_PROJECTS", Holder("group", "name:nobody-knows"))]
+    from etl_assets.core.permissions import issue_access
+
+    assert issue_access(snap, issue).principals == (RESTRICTED,)

@@ -174,6 +174,11 @@ def resolve_holder(snap: PermissionSnapshot, issue: IssueFacts, holder: Holder) 
     if t == "anyone":
         return frozenset({PUBLIC})
     if t == "group":
+        if holder.value.startswith("name:"):
+            gid = snap.group_names.get(holder.value.removeprefix("name:"))
+            if gid is None:
+                raise Unreadable(f"the id of group {holder.value.removeprefix('name:')!r}")
+            return frozenset({group_principal(gid)})
         return frozenset({group_principal(holder.value)}) if holder.value else frozenset()
     if t == "user":
         return frozenset({user_principal(holder.value)}) if holder.value else frozenset()

@@ -51,6 +51,9 @@ def _reason(exc: JiraError) -> str:
 def holder_from_json(holder: Mapping[str, Any]) -> Holder:
     """A grant's or level member's ``holder`` object as a :class:`Holder` (groups by groupId)."""
     htype = str(holder.get("type", ""))
+    if htype == "group" and not holder.get("value") and holder.get("parameter"):
+        # a group named only by name: resolved through the group names we know, or fails safe
+        return Holder(htype, f"name:{holder['parameter']}")
     value = holder.get("value") if htype == "group" else holder.get("parameter", holder.get("value"))
     return Holder(htype, "" if value is None else str(value))
 
