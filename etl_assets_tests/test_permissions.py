@@ -484,3 +484,13 @@ def test_a_group_holder_known_only_by_name(fx: PermissionFixture) -> None:
     from etl_assets.core.permissions import issue_access
 
     assert issue_access(snap, issue).principals == (RESTRICTED,)
+
+
+def test_an_issue_read_without_its_security_field_fails_safe(fx: PermissionFixture) -> None:
+    """The issue sync may not request ``security``: an absent field is unknown, not "no level"."""
+    snap, _ = access_lists(fx)
+    restricted = next(i for i in fx.issues if i["fields"]["security"])
+    without = {**restricted, "fields": {k: v for k, v in restricted["fields"].items() if k != "security"}}
+    access = compute_access(snap, [issue_facts_from_json(without)])
+    assert {a.principals for a in access.values()} == {(RESTRICTED,)}
+    assert "fetched without its 'security' field" in (access[f"issue:{restricted['id']}"].reason or "")

@@ -119,6 +119,9 @@ class IssueFacts:
     assignee: str | None = None
     fields: Mapping[str, Any] = field(default_factory=dict)
     comments: tuple[CommentFacts, ...] = ()
+    # False when the issue was read without its ``security`` field: a level we cannot see
+    # must not read as "no level" (that would open a restricted issue), so access fails safe.
+    security_known: bool = True
 
 
 def issue_facts_from_json(issue: Mapping[str, Any]) -> IssueFacts:
@@ -137,6 +140,7 @@ def issue_facts_from_json(issue: Mapping[str, Any]) -> IssueFacts:
         assignee=_account(fields.get("assignee")),
         fields={k: v for k, v in fields.items() if k.startswith("customfield_")},
         comments=tuple(comments),
+        security_known="security" in fields,
     )
 
 
@@ -282,6 +286,8 @@ def _issue_principals(snap: PermissionSnapshot, issue: IssueFacts) -> frozenset[
     if scheme_id is None or scheme_id not in snap.schemes:
         why = snap.unreadable.get(f"project:{_pkey(snap, issue.project_id)}", "not fetched")
         raise Unreadable(f"the permission scheme of project {_pkey(snap, issue.project_id)} ({why})")
+    if not issue.security_known:
+        raise Unreadable(f"the security level of {issue.key} (the issue was fetched without its 'security' field)")
     browse = _holders_union(snap, issue, (h for perm, h in snap.schemes[scheme_id] if perm == BROWSE))
     if issue.security_level_id is None:
         return browse
