@@ -87,8 +87,11 @@ class JiraSiteHandler:
         *,
         page_size_cap: int = 100,
         clock: Callable[[], datetime] | None = None,
+        extra_routes: Callable[[str, str, dict[str, str]], tuple[int, Any] | None] | None = None,
     ) -> None:
         self.site = site
+        # more endpoints (e.g. sample.permissions.PermissionRoutes): (method, route, query) -> answer or None
+        self.extra_routes = extra_routes
         self.page_size_cap = page_size_cap
         self.clock = clock or (lambda: datetime.now(UTC))
         self._prefix = urlsplit(site.base_url).path.rstrip("/")
@@ -137,6 +140,10 @@ class JiraSiteHandler:
             if match.group(1) == "project":
                 return 200, self._project_get(match.group(2), query)
             return 200, self._issue_get(match.group(2), query)
+        if self.extra_routes is not None:
+            answer = self.extra_routes(method, route, query)
+            if answer is not None:
+                return answer
         raise _HttpError(404, [f"No resource is available at {method} {route}."])
 
     # ---- projects --------------------------------------------------------------------
@@ -422,13 +429,18 @@ def _decode_token(token: str, jql: str) -> int:
     return offset
 
 
-def sample_transport(site: JiraSite, *, page_size_cap: int = 100) -> httpx.MockTransport:
+def sample_transport(
+    site: JiraSite,
+    *,
+    page_size_cap: int = 100,
+    extra_routes: Callable[[str, str, dict[str, str]], tuple[int, Any] | None] | None = None,
+) -> httpx.MockTransport:
     """An httpx transport answering requests from :class:`JiraSiteHandler` over ``site``.
 
     Repeated query parameters (``fields=a&fields=b``) reach the handler joined by
     commas, which is how Jira treats them for the list-valued parameters.
     """
-    handler = JiraSiteHandler(site, page_size_cap=page_size_cap)
+    handler = JiraSiteHandler(site, page_size_cap=page_size_cap, extra_routes=extra_routes)
 
     def respond(request: httpx.Request) -> httpx.Response:
         query: dict[str, str] = {}
