@@ -87,3 +87,5 @@ def tenant_tags(tenant_id: str, **extra: str) -> dict[str, str]:
 # Operator jobs (launchpad): check every service a sync needs; move a tenant to a new model.
 DOCTOR_JOB = "doctor"
 DOCTOR_OP = "doctor_checks"
+REINDEX_JOB = "reindex_embeddings"
+REINDEX_OP = "reindex_collections"
