@@ -3,8 +3,8 @@
 The graph is synced with one model (the fake OpenAI endpoint, ``text-embedding-3-small``),
 then the ``reindex_embeddings`` job moves tenant 1 to another model. Asserted: search answers
 from the old index while the new one is built or when a gate fails, and from the new one after
-the switch; a search with the wrong model is refused; a build that fails midway resumes without
-embedding again what it had; the names users see stay ``client_<tenant>_<entity>``; the old
+the switch; a search with the wrong model is refused; a build that fails or is killed (SIGKILL)
+midway resumes without embedding again what it had; the names users see stay ``client_<tenant>_<entity>``; the old
 generation is kept for rollback until dropped. Local mode and the loopback Qdrant server alike.
 """
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -232,3 +233,65 @@ def test_reindex_on_the_qdrant_server(env: Env, tmp_path) -> None:
     assert search_with(env, NEW, folder) == old_hits
     with pytest.raises(ModelMismatchSearchError):
         search_with(env, OLD, folder)
+
+
+_CHILD = """
+import json, sys
+from etl_assets.defs import names
+from etl_assets.defs.build import build_definitions
+
+job = build_definitions().resolve_job_def(names.REINDEX_JOB)
+job.execute_in_process(run_config=json.loads(sys.argv[1]))
+"""
+
+
+@pytest.mark.sites(n_issues=120)
+def test_a_reindex_killed_midway_keeps_the_old_index_and_resumes(env: Env, tmp_path) -> None:
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env.materialize("1")
+    old_hits = search_with(env, OLD)
+    config = {"tenant": "1", "model": NEW, "dimensions": TEST_DIMENSIONS, "entities": ["issues"]}
+    run_config = {"ops": {names.REINDEX_OP: {"config": {**config, "quality_sample_issues": 60}}}}
+    child_env = {
+        **env.process_env(),
+        "EMBEDDING_BATCH_INPUTS": "4",  # many small requests: the kill lands in the middle of the build
+        "DAGSTER_HOME": str(tmp_path / "home"),
+        "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+    }
+    (tmp_path / "home").mkdir()
+    env.embeddings.latency_s = 0.2  # slow enough to be killed in the middle of the build
+    env.embeddings.reset_counters()
+    child = subprocess.Popen(
+        [sys.executable, "-c", _CHILD, json.dumps(run_config)],
+        env=child_env,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while env.embeddings.requests < 6 and child.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert child.poll() is None, "the re-index ended before it could be killed"
+        os.killpg(child.pid, signal.SIGKILL)
+    finally:
+        child.wait(timeout=30)
+    env.embeddings.latency_s = 0.0
+
+    assert aliases(env)["issues"] == ("client_1_issues", False, ["client_1_issues__1"])  # the old one serves
+    assert search_with(env, OLD) == old_hits
+    done = rows_with_points(env, "client_1_issues__1")
+    assert 0 < done < 120
+
+    resumed = reindex_run(env, **config)
+    assert resumed.success, failure_text(resumed)
+    assert aliases(env)["issues"][0] == "client_1_issues__1"
+    assert output_metadata(resumed)["issues_rows_embedded"] == 120 - done
+    assert search_with(env, NEW) == old_hits
