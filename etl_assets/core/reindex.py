@@ -242,7 +242,9 @@ async def reindex(
     outcome.gates.append(
         Gate("vector_size_matches_model", size == embedder.dimensions, f"size {size}, model {embedder.dimensions}")
     )
-    if quality_check is not None and current.served is not None:
+    # Skipped only for a first index (nothing served and no generation: nothing to be worse than);
+    # a switch interrupted after a collection from before aliases was moved to __0 still compares.
+    if quality_check is not None and (current.served is not None or current.generations):
         outcome.gates.append(await quality_check())
     if outcome.passed and swap:
         await switch(client, alias, target, current, local=local)
