@@ -1,4 +1,4 @@
-"""The project's command line: ``etl-assets demo``, ``etl-assets search`` and ``etl-assets home``.
+"""The project's command line: ``etl-assets demo``, ``search``, ``home`` and ``doctor``.
 
 Every command reads the environment through :class:`~etl_assets.core.settings.Settings`; a
 configuration error (:class:`~etl_assets.core.errors.ConfigError`) ends the command with one
@@ -378,6 +378,31 @@ def _search(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- doctor --------------------------------------------------------------------------------------------
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from etl_assets.core.doctor import DoctorTargets, format_checks, run_doctor
+    from etl_assets.core.settings import Settings
+    from etl_assets.core.sources.jira.doctor import jira_checks
+    from etl_assets.core.tenants import TenantRegistry, UnknownTenantError
+
+    settings = Settings.load()
+    registry = TenantRegistry.load(settings.tenants_file)
+    try:
+        tenants = [registry.get(t).id for t in args.tenant] if args.tenant else None
+    except UnknownTenantError as exc:
+        print(f"{PROG} doctor: {exc}", file=sys.stderr)
+        return 2
+    checks = run_doctor(registry, DoctorTargets.from_settings(settings), tenants, source_checks=[jira_checks()])
+    for line in format_checks(checks, (_mark(True), _mark(False))):
+        print(line)
+    failed = sum(1 for c in checks if not c.ok)
+    print()
+    print(f"{failed} of {len(checks)} checks failed: apply the fixes above" if failed else "every check passed")
+    return 1 if failed else 0
+
+
 # -- main ----------------------------------------------------------------------------------------------
 
 
@@ -411,6 +436,11 @@ def build_parser() -> argparse.ArgumentParser:
         "created with the project's dagster.yaml: export DAGSTER_HOME=$(etl-assets home)",
     )
     home.set_defaults(func=_home)
+    doctor = sub.add_parser(
+        "doctor", help="check Jira, the embeddings endpoint, Qdrant and the database; exit 1 if anything fails"
+    )
+    doctor.add_argument("--tenant", action="append", help="tenant id (repeatable); default: every tenant")
+    doctor.set_defaults(func=_doctor)
     return parser
 
 

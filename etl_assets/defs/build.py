@@ -13,6 +13,8 @@ from etl_assets.core.settings import Settings
 from etl_assets.core.tenants import TenantRegistry
 from etl_assets.defs.assets import build_raw_asset, build_table_asset, build_vector_asset
 from etl_assets.defs.automation import build_automation
+from etl_assets.defs.doctor import build_doctor_job
+from etl_assets.defs.reindex import build_reindex_job
 from etl_assets.defs.resources import (
     DatabaseResource,
     EmbeddingsResource,
@@ -89,10 +91,11 @@ def build_definitions(
         automation_interval_s=settings.automation_interval_s,
         change_interval_s=settings.change_sensor_interval_s,
     )
+    all_jobs: list[Any] = [*jobs, build_doctor_job(registry), build_reindex_job(registry)]
     executor = dg.in_process_executor if settings.executor_kind == "in_process" else dg.multiprocess_executor
     return dg.Definitions(
         assets=assets,
-        jobs=jobs,
+        jobs=all_jobs,
         schedules=schedules,
         sensors=sensors,
         resources=resources,

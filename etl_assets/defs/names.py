@@ -82,3 +82,10 @@ def raw_run_config(spec: EntitySpec, **config: Any) -> dict[str, Any]:
 
 def tenant_tags(tenant_id: str, **extra: str) -> dict[str, str]:
     return {TENANT_TAG: tenant_id, **extra}
+
+
+# Operator jobs (launchpad): check every service a sync needs; move a tenant to a new model.
+DOCTOR_JOB = "doctor"
+DOCTOR_OP = "doctor_checks"
+REINDEX_JOB = "reindex_embeddings"
+REINDEX_OP = "reindex_collections"

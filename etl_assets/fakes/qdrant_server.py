@@ -14,7 +14,10 @@ what the real client sends is validated the way a server would. Served (everythi
 is a 404): ``GET /``, ``GET /collections``, ``GET|PUT|DELETE /collections/{name}``,
 ``PATCH /collections/{name}`` (metadata), ``GET /collections/{name}/exists``,
 ``PUT /collections/{name}/index``, ``POST|PUT
-/collections/{name}/points``, ``POST /collections/{name}/points/{delete,scroll,count}``.
+/collections/{name}/points``, ``POST /collections/{name}/points/{delete,scroll,count}``, and the
+aliases: ``GET /aliases``, ``GET /collections/{name}/aliases``, ``POST /collections/aliases``
+(create, delete and rename actions applied together, as the server does). A collection's
+routes accept an alias for its name, as the server's do.
 
 Faults: the generic ``faults`` queue of :class:`LoopbackServer` (``Fault.respond``,
 ``reset``, ...), plus ``fail_upsert`` — a predicate called with (collection, number of
@@ -167,6 +170,12 @@ class FakeQdrant:
             return Response.json({"title": "qdrant - vector search engine (loopback fake)", "version": _VERSION})
         if parts == ["collections"] and method == "GET":
             return _ok(local.get_collections())
+        if parts == ["aliases"] and method == "GET":
+            return _ok(local.get_aliases())
+        if parts == ["collections", "aliases"] and method == "POST":
+            # Every action of the request is applied, or none (the local engine validates on a copy).
+            aliases = m.ChangeAliasesOperation.model_validate(self._body(req))
+            return _ok(local.update_collection_aliases(aliases.actions))
         if len(parts) < 2 or parts[0] != "collections":
             raise _QdrantError(404, f"No route for {method} {req.path}")
         name, rest = parts[1], parts[2:]
@@ -189,6 +198,9 @@ class FakeQdrant:
                 return _ok(local.delete_collection(name))
         if rest == ["exists"] and method == "GET":
             return _ok({"exists": local.collection_exists(name)})
+        if rest == ["aliases"] and method == "GET":
+            self._need(name)
+            return _ok(local.get_collection_aliases(name))
         self._need(name)
         if rest == ["index"] and method == "PUT":
             m.CreateFieldIndex.model_validate(self._body(req))
