@@ -97,7 +97,7 @@ async def measure(verbose: bool) -> dict[str, Any]:
             "sparse_here": round(in_code.sparse or 0.0, 3),
         }
         checked: dict[str, Any] = {}
-        for label, mode, fusion in RUNS[:3]:
+        for label, mode, fusion in RUNS:
             junk = await run_queries(client, embedder, nonsense, mode=mode, thresholds=in_code, fusion=fusion)
             real = await run_queries(client, embedder, queries, mode=mode, thresholds=in_code, fusion=fusion)
             checked[label] = {
@@ -105,7 +105,7 @@ async def measure(verbose: bool) -> dict[str, Any]:
                 "real_queries_finding_a_relevant_issue": sum(1 for o in real if o.rr(10) > 0),
                 "real_queries_empty": sum(1 for o in real if not o.ranked),
                 "real_queries": len(real),
-                "figures_with_thresholds": RetrievalReport(embedder.model, 10, real, label).figures(),
+                "figures_with_thresholds": RetrievalReport(embedder.model, 10, real, label).by_kind(),
             }
         out["with_thresholds"] = checked
     return out

@@ -209,7 +209,8 @@ def test_a_dense_only_collection_gains_bm25_vectors_without_re_embedding(kind, t
     assert again.upgraded_points == 0 and again.rows_changed == 0  # upgraded once
 
 
-def test_an_upgrade_interrupted_after_dropping_the_original_resumes_from_the_staging_copy(tmp_path):
+@pytest.mark.parametrize("crash", ["after dropping the original", "while copying back"])
+def test_an_interrupted_upgrade_resumes_from_the_staging_copy(crash, tmp_path):
     rows = sample_rows(12)
 
     async def go():
@@ -225,18 +226,24 @@ def test_an_upgrade_interrupted_after_dropping_the_original_resumes_from_the_sta
                     for i, (v, p) in copied.items()
                 ]
             )
-            # the crash: staging complete and marked, the original dropped, nothing copied back
+            # the crash: staging complete and marked, the original dropped, nothing (or a part) copied back
             await client.update_collection(staging.name, metadata={"upgrade_complete": True})
             await client.delete_collection(NAME)
+            if crash == "while copying back":
+                await collection._create(NAME, model=embedder.model, dimensions=64, indexes=None, upgrade_pending=True)
+                first = next(iter(copied.items()))
+                await collection.upsert([models.PointStruct(id=first[0], vector={"dense": first[1][0]}, payload={})])
             fresh = WordsEmbedder()
             result = await sync(client, local, rows, fresh)
             names = {c.name for c in (await client.get_collections()).collections}
-            return result, fresh, names, await all_points(client)
+            info = await client.get_collection(NAME)
+            return result, fresh, names, await all_points(client), info
 
-    result, fresh, names, points = asyncio.run(go())
+    result, fresh, names, points, info = asyncio.run(go())
     assert names == {NAME} and len(points) == len(rows)
     assert fresh.inputs == 0 and result.rows_unchanged == len(rows)
-    assert all(p.vector[SPARSE_VECTOR].indices for p in points)
+    assert all(p.vector[SPARSE_VECTOR].indices and p.payload["external_id"] for p in points)
+    assert not info.config.metadata.get("upgrade_pending")
 
 
 # -- search modes ---------------------------------------------------------------------------------------

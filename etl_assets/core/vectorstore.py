@@ -43,6 +43,8 @@ SYNC_MARKER_KEY = "etl_vector_sync"
 VECTORS_KEY = "vectors"
 # Suffix of the collection an upgrade to named vectors fills before it replaces the original.
 UPGRADE_SUFFIX = "__named"
+# Metadata of a collection being re-filled from its staging copy (cleared when complete).
+UPGRADE_PENDING_KEY = "upgrade_pending"
 
 
 def collection_name(tenant_id: str, entity: str) -> str:
@@ -212,9 +214,19 @@ class Collection:
         One built before hybrid search (an unnamed dense vector only) is accepted here and
         upgraded by the sync (:meth:`dense_only`, :meth:`begin_upgrade`).
         """
-        await self._recover_upgrade(model=model, dimensions=dimensions, indexes=indexes)
-        if await self.client.collection_exists(self.name):
-            info = await self.client.get_collection(self.name)
+        info = await self._info()
+        # An interrupted upgrade (see below) leaves the collection missing, dense-only or marked
+        # as being re-filled; only then is there a staging copy to look for. A missing one is
+        # looked for in the collection list, so that creating a collection addresses no other.
+        if info is None:
+            listed = {c.name for c in (await self.client.get_collections()).collections}
+            pending = self.staging_name in listed
+        else:
+            pending = not layout_of(info).hybrid or bool((info.config.metadata or {}).get(UPGRADE_PENDING_KEY))
+        if pending:
+            await self._recover_upgrade(model=model, dimensions=dimensions, indexes=indexes)
+            info = await self._info()
+        if info is not None:
             size = layout_of(info).size
             meta = info.config.metadata or {}
             built_with = meta.get("embedding_model")
@@ -229,7 +241,14 @@ class Collection:
         await self._create(self.name, model=model, dimensions=dimensions, indexes=indexes)
         return True
 
-    async def _create(self, name: str, *, model: str, dimensions: int, indexes: dict[str, str] | None) -> None:
+    async def _info(self) -> models.CollectionInfo | None:
+        if not await self.client.collection_exists(self.name):
+            return None
+        return await self.client.get_collection(self.name)
+
+    async def _create(
+        self, name: str, *, model: str, dimensions: int, indexes: dict[str, str] | None, **extra: Any
+    ) -> None:
         await self.client.create_collection(
             name,
             vectors_config={DENSE_VECTOR: models.VectorParams(size=dimensions, distance=models.Distance.COSINE)},
@@ -241,6 +260,7 @@ class Collection:
                 "entity": self.entity,
                 "schema_version": SCHEMA_VERSION,
                 VECTORS_KEY: NAMED_LAYOUT.record(),
+                **extra,
             },
         )
         if not self.local:  # local mode ignores payload indexes (and warns about them)
@@ -303,7 +323,9 @@ class Collection:
         self, staging: Collection, *, model: str, dimensions: int, indexes: dict[str, str] | None
     ) -> int:
         if not await self.client.collection_exists(self.name):
-            await self._create(self.name, model=model, dimensions=dimensions, indexes=indexes)
+            await self._create(
+                self.name, model=model, dimensions=dimensions, indexes=indexes, **{UPGRADE_PENDING_KEY: True}
+            )
         copied = 0
         offset: Any = None
         while True:
@@ -319,11 +341,14 @@ class Collection:
             if offset is None:
                 break
         await self.client.delete_collection(staging.name)
+        await self.client.update_collection(self.name, metadata={UPGRADE_PENDING_KEY: None})
         log.info("%s: upgraded to named dense + BM25 vectors, %d points carried over", self.name, copied)
         return copied
 
     async def _recover_upgrade(self, *, model: str, dimensions: int, indexes: dict[str, str] | None) -> None:
         if not await self.client.collection_exists(self.staging_name):
+            if await self.client.collection_exists(self.name):  # copied back; only the mark was left
+                await self.client.update_collection(self.name, metadata={UPGRADE_PENDING_KEY: None})
             return
         info = await self.client.get_collection(self.staging_name)
         if (info.config.metadata or {}).get("upgrade_complete"):
