@@ -385,3 +385,73 @@ def test_a_filter_on_a_field_without_an_index_is_refused_in_one_line_naming_the_
 
 def test_issue_keys_are_found_in_queries_and_upper_cased():
     assert issue_keys("dup of abc-12, see ABC-12 and XY_Z-7; not utf8 or 9.4.2 or -5") == ["ABC-12", "XY_Z-7"]
+
+
+# -- the service's answers ------------------------------------------------------------------------------
+
+
+def test_the_service_says_why_a_named_key_or_a_whole_answer_is_missing(tmp_path):
+    """A deleted issue's key, an unknown key and a query matching nothing get a notice, not silence."""
+    from sqlalchemy import insert
+
+    from etl_assets.core.search import Principal, SearchService
+    from etl_assets.core.store.db import make_engine
+    from etl_assets.core.store.ops import row_hash, utcnow
+    from etl_assets.core.tenants import TenantRegistry
+
+    registry = TenantRegistry.load()
+    tenant = registry.tenants[0].id
+    rows = [{**r, "tenant_id": tenant} for r in sample_rows(8)]
+    gone = rows[2]
+    engine = make_engine(f"sqlite:///{tmp_path / 'etl.db'}")
+    table = ISSUES.table
+    columns = set(table.c.keys()) - {"id"}
+    with engine.begin() as conn:
+        for row in rows:
+            values = {k: v for k, v in row.items() if k in columns}
+            values["deleted_at"] = utcnow() if row is gone else None
+            values["content_hash"] = row_hash(row)
+            values["data"] = {"key": row["key"]}
+            # the bookkeeping columns the table step fills: any time will do here
+            for column in table.c:
+                if not column.nullable and column.name not in values and column.name != "id":
+                    values[column.name] = utcnow()
+            conn.execute(insert(table).values(**values))
+    live = [r for r in rows if r is not gone]
+
+    async def go():
+        client = AsyncQdrantClient(location=":memory:")
+        try:
+            embedder = WordsEmbedder()
+            ids = {r["external_id"] for r in live}
+
+            async def live_ids(candidates: list[str]) -> set[str]:
+                return ids & set(candidates)
+
+            await sync_vectors(
+                spec=ISSUES,
+                tenant_id=tenant,
+                pages=lambda: iter([live]),
+                live_ids=live_ids,
+                embedder=embedder,
+                collection=Collection(client, collection_name(tenant, "issues"), tenant, "issues", local=True),
+            )
+            service = SearchService(client, embedder, engine, registry)
+            who = Principal("tester", frozenset({tenant}))
+            deleted = await service.search_issues(who, f"{gone['key']} {live[0]['summary']}", tenant=tenant)
+            # sparse: this test embedder has no calibrated dense threshold, so only BM25 can find "nothing"
+            unknown = await service.search_issues(who, "ZZZ-999", tenant=tenant, mode="sparse")
+            found = await service.search_issues(who, live[1]["key"], tenant=tenant)
+            return deleted, unknown, found
+        finally:
+            await client.close()
+
+    try:
+        deleted, unknown, found = asyncio.run(go())
+    finally:
+        engine.dispose()
+    assert deleted.mode == SearchMode.HYBRID and deleted.hits
+    assert f"issue {gone['key']} was deleted at the source" in (deleted.notice or "")
+    assert gone["key"] not in [h.key for h in deleted.hits]
+    assert unknown.hits == [] and "no issue ZZZ-999" in (unknown.notice or "") and "no good match" in unknown.notice
+    assert found.hits[0].key == live[1]["key"] and found.hits[0].exact_key and found.notice is None
