@@ -1,9 +1,18 @@
-"""Retrieval quality of the local model on the sample site's labelled queries.
+"""Retrieval quality per search mode on the sample site, and the "no good match" thresholds.
 
-    .venv/bin/python benchmarks/retrieval.py [--k 5] [--json out.json]
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/retrieval.py [--json out.json] [--verbose]
 
-Prints recall@k (normalized: hits in the top k / min(relevant, k)) and MRR, per query
-with --verbose.
+Indexes the sample site's issues with the local model (all-MiniLM-L6-v2) and BM25, as the
+vector asset does, then runs every labelled query of ``etl_assets.core.evaluation`` (natural,
+exact-key, exact-token, paraphrase, other-language) in each mode — dense, sparse, hybrid with
+RRF fusion and hybrid with DBSF fusion — without thresholds, and prints recall@5, recall@10,
+MRR@10 and nDCG@10 per mode and query kind.
+
+Then it re-derives the thresholds (``evaluation.calibrate``: per leg, from the rank-1 scores of
+the real queries and the best scores of the nonsense queries) and prints them next to the
+ones in ``etl_assets.core.search`` (``DENSE_MIN_SCORE``, ``SPARSE_MIN_RARE_TERMS``), and checks,
+with the thresholds in the code, that every nonsense query returns nothing and how many
+real queries still find a relevant issue in their top 10.
 """
 
 from __future__ import annotations
@@ -12,31 +21,106 @@ import argparse
 import asyncio
 import json
 import os
+import time
+from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from qdrant_client import models  # noqa: E402
+
 from etl_assets.core.embeddings.local_provider import LocalEmbedder  # noqa: E402
-from etl_assets.core.evaluation import evaluate_retrieval
-from etl_assets.core.sources.jira.sample import generate_sample_site, labelled_queries  # noqa: E402
+from etl_assets.core.evaluation import (  # noqa: E402
+    NONSENSE_QUERIES,
+    LabelledQuery,
+    RetrievalReport,
+    benchmark_queries,
+    calibrate,
+    indexed,
+    run_queries,
+)
+from etl_assets.core.search import DENSE_MIN_SCORE, SPARSE_MIN_RARE_TERMS, SearchMode, Thresholds, rare_idf  # noqa: E402
+from etl_assets.core.sources.jira.sample import corpus, generate_sample_site, labelled_queries  # noqa: E402
 from etl_assets.core.sources.jira.specs import ISSUES  # noqa: E402
+
+RUNS = (
+    ("dense", SearchMode.DENSE, models.Fusion.RRF),
+    ("sparse", SearchMode.SPARSE, models.Fusion.RRF),
+    ("hybrid-rrf", SearchMode.HYBRID, models.Fusion.RRF),
+    ("hybrid-dbsf", SearchMode.HYBRID, models.Fusion.DBSF),
+)
+
+
+def sample_benchmark() -> tuple[list[Any], list[LabelledQuery]]:
+    """The sample site's issues and the benchmark's queries over them (etl_assets_tests/test_retrieval.py
+    builds the same)."""
+    site = generate_sample_site()
+    texts = {str(row["key"]): ISSUES.text(row) for row in (ISSUES.parse(i) for i in site.issues)}
+    logs = [line for topic in corpus.topics() for line in topic.logs]
+    return list(site.issues), benchmark_queries(labelled_queries(site), texts, dict(site.topics), logs)
+
+
+async def measure(verbose: bool) -> dict[str, Any]:
+    embedder = LocalEmbedder()
+    records, queries = sample_benchmark()
+    nonsense = [LabelledQuery(q, (), "nonsense") for q in NONSENSE_QUERIES]
+    out: dict[str, Any] = {"model": embedder.model, "issues": len(records), "queries": {}}
+    for q in queries:
+        out["queries"][q.kind] = out["queries"].get(q.kind, 0) + 1
+    started = time.perf_counter()
+    async with indexed(ISSUES, records, embedder) as client:
+        out["index_s"] = round(time.perf_counter() - started, 1)
+        modes: dict[str, Any] = {}
+        raw: dict[str, Any] = {}
+        for label, mode, fusion in RUNS:
+            outcomes = await run_queries(client, embedder, queries, mode=mode, fusion=fusion)
+            report = RetrievalReport(embedder.model, 10, outcomes, label)
+            modes[label] = report.by_kind()
+            raw[label] = outcomes
+            if verbose:
+                for o in outcomes:
+                    print(f"{label:11} {o.kind:14} rr={o.rr(10):.2f} ndcg={o.ndcg(10):.2f}  {o.query[:70]}")
+        out["modes"] = modes
+        calibration = {}
+        for label, mode in (("dense", SearchMode.DENSE), ("sparse", SearchMode.SPARSE)):
+            junk = await run_queries(client, embedder, nonsense, mode=mode)
+            calibration[label] = calibrate(label, raw[label], junk).as_dict()
+        points = (await client.count(f"client_eval_{ISSUES.name}", exact=True)).count
+        scale = rare_idf(points)
+        calibration["sparse"]["points"] = points
+        calibration["sparse"]["rare_idf"] = round(scale, 4)
+        calibration["sparse"]["threshold_in_rare_terms"] = round(calibration["sparse"]["threshold"] / scale, 2)
+        out["calibration"] = calibration
+        in_code = Thresholds(DENSE_MIN_SCORE.get(embedder.model), SPARSE_MIN_RARE_TERMS * scale)
+        out["thresholds_in_code"] = {
+            "dense": in_code.dense,
+            "sparse_rare_terms": SPARSE_MIN_RARE_TERMS,
+            "sparse_here": round(in_code.sparse or 0.0, 3),
+        }
+        checked: dict[str, Any] = {}
+        for label, mode, fusion in RUNS:
+            junk = await run_queries(client, embedder, nonsense, mode=mode, thresholds=in_code, fusion=fusion)
+            real = await run_queries(client, embedder, queries, mode=mode, thresholds=in_code, fusion=fusion)
+            checked[label] = {
+                "nonsense_with_hits": [o.query for o in junk if o.ranked],
+                "real_queries_finding_a_relevant_issue": sum(1 for o in real if o.rr(10) > 0),
+                "real_queries_empty": sum(1 for o in real if not o.ranked),
+                "real_queries": len(real),
+                "figures_with_thresholds": RetrievalReport(embedder.model, 10, real, label).by_kind(),
+            }
+        out["with_thresholds"] = checked
+    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--k", type=int, default=5)
     parser.add_argument("--json", help="also write the figures here")
-    parser.add_argument("--verbose", action="store_true")
+    parser.add_argument("--verbose", action="store_true", help="one line per query and mode")
     args = parser.parse_args()
-    site = generate_sample_site()
-    report = asyncio.run(evaluate_retrieval(ISSUES, site.issues, labelled_queries(site), LocalEmbedder(), k=args.k))
-    figures = report.as_dict()
-    print(json.dumps(figures, indent=2))
-    if args.verbose:
-        for o in report.outcomes:
-            print(f"recall={o.recall(args.k):.2f} rr={o.reciprocal_rank:.2f}  {o.query}")
+    figures = asyncio.run(measure(args.verbose))
+    print(json.dumps(figures, indent=2, ensure_ascii=False))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:
-            json.dump(figures, fh, indent=2)
+            json.dump(figures, fh, indent=2, ensure_ascii=False)
 
 
 if __name__ == "__main__":

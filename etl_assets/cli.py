@@ -329,14 +329,16 @@ def format_hits(hits: Sequence[Hit], title_width: int = 60) -> list[str]:
 def _search(args: argparse.Namespace) -> int:
     from etl_assets.core.embeddings.base import ModelMismatchError
     from etl_assets.core.embeddings.factory import open_embedder
-    from etl_assets.core.search import search
+    from etl_assets.core.search import SearchError, check_query, issue_keys, search
     from etl_assets.core.settings import Settings
     from etl_assets.core.tenants import TenantRegistry, UnknownTenantError
     from etl_assets.core.vectorstore import QdrantServerError, open_qdrant, server_errors_named
 
     query = args.query  # embedded as given: the model, not the CLI, decides what whitespace means
-    if not query.strip():
-        print(f"{PROG} search: the query is empty: give the words to search for", file=sys.stderr)
+    try:
+        check_query(query)
+    except SearchError as exc:
+        print(f"{PROG} search: {exc}", file=sys.stderr)
         return 2
     settings = Settings.load()
     try:
@@ -361,15 +363,23 @@ def _search(args: argparse.Namespace) -> int:
                 project=args.project,
                 status_category=args.status_category,
                 k=args.k,
+                mode=args.mode,
             )
 
     try:
         hits = asyncio.run(run())
-    except (ModelMismatchError, LookupError, QdrantServerError) as exc:
+    except (ModelMismatchError, LookupError, QdrantServerError, SearchError) as exc:
         print(f"{PROG} search: {exc}", file=sys.stderr)
         return 2
+    found = {h.key for h in hits if h.exact_key}
+    for key in issue_keys(query) if args.entity == "issues" else []:
+        if key not in found and (hits or query.strip().upper() == key):
+            print(f"note: issue {key} is not in the index (deleted at the source, not synced yet, or filtered out)")
     if not hits:
-        print("no hits")
+        print(
+            f"no good match: nothing in tenant {tenant}'s {args.entity} scored above the {args.mode} mode's "
+            "threshold; try other words"
+        )
         return 0
     columns = shutil.get_terminal_size((120, 24)).columns
     # What the title may take: the terminal less score, key, project and status columns.
@@ -421,7 +431,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="run the whole graph on the registry's tenants and print what landed")
     demo.add_argument("--tenant", action="append", help="tenant id (repeatable); default: every tenant")
     demo.set_defaults(func=_demo)
-    s = sub.add_parser("search", help="semantic search over a tenant's collection")
+    s = sub.add_parser("search", help="search a tenant's collection (hybrid: meaning and exact words)")
     s.add_argument("query", help="the words to search for")
     s.add_argument("--tenant", required=True, help="tenant id from the registry (ETL_TENANTS_FILE)")
     names = [spec.name for spec in CATALOGUE]
@@ -429,6 +439,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--project", help="only issues of this project key")
     s.add_argument("--status-category", choices=["new", "indeterminate", "done"], help="only this status category")
     s.add_argument("-k", type=_positive, default=10, help="number of hits")
+    s.add_argument(
+        "--mode",
+        choices=["dense", "sparse", "hybrid"],
+        default="hybrid",
+        help="hybrid (default): meaning and exact words fused; dense: meaning only; sparse: words only (BM25)",
+    )
     s.set_defaults(func=_search)
     home = sub.add_parser(
         "home",

@@ -296,9 +296,10 @@ def _parse_time(name: str, value: str | None) -> datetime | None:
 
 _DESCRIPTION = {
     "search_issues": (
-        "Search one tenant's Jira issues by meaning (semantic search over the synced index). Returns "
-        "hits best first, one per issue: key, summary, status, URL, score and the passage that matched. "
-        "Filters narrow the search before ranking. Use get_issue for the whole issue."
+        "Search one tenant's Jira issues by meaning and by exact words (hybrid search over the synced "
+        "index). Returns hits best first, one per issue: key, summary, status, URL, score and the passage "
+        "that matched; an issue whose key the query names comes first. No hits with a notice means no good "
+        "match. Filters narrow the search before ranking. Use get_issue for the whole issue."
     ),
     "get_issue": (
         "The whole issue as last synced from Jira (not live): description, fields, people, dates, "
@@ -323,7 +324,7 @@ def build_server(
         "etl-assets",
         instructions=(
             "Search and read the Jira issues indexed by etl-assets. Start with list_tenants when you do "
-            "not know the tenant; search_issues finds issues by meaning; get_issue reads one in full."
+            "not know the tenant; search_issues finds issues by meaning and exact words; get_issue reads one in full."
         ),
         token_verifier=token_verifier,
         auth=auth,
@@ -355,8 +356,11 @@ def build_server(
         ] = None,
         mode: Annotated[
             SearchMode,
-            Field(description="ranking: 'dense' (semantic) is the only mode today; hybrid will be added"),
-        ] = SearchMode.DENSE,
+            Field(
+                description="ranking: 'hybrid' (default: meaning and exact words such as keys, class names, "
+                "error codes, fused), 'dense' (meaning only) or 'sparse' (exact words only, BM25)"
+            ),
+        ] = SearchMode.HYBRID,
         limit: Annotated[int, Field(description=f"number of hits, 1 to {limits.max_results}")] = 10,
     ) -> SearchResult:
         if len(query) > limits.max_query_chars:

@@ -281,5 +281,6 @@ def test_search_after_the_demo_prints_a_header_and_the_hits(demo):
     assert hits.stderr == ""  # no model-loading progress bar
     lines = hits.stdout.splitlines()
     assert lines[0].split()[:3] == ["score", "key", "title"]
-    assert len(lines) == 1 + 3
-    assert all(re.match(r"^0\.\d{3}  \S+", line) for line in lines[1:]), lines
+    # at most -k hits; fewer when the rest are no good match (calibrated thresholds, README "Hybrid retrieval")
+    assert 1 + 1 <= len(lines) <= 1 + 3, lines
+    assert all(re.match(r"^\d+\.\d{3}  \S+", line) for line in lines[1:]), lines

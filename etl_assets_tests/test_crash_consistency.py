@@ -80,7 +80,8 @@ def test_the_convergence_check_detects_each_kind_of_drift(env):
     restore = [models.PointStruct(id=pid, vector=original.vector, payload=original.payload)]
 
     def put(payload: dict, vector: list[float] | None = None, ident: str = pid):
-        point = models.PointStruct(id=ident, vector=vector or original.vector, payload={**original.payload, **payload})
+        vectors = {**original.vector, "dense": vector} if vector else original.vector
+        point = models.PointStruct(id=ident, vector=vectors, payload={**original.payload, **payload})
         return lambda c: c.upsert(collection, points=[point], wait=True)
 
     def found(fragment: str) -> None:

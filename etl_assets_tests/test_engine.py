@@ -535,7 +535,7 @@ def converged(points: list[Any], table: Table) -> None:
         assert {p.payload["content_hash"] for p in pts} == {digest}
         assert all(str(p.id) == point_id("t", "issues", ext, p.payload["chunk"]) for p in pts)
         if len(pts) == 1:
-            assert np.allclose(pts[0].vector, fake_vector(text, DIMS), atol=1e-6)
+            assert np.allclose(pts[0].vector["dense"], fake_vector(text, DIMS), atol=1e-6)
 
 
 def test_full_sync_then_a_no_op_rerun_sends_no_request(fake):
@@ -634,9 +634,13 @@ def test_the_sweep_removes_garbage_a_failed_run_could_leave(fake):
         await run.client.upsert(
             "client_t_issues",
             points=[
-                models.PointStruct(id=point_id("t", "issues", "10001", 1), vector=[1.0] * DIMS, payload=stale),
                 models.PointStruct(
-                    id="00000000-0000-0000-0000-000000000001", vector=[1.0] * DIMS, payload={**stale, "chunk": 0}
+                    id=point_id("t", "issues", "10001", 1), vector={"dense": [1.0] * DIMS}, payload=stale
+                ),
+                models.PointStruct(
+                    id="00000000-0000-0000-0000-000000000001",
+                    vector={"dense": [1.0] * DIMS},
+                    payload={**stale, "chunk": 0},
                 ),
             ],
         )

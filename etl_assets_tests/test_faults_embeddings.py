@@ -244,6 +244,8 @@ def test_misfit_answer_for_a_changed_row_leaves_its_old_point_in_place(env):
         restore()
     assert not result.success
     stored = [p for p in read_points(env)["client_1_issues"]["points"] if p.payload["external_id"] == issue["id"]]
-    assert stored and all(p.payload["summary"] == old_summary and len(p.vector) == TEST_DIMENSIONS for p in stored)
+    assert stored and all(
+        p.payload["summary"] == old_summary and len(p.vector["dense"]) == TEST_DIMENSIONS for p in stored
+    )
     assert materialize(env, "1", resources=_embeddings(env)).success
     assert_converged(env, "1")

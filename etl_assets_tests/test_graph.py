@@ -82,7 +82,7 @@ def test_whole_graph_for_two_tenants(env):
             assert all(p.payload["entity"] == spec.name for p in coll)
             for p in coll:
                 assert p.id == point_id(tenant_id, spec.name, p.payload["external_id"], p.payload["chunk"])
-                assert len(p.vector) == 64
+                assert len(p.vector["dense"]) == 64 and p.vector["bm25"].indices
                 assert p.payload["embedding_model"] == "text-embedding-3-small"
                 assert len(p.payload["content_hash"]) == 64
     p = next(iter(points["client_1_projects"]))

@@ -221,7 +221,7 @@ def test_stdio_lists_the_tools_and_answers_each(indexed: Indexed) -> None:
         params = stdio_params(indexed, "stdio-tools", "--principal", "alice", "--tenant", "1")
         async with Client(stdio_client(params, errlog=errlog)) as client:
             tools = (await client.list_tools()).tools
-            search = await client.call_tool("search_issues", {"query": target["text"], "limit": 5})
+            search = await client.call_tool("search_issues", {"query": target["text"], "limit": 5, "mode": "dense"})
             issue = await client.call_tool("get_issue", {"key": target["key"].lower()})
             projects = await client.call_tool("list_projects", {})
             tenants = await client.call_tool("list_tenants", {})
@@ -246,7 +246,8 @@ def test_stdio_lists_the_tools_and_answers_each(indexed: Indexed) -> None:
     assert {"tenant", "project", "issue_type", "status_category", "assignee", "updated_after", "updated_before"} <= set(
         schema["properties"]
     )
-    assert "dense" in json.dumps(schema["properties"]["mode"]) or "dense" in json.dumps(schema.get("$defs", {}))
+    modes = json.dumps(schema["properties"]["mode"]) + json.dumps(schema.get("$defs", {}))
+    assert all(mode in modes for mode in ("dense", "sparse", "hybrid"))
     assert all(t.annotations and t.annotations.read_only_hint for t in tools.values())
 
     hits = out["search"]["hits"]

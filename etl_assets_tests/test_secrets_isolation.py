@@ -204,7 +204,7 @@ def _tenant_state(env, tenant_id: str, qdrant_url: str) -> dict[str, Any]:
     engine.dispose()
     points = read_points(env, qdrant_url=qdrant_url, qdrant_api_key=QDRANT_KEY)
     mine = {
-        name: sorted((str(p.id), json.dumps(p.payload, sort_keys=True), tuple(p.vector)) for p in c["points"])
+        name: sorted((str(p.id), json.dumps(p.payload, sort_keys=True), repr(p.vector)) for p in c["points"])
         for name, c in points.items()
         if name in {collection_name(tenant_id, s.name) for s in CATALOGUE}
     }

@@ -96,7 +96,7 @@ def test_search_ranks_the_matching_issue_first_and_filters(env):
 
     point = next(p for p in all_points(env)["client_1_issues"] if p.payload["key"] == target["key"])
     # The fake's vectors are a hash of the text: the chunk's own text is the only exact match.
-    hits = _search(env, point.payload["text"], k=5)
+    hits = _search(env, point.payload["text"], k=5, mode="dense")
     assert hits[0].key == target["key"] and hits[0].score == pytest.approx(1.0, abs=1e-4)
     assert len({h.external_id for h in hits}) == len(hits) <= 5
     project = target["fields"]["project"]["key"]

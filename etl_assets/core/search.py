@@ -22,6 +22,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import math
+import re
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
@@ -32,14 +34,22 @@ from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, Field
 from qdrant_client import AsyncQdrantClient, models
+from qdrant_client.http.exceptions import UnexpectedResponse
 from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from etl_assets.core.catalogue import BY_NAME
 from etl_assets.core.embeddings.base import Embedder, ModelMismatchError
 from etl_assets.core.settings import Settings
+from etl_assets.core.sparse import SPARSE_VECTOR, query_vector
 from etl_assets.core.tenants import Tenant, TenantRegistry
-from etl_assets.core.vectorstore import BASE_PAYLOAD_INDEXES, collection_name, payload_schema
+from etl_assets.core.vectorstore import (
+    BASE_PAYLOAD_INDEXES,
+    VectorLayout,
+    collection_name,
+    layout_of,
+    payload_schema,
+)
 
 T = TypeVar("T")
 
@@ -54,13 +64,86 @@ MODEL_CHECK_TTL_S = 60.0
 # yet); beyond this many the filter would be a very large request, so the caller must narrow it.
 MAX_ASSIGNEE_IDS = 10_000
 PASSAGE_CHARS = 600
+# A query is a few words or a pasted error message; beyond this it is a mistake (a whole log
+# file), and the embedding provider would truncate or refuse it anyway.
+MAX_QUERY_CHARS = 10_000
 
 
 class SearchMode(StrEnum):
-    """How ``search_issues`` ranks. Only dense retrieval exists today; hybrid (BM25 + dense) is
-    planned and will be a new member, so callers that name a mode keep working."""
+    """How a search ranks: ``dense`` (the embedding model's similarity), ``sparse`` (BM25 over
+    the indexed text: exact words, keys, identifiers) or ``hybrid`` (both, fused; the default)."""
 
     DENSE = "dense"
+    SPARSE = "sparse"
+    HYBRID = "hybrid"
+
+
+# Hybrid fusion of the dense and the sparse leg. benchmarks/retrieval.py measures RRF and DBSF
+# on the sample's labelled queries (README, "Hybrid retrieval"): with the thresholds below, as
+# searches are served, the two tie (nDCG@10 0.819 vs 0.819, MRR@10 0.939 vs 0.934 over 90
+# queries); without thresholds DBSF leads (0.861 vs 0.841). RRF is kept: it fuses ranks, so a
+# leg the threshold leaves with one or two candidates still counts as much as it should,
+# where DBSF gives a lone candidate a flat 0.5 whatever its score.
+FUSION = models.Fusion.RRF
+
+# "No good match": the least score a hit needs in a leg (dense: cosine similarity of the
+# model; sparse: BM25 with the collection's IDF) to be returned. In hybrid mode a candidate
+# must clear the threshold of at least one leg; an issue whose key the query names is
+# returned whatever its score. Derived by ``benchmarks/retrieval.py`` (its "calibration"
+# figures, ``evaluation.calibrate``) on the sample site (300 issues) from the rank-1 scores of
+# the 90 labelled queries and the best scores of the 12 nonsense queries
+# (``evaluation.NONSENSE_QUERIES``): where the two ranges are apart, their midpoint; where
+# they overlap, just above the best nonsense score (nonsense must return nothing).
+# all-MiniLM-L6-v2: nonsense reaches 0.372 (a French recipe query; gibberish 0.31) while
+# real queries' relevant rank-1 hits go down to 0.237 (bare keys, other languages) -> 0.381,
+# which leaves 11 of the 90 queries empty in dense mode and 4 in hybrid mode.
+# BM25: nonsense reaches 13.22 (the same French query, on French issues' common words),
+# relevant rank-1 hits go down to 6.89 -> 13.482. A BM25 score grows with the collection's
+# IDF, whose ceiling (a term in one point) is ln(1 + (N - 0.5) / 1.5) for N points: so the
+# sparse threshold is kept in units of that ceiling ("rare terms' worth": 13.482 / 5.915 for
+# the sample's 555 points = 2.28) and scaled to each collection's size at query time.
+# Re-run the benchmark on a tenant's own labelled queries to re-derive both.
+# Dense thresholds belong to one model; a model without one here gets none (every dense
+# hit clears the dense leg).
+DENSE_MIN_SCORE: dict[str, float] = {
+    "sentence-transformers/all-MiniLM-L6-v2": 0.381,
+}
+SPARSE_MIN_RARE_TERMS = 2.28
+
+
+def rare_idf(points: int) -> float:
+    """Qdrant's IDF of a term found in one of ``points`` points: the ceiling of a term's weight."""
+    return math.log(1 + (max(points, 1) - 0.5) / 1.5)
+
+
+# Qdrant's answer to a filter on a field without a payload index (a server in strict mode).
+_MISSING_INDEX = re.compile(r'Index required but not found for \\?"([^"\\]+)\\?"')
+
+# A Jira issue key: project key (a letter, then letters, digits or _) and a number.
+ISSUE_KEY = re.compile(r"(?<![\w-])([A-Za-z][A-Za-z0-9_]{0,19}-[1-9][0-9]{0,8})(?![\w-])")
+
+
+def issue_keys(query: str) -> list[str]:
+    """The issue keys ``query`` names, upper-cased, in order, each once."""
+    out: list[str] = []
+    for match in ISSUE_KEY.findall(query):
+        key = match.upper()
+        if key not in out:
+            out.append(key)
+    return out
+
+
+def check_query(query: str) -> None:
+    """Refuse a query nothing sensible can be found for, with a sentence saying why."""
+    if not query.strip():
+        raise InvalidRequestError("query is empty: describe what you are looking for in words")
+    if len(query) > MAX_QUERY_CHARS:
+        raise InvalidRequestError(
+            f"query is {len(query)} characters long; at most {MAX_QUERY_CHARS} are accepted: "
+            "shorten it to the words or the error line that matter"
+        )
+    if not any(c.isalnum() for c in query):
+        raise InvalidRequestError("query has no letters or digits (only punctuation): give words to search for")
 
 
 # -- who is asking ---------------------------------------------------------------------------------
@@ -125,14 +208,21 @@ class IssueHit(_Result):
     issue_type: str | None = None
     updated: str | None = Field(default=None, description="last update, ISO 8601 UTC")
     url: str | None = Field(default=None, description="the issue in Jira")
-    score: float = Field(description="cosine similarity of the best-matching passage, higher is better")
+    score: float = Field(
+        description="score of the best-matching passage in the search's mode (dense: cosine similarity; "
+        "sparse: BM25; hybrid: fused rank score), higher is better; compare scores within one answer only"
+    )
     passage: str = Field(description="the indexed text that matched best (shortened)")
+    exact_key: bool = Field(default=False, description="the query named this issue's key: it is ranked first")
 
 
 class SearchResult(_Result):
     tenant: str
     mode: SearchMode
     hits: list[IssueHit]
+    notice: str | None = Field(
+        default=None, description="why the answer is empty or incomplete (no good match, a key not indexed)"
+    )
 
 
 class LinkedIssue(_Result):
@@ -243,7 +333,7 @@ def issue_filter(tenant_id: str, filters: IssueFilters, external_ids: Sequence[s
 
 # Payload fields the filters above use: created on a Qdrant server's collection when missing
 # (local mode has no payload indexes). The schemas come from the entity spec where it names them.
-FILTERED_FIELDS = ("tenant_id", "external_id", "project_key", "type", "status_category", "updated")
+FILTERED_FIELDS = ("tenant_id", "external_id", "key", "project_key", "type", "status_category", "updated")
 
 
 def _legacy_filter(tenant_id: str, project: str | None, status_category: str | None) -> models.Filter:
@@ -258,35 +348,128 @@ class Hit:
     score: float
     external_id: str
     payload: dict[str, Any]
+    exact_key: bool = False
 
     @property
     def key(self) -> str:
         return str(self.payload.get("key") or self.payload.get("name") or self.external_id)
 
 
-async def _check_model(client: AsyncQdrantClient, embedder: Embedder, name: str, entity: str, tenant_id: str) -> None:
+async def _check_model(
+    client: AsyncQdrantClient, embedder: Embedder, name: str, entity: str, tenant_id: str
+) -> VectorLayout:
     if not await client.collection_exists(name):
         raise NotIndexedError(
             f"collection {name} does not exist yet: materialize vectors/{entity}_vectors for tenant {tenant_id}"
         )
     info = await client.get_collection(name)
     built_with = (info.config.metadata or {}).get("embedding_model")
-    params = info.config.params.vectors
-    size = params.size if isinstance(params, models.VectorParams) else None
-    if built_with != embedder.model or size != embedder.dimensions:
+    layout = layout_of(info)
+    if built_with != embedder.model or layout.size != embedder.dimensions:
         raise ModelMismatchSearchError(
-            f"collection {name} was built with {built_with!r} ({size} dimensions) but the configured model is "
+            f"collection {name} was built with {built_with!r} ({layout.size} dimensions) but the configured model is "
             f"{embedder.model!r} ({embedder.dimensions}); set EMBEDDING_PROVIDER/EMBEDDING_MODEL to match"
         )
+    return layout
+
+
+async def _points(client: AsyncQdrantClient, name: str) -> int:
+    return (await client.count(name, exact=False)).count
+
+
+def effective_mode(mode: SearchMode | str, layout: VectorLayout, name: str, entity: str) -> SearchMode:
+    """The mode a search runs in: hybrid falls back to dense on a collection without BM25 vectors."""
+    try:
+        chosen = SearchMode(mode)
+    except ValueError:
+        raise InvalidRequestError(
+            f"mode {mode!r} unknown; use one of {', '.join(m.value for m in SearchMode)}"
+        ) from None
+    if layout.hybrid:
+        return chosen
+    if chosen is SearchMode.SPARSE:
+        raise NotIndexedError(
+            f"collection {name} has no BM25 vectors yet (built before hybrid search): re-run "
+            f"vectors/{entity}_vectors, which adds them without re-embedding, or use mode 'dense'"
+        )
+    return SearchMode.DENSE
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Least scores per leg (None: no threshold); see ``DENSE_MIN_SCORE``."""
+
+    dense: float | None
+    sparse: float | None
+
+    @classmethod
+    def calibrated(cls, model: str, points: int) -> Thresholds:
+        """The thresholds for ``model`` on a collection of ``points`` points."""
+        return cls(DENSE_MIN_SCORE.get(model), SPARSE_MIN_RARE_TERMS * rare_idf(points))
+
+
+NO_THRESHOLDS = Thresholds(None, None)
 
 
 async def _ranked(
-    client: AsyncQdrantClient, name: str, vector: list[float], flt: models.Filter, k: int
+    client: AsyncQdrantClient,
+    name: str,
+    layout: VectorLayout,
+    mode: SearchMode,
+    vector: list[float] | None,
+    sparse: models.SparseVector | None,
+    flt: models.Filter,
+    k: int,
+    thresholds: Thresholds,
+    fusion: models.Fusion = FUSION,
 ) -> list[tuple[float, str, dict[str, Any]]]:
     # Long rows have several chunks: over-fetch, then keep each row's best chunk.
-    response = await client.query_points(
-        name, query=vector, limit=max(k * 4, k + 10), with_payload=True, query_filter=flt
-    )
+    fetch = max(k * 4, k + 10)
+    if mode is SearchMode.DENSE:
+        assert vector is not None
+        response = await client.query_points(
+            name,
+            query=vector,
+            using=layout.using,
+            limit=fetch,
+            with_payload=True,
+            query_filter=flt,
+            score_threshold=thresholds.dense,
+        )
+    elif mode is SearchMode.SPARSE:
+        assert sparse is not None
+        if not sparse.indices:
+            return []
+        response = await client.query_points(
+            name,
+            query=sparse,
+            using=SPARSE_VECTOR,
+            limit=fetch,
+            with_payload=True,
+            query_filter=flt,
+            score_threshold=thresholds.sparse,
+        )
+    else:
+        assert vector is not None and sparse is not None
+        # Each leg keeps only candidates that clear its own threshold: a query that matches
+        # nothing well in either leg gets no answer, not the least bad five.
+        legs = [
+            models.Prefetch(query=vector, using=layout.using, filter=flt, limit=fetch, score_threshold=thresholds.dense)
+        ]
+        if sparse.indices:
+            legs.append(
+                models.Prefetch(
+                    query=sparse, using=SPARSE_VECTOR, filter=flt, limit=fetch, score_threshold=thresholds.sparse
+                )
+            )
+        response = await client.query_points(
+            name,
+            prefetch=legs,
+            query=models.FusionQuery(fusion=fusion),
+            limit=fetch,
+            with_payload=True,
+            query_filter=flt,
+        )
     best: dict[str, tuple[float, str, dict[str, Any]]] = {}
     for point in response.points:
         payload = point.payload or {}
@@ -294,6 +477,75 @@ async def _ranked(
         if ext not in best or point.score > best[ext][0]:
             best[ext] = (point.score, ext, payload)
     return sorted(best.values(), key=lambda h: h[0], reverse=True)[:k]
+
+
+async def _by_keys(
+    client: AsyncQdrantClient, name: str, keys: Sequence[str], flt: models.Filter
+) -> dict[str, tuple[str, dict[str, Any]]]:
+    """The chunk-0 point of each issue in ``keys`` that is indexed and passes ``flt``: key -> (id, payload)."""
+    if not keys:
+        return {}
+    lookup = models.Filter(must=[flt, models.FieldCondition(key="key", match=models.MatchAny(any=list(keys)))])
+    # A long issue has several chunks; its first chunk (the summary's) stands for it.
+    points, _ = await client.scroll(
+        name, scroll_filter=lookup, limit=16 * len(keys), with_payload=True, with_vectors=False
+    )
+    out: dict[str, tuple[str, dict[str, Any]]] = {}
+    chunk_of: dict[str, int] = {}
+    for p in points:
+        payload = p.payload or {}
+        key, chunk = str(payload.get("key")), payload.get("chunk")
+        chunk = chunk if isinstance(chunk, int) else 0
+        if key not in out or chunk < chunk_of[key]:
+            out[key], chunk_of[key] = (str(payload.get("external_id")), payload), chunk
+    return out
+
+
+async def rank(
+    client: AsyncQdrantClient,
+    embedder: Embedder,
+    query: str,
+    *,
+    name: str,
+    layout: VectorLayout,
+    mode: SearchMode,
+    flt: models.Filter,
+    k: int,
+    keyed: bool,
+    thresholds: Thresholds,
+    fusion: models.Fusion = FUSION,
+) -> tuple[list[Hit], list[str]]:
+    """Ranked hits for ``query`` (one per row, best first), and the keys it named that are not indexed.
+
+    With ``keyed`` (the collection's points carry an issue ``key``), an issue whose key the
+    query names is ranked first, whatever its score, when it is indexed and passes ``flt``.
+    """
+    vector = None if mode is SearchMode.SPARSE else (await embedder.embed([query]))[0]
+    sparse = None if mode is SearchMode.DENSE else query_vector(query)
+    keys = issue_keys(query) if keyed else []
+    try:
+        ranked = await _ranked(client, name, layout, mode, vector, sparse, flt, k, thresholds, fusion)
+        found = await _by_keys(client, name, keys, flt)
+    except UnexpectedResponse as exc:
+        missing_index = _MISSING_INDEX.search(str(exc.content.decode("utf-8", "replace")))
+        if exc.status_code != 400 or missing_index is None:
+            raise
+        raise InvalidRequestError(
+            f"collection {name} cannot filter on {missing_index.group(1)!r}: the Qdrant server requires a payload "
+            f"index for it and the collection has none; re-run the vector step (it creates the indexes) or drop "
+            "that filter"
+        ) from None
+    hits = [Hit(score, ext, payload) for score, ext, payload in ranked]
+    pinned: list[Hit] = []
+    top = hits[0].score if hits else 1.0
+    for key in keys:
+        if key in found:
+            ext, payload = found[key]
+            own = next((h.score for h in hits if h.external_id == ext), top)
+            pinned.append(Hit(own, ext, payload, exact_key=True))
+    pinned_ids = {h.external_id for h in pinned}
+    out = pinned + [h for h in hits if h.external_id not in pinned_ids]
+    return out[:k] if len(pinned) < k else pinned, [key for key in keys if key not in found]
 
 
 async def search(
@@ -306,18 +558,40 @@ async def search(
     project: str | None = None,
     status_category: str | None = None,
     k: int = 10,
+    mode: SearchMode | str = SearchMode.HYBRID,
+    thresholds: Thresholds | None = None,
+    fusion: models.Fusion = FUSION,
 ) -> list[Hit]:
-    """Rank the tenant's rows of ``entity`` by similarity to ``query``; one hit per row.
+    """Rank the tenant's rows of ``entity`` for ``query``; one hit per row, best first.
+
+    ``mode`` is dense, sparse or hybrid (the default; dense on a collection built before
+    hybrid search). Hits below the calibrated "good match" thresholds are left out, so a
+    nonsense query returns nothing (``thresholds=NO_THRESHOLDS`` turns that off). An issue
+    whose key the query names comes first when it is indexed.
 
     The query is embedded with the configured model, which must be the one the
     collection was built with — otherwise the scores would be meaningless
-    (:class:`ModelMismatchError`); a missing collection is a :class:`LookupError`.
+    (:class:`ModelMismatchError`); a missing collection is a :class:`LookupError`; a query
+    that cannot be searched (empty, only punctuation, too long) an :class:`InvalidRequestError`.
     """
+    check_query(query)
     name = collection_name(tenant_id, entity)
-    await _check_model(client, embedder, name, entity, tenant_id)
-    [vector] = await embedder.embed([query])
-    ranked = await _ranked(client, name, vector, _legacy_filter(tenant_id, project, status_category), k)
-    return [Hit(score, ext, payload) for score, ext, payload in ranked]
+    layout = await _check_model(client, embedder, name, entity, tenant_id)
+    chosen = effective_mode(mode, layout, name, entity)
+    hits, _ = await rank(
+        client,
+        embedder,
+        query,
+        name=name,
+        layout=layout,
+        mode=chosen,
+        flt=_legacy_filter(tenant_id, project, status_category),
+        k=k,
+        keyed=entity == ISSUES,
+        thresholds=thresholds or Thresholds.calibrated(embedder.model, await _points(client, name)),
+        fusion=fusion,
+    )
+    return hits
 
 
 # -- the service ---------------------------------------------------------------------------------------
@@ -349,7 +623,7 @@ class SearchService:
     registry: TenantRegistry
     # On a Qdrant server the filters need payload indexes; local mode has none.
     server_mode: bool = False
-    _checked: dict[str, float] = field(default_factory=dict, repr=False)
+    _checked: dict[str, tuple[float, VectorLayout, int]] = field(default_factory=dict, repr=False)
     _indexed: set[str] = field(default_factory=set, repr=False)
 
     @classmethod
@@ -418,14 +692,18 @@ class SearchService:
 
     # -- search --
 
-    async def _ready(self, name: str, tenant: Tenant) -> None:
+    async def _ready(self, name: str, tenant: Tenant) -> tuple[VectorLayout, int]:
+        """The collection's layout and point count (for the sparse threshold), checked once a minute."""
         now = time.monotonic()
-        if now - self._checked.get(name, -MODEL_CHECK_TTL_S) < MODEL_CHECK_TTL_S:
-            return
-        await _check_model(self.client, self.embedder, name, ISSUES, tenant.id)
+        checked = self._checked.get(name)
+        if checked is not None and now - checked[0] < MODEL_CHECK_TTL_S:
+            return checked[1], checked[2]
+        layout = await _check_model(self.client, self.embedder, name, ISSUES, tenant.id)
         if self.server_mode and name not in self._indexed:
             await self.ensure_payload_indexes(name)
-        self._checked[name] = now
+        points = await _points(self.client, name)
+        self._checked[name] = (now, layout, points)
+        return layout, points
 
     async def ensure_payload_indexes(self, name: str) -> list[str]:
         """Create the payload indexes the issue filters use where the collection lacks them
@@ -460,18 +738,16 @@ class SearchService:
         *,
         tenant: str | None = None,
         filters: IssueFilters | None = None,
-        mode: SearchMode = SearchMode.DENSE,
+        mode: SearchMode | str = SearchMode.HYBRID,
         limit: int = 10,
     ) -> SearchResult:
-        """The tenant's issues ranked by similarity to ``query``, one hit per issue, best first."""
+        """The tenant's issues ranked for ``query`` (see :func:`search` for modes, thresholds and
+        keys), one hit per issue, best first. An empty answer carries a ``notice`` saying why."""
         chosen = self.tenant_for(principal, tenant)
         filters = filters or IssueFilters()
-        if not query.strip():
-            raise InvalidRequestError("query is empty: describe what you are looking for in words")
+        check_query(query)
         if limit < 1:
             raise InvalidRequestError(f"limit must be 1 or more, got {limit}")
-        if SearchMode(mode) is not SearchMode.DENSE:  # pragma: no cover - the enum holds only dense today
-            raise InvalidRequestError(f"mode {mode!r} is not available; use 'dense'")
         if filters.status_category and filters.status_category not in STATUS_CATEGORIES:
             raise InvalidRequestError(
                 f"status_category {filters.status_category!r} unknown; use one of {', '.join(STATUS_CATEGORIES)}"
@@ -479,7 +755,8 @@ class SearchService:
         if filters.updated_after and filters.updated_before and filters.updated_after >= filters.updated_before:
             raise InvalidRequestError("updated_after must be earlier than updated_before")
         name = collection_name(chosen.id, ISSUES)
-        await self._ready(name, chosen)
+        layout, points = await self._ready(name, chosen)
+        run_mode = effective_mode(mode, layout, name, ISSUES)
         ids: list[str] | None = None
         if filters.assignee:
             assignee = filters.assignee
@@ -489,26 +766,61 @@ class SearchService:
                     f"assignee {filters.assignee!r} has more than {MAX_ASSIGNEE_IDS} issues; add a project filter"
                 )
             if not ids:
-                return SearchResult(tenant=chosen.id, mode=SearchMode.DENSE, hits=[])
-        [vector] = await self.embedder.embed([query])
-        ranked = await _ranked(self.client, name, vector, issue_filter(chosen.id, filters, ids), limit)
+                return SearchResult(
+                    tenant=chosen.id, mode=run_mode, hits=[], notice=f"no live issue is assigned to {assignee!r}"
+                )
+        ranked, missing = await rank(
+            self.client,
+            self.embedder,
+            query,
+            name=name,
+            layout=layout,
+            mode=run_mode,
+            flt=issue_filter(chosen.id, filters, ids),
+            k=limit,
+            keyed=True,
+            thresholds=Thresholds.calibrated(self.embedder.model, points),
+        )
         hits = [
             IssueHit(
                 tenant=chosen.id,
-                key=str(p.get("key") or ext),
-                summary=str(p.get("summary") or ""),
-                status=p.get("status"),
-                status_category=p.get("status_category"),
-                project=p.get("project_key"),
-                issue_type=p.get("type"),
-                updated=p.get("updated"),
-                url=issue_url(chosen, str(p["key"])) if p.get("key") else None,
-                score=round(float(score), 6),
-                passage=_passage(p.get("text")),
+                key=str(h.payload.get("key") or h.external_id),
+                summary=str(h.payload.get("summary") or ""),
+                status=h.payload.get("status"),
+                status_category=h.payload.get("status_category"),
+                project=h.payload.get("project_key"),
+                issue_type=h.payload.get("type"),
+                updated=h.payload.get("updated"),
+                url=issue_url(chosen, str(h.payload["key"])) if h.payload.get("key") else None,
+                score=round(float(h.score), 6),
+                passage=_passage(h.payload.get("text")),
+                exact_key=h.exact_key,
             )
-            for score, ext, p in ranked
+            for h in ranked
         ]
-        return SearchResult(tenant=chosen.id, mode=SearchMode.DENSE, hits=hits)
+        notes = [await self._key_notice(chosen.id, key) for key in missing]
+        if not hits:
+            notes.append("no good match: nothing in the index is close enough to the query (try other words)")
+        return SearchResult(tenant=chosen.id, mode=run_mode, hits=hits, notice="; ".join(notes) or None)
+
+    def _key_state(self, tenant_id: str, key: str) -> str:
+        table = BY_NAME[ISSUES].table
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(table.c.deleted_at).where(table.c.tenant_id == tenant_id, table.c.key == key).limit(1)
+            ).first()
+        if row is None:
+            return "unknown"
+        return "deleted" if row[0] is not None else "live"
+
+    async def _key_notice(self, tenant_id: str, key: str) -> str:
+        """Why an issue key the query names is not among the hits."""
+        state = await self._sql(functools.partial(self._key_state, tenant_id, key))
+        if state == "deleted":
+            return f"issue {key} was deleted at the source; it is no longer indexed"
+        if state == "live":
+            return f"issue {key} is not in the index for these filters (or not vectorized yet)"
+        return f"no issue {key} in tenant {tenant_id}"
 
     # -- the tables --
 

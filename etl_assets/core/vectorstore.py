@@ -23,6 +23,7 @@ from etl_assets.core.embeddings.base import ModelMismatchError
 from etl_assets.core.http import display_url as display_url  # importers (the CLI) find it here too
 from etl_assets.core.http import host_port, one_line, transport_reason
 from etl_assets.core.settings import QdrantSettings as QdrantSettings
+from etl_assets.core.sparse import DENSE_VECTOR, SPARSE_VECTOR, SPARSE_VERSION, sparse_vector_params
 from etl_assets.core.tenants import validate_tenant_id
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,12 @@ DELETE_MAX_IDS = 1000
 RETRIEVE_MAX_IDS = 1000
 # Collection metadata key under which the engine records the state it last completed.
 SYNC_MARKER_KEY = "etl_vector_sync"
+# Collection metadata key recording which vectors the points carry (see VectorLayout).
+VECTORS_KEY = "vectors"
+# Suffix of the collection an upgrade to named vectors fills before it replaces the original.
+UPGRADE_SUFFIX = "__named"
+# Metadata of a collection being re-filled from its staging copy (cleared when complete).
+UPGRADE_PENDING_KEY = "upgrade_pending"
 
 
 def collection_name(tenant_id: str, entity: str) -> str:
@@ -64,6 +71,53 @@ def payload_schema(kind: str) -> models.PayloadSchemaType:
         "datetime": models.PayloadSchemaType.DATETIME,
         "bool": models.PayloadSchemaType.BOOL,
     }[kind]
+
+
+@dataclass(frozen=True)
+class VectorLayout:
+    """Which vectors a collection's points carry.
+
+    ``dense`` is the name of the dense vector: ``"dense"`` for collections built since hybrid
+    search, ``""`` (Qdrant's unnamed default vector) for those built before. ``sparse`` is the
+    BM25 vector's name, or None when the points have none (an older collection, until
+    :func:`~etl_assets.core.vectorsync.sync_vectors` upgrades it).
+    """
+
+    dense: str
+    size: int | None
+    sparse: str | None = None
+    sparse_version: str | None = None
+
+    @property
+    def using(self) -> str | None:
+        """The ``using`` argument that addresses the dense vector in a query."""
+        return self.dense or None
+
+    @property
+    def hybrid(self) -> bool:
+        return self.sparse is not None
+
+    def record(self) -> dict[str, Any]:
+        return {"dense": self.dense, "sparse": self.sparse, "sparse_version": self.sparse_version}
+
+
+NAMED_LAYOUT = VectorLayout(DENSE_VECTOR, None, SPARSE_VECTOR, SPARSE_VERSION)
+
+
+def layout_of(info: models.CollectionInfo) -> VectorLayout:
+    """The vectors a collection holds, from its config (the recorded layout says which is BM25)."""
+    params = info.config.params.vectors
+    recorded = (info.config.metadata or {}).get(VECTORS_KEY)
+    recorded = recorded if isinstance(recorded, dict) else {}
+    sparse_names = set((info.config.params.sparse_vectors or {}).keys())
+    if isinstance(params, models.VectorParams):
+        dense, size = "", params.size
+    elif isinstance(params, dict) and DENSE_VECTOR in params:
+        dense, size = DENSE_VECTOR, params[DENSE_VECTOR].size
+    else:
+        dense, size = "", None
+    sparse = SPARSE_VECTOR if SPARSE_VECTOR in sparse_names else None
+    return VectorLayout(dense, size, sparse, recorded.get("sparse_version") if sparse else None)
 
 
 @dataclass
@@ -115,7 +169,12 @@ def _approx_bytes(point: models.PointStruct) -> int:
     # JSON size estimate: ~12 characters per float, and the payload's strings plus a little
     # per field (str() of the payload would cost more than the upsert's own encoding).
     vector = point.vector
-    floats = len(vector) if isinstance(vector, list) else 0
+    floats = 0
+    for v in vector.values() if isinstance(vector, dict) else [vector]:
+        if isinstance(v, list):
+            floats += len(v)
+        elif isinstance(v, models.SparseVector):
+            floats += 2 * len(v.indices)
     payload = point.payload or {}
     strings = sum(len(v) for v in payload.values() if isinstance(v, str))
     return 12 * floats + strings + 32 * len(payload) + 64
@@ -149,11 +208,26 @@ class Collection:
     local: bool = False
 
     async def ensure(self, *, model: str, dimensions: int, indexes: dict[str, str] | None = None) -> bool:
-        """Create the collection if needed; refuse one built with another model. True if created."""
-        if await self.client.collection_exists(self.name):
-            info = await self.client.get_collection(self.name)
-            params = info.config.params.vectors
-            size = params.size if isinstance(params, models.VectorParams) else None
+        """Create the collection if needed; refuse one built with another model. True if created.
+
+        A new collection has named vectors: ``dense`` and the sparse ``bm25`` (IDF modifier).
+        One built before hybrid search (an unnamed dense vector only) is accepted here and
+        upgraded by the sync (:meth:`dense_only`, :meth:`begin_upgrade`).
+        """
+        info = await self._info()
+        # An interrupted upgrade (see below) leaves the collection missing, dense-only or marked
+        # as being re-filled; only then is there a staging copy to look for. A missing one is
+        # looked for in the collection list, so that creating a collection addresses no other.
+        if info is None:
+            listed = {c.name for c in (await self.client.get_collections()).collections}
+            pending = self.staging_name in listed
+        else:
+            pending = not layout_of(info).hybrid or bool((info.config.metadata or {}).get(UPGRADE_PENDING_KEY))
+        if pending:
+            await self._recover_upgrade(model=model, dimensions=dimensions, indexes=indexes)
+            info = await self._info()
+        if info is not None:
+            size = layout_of(info).size
             meta = info.config.metadata or {}
             built_with = meta.get("embedding_model")
             if size != dimensions or (built_with is not None and built_with != model):
@@ -164,27 +238,132 @@ class Collection:
                     "in Qdrant so the next run rebuilds it"
                 )
             return False
+        await self._create(self.name, model=model, dimensions=dimensions, indexes=indexes)
+        return True
+
+    async def _info(self) -> models.CollectionInfo | None:
+        if not await self.client.collection_exists(self.name):
+            return None
+        return await self.client.get_collection(self.name)
+
+    async def _create(
+        self, name: str, *, model: str, dimensions: int, indexes: dict[str, str] | None, **extra: Any
+    ) -> None:
         await self.client.create_collection(
-            self.name,
-            vectors_config=models.VectorParams(size=dimensions, distance=models.Distance.COSINE),
+            name,
+            vectors_config={DENSE_VECTOR: models.VectorParams(size=dimensions, distance=models.Distance.COSINE)},
+            sparse_vectors_config={SPARSE_VECTOR: sparse_vector_params()},
             metadata={
                 "embedding_model": model,
                 "dimensions": dimensions,
                 "tenant_id": self.tenant_id,
                 "entity": self.entity,
                 "schema_version": SCHEMA_VERSION,
+                VECTORS_KEY: NAMED_LAYOUT.record(),
+                **extra,
             },
         )
         if not self.local:  # local mode ignores payload indexes (and warns about them)
             for field_name, kind in {**BASE_PAYLOAD_INDEXES, **(indexes or {})}.items():
-                await self.client.create_payload_index(self.name, field_name, field_schema=payload_schema(kind))
-        return True
+                await self.client.create_payload_index(name, field_name, field_schema=payload_schema(kind))
+
+    async def layout(self) -> VectorLayout:
+        return layout_of(await self.client.get_collection(self.name))
+
+    async def dense_only(self) -> bool:
+        """True for a collection built before hybrid search: its points have no BM25 vector."""
+        return not (await self.layout()).hybrid
+
+    # -- upgrading a dense-only collection (no re-embedding) -----------------------------------
+    #
+    # Qdrant cannot turn an unnamed vector into a named one, nor rename a collection, so the
+    # upgrade builds ``<name>__named`` (dense vectors copied, BM25 computed from the committed
+    # rows by the sync), marks it complete, drops the original, re-creates it with named
+    # vectors and copies the points back. A run that dies part way resumes from what is left
+    # (:meth:`_recover_upgrade`): nothing is dropped before its copy is complete.
+
+    @property
+    def staging_name(self) -> str:
+        return self.name + UPGRADE_SUFFIX
+
+    def _staging(self) -> Collection:
+        return Collection(self.client, self.staging_name, self.tenant_id, self.entity, self.local)
+
+    async def begin_upgrade(self, *, model: str, dimensions: int, indexes: dict[str, str] | None) -> Collection:
+        """A fresh, empty staging collection with named vectors, for :meth:`finish_upgrade`."""
+        if await self.client.collection_exists(self.staging_name):
+            await self.client.delete_collection(self.staging_name)
+        await self._create(self.staging_name, model=model, dimensions=dimensions, indexes=indexes)
+        return self._staging()
+
+    async def dense_vectors(self, ids: Sequence[str]) -> dict[str, tuple[list[float], dict[str, Any]]]:
+        """Stored dense vector and payload of each of ``ids`` that exists (any layout)."""
+        layout = await self.layout()
+        out: dict[str, tuple[list[float], dict[str, Any]]] = {}
+        ids = list(ids)
+        for start in range(0, len(ids), RETRIEVE_MAX_IDS):
+            points = await self.client.retrieve(
+                self.name, ids=ids[start : start + RETRIEVE_MAX_IDS], with_payload=True, with_vectors=True
+            )
+            for p in points:
+                vector = p.vector.get(layout.dense) if isinstance(p.vector, dict) else p.vector
+                if isinstance(vector, list) and vector and isinstance(vector[0], float):
+                    out[str(p.id)] = ([float(x) for x in vector], p.payload or {})
+        return out
+
+    async def finish_upgrade(
+        self, staging: Collection, *, model: str, dimensions: int, indexes: dict[str, str] | None
+    ) -> int:
+        """Replace this collection by ``staging`` (see above); returns the points carried over."""
+        await self.client.update_collection(staging.name, metadata={"upgrade_complete": True})
+        await self.client.delete_collection(self.name)
+        return await self._copy_back(staging, model=model, dimensions=dimensions, indexes=indexes)
+
+    async def _copy_back(
+        self, staging: Collection, *, model: str, dimensions: int, indexes: dict[str, str] | None
+    ) -> int:
+        if not await self.client.collection_exists(self.name):
+            await self._create(
+                self.name, model=model, dimensions=dimensions, indexes=indexes, **{UPGRADE_PENDING_KEY: True}
+            )
+        copied = 0
+        offset: Any = None
+        while True:
+            points, offset = await self.client.scroll(
+                staging.name, limit=UPSERT_MAX_POINTS, offset=offset, with_payload=True, with_vectors=True
+            )
+            if points:
+                batch = [
+                    models.PointStruct(id=p.id, vector=_named_vectors(p.vector), payload=p.payload) for p in points
+                ]
+                await self.upsert(batch)
+                copied += len(batch)
+            if offset is None:
+                break
+        await self.client.delete_collection(staging.name)
+        await self.client.update_collection(self.name, metadata={UPGRADE_PENDING_KEY: None})
+        log.info("%s: upgraded to named dense + BM25 vectors, %d points carried over", self.name, copied)
+        return copied
+
+    async def _recover_upgrade(self, *, model: str, dimensions: int, indexes: dict[str, str] | None) -> None:
+        if not await self.client.collection_exists(self.staging_name):
+            if await self.client.collection_exists(self.name):  # copied back; only the mark was left
+                await self.client.update_collection(self.name, metadata={UPGRADE_PENDING_KEY: None})
+            return
+        info = await self.client.get_collection(self.staging_name)
+        if (info.config.metadata or {}).get("upgrade_complete"):
+            # The original was dropped (or is being re-filled): finish the copy.
+            if await self.client.collection_exists(self.name) and await self.dense_only():
+                await self.client.delete_collection(self.name)  # the crash came between marking and dropping
+            log.warning("%s: resuming an interrupted upgrade to named vectors", self.name)
+            await self._copy_back(self._staging(), model=model, dimensions=dimensions, indexes=indexes)
+        else:
+            # An upgrade that died while filling the staging collection: the original is intact.
+            await self.client.delete_collection(self.staging_name)
 
     async def model(self) -> tuple[str | None, int | None]:
         info = await self.client.get_collection(self.name)
-        params = info.config.params.vectors
-        size = params.size if isinstance(params, models.VectorParams) else None
-        return (info.config.metadata or {}).get("embedding_model"), size
+        return (info.config.metadata or {}).get("embedding_model"), layout_of(info).size
 
     async def existing(self, ids: Sequence[str]) -> dict[str, ExistingPoint]:
         out: dict[str, ExistingPoint] = {}
@@ -247,6 +426,10 @@ class Collection:
                 must=[models.FieldCondition(key=k, match=models.MatchValue(value=v)) for k, v in filters.items()]
             )
         return (await self.client.count(self.name, count_filter=flt, exact=True)).count
+
+
+def _named_vectors(vector: Any) -> dict[str, Any]:
+    return dict(vector) if isinstance(vector, dict) else {}
 
 
 def _ref(point_id_: Any, payload: dict[str, Any] | None) -> PointRef:

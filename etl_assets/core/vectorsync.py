@@ -50,7 +50,7 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -65,7 +65,8 @@ from etl_assets.core.embeddings.base import (
 )
 from etl_assets.core.progress import Progress
 from etl_assets.core.records import EntitySpec, jsonable
-from etl_assets.core.vectorstore import UPSERT_MAX_POINTS, ExistingPoint, VectorCollection, point_id
+from etl_assets.core.sparse import DENSE_VECTOR, SPARSE_VECTOR, document_vector
+from etl_assets.core.vectorstore import UPSERT_MAX_POINTS, Collection, ExistingPoint, VectorCollection, point_id
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,9 @@ class VectorSyncResult:
     # "rows": every row's hash compared with its points; "fingerprint": the live rows are
     # exactly those of the last complete sync (and the first page was spot-checked)
     change_detection: str = "rows"
+    # A collection built before hybrid search, upgraded by this run to named dense + BM25 vectors:
+    # points whose dense vector was carried over (not re-embedded).
+    upgraded_points: int = 0
     duration_s: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -109,6 +113,8 @@ class PlannedChunk:
     text: str
     tokens: int
     payload: dict[str, Any]
+    # The chunk's BM25 vector: computed here, in the worker thread that splits, at no embedding cost.
+    sparse: models.SparseVector | None = None
 
 
 @dataclass(frozen=True)
@@ -150,8 +156,20 @@ def _chunks(
     chunks = []
     for i, (piece, tokens) in enumerate(pieces):
         payload = {**base, "chunk": i, "text": piece[:PAYLOAD_TEXT_CHARS]}
-        chunks.append(PlannedChunk(point_id(tenant_id, spec.name, row["external_id"], i), piece, tokens, payload))
+        chunks.append(
+            PlannedChunk(
+                point_id(tenant_id, spec.name, row["external_id"], i), piece, tokens, payload, document_vector(piece)
+            )
+        )
     return chunks
+
+
+def point_vectors(dense: list[float], chunk: PlannedChunk) -> dict[str, Any]:
+    """The named vectors of one point: the dense embedding and the chunk's BM25 vector."""
+    return {
+        DENSE_VECTOR: dense,
+        SPARSE_VECTOR: chunk.sparse if chunk.sparse is not None else document_vector(chunk.text),
+    }
 
 
 def plan_row(
@@ -434,7 +452,9 @@ class _Sync:
                 for start in range(0, len(batch), self.upsert_points):
                     part = batch[start : start + self.upsert_points]
                     points = [
-                        models.PointStruct(id=c.id, vector=_as_list(vectors[start + i]), payload=c.payload)
+                        models.PointStruct(
+                            id=c.id, vector=point_vectors(_as_list(vectors[start + i]), c), payload=c.payload
+                        )
                         for i, c in enumerate(part)
                     ]
                     await self.collection.upsert(points)
@@ -515,6 +535,52 @@ async def _first_page(pages: Callable[[], Iterator[list[dict[str, Any]]]]) -> li
     return await asyncio.to_thread(first)
 
 
+async def _each_page(pages: Callable[[], Iterator[list[dict[str, Any]]]]) -> AsyncIterator[list[dict[str, Any]]]:
+    """The pages of ``pages()``, each read in a worker thread; the iterator is closed there too."""
+    rows = await asyncio.to_thread(lambda: iter(pages()))
+    try:
+        while (page := await asyncio.to_thread(next, rows, None)) is not None:
+            yield page
+    finally:
+        close = getattr(rows, "close", None)
+        if close is not None:
+            await asyncio.to_thread(close)
+
+
+async def _upgrade(collection: Collection, sync: _Sync, pages: Callable[[], Iterator[list[dict[str, Any]]]]) -> int:
+    """Give a dense-only collection named dense + BM25 vectors without re-embedding.
+
+    Each committed row whose stored points are current (same content hash, every chunk
+    there) has its dense vectors copied and its BM25 vectors computed from the row's own
+    chunk texts (re-split with the embedder's tokenizer, no embedding request). Rows whose
+    points are stale or missing are left out: the sync that follows embeds them as usual.
+    """
+    spec, embedder = sync.spec, sync.embedder
+    indexes = dict(spec.payload_indexes)
+    log.warning("%s: built before hybrid search (dense vector only); adding BM25 vectors", collection.name)
+    staging = await collection.begin_upgrade(model=embedder.model, dimensions=embedder.dimensions, indexes=indexes)
+    carried = 0
+    async for page in _each_page(pages):
+        described = sync._describe(page)
+        heads = await collection.existing([r.head_id for r in described])
+        current: list[tuple[_Row, ExistingPoint | None]] = [
+            (r, None) for r in described if (h := heads.get(r.head_id)) is not None and h.content_hash == r.digest
+        ]
+        planned = await asyncio.to_thread(sync._split, current)
+        stored = await collection.dense_vectors([c.id for chunks in planned for c in chunks])
+        points = [
+            models.PointStruct(id=c.id, vector=point_vectors(stored[c.id][0], c), payload=c.payload)
+            for chunks in planned
+            if all(c.id in stored and stored[c.id][1].get("content_hash") == c.payload["content_hash"] for c in chunks)
+            for c in chunks
+        ]
+        if points:
+            await staging.upsert(points)
+            carried += len(points)
+    await collection.finish_upgrade(staging, model=embedder.model, dimensions=embedder.dimensions, indexes=indexes)
+    return carried
+
+
 async def sync_vectors(
     *,
     spec: EntitySpec,
@@ -567,6 +633,11 @@ async def sync_vectors(
             chunk_tokens=chunk_tokens,
             upsert_points=max(1, upsert_batch_points),
             **extra,
+        )
+
+    if isinstance(collection, Collection) and not result.collection_created and await collection.dense_only():
+        result.upgraded_points = await _upgrade(
+            collection, new_sync(VectorSyncResult(collection.name, embedder.model, embedder.dimensions)), pages
         )
 
     state = None

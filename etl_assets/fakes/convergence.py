@@ -14,6 +14,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol, cast
 
+from qdrant_client import models
 from sqlalchemy import Engine, create_engine, func, select
 
 from etl_assets.core.catalogue import CATALOGUE
@@ -22,7 +23,7 @@ from etl_assets.core.records import EntitySpec
 from etl_assets.core.sources.jira.parsers import parse_jira_datetime
 from etl_assets.core.sources.jira.sample import JiraSite
 from etl_assets.core.store import ops, schema
-from etl_assets.core.vectorstore import collection_name, open_qdrant, point_id
+from etl_assets.core.vectorstore import collection_name, layout_of, open_qdrant, point_id
 from etl_assets.core.vectorsync import plan_row
 from etl_assets.fakes.openai_server import fake_vector
 
@@ -110,7 +111,7 @@ def read_points(
                         break
                 out[description.name] = {
                     "metadata": info.config.metadata or {},
-                    "size": getattr(info.config.params.vectors, "size", None),
+                    "size": layout_of(info).size,
                     "points": points,
                 }
         return out
@@ -198,8 +199,12 @@ def _point_problems(
         if not isinstance(chunk, int) or str(p.id) != point_id(tenant_id, spec.name, str(ext), chunk):
             problems.append(f"{name}: point {p.id} does not have the deterministic id of ({ext}, {chunk})")
         if check_vectors and p.vector is not None:
-            vector = p.vector if isinstance(p.vector, list) else None
+            named = p.vector if isinstance(p.vector, dict) else {"dense": p.vector}
+            vector = named.get("dense")
+            vector = vector if isinstance(vector, list) else None
             text = payload.get("text")
+            if isinstance(p.vector, dict) and not isinstance(named.get("bm25"), models.SparseVector):
+                problems.append(f"{name}: point {p.id} has no BM25 vector")
             if vector is None or len(vector) != size:
                 problems.append(f"{name}: point {p.id} has a vector of the wrong size")
             # The payload keeps the first 2,000 characters of what was embedded: shorter texts are

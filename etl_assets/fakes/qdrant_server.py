@@ -13,11 +13,14 @@ Request and response bodies are parsed and rendered with qdrant-client's REST mo
 what the real client sends is validated the way a server would. Served (everything else
 is a 404): ``GET /``, ``GET /collections``, ``GET|PUT|DELETE /collections/{name}``,
 ``PATCH /collections/{name}`` (metadata), ``GET /collections/{name}/exists``,
-``PUT /collections/{name}/index``, ``POST|PUT
-/collections/{name}/points``, ``POST /collections/{name}/points/{delete,scroll,count}``, and the
-aliases: ``GET /aliases``, ``GET /collections/{name}/aliases``, ``POST /collections/aliases``
-(create, delete and rename actions applied together, as the server does). A collection's
-routes accept an alias for its name, as the server's do.
+``PUT /collections/{name}/index`` (recorded, and listed in the collection's ``payload_schema``),
+``POST|PUT /collections/{name}/points``, ``POST /collections/{name}/points/{delete,scroll,count}``,
+``POST /collections/{name}/points/query`` (the Query API: named dense and sparse vectors,
+``prefetch`` legs, ``FusionQuery`` RRF/DBSF, ``score_threshold``), and the aliases:
+``GET /aliases``, ``GET /collections/{name}/aliases``, ``POST /collections/aliases`` (create,
+delete and rename actions applied together, as the server does). A collection's routes accept
+an alias for its name, as the server's do. With ``require_indexes`` it behaves like a server in
+strict mode that refuses filters on fields without an index.
 
 Faults: the generic ``faults`` queue of :class:`LoopbackServer` (``Fault.respond``,
 ``reset``, ...), plus ``fail_upsert`` — a predicate called with (collection, number of
@@ -74,8 +77,14 @@ def _ok(result: Any) -> Response:
 
 
 class FakeQdrant:
-    def __init__(self, path: str | Path, *, api_key: str | None = None, latency_s: float = 0.0) -> None:
+    def __init__(
+        self, path: str | Path, *, api_key: str | None = None, latency_s: float = 0.0, require_indexes: bool = False
+    ) -> None:
         self.path = str(path)
+        # Qdrant's strict mode (unindexed_filtering_retrieve: false): a filter on a field
+        # without a payload index is refused with a 400, as a server configured so answers.
+        self.require_indexes = require_indexes
+        self.indexes: dict[str, dict[str, m.PayloadSchemaType]] = {}
         self.api_key = api_key
         self.latency_s = latency_s
         self.fail_upsert: Callable[[str, int], Response | bool | None] | None = None
@@ -182,12 +191,24 @@ class FakeQdrant:
         if not rest:
             if method == "GET":
                 self._need(name)
-                return _ok(local.get_collection(name))
+                info = local.get_collection(name)
+                info.payload_schema = {  # local mode keeps no payload indexes; the server would list them
+                    field: m.PayloadIndexInfo(data_type=kind, points=0)
+                    for field, kind in self.indexes.get(name, {}).items()
+                }
+                return _ok(info)
             if method == "PUT":
                 spec = m.CreateCollection.model_validate(self._body(req))
                 if local.collection_exists(name):
                     raise _QdrantError(409, f"Wrong input: Collection `{name}` already exists!")
-                return _ok(local.create_collection(name, vectors_config=spec.vectors, metadata=spec.metadata))
+                return _ok(
+                    local.create_collection(
+                        name,
+                        vectors_config=spec.vectors,
+                        sparse_vectors_config=spec.sparse_vectors,
+                        metadata=spec.metadata,
+                    )
+                )
             if method == "PATCH":
                 self._need(name)
                 change = m.UpdateCollection.model_validate(self._body(req))
@@ -195,6 +216,7 @@ class FakeQdrant:
                     local.update_collection(name, metadata=change.metadata, sparse_vectors_config=change.sparse_vectors)
                 )
             if method == "DELETE":
+                self.indexes.pop(name, None)
                 return _ok(local.delete_collection(name))
         if rest == ["exists"] and method == "GET":
             return _ok({"exists": local.collection_exists(name)})
@@ -203,7 +225,14 @@ class FakeQdrant:
             return _ok(local.get_collection_aliases(name))
         self._need(name)
         if rest == ["index"] and method == "PUT":
-            m.CreateFieldIndex.model_validate(self._body(req))
+            index = m.CreateFieldIndex.model_validate(self._body(req))
+            schema = index.field_schema
+            kind = (
+                schema
+                if isinstance(schema, m.PayloadSchemaType)
+                else m.PayloadSchemaType(getattr(schema, "type", "keyword"))
+            )
+            self.indexes.setdefault(name, {})[index.field_name] = kind
             return _ok(m.UpdateResult(operation_id=0, status=m.UpdateStatus.COMPLETED))
         if rest == ["points"] and method == "PUT":
             return self._upsert(name, req)
@@ -222,6 +251,8 @@ class FakeQdrant:
             return _ok(local.delete(name, points_selector=selector))
         if rest == ["points", "scroll"] and method == "POST":
             sr = m.ScrollRequest.model_validate(self._body(req))
+            if self.require_indexes:
+                self._check_indexed(name, sr.filter)
             points, offset = local.scroll(
                 name,
                 scroll_filter=sr.filter,
@@ -232,10 +263,39 @@ class FakeQdrant:
                 order_by=sr.order_by,
             )
             return _ok({"points": [p.model_dump(mode="json") for p in points], "next_page_offset": offset})
+        if rest == ["points", "query"] and method == "POST":
+            qr = m.QueryRequest.model_validate(self._body(req))
+            if self.require_indexes:
+                prefetch = qr.prefetch if isinstance(qr.prefetch, list) else [qr.prefetch] if qr.prefetch else []
+                for flt in [qr.filter, *(p.filter for p in prefetch)]:
+                    self._check_indexed(name, flt)
+            return _ok(
+                local.query_points(
+                    name,
+                    query=_as_query(qr.query),
+                    using=qr.using,
+                    prefetch=qr.prefetch,
+                    query_filter=qr.filter,
+                    score_threshold=qr.score_threshold,
+                    limit=qr.limit or 10,
+                    offset=qr.offset,
+                    with_payload=qr.with_payload if qr.with_payload is not None else False,
+                    with_vectors=qr.with_vector or False,
+                )
+            )
         if rest == ["points", "count"] and method == "POST":
             cr = m.CountRequest.model_validate(self._body(req))
             return _ok(local.count(name, count_filter=cr.filter, exact=cr.exact if cr.exact is not None else True))
         raise _QdrantError(404, f"No route for {method} {req.path}")
+
+    def _check_indexed(self, name: str, flt: m.Filter | None) -> None:
+        for key in sorted(_filter_keys(flt)):
+            if key not in self.indexes.get(name, {}):
+                raise _QdrantError(
+                    400,
+                    f'Bad request: Index required but not found for "{key}" of one of the following types: '
+                    "[keyword, integer, datetime]. Help: Create an index for this key or use a different filter.",
+                )
 
     def _upsert(self, name: str, req: Request) -> Response:
         assert self._local is not None
@@ -254,3 +314,28 @@ class FakeQdrant:
         else:
             raise _QdrantError(400, "this fake accepts only the points-list form of an upsert")
         return _ok(self._local.upsert(name, points=points))
+
+
+def _filter_keys(flt: Any) -> set[str]:
+    """Payload keys a filter conditions on (nested filters included)."""
+    if flt is None:
+        return set()
+    if isinstance(flt, m.FieldCondition):
+        return {flt.key}
+    if isinstance(flt, m.Filter):
+        out: set[str] = set()
+        for clause in (flt.must, flt.should, flt.must_not):
+            items = clause if isinstance(clause, list) else [clause] if clause is not None else []
+            for item in items:
+                out |= _filter_keys(item)
+        return out
+    return set()
+
+
+def _as_query(query: Any) -> Any:
+    """The Query API's shorthand (a bare vector, sparse vector or point id) as the query it stands for."""
+    if query is None or isinstance(query, m.NearestQuery | m.FusionQuery | m.OrderByQuery | m.RrfQuery):
+        return query
+    if isinstance(query, list | m.SparseVector | int | str):
+        return m.NearestQuery(nearest=query)
+    return query
