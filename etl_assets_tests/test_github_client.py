@@ -179,13 +179,13 @@ def test_search_across_sources_merges_hits_and_names_their_source(env):
         async with open_embedder(settings) as embedder, open_qdrant(None, None, env.qdrant_path) as client:
             return await search_sources(client, embedder, query, tenant_id="1", **kw)  # type: ignore[arg-type]
 
-    hits = asyncio.run(go(target.payload["text"], k=5))
+    hits = asyncio.run(go(target.payload["text"], k=5, mode="dense"))
     assert (hits[0].source, hits[0].entity, hits[0].key) == ("github", "github_issues", target.payload["key"])
     assert hits[0].score == pytest.approx(1.0, abs=1e-4)
     mixed = asyncio.run(go("login fails", k=200))
     assert {h.source for h in mixed} == {"jira", "github"}
     assert [h.score for h in mixed] == sorted((h.score for h in mixed), reverse=True)
-    only_jira = asyncio.run(go(target.payload["text"], sources=["jira"], k=20))
+    only_jira = asyncio.run(go("login fails", sources=["jira"], k=20))
     assert only_jira and {h.source for h in only_jira} == {"jira"}
     assert all(h.payload.get("source") == "github" for h in mixed if h.source == "github")
 

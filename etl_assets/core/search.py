@@ -999,10 +999,12 @@ async def search_sources(
     sources: Sequence[str] | None = None,
     entities: Sequence[str] = CROSS_SOURCE_ENTITIES,
     k: int = 10,
+    mode: SearchMode | str = SearchMode.HYBRID,
 ) -> list[SourceHit]:
     """The tenant's best ``k`` rows for ``query`` across ``entities`` of ``sources`` (default: all),
-    one hit per row, each naming its source. Collections not built for the tenant (a source it
-    does not use) are left out; none at all is a :class:`NotIndexedError`."""
+    one hit per row, each naming its source, ranked in ``mode`` as :func:`search` ranks one entity
+    (hybrid scores are rank-fused, so they compare across collections). Collections not built for
+    the tenant (a source it does not use) are left out; none at all is a :class:`NotIndexedError`."""
     specs = [BY_NAME[e] for e in entities if e in BY_NAME and (sources is None or BY_NAME[e].source in sources)]
     if not specs:
         raise InvalidRequestError(f"no searchable entity for sources {', '.join(sources or [])!r}")
@@ -1012,13 +1014,9 @@ async def search_sources(
             f"no collection of {', '.join(s.name for s in specs)} exists yet for tenant {tenant_id}: "
             "materialize their vectors"
         )
-    for spec in present:
-        await _check_model(client, embedder, collection_name(tenant_id, spec.name), spec.name, tenant_id)
-    [vector] = await embedder.embed([query])
-    flt = models.Filter(must=[_match("tenant_id", tenant_id)])
     hits = [
-        SourceHit(score, spec.source, spec.name, ext, payload)
+        SourceHit(hit.score, spec.source, spec.name, hit.external_id, hit.payload)
         for spec in present
-        for score, ext, payload in await _ranked(client, collection_name(tenant_id, spec.name), vector, flt, k)
+        for hit in await search(client, embedder, query, tenant_id=tenant_id, entity=spec.name, k=k, mode=mode)
     ]
     return sorted(hits, key=lambda h: h.score, reverse=True)[:k]
