@@ -44,6 +44,7 @@ from etl_assets.core.vectorstore import BASE_PAYLOAD_INDEXES, collection_name, p
 T = TypeVar("T")
 
 ISSUES = "issues"
+COMMENTS = "comments"
 PROJECTS = "projects"
 STATUS_CATEGORIES = ("new", "indeterminate", "done")
 StatusCategory = Literal["new", "indeterminate", "done"]
@@ -127,6 +128,8 @@ class IssueHit(_Result):
     url: str | None = Field(default=None, description="the issue in Jira")
     score: float = Field(description="cosine similarity of the best-matching passage, higher is better")
     passage: str = Field(description="the indexed text that matched best (shortened)")
+    comment_author: str | None = Field(default=None, description="when a comment matched best: its author")
+    comment_created: str | None = Field(default=None, description="when a comment matched best: when it was written")
 
 
 class SearchResult(_Result):
@@ -492,6 +495,7 @@ class SearchService:
                 return SearchResult(tenant=chosen.id, mode=SearchMode.DENSE, hits=[])
         [vector] = await self.embedder.embed([query])
         ranked = await _ranked(self.client, name, vector, issue_filter(chosen.id, filters, ids), limit)
+        ranked = await self._with_comments(chosen.id, vector, filters, ids, ranked, limit)
         hits = [
             IssueHit(
                 tenant=chosen.id,
@@ -505,10 +509,73 @@ class SearchService:
                 url=issue_url(chosen, str(p["key"])) if p.get("key") else None,
                 score=round(float(score), 6),
                 passage=_passage(p.get("text")),
+                comment_author=p.get("author") if p.get("entity") == COMMENTS else None,
+                comment_created=p.get("created") if p.get("entity") == COMMENTS else None,
             )
             for score, ext, p in ranked
         ]
         return SearchResult(tenant=chosen.id, mode=SearchMode.DENSE, hits=hits)
+
+    async def _with_comments(
+        self,
+        tenant_id: str,
+        vector: list[float],
+        filters: IssueFilters,
+        ids: list[str] | None,
+        ranked: list[tuple[float, str, dict[str, Any]]],
+        limit: int,
+    ) -> list[tuple[float, str, dict[str, Any]]]:
+        """Issue hits merged with comment hits: an issue ranks by its best passage, its own or a comment's.
+
+        Comment points carry their issue's key, project and type; a status-category filter
+        (which comment points do not carry) leaves comments out.
+        """
+        name = collection_name(tenant_id, COMMENTS)
+        if filters.status_category or not await self.client.collection_exists(name):
+            return ranked
+        must: list[models.Condition] = [_match("tenant_id", tenant_id)]
+        if filters.project:
+            must.append(_match("project_key", filters.project))
+        if filters.issue_type:
+            must.append(_match("type", filters.issue_type))
+        if ids is not None:
+            must.append(models.FieldCondition(key="issue_id", match=models.MatchAny(any=list(ids))))
+        found = await _ranked(self.client, name, vector, models.Filter(must=must), limit)
+        best = {str(p.get("key") or ext): (sc, ext, p) for sc, ext, p in ranked}
+        missing: list[str] = []
+        for score, _, payload in found:
+            key = str(payload.get("key"))
+            if key in best and score <= best[key][0]:
+                continue
+            # The issue's fields, the comment's passage, author and date.
+            own = {"text": payload.get("text"), "author": payload.get("author"), "created": payload.get("created")}
+            issue = best[key][2] if key in best and best[key][2].get("entity") != COMMENTS else None
+            if issue is None:
+                missing.append(key)
+            best[key] = (score, str(payload.get("issue_id")), {**payload, **(issue or {}), **own, "entity": COMMENTS})
+        if missing:
+            rows = await self._sql(lambda: self._issue_payloads(tenant_id, missing))
+            for key in missing:
+                score, ext, payload = best[key]
+                own = {k: payload.get(k) for k in ("text", "author", "created", "entity")}
+                best[key] = (score, ext, {**payload, **rows.get(key, {}), **own})
+        return sorted(best.values(), key=lambda h: h[0], reverse=True)[:limit]
+
+    def _issue_payloads(self, tenant_id: str, keys: list[str]) -> dict[str, dict[str, Any]]:
+        issues = BY_NAME[ISSUES].table
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(issues).where(
+                    issues.c.tenant_id == tenant_id, issues.c.key.in_(keys), issues.c.deleted_at.is_(None)
+                )
+            )
+            return {
+                r.key: {
+                    k: _iso(v) if isinstance(v, datetime) else v
+                    for k, v in BY_NAME[ISSUES].payload(dict(r._mapping)).items()
+                }
+                for r in rows
+            }
 
     # -- the tables --
 
