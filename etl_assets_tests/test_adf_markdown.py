@@ -101,3 +101,42 @@ def test_unknown_and_malformed_nodes_degrade_to_text():
         }
     )
     assert "kept" in md and "# Title" in md
+
+
+def test_chunks_end_at_line_ends_when_one_is_near():
+    from etl_assets.core.embeddings.base import cut_points
+    from etl_assets.core.embeddings.tokens import cl100k
+
+    # Cuts move back to a line end in the window's last fifth, never past the limit.
+    assert cut_points(25, 10, lambda i: i in (8, 17)) == [9, 18, 25]
+    assert cut_points(25, 10, lambda i: i == 3) == [10, 20, 25]  # too far back: cut at the limit
+    assert cut_points(5, 10, lambda i: True) == [5]
+
+    rows = "\n".join(f"| step {n} | run the migration batch number {n} on host-{n} |" for n in range(60))
+    table = adf_to_markdown(
+        {
+            "type": "table",
+            "content": [
+                {
+                    "type": "tableRow",
+                    "content": [cell("tableCell", f"step {n}"), cell("tableCell", f"host-{n} batch {n}")],
+                }
+                for n in range(60)
+            ],
+        }
+    )
+    enc = cl100k()
+    for text in (rows, table):
+        tokens = enc.encode(text)
+
+        def ends_line(i: int, tokens: list[int] = tokens) -> bool:
+            return enc.decode_single_token_bytes(tokens[i]).endswith(b"\n")
+
+        # A row is under 20 tokens, so the last fifth of a 100-token window always holds a row end.
+        cuts = cut_points(len(tokens), 100, ends_line)
+        starts = [0, *cuts[:-1]]
+        pieces = [enc.decode(tokens[a:b]) for a, b in zip(starts, cuts, strict=True)]
+        assert len(pieces) > 3 and all(b - a <= 100 for a, b in zip(starts, cuts, strict=True))
+        assert "".join(pieces) == text
+        # Every piece but the last ends a table row: no row is split across two chunks.
+        assert all(p.endswith("|\n") for p in pieces[:-1]), pieces[:2]

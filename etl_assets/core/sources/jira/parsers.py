@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from etl_assets.core.records import RecordError
+from etl_assets.core.sources.jira import custom_fields
 from etl_assets.core.sources.jira.adf import adf_to_markdown
 
 MAX_TEXT = 200_000  # longer fields are cut: nothing legitimate in Jira is this long
@@ -275,7 +276,7 @@ def parse_issue(record: object) -> dict[str, Any]:
         "history": history_digest(record.get("changelog")),
         "resolved_at": parse_jira_datetime(fields.get("resolutiondate")),
         "status_changed_at": status_changed_at(fields, record.get("changelog")),
-        "custom_fields": None,
+        "custom_fields": custom_fields.parse(record, fields),
         "comments_total": _comment_total(fields.get("comment")),
         "comments_incomplete": None,
     }

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from etl_assets.core.records import ChildLink, ChildRecords, EntitySpec, FetchRequest, RawPage
-from etl_assets.core.sources.jira import parsers, tables
+from etl_assets.core.sources.jira import custom_fields, parsers, tables
 from etl_assets.core.sources.jira.client import JiraAuthError, JiraClient, JiraError
 from etl_assets.core.sources.jira.jql import ISSUE_FIELDS, newest_change, search_pages, tenant_jql
 
@@ -52,6 +52,36 @@ def _issues(data: Any) -> list[Any]:
     if isinstance(data, dict) and isinstance(data.get("issues"), list):
         return data["issues"]
     return []
+
+
+def _issues_named(data: Any) -> list[Any]:
+    """The issues of a search page, each with the ``names``/``schema`` of its custom fields (from
+    the page's ``expand=names,schema``), as ``GET /issue`` would carry them."""
+    issues = _issues(data)
+    names, schema = (
+        data.get("names") if isinstance(data, dict) else None,
+        data.get("schema") if isinstance(data, dict) else None,
+    )
+    if not isinstance(names, dict):
+        return issues
+    out = []
+    for issue in issues:
+        fields = issue.get("fields") if isinstance(issue, dict) else None
+        if not isinstance(fields, dict):
+            out.append(issue)
+            continue
+        ids = [f for f in fields if str(f).startswith("customfield_") and f in names]
+        if not ids:
+            out.append(issue)
+            continue
+        out.append(
+            {
+                **issue,
+                "names": {f: names[f] for f in ids},
+                "schema": {f: schema[f] for f in ids if isinstance(schema, dict) and f in schema},
+            }
+        )
+    return out
 
 
 def _fetch_projects(client: JiraClient, req: FetchRequest) -> Iterator[RawPage]:
@@ -119,13 +149,22 @@ def _fetch_issues(client: JiraClient, req: FetchRequest) -> Iterator[RawPage]:
     if req.ids_only:
         yield from search_pages(client, tenant_jql(req.tenant, order="ORDER BY key ASC"), fields=["id"], page_size=1000)
         return
-    fields = (*ISSUE_FIELDS, *custom_field_ids(client, req))
+    custom: tuple[str, ...] = ()
+    if req.tenant.jira.custom_fields:
+        # The field listing is landed with the issues (it says what the names meant at fetch time).
+        listing = client.request("GET", custom_fields.FIELD_PATH)
+        yield listing
+        resolved = custom_fields.resolve(req.tenant.jira.custom_fields, listing.json(), req.tenant.id)
+        for warning in resolved.warnings:
+            log.warning("%s", warning)
+        custom = resolved.ids
     for page in search_pages(
         client,
         tenant_jql(req.tenant, since=req.since),
-        fields=fields,
+        fields=(*ISSUE_FIELDS, *custom),
         page_size=min(req.page_size, 100),
-        expand="changelog",
+        # names,schema: what each custom field is called and its type, for rendering it as text.
+        expand="changelog,names,schema" if custom else "changelog",
     ):
         yield page
         # Jira embeds only the first comments of an issue; page through the rest of each capped list.
@@ -133,11 +172,6 @@ def _fetch_issues(client: JiraClient, req: FetchRequest) -> Iterator[RawPage]:
             comments, total = _embedded_comments(issue)
             if total is not None and total > len(comments) and isinstance(issue.get("id"), str | int):
                 yield from comment_pages(client, str(issue["id"]), len(comments), total, str(issue.get("key")))
-
-
-def custom_field_ids(client: JiraClient, req: FetchRequest) -> tuple[str, ...]:
-    """The ids of the tenant's configured custom fields (none yet: see the custom fields section)."""
-    return ()
 
 
 def _comment_page(path: str, data: Any) -> tuple[str, list[Any]] | None:
@@ -188,6 +222,20 @@ def _links_payload(r: Mapping[str, Any]) -> dict[str, Any]:
         "parent_key": parent or r.get("parent_key"),
         "subtask_keys": [link["key"] for link in links if link.get("relation") == "sub-task"],
         "linked_keys": [link["key"] for link in links if link.get("relation") not in ("parent", "epic", "sub-task")],
+    }
+
+
+def _custom_text(r: Mapping[str, Any]) -> str | None:
+    fields = r.get("custom_fields") or {}
+    return "\n".join(f"{name}: {v['text']}" for name, v in fields.items() if isinstance(v, dict)) or None
+
+
+def _custom_payload(r: Mapping[str, Any]) -> dict[str, Any]:
+    fields = r.get("custom_fields") or {}
+    return {
+        custom_fields.slug(name): v["value"]
+        for name, v in fields.items()
+        if isinstance(v, dict) and v.get("value") is not None
     }
 
 
@@ -334,7 +382,7 @@ ISSUES = EntitySpec(
     table=tables.issues,
     parse=parsers.parse_issue,
     fetch=_fetch_issues,
-    records=_issues,
+    records=_issues_named,
     text=lambda r: _join(
         f"{r['key']}: {r['summary']}",
         _line("Project", r.get("project_key")),
@@ -344,6 +392,7 @@ ISSUES = EntitySpec(
         _line("Labels", r.get("labels")),
         _line("Components", r.get("components")),
         _line("Resolution", r.get("resolution")),
+        _custom_text(r),
         _links_text(r),
         _attachments_text(r),
         "",
@@ -364,6 +413,7 @@ ISSUES = EntitySpec(
         "resolved_at": _iso(r.get("resolved_at")),
         "status_changed_at": _iso(r.get("status_changed_at")),
         **_links_payload(r),
+        **_custom_payload(r),
     },
     references=(
         ("project_external_id", "projects"),

@@ -271,6 +271,125 @@ def _rich_block(site: JiraSite, rng: random.Random, issue: dict[str, Any]) -> li
     ]
 
 
+def _schema(kind: str, custom: str, cid: int, items: str | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"type": kind}
+    if items:
+        out["items"] = items
+    out |= {"custom": f"com.atlassian.jira.plugin.system.customfieldtypes:{custom}", "customId": cid}
+    return out
+
+
+#: The site's custom fields as ``GET /rest/api/3/field`` lists them; two are both called "Team".
+CUSTOM_FIELDS: tuple[dict[str, Any], ...] = tuple(
+    {
+        "id": f"customfield_{cid}",
+        "key": f"customfield_{cid}",
+        "name": name,
+        "untranslatedName": name,
+        "custom": True,
+        "orderable": True,
+        "navigable": True,
+        "searchable": True,
+        "clauseNames": [f"cf[{cid}]", name],
+        "schema": schema,
+    }
+    for cid, name, schema in (
+        (
+            10016,
+            "Story Points",
+            {"type": "number", "custom": "com.pyxis.greenhopper.jira:jsw-story-points", "customId": 10016},
+        ),
+        (10031, "Team", _schema("option", "select", 10031)),
+        (10032, "Root cause", _schema("string", "textarea", 10032)),
+        (
+            10033,
+            "Team",
+            {
+                "type": "team",
+                "custom": "com.atlassian.jira.plugin.system.customfieldtypes:atlassian-team",
+                "customId": 10033,
+            },
+        ),
+        (10034, "Affected sites", _schema("array", "multiselect", 10034, "option")),
+        (10035, "Area", _schema("option-with-child", "cascadingselect", 10035)),
+        (10036, "Customer contact", _schema("user", "userpicker", 10036)),
+        (10037, "Target date", _schema("date", "datepicker", 10037)),
+        (10038, "Runbook URL", _schema("string", "url", 10038)),
+    )
+)
+SYSTEM_FIELDS: tuple[dict[str, Any], ...] = tuple(
+    {
+        "id": fid,
+        "key": fid,
+        "name": name,
+        "custom": False,
+        "orderable": True,
+        "navigable": True,
+        "searchable": True,
+        "clauseNames": [fid],
+        "schema": {"type": kind, "system": fid},
+    }
+    for fid, name, kind in (
+        ("summary", "Summary", "string"),
+        ("status", "Status", "status"),
+        ("assignee", "Assignee", "user"),
+        ("labels", "Labels", "array"),
+        ("updated", "Updated", "datetime"),
+    )
+)
+
+# (root cause text, a query worded unlike it): only the "Root cause" custom field says these.
+ROOT_CAUSES: tuple[tuple[str, str], ...] = (
+    (
+        "An expired intermediate TLS certificate on the payment gateway's load balancer.",
+        "expired intermediate certificate",
+    ),
+    (
+        "A Kafka consumer group rebalance loop caused by a too short session timeout.",
+        "consumer group keeps rebalancing",
+    ),
+    (
+        "The CDN cached an error page for six hours because of a missing no-store header.",
+        "error page cached at the edge for hours",
+    ),
+)
+_TEAMS = ("Falcon", "Otter", "Lynx")
+_SITES = ("EU", "US", "APAC")
+_AREAS = (("Payments", ("Cards", "Invoices")), ("Identity", ("SSO", "MFA")), ("Platform", ("Queues", "Storage")))
+
+
+def _custom_values(site: JiraSite, rng: random.Random, issue: dict[str, Any], i: int, causes: dict[int, str]) -> None:
+    fields = issue["fields"]
+    if i in causes:
+        fields["customfield_10032"] = paragraphs_doc(causes[i])
+    if rng.random() >= 0.35:
+        return
+    fields["customfield_10016"] = rng.choice((1, 2, 3, 5, 8, 13, 2.5))
+    team = rng.choice(_TEAMS)
+    if rng.random() < 0.5:
+        fields["customfield_10031"] = {
+            "self": f"{site.base_url}/rest/api/3/customFieldOption/1{_TEAMS.index(team)}",
+            "value": team,
+            "id": f"1{_TEAMS.index(team)}",
+        }
+    else:
+        fields["customfield_10033"] = {"id": f"team-{team.lower()}", "name": team, "title": team, "isShared": True}
+    fields["customfield_10034"] = [
+        {"self": f"{site.base_url}/rest/api/3/customFieldOption/2{n}", "value": s, "id": f"2{n}"}
+        for n, s in enumerate(_SITES)
+        if rng.random() < 0.5
+    ]
+    area, subs = rng.choice(_AREAS)
+    fields["customfield_10035"] = {"value": area, "id": "30", "child": {"value": rng.choice(subs), "id": "31"}}
+    if site.users and rng.random() < 0.5:
+        user = rng.choice(site.users)
+        fields["customfield_10036"] = {k: user[k] for k in ("self", "accountId", "displayName", "active")}
+    if rng.random() < 0.4:
+        fields["customfield_10037"] = f"2026-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}"
+    if rng.random() < 0.2:
+        fields["customfield_10038"] = f"https://runbooks.example.com/{issue['key'].lower()}"
+
+
 def enrich(site: JiraSite, seed: int) -> None:
     """Give the generated issues comments, a changelog, links, attachments and a few rich sections."""
     rng = random.Random(f"documents:{seed}")
@@ -285,6 +404,11 @@ def enrich(site: JiraSite, seed: int) -> None:
         index = (n * 37 + 5) % len(by_index)
         planted.setdefault(index, []).append(fact)
         fact_keys.setdefault(fact, []).append(by_index[index]["key"])
+    causes: dict[int, str] = {}
+    for n, (cause, _) in enumerate(ROOT_CAUSES):
+        index = (n * 53 + 17) % len(by_index)
+        causes[index] = cause
+        site.custom_facts.setdefault(cause, []).append(by_index[index]["key"])
     long_index = 11 % len(by_index) if len(by_index) >= 100 else None
     restricted_index = 3 % len(by_index)
     deleted_author_index = 7 % len(by_index)
@@ -414,6 +538,7 @@ def enrich(site: JiraSite, seed: int) -> None:
                     }
                 )
         fields["attachment"] = files
+        _custom_values(site, rng, issue, i, causes)
         if i % 50 == 9 and isinstance(fields.get("description"), dict):
             fields["description"]["content"] = list(fields["description"]["content"]) + _rich_block(site, rng, issue)
 
@@ -467,6 +592,17 @@ def document_queries(site: JiraSite) -> list[tuple[str, list[str]]]:
     return out
 
 
+def custom_field_queries(site: JiraSite) -> list[tuple[str, list[str]]]:
+    """Queries only the "Root cause" custom field answers (a tenant must list it in custom_fields)."""
+    live = {i["key"] for i in site.issues}
+    out = []
+    for cause, query in ROOT_CAUSES:
+        keys = [k for k in site.custom_facts.get(cause, []) if k in live]
+        if keys:
+            out.append((query, keys))
+    return out
+
+
 def history_queries(site: JiraSite) -> list[tuple[str, list[str]]]:
     """Queries only the history answers: issues that were reopened after being done."""
     reopened = []
@@ -478,3 +614,16 @@ def history_queries(site: JiraSite) -> list[tuple[str, list[str]]]:
                 reopened.append(issue["key"])
                 break
     return [("issues that were reopened after being marked done", reopened)] if reopened else []
+
+
+def issues_with_field_names(site: JiraSite) -> list[dict[str, Any]]:
+    """The site's issues as a search with ``expand=names,schema`` for every custom field returns
+    them (the names and schemas attached per issue, as the issues spec's records do)."""
+    known = {f["id"]: f for f in CUSTOM_FIELDS}
+    out = []
+    for issue in site.issues:
+        ids = [k for k in issue["fields"] if k in known]
+        out.append(
+            {**issue, "names": {k: known[k]["name"] for k in ids}, "schema": {k: known[k]["schema"] for k in ids}}
+        )
+    return out

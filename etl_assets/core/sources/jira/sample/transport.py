@@ -32,7 +32,7 @@ from urllib.parse import urlencode, urlsplit
 
 import httpx
 
-from etl_assets.core.sources.jira.sample.documents import EMBEDDED_COMMENTS
+from etl_assets.core.sources.jira.sample.documents import CUSTOM_FIELDS, EMBEDDED_COMMENTS, SYSTEM_FIELDS
 from etl_assets.core.sources.jira.sample.jql import JqlError, run_jql
 from etl_assets.core.sources.jira.sample.site import JiraSite, format_jira_timestamp, stored_datetime, user_obj
 
@@ -126,6 +126,7 @@ class JiraSiteHandler:
             "/rest/api/3/search/jql": ({"GET", "POST"}, self._search_jql),
             "/rest/api/3/search/approximate-count": ({"POST"}, self._approximate_count),
             "/rest/api/3/myself": ({"GET"}, self._myself),
+            "/rest/api/3/field": ({"GET"}, lambda method, query, body: [*SYSTEM_FIELDS, *CUSTOM_FIELDS]),
             "/rest/api/3/serverInfo": ({"GET"}, self._server_info),
         }
         if route in routes:
@@ -351,8 +352,14 @@ class JiraSiteHandler:
         size = min(size, 5000 if id_only else self.page_size_cap)
         hits = run_jql(self.site, jql, now=self.clock())
         page = hits[offset : offset + size]
-        changelog = "changelog" in _split_fields(request.get("expand"))
-        out: dict[str, Any] = {"issues": [_issue_view(i, wanted, changelog=changelog) for i in page]}
+        expand = set(_split_fields(request.get("expand")))
+        out: dict[str, Any] = {"issues": [_issue_view(i, wanted, changelog="changelog" in expand) for i in page]}
+        known = {f["id"]: f for f in (*SYSTEM_FIELDS, *CUSTOM_FIELDS)}
+        shown = sorted({k for i in out["issues"] for k in i["fields"] if k in known})
+        if "names" in expand:
+            out["names"] = {k: known[k]["name"] for k in shown}
+        if "schema" in expand:
+            out["schema"] = {k: known[k]["schema"] for k in shown}
         if offset + len(page) < len(hits):
             out["nextPageToken"] = _encode_token(offset + len(page), jql)
             out["isLast"] = False
