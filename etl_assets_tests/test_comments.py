@@ -154,3 +154,116 @@ def test_local_model_finds_issues_by_what_only_their_comments_say():
             assert fact[:40] not in ISSUES.text(ISSUES.parse(site.issue(key)))
     report = asyncio.run(evaluate_documents(ISSUES, site.issues, queries, LocalEmbedder(), k=5))
     assert report.recall_at_k >= 0.8, report.as_dict()
+
+
+def _doc(text: str, depth: int = 1) -> dict:
+    node: dict = {"type": "paragraph", "content": [{"type": "text", "text": text}]}
+    for _ in range(depth - 1):
+        node = {"type": "blockquote", "content": [node]}
+    return {"type": "doc", "version": 1, "content": [node]}
+
+
+def test_bad_comments_each_get_their_own_outcome_and_nothing_else_is_lost(tmp_path):
+    """A 2 MB comment, ADF nested 200 deep, a deleted author, a broken comment: the issue and its
+    other comments are committed; each bad one is kept cut, quarantined, or attributed."""
+    import json
+    from datetime import UTC, datetime
+
+    from sqlalchemy import select
+
+    from etl_assets.core.records import RawPage
+    from etl_assets.core.sources.jira import parsers
+    from etl_assets.core.store import ops, schema
+    from etl_assets.core.store.db import make_engine
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'etl.db'}")
+    comments = [
+        {
+            "id": "1",
+            "author": {"accountId": "a1", "displayName": "Ana"},
+            "body": _doc("fine"),
+            "created": "2026-01-01T00:00:00.000+0000",
+        },
+        {"id": "2", "author": {"accountId": "a1", "displayName": "Ana"}, "body": _doc("x" * 2_000_000)},
+        {"id": "3", "author": {"accountId": "a1", "displayName": "Ana"}, "body": _doc("deep", depth=200)},
+        {"id": "4", "author": {"active": False}, "body": _doc("left the company")},
+        {"id": None, "body": _doc("no id")},
+    ]
+    issue = {
+        "id": "100",
+        "key": "PAY-1",
+        "fields": {
+            "summary": "s",
+            "updated": "2026-01-02T00:00:00.000+0000",
+            "comment": {"comments": comments, "total": 5, "maxResults": 5, "startAt": 0},
+        },
+    }
+    body = json.dumps({"issues": [issue], "isLast": True})
+    ops.land_raw(
+        engine, ISSUES, "t", [RawPage("POST", "/rest/api/3/search/jql", {}, 200, body, datetime.now(UTC))], kind="full"
+    )
+    result = ops.build_table(engine, ISSUES, "t")
+    assert result.inserted == 1, result.rejected_reasons
+    assert result.children["comments_inserted"] == 3 and result.children["comments_rejected"] == 2
+    rows = {r.external_id: r for r in engine.connect().execute(select(COMMENTS.table))}
+    assert set(rows) == {"1", "2", "4"}
+    assert "at most 200000 are kept" in rows["2"].body and len(rows["2"].body) < parsers.MAX_TEXT + 200
+    assert rows["4"].author == parsers.DELETED_AUTHOR and rows["4"].author_account_id is None
+    reasons = sorted(result.rejected_reasons)
+    assert reasons[0].startswith("issue PAY-1: comment: missing or invalid 'id'")
+    assert reasons[1] == f"issue PAY-1: comment: the record nests more than {parsers.MAX_NESTING} levels deep"
+    r = schema.rejected_records
+    quarantined = engine.connect().execute(select(r.c.entity, r.c.external_id)).all()
+    assert sorted(quarantined, key=str) == sorted([("comments", "3"), ("comments", None)], key=str)
+    # The issue row says the list was complete (the rejected ones arrived; they are quarantined).
+    issue_row = (
+        engine.connect().execute(select(ISSUES.table.c.comments_incomplete, ISSUES.table.c.comments_total)).one()
+    )
+    assert issue_row == (None, 5)
+    engine.dispose()
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_a_comment_hit_shows_its_issue_and_the_passage_with_author_and_date(env):
+    import asyncio
+
+    from qdrant_client import AsyncQdrantClient
+
+    from etl_assets.core.embeddings.factory import EmbeddingSettings, open_embedder
+    from etl_assets.core.search import IssueFilters, Principal, SearchService
+    from etl_assets.core.store.db import make_engine
+
+    assert env.materialize("1").success
+    site = env.tenants["1"].site
+    # The fake embedder maps equal texts to equal vectors: ask with a comment point's exact text.
+    point = next(p for p in comment_points(env) if p.payload["chunks"] == 1)
+    issue = site.issue(point.payload["key"])
+    settings = EmbeddingSettings(
+        provider="openai", api_key="sk-test-embeddings-secret", base_url=env.embeddings.url, dimensions=64
+    )
+
+    async def go():
+        engine = make_engine(env.database_url, create=False)
+        client = AsyncQdrantClient(path=env.qdrant_path)
+        try:
+            async with open_embedder(settings) as embedder:
+                service = SearchService(client, embedder, engine, env.registry)
+                me = Principal("alice", frozenset({"1"}))
+                found = await service.search_issues(me, point.payload["text"], limit=5)
+                done_only = await service.search_issues(
+                    me, point.payload["text"], filters=IssueFilters(status_category="done"), limit=50
+                )
+                return found, done_only
+        finally:
+            await client.close()
+            engine.dispose()
+
+    found, done_only = asyncio.run(go())
+    top = found.hits[0]
+    assert top.key == issue["key"] and top.summary == issue["fields"]["summary"]
+    assert top.comment_author == point.payload["author"] and top.comment_created == point.payload["created"]
+    assert top.passage.startswith(f"Comment on {issue['key']}")
+    assert top.score > 0.999
+    assert len({h.key for h in found.hits}) == len(found.hits), "one hit per issue"
+    # A status filter leaves comments out (their points do not carry the issue's status).
+    assert all(h.comment_author is None for h in done_only.hits)

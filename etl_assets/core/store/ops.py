@@ -439,6 +439,9 @@ class _Children:
                 except RecordError as exc:
                     if exc.external_id:
                         present.add(exc.external_id)  # still at the source: its last good row stays
+                    # Named by its parent (the Jira key a person can open) and its own id.
+                    where = f"{self.spec.item} {row.get('key') or parent}"
+                    exc = RecordError(f"{where}: {exc.reason}", exc.external_id)
                     self.result.rejected_reasons.append(
                         _reject(self.conn, self.tenant_id, child.name, batch_id, item, exc)
                     )

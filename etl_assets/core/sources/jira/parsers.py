@@ -78,7 +78,8 @@ def _obj(obj: Mapping[str, Any], key: str) -> Mapping[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def external_id(record: object, what: str) -> str:
+def external_id(record: object, what: str, *, nesting_of: object = None) -> str:
+    """The record's Jira id, checked; ``nesting_of``: the part whose depth is checked (default all)."""
     if not isinstance(record, dict):
         raise RecordError(f"{what}: expected a JSON object, got {type(record).__name__}")
     raw = record.get("id")
@@ -89,7 +90,7 @@ def external_id(record: object, what: str) -> str:
         raise RecordError(f"{what}: 'id' is {len(text)} characters long", _clean(text, MAX_ID) or None)
     if not _storable(text):
         raise RecordError(f"{what}: 'id' {text!r} holds a NUL or an unpaired surrogate")
-    _check_nesting(record, what, text)
+    _check_nesting(record if nesting_of is None else nesting_of, what, text)
     return text
 
 
@@ -231,7 +232,15 @@ def _names(values: Any, key: str = "name") -> list[str]:
 
 
 def parse_issue(record: object) -> dict[str, Any]:
-    ext = external_id(record, "issue")
+    # Its comments are checked one by one (parse_comment): a too deep comment is quarantined on
+    # its own, and the issue and its other comments are kept.
+    fields_in = record.get("fields") if isinstance(record, dict) else None
+    shallow = (
+        {**record, "fields": {k: v for k, v in fields_in.items() if k != "comment"}}
+        if isinstance(record, dict) and isinstance(fields_in, dict)
+        else record
+    )
+    ext = external_id(record, "issue", nesting_of=shallow)
     assert isinstance(record, dict)
     key = _ref(record, "key", "issue", ext)
     fields = record.get("fields")
