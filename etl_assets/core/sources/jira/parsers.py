@@ -118,8 +118,10 @@ def _description(value: Any) -> str | None:
     if not isinstance(text, str):
         text = str(text)
     if len(text) > MAX_TEXT:
-        text = text[:MAX_TEXT] + f"\n[cut: the text was {len(text)} characters long, at most {MAX_TEXT} are kept]"
-    return _clean(text, MAX_TEXT + 200) or None
+        # Cut, and say so, within MAX_TEXT (the column and the embedding budget hold no more).
+        note = f"\n[cut: the text was {len(text)} characters long, the first {MAX_TEXT - 100} are kept]"
+        text = text[: MAX_TEXT - 100].rstrip() + note
+    return _clean(text, MAX_TEXT) or None
 
 
 def parse_project(record: object) -> dict[str, Any]:
