@@ -220,7 +220,9 @@ def _demo(args: argparse.Namespace) -> int:
     defs = build_definitions(settings=settings, registry=registry)
     job = defs.resolve_job_def(SYNC_JOB)
     asset_names = {
-        op_name(key(spec)): key(spec).to_user_string() for spec in CATALOGUE for key in (raw_key, table_key, vector_key)
+        op_name(key(spec)): key(spec).to_user_string()
+        for spec in CATALOGUE
+        for key in ((vector_key,) if spec.parent else (raw_key, table_key, vector_key))
     }
     print(f"Materializing every asset of tenant {', '.join(tenants)}; Dagster's logs: {hint} → Runs", flush=True)
     started = time.monotonic()

@@ -360,7 +360,10 @@ def _bad_records(site) -> dict[str, list[tuple[dict[str, Any], str | None, str]]
     project, wit, status, issue = site.projects[0], site.issue_types[0], site.statuses[0], site.issues[0]
 
     def clone_issue(ident: str, key: str, **fields: Any) -> dict[str, Any]:
-        return {**issue, "id": ident, "key": key, "fields": {**issue["fields"], **fields}}
+        # Without the original's comments: Jira comment ids are unique per site, and a copy carrying
+        # them would move them to itself (and take them along when it disappears).
+        no_comments = {"comment": {"comments": [], "maxResults": 0, "total": 0, "startAt": 0}}
+        return {**issue, "id": ident, "key": key, "fields": {**issue["fields"], **no_comments, **fields}}
 
     return {
         "projects": [
@@ -385,7 +388,10 @@ def _odd_but_good(site) -> list[dict[str, Any]]:
     issue = site.issues[1]
 
     def clone(ident: str, key: str, **fields: Any) -> dict[str, Any]:
-        return {**issue, "id": ident, "key": key, "fields": {**issue["fields"], **fields}}
+        # Without the original's comments: Jira comment ids are unique per site, and a copy carrying
+        # them would move them to itself (and take them along when it disappears).
+        no_comments = {"comment": {"comments": [], "maxResults": 0, "total": 0, "startAt": 0}}
+        return {**issue, "id": ident, "key": key, "fields": {**issue["fields"], **no_comments, **fields}}
 
     unknown_adf = {
         "type": "doc",

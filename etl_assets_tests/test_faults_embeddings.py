@@ -223,7 +223,9 @@ def test_answer_that_does_not_fit_is_refused_and_nothing_is_written(env, change,
     assert set(texts) == VECTOR_STEPS, "every vector step got unusable answers"
     for text in texts.values():
         _assert_clear(text, reason)
-    assert steps(result, dg.DagsterEventType.STEP_SUCCESS) >= {f"tables__{s.name}_table" for s in CATALOGUE}
+    assert steps(result, dg.DagsterEventType.STEP_SUCCESS) >= {
+        f"tables__{s.name}_table" for s in CATALOGUE if s.parent is None
+    }
     points = read_points(env, with_vectors=False)
     assert sum(len(c["points"]) for c in points.values()) == 0, "a vector that did not fit was stored"
     assert materialize(env, "1", resources=_embeddings(env)).success

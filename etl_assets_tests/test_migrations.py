@@ -7,6 +7,7 @@ PostgreSQL DDL of 6fa6683 and of the release before 64-bit keys.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shutil
@@ -20,6 +21,7 @@ from sqlalchemy import Column, Engine, MetaData, String, Table, create_engine, e
 
 from etl_assets.core.catalogue import CATALOGUE
 from etl_assets.core.records import RawPage
+from etl_assets.core.sources.jira.parsers import parse_issue
 from etl_assets.core.sources.jira.specs import ISSUES, PROJECTS
 from etl_assets.core.store import migrations, ops, schema
 from etl_assets.core.store.db import make_engine
@@ -64,6 +66,26 @@ def run_ddl(url: str, ddl_file: str) -> None:
     engine.dispose()
 
 
+V3_ISSUE_COLUMNS = (
+    "links",
+    "attachments",
+    "history",
+    "resolved_at",
+    "status_changed_at",
+    "custom_fields",
+    "comments_total",
+    "comments_incomplete",
+)
+
+
+def without_v3(snap: dict[str, list[dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
+    """``snap`` without the issue columns version 3 added (to compare with the previous release's rows)."""
+    return {
+        name: [{k: v for k, v in row.items() if name != "issues" or k not in V3_ISSUE_COLUMNS} for row in rows]
+        for name, rows in snap.items()
+    }
+
+
 def snapshot(engine: Engine) -> dict[str, list[dict[str, Any]]]:
     """Every row of the previous release's tables, as reflected from the database itself."""
     out = {}
@@ -98,8 +120,18 @@ def land_rows(engine: Engine, tenant_id: str, first_issue: int) -> None:
         }
         for n in range(first_issue, first_issue + 3)
     ]
-    ops.land_raw(engine, ISSUES, tenant_id, [page({"issues": issues})], kind="incremental")
-    ops.build_table(engine, ISSUES, tenant_id)
+    # The previous release's issues: its table as the database has it, without comments.
+    with engine.connect() as conn:
+        old_table = Table("issues", MetaData(), autoload_with=conn)
+    columns = set(old_table.c.keys())
+    old_issues = dataclasses.replace(
+        ISSUES,
+        table=old_table,
+        children=(),
+        parse=lambda record: {k: v for k, v in parse_issue(record).items() if k in columns},
+    )
+    ops.land_raw(engine, old_issues, tenant_id, [page({"issues": issues})], kind="incremental")
+    ops.build_table(engine, old_issues, tenant_id)
 
 
 class StatementLog:
@@ -132,7 +164,14 @@ def test_previous_release_sqlite_upgrades_and_keeps_every_row(tmp_path):
     engine = make_engine(url)
     assert schema_version(engine) == HEAD_VERSION
     assert history(engine) == [m.version for m in migrations.MIGRATIONS]
-    assert snapshot(engine) == before
+    after = snapshot(engine)
+    # Version 3 added issue columns (links, history, comment counts, ...): NULL on the old rows.
+    added = set(after["issues"][0]) - set(before["issues"][0])
+    assert added == set(V3_ISSUE_COLUMNS)
+    assert all(row[c] is None for row in after["issues"] for c in added)
+    after["issues"] = [{k: v for k, v in row.items() if k not in added} for row in after["issues"]]
+    assert after == before
+    assert inspect(engine).has_table("comments")
     assert ops.count_rows(engine, PROJECTS, "legacy") == 1
     assert ops.count_rows(engine, PROJECTS, "legacy", live=False) == 1
     assert ops.read_sync_state(engine, "legacy", "issues").watermark == datetime(2026, 11, 21, 10, tzinfo=UTC)
@@ -165,7 +204,13 @@ def test_previous_release_sqlite_syncs_and_vectorizes_after_the_upgrade(tmp_path
     expected["issues"] = len(site.issues)
     github = env.tenants["1"].github
     expected |= {s.name: len(expected_rows(github, s.name)) for s in CATALOGUE if s.source == "github"}
+    comments = [c for i in site.issues for c in i["fields"]["comment"]["comments"]]
+    expected["comments"] = sum(1 for c in comments if "visibility" not in c)  # restricted ones are not indexed
     for spec in CATALOGUE:
+        if spec.parent is not None:  # committed by its parent's table step
+            vector_meta = result.asset_materializations_for_node(f"vectors__{spec.name}_vectors")[0].metadata
+            assert ops.count_rows(engine, spec, "1") == vector_meta["rows_live"].value == expected[spec.name]
+            continue
         table_meta = result.asset_materializations_for_node(f"tables__{spec.name}_table")[0].metadata
         vector_meta = result.asset_materializations_for_node(f"vectors__{spec.name}_vectors")[0].metadata
         assert ops.count_rows(engine, spec, "1") == expected[spec.name], spec.name
@@ -173,7 +218,7 @@ def test_previous_release_sqlite_syncs_and_vectorizes_after_the_upgrade(tmp_path
     # The project only the old database had is gone from tenant 1's site: marked deleted, kept.
     projects = spec_rows(engine, "projects", "1")
     assert projects["999"]["deleted_at"] is not None
-    after = snapshot(engine)
+    after = without_v3(snapshot(engine))
     assert {name: [r for r in rows if r.get("tenant_id") == "legacy"] for name, rows in after.items()} == legacy_before
     engine.dispose()
 
@@ -239,7 +284,7 @@ def test_previous_postgresql_schemas_upgrade_to_64_bit_keys(tmp_path, ddl_file, 
     engine = make_engine(url)
     assert schema_version(engine) == HEAD_VERSION
     assert history(engine) == [m.version for m in migrations.MIGRATIONS]
-    assert snapshot(engine) == before
+    assert without_v3(snapshot(engine)) == before
     keys = {(t, c) for t, cols in migrations._V2_KEY_COLUMNS.items() for c in cols}
     insp = inspect(engine)
     for table, column in keys:

@@ -792,3 +792,116 @@ def test_object_keys_are_known_to_jira(site: JiraSite, spec_schemas: dict) -> No
     for name in shared:
         if ours[name] is not None and real_issue[name] is not None:
             assert type(ours[name]) is type(real_issue[name]), name
+
+
+# --------------------------------------------------------------------------------------
+# The requests the sync sends, validated against the Jira Cloud v3 OpenAPI spec
+# --------------------------------------------------------------------------------------
+
+
+def _resolve(spec: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    while "$ref" in schema:
+        schema = spec["components"]["schemas"][schema["$ref"].rsplit("/", 1)[1]]
+    return schema
+
+
+def _type_ok(value: Any, schema: dict[str, Any]) -> bool:
+    kind = schema.get("type")
+    if "enum" in schema and value not in schema["enum"]:
+        return False
+    if kind == "integer":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == "string":
+        return isinstance(value, str)
+    if kind == "boolean":
+        return isinstance(value, bool)
+    if kind == "array":
+        items = schema.get("items") or {}
+        return isinstance(value, list) and all(_type_ok(v, items) for v in value)
+    return True
+
+
+def spec_problems(spec: dict[str, Any], method: str, path: str, query: dict[str, str], body: Any) -> list[str]:
+    """What about one request the OpenAPI spec does not allow (empty: valid)."""
+    template = next(
+        (t for t in spec["paths"] if re.match("^" + re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(t)) + "$", path)),
+        None,
+    )
+    if template is None:
+        return [f"{method} {path}: no such path in the spec"]
+    item = spec["paths"][template]
+    op = item.get(method.lower())
+    if op is None:
+        return [f"{method} {template}: method not in the spec"]
+    problems = []
+    params = {p["name"]: p for p in [*item.get("parameters", []), *op.get("parameters", [])] if p.get("in") == "query"}
+    for name, raw in query.items():
+        declared = params.get(name)
+        if declared is None:
+            problems.append(f"{method} {template}: query parameter {name!r} is not declared")
+            continue
+        schema = _resolve(spec, declared.get("schema") or {})
+        value: Any = raw
+        if schema.get("type") == "integer":
+            value = int(raw) if raw.lstrip("-").isdigit() else raw
+        if not _type_ok(value, schema):
+            problems.append(f"{method} {template}: query {name}={raw!r} does not fit {schema}")
+    if body is not None:
+        content = (op.get("requestBody") or {}).get("content") or {}
+        if "application/json" not in content:
+            return [*problems, f"{method} {template}: takes no JSON body"]
+        schema = _resolve(spec, content["application/json"]["schema"])
+        props = schema.get("properties") or {}
+        for key, value in body.items():
+            if key not in props:
+                if schema.get("additionalProperties") is False:
+                    problems.append(f"{method} {template}: body key {key!r} is not in the schema")
+                continue
+            if not _type_ok(value, _resolve(spec, props[key])):
+                problems.append(f"{method} {template}: body {key}={value!r} does not fit the schema")
+        for key in schema.get("required") or []:
+            if key not in body:
+                problems.append(f"{method} {template}: required body key {key!r} missing")
+    return problems
+
+
+def test_every_request_of_a_sync_validates_against_the_openapi_spec(spec_schemas: dict) -> None:
+    """The fetches of every entity (with comments paged and the changelog expanded), the id
+    listing and the change probe: each request's path, method, query and JSON body are what the
+    spec declares (and the spec check itself refuses what it should)."""
+    from etl_assets.core.catalogue import CATALOGUE
+    from etl_assets.core.records import FetchRequest
+    from etl_assets.core.sources.jira.client import JiraClient
+    from etl_assets.core.sources.jira.jql import newest_change
+    from etl_assets.core.sources.jira.sample.documents import add_comments
+    from etl_assets.core.tenants import JiraSiteConfig, Tenant
+
+    spec = load_corpus_json("jira-platform-swagger-v3.v3.json")
+    site = generate_sample_site(n_projects=6, n_issues=40)
+    add_comments(site, site.issues[0]["key"], [f"c{n}" for n in range(150)])
+    inner = sample_transport(site)
+    sent: list[tuple[str, str, dict[str, str], Any]] = []
+
+    def record(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content) if request.content else None
+        sent.append((request.method, request.url.path, dict(request.url.params), body))
+        return inner.handle_request(request)
+
+    tenant = Tenant("acme", "Acme", JiraSiteConfig(url=site.base_url, email_env="E", token_env="T"))
+    with httpx.Client(base_url=site.base_url, transport=httpx.MockTransport(record)) as http:
+        client = JiraClient(http, "acme", site.base_url)
+        for entity in CATALOGUE:
+            for _ in entity.fetch(client, FetchRequest(tenant)):
+                pass
+        for _ in CATALOGUE[3].fetch(client, FetchRequest(tenant, ids_only=True)):
+            pass
+        newest_change(client, tenant, datetime(2026, 1, 1, tzinfo=UTC))
+    kinds = {(m, re.sub(r"/issue/[^/]+/", "/issue/{id}/", p)) for m, p, _, _ in sent}
+    assert ("GET", "/rest/api/3/issue/{id}/comment") in kinds, "comments were paged"
+    assert any(b and b.get("expand") == "changelog" for _, _, _, b in sent), "the changelog was expanded"
+    problems = [p for m, path, q, b in sent for p in spec_problems(spec, m, path, q, b)]
+    assert problems == []
+    # The check can fail: an unknown body key, a wrong enum value, an undeclared parameter.
+    assert spec_problems(spec, "POST", SEARCH, {}, {"jql": "x", "bogus": 1})
+    assert spec_problems(spec, "GET", "/rest/api/3/issue/1/comment", {"orderBy": "updated"}, None)
+    assert spec_problems(spec, "GET", "/rest/api/3/issue/1/comment", {"pageSize": "5"}, None)

@@ -76,9 +76,9 @@ tenants:
 """,
     )
     assert refused(path) == (
-        f"{path} line 7: unknown key 'projets' under jira (allowed: url, email_env, token_env, projects, jql)"
+        f"{path} line 7: unknown key 'projets' under jira (allowed: url, email_env, token_env, projects, jql, custom_fields)"
     )
-    assert JIRA_KEYS == ("url", "email_env", "token_env", "projects", "jql")
+    assert JIRA_KEYS == ("url", "email_env", "token_env", "projects", "jql", "custom_fields")
 
 
 @pytest.mark.parametrize(
@@ -192,7 +192,8 @@ def test_a_mapping_in_memory_is_held_to_the_same_schema():
             {"tenants": [{"id": "a", "jira": {"url": "sample://x", "projets": ["A"]}}]}, source="test"
         )
     assert (
-        str(err.value) == "test: unknown key 'projets' under jira (allowed: url, email_env, token_env, projects, jql)"
+        str(err.value)
+        == "test: unknown key 'projets' under jira (allowed: url, email_env, token_env, projects, jql, custom_fields)"
     )
 
 

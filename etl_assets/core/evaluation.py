@@ -349,3 +349,78 @@ def calibrate(mode: str, real: Sequence[QueryOutcome], nonsense: Sequence[QueryO
     threshold = math.ceil(threshold * 1000) / 1000
     cut = sum(1 for s in good if s < threshold)
     return Calibration(mode, threshold, lowest_good, highest_bad, cut)
+
+
+def document_rows(spec: EntitySpec, records: Iterable[Any], tenant_id: str) -> dict[str, list[dict[str, Any]]]:
+    """Rows of ``spec`` and of its child entities from source records, as the table step makes them.
+
+    Child records are those the parent record carries (the sample site's issues carry all their
+    comments); child rows the index leaves out (restricted comments) are left out here too.
+    """
+    out: dict[str, list[dict[str, Any]]] = {spec.name: []}
+    for link in spec.children:
+        out[link.spec.name] = []
+    for record in records:
+        row = spec.parse(record)
+        out[spec.name].append({**row, "id": len(out[spec.name]) + 1, "tenant_id": tenant_id})
+        for link in spec.children:
+            inherited = {**link.inherit(row), link.parent_column: row["external_id"]}
+            for child in link.extract(record, []).records:
+                child_row = {**link.spec.parse(child), **inherited, "tenant_id": tenant_id}
+                if child_row.get("visibility"):
+                    continue
+                out[link.spec.name].append({**child_row, "id": len(out[link.spec.name]) + 1})
+    return out
+
+
+async def evaluate_documents(
+    spec: EntitySpec,
+    records: Iterable[Any],
+    queries: list[tuple[str, list[str]]],
+    embedder: Embedder,
+    *,
+    k: int = 5,
+    tenant_id: str = "eval",
+    mode: SearchMode = SearchMode.DENSE,
+) -> RetrievalReport:
+    """Like :func:`evaluate_retrieval`, with the child entities (comments) indexed in their own
+    collections and an issue ranked by its best passage, its own or a child's (as search does)."""
+    rows = document_rows(spec, records, tenant_id)
+    specs = {spec.name: spec, **{link.spec.name: link.spec for link in spec.children}}
+    client = AsyncQdrantClient(location=":memory:")
+    try:
+        for name, entity in specs.items():
+            collection = Collection(client, collection_name(tenant_id, name), tenant_id, name, local=True)
+            live = {r["external_id"] for r in rows[name]}
+
+            async def live_ids(candidates: list[str], live: set[str] = live) -> set[str]:
+                return live & set(candidates)
+
+            await sync_vectors(
+                spec=entity,
+                tenant_id=tenant_id,
+                pages=lambda name=name: iter([rows[name]]),  # type: ignore[misc]
+                live_ids=live_ids,
+                embedder=embedder,
+                collection=collection,
+            )
+        outcomes = []
+        for query, relevant in queries:
+            best: dict[str, float] = {}
+            for name in specs:
+                for hit in await search(
+                    client,
+                    embedder,
+                    query,
+                    tenant_id=tenant_id,
+                    entity=name,
+                    k=k * 4,
+                    mode=mode,
+                    thresholds=NO_THRESHOLDS,
+                ):
+                    best[hit.key] = max(best.get(hit.key, -1.0), hit.score)
+            ranked = sorted(best, key=lambda key: best[key], reverse=True)[:k]
+            outcomes.append(QueryOutcome(query, relevant, ranked))
+    finally:
+        await client.close()
+    return RetrievalReport(embedder.model, k, outcomes, mode.value)

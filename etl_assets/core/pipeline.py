@@ -116,7 +116,10 @@ def live_external_ids(engine: Engine, spec: EntitySpec, tenant_id: str, candidat
                 r[0]
                 for r in conn.execute(
                     select(table.c.external_id).where(
-                        table.c.tenant_id == tenant_id, table.c.deleted_at.is_(None), table.c.external_id.in_(part)
+                        table.c.tenant_id == tenant_id,
+                        table.c.deleted_at.is_(None),
+                        table.c.external_id.in_(part),
+                        *([spec.indexed(table)] if spec.indexed is not None else []),
                     )
                 )
             )

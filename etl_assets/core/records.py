@@ -67,6 +67,40 @@ class FetchRequest:
 
 
 @dataclass(frozen=True)
+class ChildRecords:
+    """The child records (e.g. comments) found for one parent record (e.g. an issue).
+
+    ``complete`` is False when the source said it has more than arrived (a capped list whose
+    paging failed): the children that arrived are upserted, absent ones are NOT marked deleted,
+    and the parent is flagged so that the next run fetches it again.
+    """
+
+    records: list[Any]
+    complete: bool = True
+    note: str | None = None
+    # False when the parent record does not carry the children at all (the field was not asked
+    # for): nothing is upserted or deleted, and the parent is not flagged.
+    fetched: bool = True
+
+
+@dataclass(frozen=True)
+class ChildLink:
+    """How a parent entity carries a child entity whose rows it commits in its own transaction."""
+
+    spec: EntitySpec  # the child entity (its ``parent`` names the parent entity)
+    parent_column: str  # the child table's column holding the parent's external id
+    # (parent record, extra child records fetched on their own pages for it) -> its children
+    extract: Callable[[Any, list[Any]], ChildRecords]
+    # (request path, parsed body) -> (parent external id, child records) for a page that carries
+    # children fetched separately (e.g. ``GET /issue/{id}/comment``); None for other pages.
+    page: Callable[[str, Any], tuple[str, list[Any]] | None]
+    # Columns the child rows copy from their parent's row (e.g. the issue key).
+    inherit: Callable[[Mapping[str, Any]], dict[str, Any]] = lambda parent_row: {}
+    # Column of the parent table where an incomplete child list is noted (held back watermark).
+    incomplete_column: str | None = None
+
+
+@dataclass(frozen=True)
 class EntitySpec:
     source: str  # the package under core/sources/ it comes from; part of asset keys and point ids
     name: str  # table name and the last part of the collection name
@@ -90,3 +124,10 @@ class EntitySpec:
     # For incremental entities: (the source's client, tenant, since) -> the newest change at or after
     # ``since``, in one cheap request; what the change sensor asks before it starts a run.
     newest_change: Callable[[Any, Tenant, datetime], datetime | None] | None = None
+    # A child entity (comments of issues) has no raw or table step of its own: its rows are written
+    # by its parent's table step, in the parent's transaction; its vectors follow the parent's table.
+    parent: str | None = None
+    children: tuple[ChildLink, ...] = ()
+    # Which live rows are indexed (a SQL condition on the table); None: all of them. Rows left out
+    # (restricted comments) stay in the table, are counted, and have no points.
+    indexed: Callable[[Table], Any] | None = None

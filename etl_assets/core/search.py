@@ -54,6 +54,7 @@ from etl_assets.core.vectorstore import (
 T = TypeVar("T")
 
 ISSUES = "issues"
+COMMENTS = "comments"
 PROJECTS = "projects"
 STATUS_CATEGORIES = ("new", "indeterminate", "done")
 StatusCategory = Literal["new", "indeterminate", "done"]
@@ -214,6 +215,8 @@ class IssueHit(_Result):
     )
     passage: str = Field(description="the indexed text that matched best (shortened)")
     exact_key: bool = Field(default=False, description="the query named this issue's key: it is ranked first")
+    comment_author: str | None = Field(default=None, description="when a comment matched best: its author")
+    comment_created: str | None = Field(default=None, description="when a comment matched best: when it was written")
 
 
 class SearchResult(_Result):
@@ -692,28 +695,29 @@ class SearchService:
 
     # -- search --
 
-    async def _ready(self, name: str, tenant: Tenant) -> tuple[VectorLayout, int]:
+    async def _ready(self, name: str, tenant: Tenant, entity: str = ISSUES) -> tuple[VectorLayout, int]:
         """The collection's layout and point count (for the sparse threshold), checked once a minute."""
         now = time.monotonic()
         checked = self._checked.get(name)
         if checked is not None and now - checked[0] < MODEL_CHECK_TTL_S:
             return checked[1], checked[2]
-        layout = await _check_model(self.client, self.embedder, name, ISSUES, tenant.id)
+        layout = await _check_model(self.client, self.embedder, name, entity, tenant.id)
         if self.server_mode and name not in self._indexed:
-            await self.ensure_payload_indexes(name)
+            await self.ensure_payload_indexes(name, entity)
         points = await _points(self.client, name)
         self._checked[name] = (now, layout, points)
         return layout, points
 
-    async def ensure_payload_indexes(self, name: str) -> list[str]:
+    async def ensure_payload_indexes(self, name: str, entity: str = ISSUES) -> list[str]:
         """Create the payload indexes the issue filters use where the collection lacks them
-        (collections built before a field was indexed); returns the fields created."""
+        (collections built before a field was indexed); returns the fields created. A comments
+        collection gets those of its fields the filters use."""
         info = await self.client.get_collection(name)
         present = set((info.payload_schema or {}).keys())
-        kinds = {**BASE_PAYLOAD_INDEXES, **BY_NAME[ISSUES].payload_indexes}
+        kinds = {**BASE_PAYLOAD_INDEXES, **BY_NAME[entity].payload_indexes}
         created = []
         for field_name in FILTERED_FIELDS:
-            if field_name not in present:
+            if field_name not in present and field_name in kinds:
                 await self.client.create_payload_index(name, field_name, field_schema=payload_schema(kinds[field_name]))
                 created.append(field_name)
         self._indexed.add(name)
@@ -781,6 +785,7 @@ class SearchService:
             keyed=True,
             thresholds=Thresholds.calibrated(self.embedder.model, points),
         )
+        ranked = await self._with_comments(chosen, query, mode, filters, ids, ranked, limit)
         hits = [
             IssueHit(
                 tenant=chosen.id,
@@ -795,6 +800,8 @@ class SearchService:
                 score=round(float(h.score), 6),
                 passage=_passage(h.payload.get("text")),
                 exact_key=h.exact_key,
+                comment_author=h.payload.get("author") if h.payload.get("entity") == COMMENTS else None,
+                comment_created=h.payload.get("created") if h.payload.get("entity") == COMMENTS else None,
             )
             for h in ranked
         ]
@@ -821,6 +828,87 @@ class SearchService:
         if state == "live":
             return f"issue {key} is not in the index for these filters (or not vectorized yet)"
         return f"no issue {key} in tenant {tenant_id}"
+
+    async def _with_comments(
+        self,
+        tenant: Tenant,
+        query: str,
+        mode: SearchMode | str,
+        filters: IssueFilters,
+        ids: list[str] | None,
+        ranked: list[Hit],
+        limit: int,
+    ) -> list[Hit]:
+        """Issue hits merged with comment hits: an issue ranks by its best passage, its own or a
+        comment's (the comments collection is ranked in the same mode, with its own thresholds).
+        An issue the query named by key stays first.
+
+        Comment points carry their issue's key, project and type; a status-category or date
+        filter (which comment points do not carry as the issue's) leaves comments out.
+        """
+        name = collection_name(tenant.id, COMMENTS)
+        if filters.status_category or filters.updated_after or filters.updated_before:
+            return ranked
+        if not await self.client.collection_exists(name):
+            return ranked
+        layout, points = await self._ready(name, tenant, COMMENTS)
+        must: list[models.Condition] = [_match("tenant_id", tenant.id)]
+        if filters.project:
+            must.append(_match("project_key", filters.project))
+        if filters.issue_type:
+            must.append(_match("type", filters.issue_type))
+        if ids is not None:
+            must.append(models.FieldCondition(key="issue_id", match=models.MatchAny(any=list(ids))))
+        found, _ = await rank(
+            self.client,
+            self.embedder,
+            query,
+            name=name,
+            layout=layout,
+            mode=effective_mode(mode, layout, name, COMMENTS),
+            flt=models.Filter(must=must),
+            k=limit,
+            keyed=False,
+            thresholds=Thresholds.calibrated(self.embedder.model, points),
+        )
+        best = {str(h.payload.get("key") or h.external_id): h for h in ranked}
+        missing: list[str] = []
+        for hit in found:
+            key = str(hit.payload.get("key"))
+            held = best.get(key)
+            if held is not None and (held.exact_key or hit.score <= held.score):
+                continue
+            # The issue's fields, the comment's passage, author and date.
+            own = {"text": hit.payload.get("text"), "author": hit.payload.get("author")}
+            own["created"] = hit.payload.get("created")
+            issue = held.payload if held is not None and held.payload.get("entity") != COMMENTS else None
+            if issue is None:
+                missing.append(key)
+            payload = {**hit.payload, **(issue or {}), **own, "entity": COMMENTS}
+            best[key] = Hit(hit.score, str(hit.payload.get("issue_id")), payload)
+        if missing:
+            rows = await self._sql(lambda: self._issue_payloads(tenant.id, missing))
+            for key in missing:
+                held = best[key]
+                own = {k: held.payload.get(k) for k in ("text", "author", "created", "entity")}
+                best[key] = Hit(held.score, held.external_id, {**held.payload, **rows.get(key, {}), **own})
+        return sorted(best.values(), key=lambda h: (not h.exact_key, -h.score))[:limit]
+
+    def _issue_payloads(self, tenant_id: str, keys: list[str]) -> dict[str, dict[str, Any]]:
+        issues = BY_NAME[ISSUES].table
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(issues).where(
+                    issues.c.tenant_id == tenant_id, issues.c.key.in_(keys), issues.c.deleted_at.is_(None)
+                )
+            )
+            return {
+                r.key: {
+                    k: _iso(v) if isinstance(v, datetime) else v
+                    for k, v in BY_NAME[ISSUES].payload(dict(r._mapping)).items()
+                }
+                for r in rows
+            }
 
     # -- the tables --
 

@@ -33,7 +33,7 @@ SAMPLE_SCHEME = "sample"
 # The keys each level accepts, in the order the messages list them.
 TOP_KEYS = ("tenants",)
 TENANT_KEYS = ("id", "name", "jira", "github")
-JIRA_KEYS = ("url", "email_env", "token_env", "projects", "jql")
+JIRA_KEYS = ("url", "email_env", "token_env", "projects", "jql", "custom_fields")
 GITHUB_KEYS = ("url", "token_env", "org", "repos")
 GITHUB_API_URL = "https://api.github.com"
 REPO_PATTERN = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
@@ -57,6 +57,9 @@ class JiraSiteConfig:
     token_env: str | None = None
     projects: tuple[str, ...] = ()
     jql: str | None = None
+    # Custom fields to index, by name ("Story Points") or id ("customfield_10031"); resolved to ids
+    # with GET /rest/api/3/field at fetch time (see sources/jira/custom_fields.py).
+    custom_fields: tuple[str, ...] = ()
 
     @property
     def is_sample(self) -> bool:
@@ -210,6 +213,13 @@ def _parse_tenant(raw: object, index: int, where: _Located) -> Tenant:
     jql = jira.get("jql")
     if jql is not None and not isinstance(jql, str):
         raise where.error((*jira_path, "jql"), f"tenant {tenant_id!r}: jira.jql must be a string, got {_kind(jql)}")
+    custom = jira.get("custom_fields") or ()
+    if not isinstance(custom, list | tuple) or not all(isinstance(c, str) and c.strip() for c in custom):
+        raise where.error(
+            (*jira_path, "custom_fields"),
+            f"tenant {tenant_id!r}: jira.custom_fields must be a list of field names or ids "
+            '(e.g. ["Story Points", "customfield_10031"])',
+        )
     for key in ("email_env", "token_env"):
         value = jira.get(key)
         if value is not None and not (isinstance(value, str) and ENV_NAME_PATTERN.fullmatch(value)):
@@ -225,6 +235,7 @@ def _parse_tenant(raw: object, index: int, where: _Located) -> Tenant:
         token_env=jira.get("token_env"),
         projects=tuple(projects),
         jql=jql or None,
+        custom_fields=tuple(c.strip() for c in custom),
     )
     if not site.is_sample and not (site.email_env and site.token_env):
         raise where.error(

@@ -221,14 +221,20 @@ def vector_automation() -> dg.AutomationCondition:
 
 
 def build_vector_asset(
-    spec: EntitySpec, registry: TenantRegistry, partitions: dg.PartitionsDefinition, provider_kind: str
+    spec: EntitySpec,
+    registry: TenantRegistry,
+    partitions: dg.PartitionsDefinition,
+    provider_kind: str,
+    parent: EntitySpec | None = None,
 ) -> dg.AssetsDefinition:
+    """``parent``: for a child entity, the entity whose table step commits its rows."""
     key = vector_key(spec)
     check_specs = [dg.AssetCheckSpec(n, asset=key, description=d) for n, d in VECTOR_CHECKS.items()]
+    table = f"`{spec.table.name}` (committed with {parent.name})" if parent is not None else "the table"
 
     @dg.asset(
         key=key,
-        deps=[table_key(spec)],
+        deps=[table_key(parent or spec)],
         group_name=VECTORS_GROUP,
         kinds={"qdrant", provider_kind},
         partitions_def=partitions,
@@ -237,7 +243,7 @@ def build_vector_asset(
         pool=EMBEDDINGS_POOL,
         description=(
             f"{spec.title} as Qdrant points in collection `client_<tenant>_{spec.name}`. Reads committed rows "
-            "through its own connection, embeds only new or changed rows, removes points of deleted rows."
+            f"of {table} through its own connection, embeds only new or changed rows, removes points of deleted rows."
         ),
     )
     async def vector_asset(

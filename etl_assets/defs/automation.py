@@ -75,7 +75,12 @@ def build_automation_sensor(minimum_interval_s: int) -> dg.AutomationConditionSe
 def build_entity_job(spec: EntitySpec) -> UnresolvedAssetJobDefinition:
     return dg.define_asset_job(
         names.entity_job(spec),
-        selection=dg.AssetSelection.assets(names.raw_key(spec), names.table_key(spec), names.vector_key(spec)),
+        selection=dg.AssetSelection.assets(
+            names.raw_key(spec),
+            names.table_key(spec),
+            names.vector_key(spec),
+            *(names.vector_key(link.spec) for link in spec.children),
+        ),
         description=f"Sync one tenant's {spec.name}: changes since the watermark, the table, the vectors.",
     )
 

@@ -76,10 +76,17 @@ def build_definitions(
     by_name = {s.name: s for s in catalogue}
     for spec in catalogue:
         missing = [target for _, target in spec.references if target not in by_name]
+        if spec.parent is not None and spec.parent not in by_name:
+            missing.append(spec.parent)
         if missing:
             raise ValueError(f"entity {spec.name!r} references {', '.join(missing)}, which the catalogue lacks")
     assets: list[dg.AssetsDefinition] = []
     for spec in catalogue:
+        if spec.parent is not None:
+            # A child entity (comments): its rows are committed by its parent's table step, so it
+            # has only a vector asset, which follows the parent's table.
+            assets.append(build_vector_asset(spec, registry, partitions, provider_kind, by_name[spec.parent]))
+            continue
         assets.append(build_raw_asset(spec, registry, partitions))
         assets.append(build_table_asset(spec, registry, partitions, dialect, by_name))
         assets.append(build_vector_asset(spec, registry, partitions, provider_kind))

@@ -55,6 +55,15 @@ class ConvergenceEnv(Protocol):
 
 def site_objects(site: JiraSite, entity: str) -> list[Any]:
     """The site's objects of one entity, as the sync fetches them (bad-input tests plant non-objects)."""
+    if entity == "comments":  # carried by their issues
+        out: list[Any] = []
+        issues: list[Any] = list(site.issues)  # may hold planted non-objects
+        for issue in issues:
+            fields = issue.get("fields") if isinstance(issue, dict) else None
+            comment = fields.get("comment") if isinstance(fields, dict) else None
+            if isinstance(comment, dict) and isinstance(comment.get("comments"), list):
+                out += comment["comments"]
+        return out
     return {"projects": site.projects, "wits": site.issue_types, "statuses": site.statuses, "issues": site.issues}[
         entity
     ]
@@ -76,6 +85,8 @@ def _expected_fields(entity: str, obj: Mapping[str, Any]) -> dict[str, Any]:
         }
     if entity == "statuses":
         return {"name": _strip(obj.get("name")), "category_key": (obj.get("statusCategory") or {}).get("key")}
+    if entity == "comments":
+        return {"created": parse_jira_datetime(obj.get("created"))}
     fields = obj.get("fields") or {}
     return {
         "key": obj.get("key"),
@@ -165,7 +176,7 @@ def _table_problems(
     for key in sorted(wanted & have):
         row = live[key]
         for column, value in objects[key].items():
-            got = ops.as_utc(row[column]) if column == "updated" else row[column]
+            got = ops.as_utc(row[column]) if column in ("updated", "created") else row[column]
             if got != value:
                 problems.append(f"{spec.name}: row {key}.{column} is {got!r}, {src} has {value!r}")
     deleted_but_present = {r["external_id"] for r in all_rows if r["deleted_at"] is not None} & wanted

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
@@ -94,6 +94,31 @@ def split_counted(embedder: Embedder, text: str, max_tokens: int) -> list[tuple[
     if method is not None:
         return method(text, max_tokens)
     return [(piece, embedder.count_tokens(piece)) for piece in embedder.split(text, max_tokens)]
+
+
+# A chunk ends at a line end when one lies in its last fifth: Markdown-like text (issue and comment
+# bodies) keeps a table row, a list item or a code line whole; a cut is only moved back, never past
+# the token limit, and text without line breaks is cut as before.
+LINE_BOUNDARY_SHARE = 0.2
+
+
+def cut_points(count: int, max_tokens: int, ends_line: Callable[[int], bool]) -> list[int]:
+    """Where to cut ``count`` tokens into pieces of at most ``max_tokens``: each cut moves back to
+    just after a token that ends a line (``ends_line(i)``) when one is in the window's last fifth."""
+    cuts: list[int] = []
+    start = 0
+    max_tokens = max(1, max_tokens)
+    while start < count:
+        end = min(start + max_tokens, count)
+        if end < count:
+            floor = start + max(1, int(max_tokens * (1 - LINE_BOUNDARY_SHARE)))
+            for j in range(end, floor, -1):
+                if ends_line(j - 1):
+                    end = j
+                    break
+        cuts.append(end)
+        start = end
+    return cuts
 
 
 def check_vectors(vectors: Sequence[Any], expected_count: int, dimensions: int, model: str) -> None:

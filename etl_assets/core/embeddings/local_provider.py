@@ -21,7 +21,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from etl_assets.core.embeddings.base import EmbeddingError, EmbeddingStats, check_vectors
+from etl_assets.core.embeddings.base import EmbeddingError, EmbeddingStats, check_vectors, cut_points
 
 LOCAL_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 LOCAL_DIMENSIONS = 384
@@ -78,12 +78,18 @@ class LocalEmbedder:
         offsets = enc["offset_mapping"]
         if len(offsets) <= max_tokens:
             return [text]
-        pieces = []
-        for start in range(0, len(offsets), max_tokens):
-            window = offsets[start : start + max_tokens]
-            begin = window[0][0]
-            end = offsets[start + max_tokens][0] if start + max_tokens < len(offsets) else len(text)
-            pieces.append(text[begin:end].strip())
+
+        def ends_line(i: int) -> bool:
+            # The text between this token and the next holds a line break.
+            after = offsets[i + 1][0] if i + 1 < len(offsets) else len(text)
+            return "\n" in text[offsets[i][1] : after]
+
+        pieces, start = [], 0
+        for end in cut_points(len(offsets), max_tokens, ends_line):
+            begin = offsets[start][0]
+            stop = offsets[end][0] if end < len(offsets) else len(text)
+            pieces.append(text[begin:stop].strip())
+            start = end
         return [p for p in pieces if p] or [text]
 
     async def embed(self, texts: list[str]) -> list[list[float]]:

@@ -51,7 +51,13 @@ import httpx
 import numpy as np
 import openai
 
-from etl_assets.core.embeddings.base import EmbeddingError, EmbeddingStats, InputTooLargeError, check_vectors
+from etl_assets.core.embeddings.base import (
+    EmbeddingError,
+    EmbeddingStats,
+    InputTooLargeError,
+    check_vectors,
+    cut_points,
+)
 from etl_assets.core.embeddings.ratelimit import (
     RateLimiter,
     RateLimitInfo,
@@ -300,10 +306,13 @@ class OpenAIEmbedder:
         tokens = enc.encode(text)
         if len(tokens) <= max_tokens:
             return [(text, len(tokens))]
-        return [
-            (enc.decode(tokens[i : i + max_tokens]), len(tokens[i : i + max_tokens]))
-            for i in range(0, len(tokens), max_tokens)
-        ]
+        out, start = [], 0
+        for end in cut_points(
+            len(tokens), max_tokens, lambda i: enc.decode_single_token_bytes(tokens[i]).endswith(b"\n")
+        ):
+            out.append((enc.decode(tokens[start:end]), end - start))
+            start = end
+        return out
 
     # -- embedding ---------------------------------------------------------------------
 

@@ -44,7 +44,24 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import BigInteger, Column, Connection, Engine, Index, MetaData, Table, func, insert, inspect, select
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    Connection,
+    DateTime,
+    Engine,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    func,
+    insert,
+    inspect,
+    select,
+)
 from sqlalchemy import text as sql_text
 from sqlalchemy.schema import CreateColumn
 
@@ -156,9 +173,26 @@ def _v2_bigint_keys(conn: Connection) -> None:
             log.info("schema: sequence of %s.id widened to bigint", table)
 
 
+def _v3_issue_documents(conn: Connection) -> None:
+    """Issues gain links, attachments, a history digest, resolution/status-change times, custom
+    fields and their comment count; the new ``comments`` table itself is made by ``create_all``."""
+    for column in (
+        Column("links", JSON),
+        Column("attachments", JSON),
+        Column("history", Text),
+        Column("resolved_at", DateTime(timezone=True)),
+        Column("status_changed_at", DateTime(timezone=True)),
+        Column("custom_fields", JSON),
+        Column("comments_total", Integer),
+        Column("comments_incomplete", String(1000)),
+    ):
+        add_column_if_missing(conn, "issues", column)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "baseline: the tables of the unversioned releases (up to 6fa6683)", _v1_baseline),
     Migration(2, "PostgreSQL: BIGINT surrogate keys, batch references and sequences", _v2_bigint_keys),
+    Migration(3, "issues: links, attachments, history digest, custom fields, comment counts", _v3_issue_documents),
 )
 
 HEAD_VERSION: int = MIGRATIONS[-1].version

@@ -14,13 +14,13 @@ import logging
 import math
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from etl_assets.core.records import EntitySpec, RawPage, RecordError
+from etl_assets.core.records import ChildLink, EntitySpec, RawPage, RecordError
 from etl_assets.core.store import migrations, schema
 
 log = logging.getLogger(__name__)
@@ -137,10 +137,13 @@ class TableResult:
     live_rows: int = 0
     watermark: datetime | None = None
     rejected_reasons: list[str] = field(default_factory=list)
+    # Figures of child entities written in the same transaction, e.g. comments_inserted.
+    children: dict[str, int] = field(default_factory=dict)
 
     def metadata(self) -> dict[str, Any]:
-        out = {k: v for k, v in asdict(self).items() if k != "rejected_reasons"}
+        out = {k: v for k, v in asdict(self).items() if k not in ("rejected_reasons", "children")}
         out["watermark"] = self.watermark.isoformat() if self.watermark else None
+        out.update(self.children)
         return out
 
 
@@ -155,10 +158,9 @@ def _pending_batches(conn: Connection, tenant_id: str, entity: str) -> list[Any]
     )
 
 
-def _batch_bodies(conn: Connection, batch_id: int) -> Iterator[str]:
+def _batch_bodies(conn: Connection, batch_id: int) -> Iterator[tuple[str, str]]:
     p = schema.raw_jira_pages
-    for (body,) in conn.execute(select(p.c.body).where(p.c.batch_id == batch_id).order_by(p.c.page_no)):
-        yield body
+    yield from conn.execute(select(p.c.path, p.c.body).where(p.c.batch_id == batch_id).order_by(p.c.page_no))
 
 
 def _upsert(conn: Connection, table: Any, rows: list[dict[str, Any]]) -> None:
@@ -260,12 +262,18 @@ def build_table(engine: Engine, spec: EntitySpec, tenant_id: str) -> TableResult
         non_finite_batches: set[int] = set()  # batches with a NaN/Infinity somewhere in a body
         live_listing: set[str] | None = None  # ids in the newest complete listing, if any
         listing_batch = -1
+        # (child entity, batch, parent id) -> child records fetched on pages of their own
+        paged: dict[tuple[str, int, str], list[Any]] = {}
         for batch_id, kind in batches:
             listed: set[str] = set()
-            for body in _batch_bodies(conn, batch_id):
+            for path, body in _batch_bodies(conn, batch_id):
                 data, has_non_finite = _loads_noting_non_finite(body)
                 if has_non_finite:
                     non_finite_batches.add(batch_id)
+                for link in spec.children:
+                    found_children = link.page(path, data)
+                    if found_children is not None:
+                        paged.setdefault((link.spec.name, batch_id, found_children[0]), []).extend(found_children[1])
                 for record in spec.records(data):
                     key = _record_key(record)
                     if key is not None:
@@ -301,6 +309,7 @@ def build_table(engine: Engine, spec: EntitySpec, tenant_id: str) -> TableResult
         }
         now = utcnow()
         upserts: list[dict[str, Any]] = []
+        kids = _Children(conn, spec, tenant_id, now, result)
         for key, (record, batch_id) in latest.items():
             if live_listing is not None and batch_id < listing_batch and key not in live_listing:
                 continue  # changed earlier, then gone from a later listing: the deletion below wins
@@ -320,6 +329,7 @@ def build_table(engine: Engine, spec: EntitySpec, tenant_id: str) -> TableResult
                     _reject(conn, tenant_id, spec.name, batch_id, record, RecordError(reason, ext))
                 )
                 continue
+            kids.collect(record, row, batch_id, paged)
             digest = row_hash(row)
             before = existing.get(key)
             if before is not None and before.content_hash == digest and before.deleted_at is None:
@@ -356,6 +366,8 @@ def build_table(engine: Engine, spec: EntitySpec, tenant_id: str) -> TableResult
                     .values(deleted_at=now, synced_at=now)
                 )
             result.deleted = len(gone)
+            kids.parents_gone(gone)
+        kids.finish()
 
         if batches:
             b = schema.raw_batches
@@ -368,6 +380,127 @@ def build_table(engine: Engine, spec: EntitySpec, tenant_id: str) -> TableResult
         if "updated" in table.c:
             result.watermark = _advance_watermark(conn, spec, tenant_id, is_reconcile=live_listing is not None)
     return result
+
+
+class _Children:
+    """The child rows (comments) of the parents one table step writes, in the same transaction.
+
+    Children present on a re-fetched parent are upserted; those no longer on it are marked
+    deleted — unless the parent's child list is incomplete (a page of it failed), in which
+    case nothing is deleted and the parent row says why (its watermark is held back, so the
+    next run fetches that parent again). Children of deleted parents are deleted with them.
+    """
+
+    def __init__(self, conn: Connection, spec: EntitySpec, tenant_id: str, now: datetime, result: TableResult):
+        self.conn, self.spec, self.tenant_id, self.now, self.result = conn, spec, tenant_id, now, result
+        self.existing: dict[str, dict[str, Any]] = {}
+        self.rows: dict[str, list[dict[str, Any]]] = {}
+        self.doomed: dict[str, list[str]] = {}
+        for link in spec.children:
+            t = link.spec.table
+            parent_col = t.c[link.parent_column]
+            self.existing[link.spec.name] = {
+                r.external_id: r
+                for r in conn.execute(
+                    select(t.c.external_id, t.c.content_hash, t.c.deleted_at, parent_col.label("parent")).where(
+                        t.c.tenant_id == tenant_id
+                    )
+                )
+            }
+            self.rows[link.spec.name] = []
+            self.doomed[link.spec.name] = []
+            for k in ("inserted", "updated", "unchanged", "deleted", "rejected"):
+                result.children[f"{link.spec.name}_{k}"] = 0
+            if link.incomplete_column:
+                result.children[f"{spec.name}_with_incomplete_{link.spec.name}"] = 0
+
+    def _count(self, link: ChildLink, what: str, n: int = 1) -> None:
+        self.result.children[f"{link.spec.name}_{what}"] += n
+
+    def collect(
+        self, record: Any, row: dict[str, Any], batch_id: int, paged: dict[tuple[str, int, str], list[Any]]
+    ) -> None:
+        parent = row["external_id"]
+        for link in self.spec.children:
+            child = link.spec
+            found = link.extract(record, paged.get((child.name, batch_id, parent), []))
+            if not found.fetched:
+                continue
+            if link.incomplete_column:
+                row[link.incomplete_column] = None if found.complete else (found.note or "incomplete")[:1000]
+                if not found.complete:
+                    self.result.children[f"{self.spec.name}_with_incomplete_{child.name}"] += 1
+            inherited = {**link.inherit(row), link.parent_column: parent}
+            present: set[str] = set()
+            existing = self.existing[child.name]
+            for item in found.records:
+                try:
+                    child_row = child.parse(item)
+                except RecordError as exc:
+                    if exc.external_id:
+                        present.add(exc.external_id)  # still at the source: its last good row stays
+                    # Named by its parent (the Jira key a person can open) and its own id.
+                    where = f"{self.spec.item} {row.get('key') or parent}"
+                    exc = RecordError(f"{where}: {exc.reason}", exc.external_id)
+                    self.result.rejected_reasons.append(
+                        _reject(self.conn, self.tenant_id, child.name, batch_id, item, exc)
+                    )
+                    self._count(link, "rejected")
+                    continue
+                ext = child_row["external_id"]
+                if ext in present:
+                    continue  # embedded and paged lists overlap
+                present.add(ext)
+                child_row.update(inherited)
+                digest = row_hash(child_row)
+                before = existing.get(ext)
+                if before is not None and before.content_hash == digest and before.deleted_at is None:
+                    self._count(link, "unchanged")
+                    continue
+                self._count(link, "inserted" if before is None or before.deleted_at is not None else "updated")
+                self.rows[child.name].append(
+                    {
+                        **child_row,
+                        "tenant_id": self.tenant_id,
+                        "content_hash": digest,
+                        "data": item,
+                        "first_seen_at": self.now,
+                        "synced_at": self.now,
+                        "deleted_at": None,
+                    }
+                )
+            if found.complete:
+                self.doomed[child.name] += [
+                    k for k, r in existing.items() if r.parent == parent and r.deleted_at is None and k not in present
+                ]
+
+    def parents_gone(self, parents: list[str]) -> None:
+        gone = set(parents)
+        for link in self.spec.children:
+            self.doomed[link.spec.name] += [
+                k for k, r in self.existing[link.spec.name].items() if r.parent in gone and r.deleted_at is None
+            ]
+
+    def finish(self) -> None:
+        for link in self.spec.children:
+            table = link.spec.table
+            _upsert(self.conn, table, self.rows[link.spec.name])
+            doomed = sorted(set(self.doomed[link.spec.name]))
+            for start in range(0, len(doomed), 500):
+                self.conn.execute(
+                    update(table)
+                    .where(table.c.tenant_id == self.tenant_id, table.c.external_id.in_(doomed[start : start + 500]))
+                    .values(deleted_at=self.now, synced_at=self.now)
+                )
+            self._count(link, "deleted", len(doomed))
+            cond = [table.c.tenant_id == self.tenant_id, table.c.deleted_at.is_(None)]
+            live = self.conn.execute(select(func.count()).select_from(table).where(*cond)).scalar_one()
+            self.result.children[f"{link.spec.name}_live"] = live
+            if link.spec.indexed is not None:
+                indexed = self.conn.execute(
+                    select(func.count()).select_from(table).where(*cond, link.spec.indexed(table))
+                ).scalar_one()
+                self.result.children[f"{link.spec.name}_not_indexed"] = live - indexed
 
 
 def _prune_raw(conn: Connection, tenant_id: str, entity: str) -> None:
@@ -395,6 +528,21 @@ def _advance_watermark(conn: Connection, spec: EntitySpec, tenant_id: str, *, is
     newest = as_utc(
         conn.execute(select(func.max(table.c.updated)).where(table.c.tenant_id == tenant_id)).scalar_one_or_none()
     )
+    for link in spec.children:
+        if link.incomplete_column is None:
+            continue
+        # A parent whose children arrived incomplete must be fetched again: the watermark stays
+        # below it (the fetch re-reads from the watermark less the overlap).
+        col = table.c[link.incomplete_column]
+        oldest = as_utc(
+            conn.execute(
+                select(func.min(table.c.updated)).where(
+                    table.c.tenant_id == tenant_id, table.c.deleted_at.is_(None), col.is_not(None)
+                )
+            ).scalar_one_or_none()
+        )
+        if oldest is not None and newest is not None and oldest <= newest:
+            newest = oldest - timedelta(minutes=1)
     s = schema.sync_state
     state = conn.execute(select(s).where(s.c.tenant_id == tenant_id, s.c.entity == spec.name)).first()
     values = {
@@ -445,6 +593,7 @@ def iter_rows(
                 table.c.tenant_id == tenant_id,
                 table.c.id > last_id,
                 table.c.deleted_at.is_not(None) if deleted else table.c.deleted_at.is_(None),
+                *([spec.indexed(table)] if spec.indexed is not None and not deleted else []),
             )
             rows = [
                 dict(r._mapping) for r in conn.execute(select(table).where(where).order_by(table.c.id).limit(page_size))
@@ -462,9 +611,10 @@ def iter_rows(
 def count_rows(engine: Engine, spec: EntitySpec, tenant_id: str, *, live: bool = True) -> int:
     table = spec.table
     cond = table.c.deleted_at.is_(None) if live else table.c.deleted_at.is_not(None)
+    extra = [spec.indexed(table)] if spec.indexed is not None and live else []
     with engine.connect() as conn:
         return conn.execute(
-            select(func.count()).select_from(table).where(table.c.tenant_id == tenant_id, cond)
+            select(func.count()).select_from(table).where(table.c.tenant_id == tenant_id, cond, *extra)
         ).scalar_one()
 
 
@@ -479,7 +629,11 @@ def live_fingerprint(engine: Engine, spec: EntitySpec, tenant_id: str) -> str:
     with engine.connect() as conn:
         rows = conn.execute(
             select(table.c.external_id, table.c.content_hash)
-            .where(table.c.tenant_id == tenant_id, table.c.deleted_at.is_(None))
+            .where(
+                table.c.tenant_id == tenant_id,
+                table.c.deleted_at.is_(None),
+                *([spec.indexed(table)] if spec.indexed is not None else []),
+            )
             .order_by(table.c.id)
         )
         for external_id, content_hash in rows:

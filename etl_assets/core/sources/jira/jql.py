@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from datetime import datetime
+from typing import Any
 
 from etl_assets.core.records import RawPage
 from etl_assets.core.sources.jira.client import JiraClient, JiraError
@@ -26,7 +27,13 @@ ISSUE_FIELDS = (
     "created",
     "updated",
     "resolution",
+    "resolutiondate",
+    "statuscategorychangedate",
     "parent",
+    "subtasks",
+    "issuelinks",
+    "attachment",
+    "comment",
 )
 _PROJECT_KEY = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")
 
@@ -66,10 +73,21 @@ def _explain(exc: JiraError, jql: str) -> JiraError:
 
 
 def search_pages(
-    client: JiraClient, jql: str, *, fields: tuple[str, ...] | list[str] = ISSUE_FIELDS, page_size: int = 100
+    client: JiraClient,
+    jql: str,
+    *,
+    fields: tuple[str, ...] | list[str] = ISSUE_FIELDS,
+    page_size: int = 100,
+    expand: str | None = None,
 ) -> Iterator[RawPage]:
-    """Every page of ``POST /rest/api/3/search/jql`` for ``jql``; errors name the tenant and the JQL."""
-    body = {"jql": jql, "fields": list(fields), "maxResults": page_size}
+    """Every page of ``POST /rest/api/3/search/jql`` for ``jql``; errors name the tenant and the JQL.
+
+    ``expand="changelog"`` brings each issue's recent history in the same response: no extra
+    request per page (``POST /changelog/bulkfetch`` would cost at least one more per page).
+    """
+    body: dict[str, Any] = {"jql": jql, "fields": list(fields), "maxResults": page_size}
+    if expand:
+        body["expand"] = expand
     try:
         yield from client.token_pages(SEARCH_PATH, body)
     except JiraError as exc:

@@ -14,7 +14,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from etl_assets.core.records import RecordError
-from etl_assets.core.sources.jira.adf import adf_to_text
+from etl_assets.core.sources.jira import custom_fields
+from etl_assets.core.sources.jira.adf import adf_to_markdown
 
 MAX_TEXT = 200_000  # longer fields are cut: nothing legitimate in Jira is this long
 MAX_SHORT = 1_000
@@ -77,7 +78,8 @@ def _obj(obj: Mapping[str, Any], key: str) -> Mapping[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def external_id(record: object, what: str) -> str:
+def external_id(record: object, what: str, *, nesting_of: object = None) -> str:
+    """The record's Jira id, checked; ``nesting_of``: the part whose depth is checked (default all)."""
     if not isinstance(record, dict):
         raise RecordError(f"{what}: expected a JSON object, got {type(record).__name__}")
     raw = record.get("id")
@@ -88,7 +90,7 @@ def external_id(record: object, what: str) -> str:
         raise RecordError(f"{what}: 'id' is {len(text)} characters long", _clean(text, MAX_ID) or None)
     if not _storable(text):
         raise RecordError(f"{what}: 'id' {text!r} holds a NUL or an unpaired surrogate")
-    _check_nesting(record, what, text)
+    _check_nesting(record if nesting_of is None else nesting_of, what, text)
     return text
 
 
@@ -112,8 +114,14 @@ def _description(value: Any) -> str | None:
     if value is None:
         return None
     # ADF text nodes can carry what a column cannot (NULs, unpaired surrogates): clean both kinds.
-    text = _clean(adf_to_text(value) if isinstance(value, dict | list) else value, MAX_TEXT)
-    return text or None
+    text = adf_to_markdown(value) if isinstance(value, dict | list) else value
+    if not isinstance(text, str):
+        text = str(text)
+    if len(text) > MAX_TEXT:
+        # Cut, and say so, within MAX_TEXT (the column and the embedding budget hold no more).
+        note = f"\n[cut: the text was {len(text)} characters long, the first {MAX_TEXT - 100} are kept]"
+        text = text[: MAX_TEXT - 100].rstrip() + note
+    return _clean(text, MAX_TEXT) or None
 
 
 def parse_project(record: object) -> dict[str, Any]:
@@ -226,7 +234,15 @@ def _names(values: Any, key: str = "name") -> list[str]:
 
 
 def parse_issue(record: object) -> dict[str, Any]:
-    ext = external_id(record, "issue")
+    # Its comments are checked one by one (parse_comment): a too deep comment is quarantined on
+    # its own, and the issue and its other comments are kept.
+    fields_in = record.get("fields") if isinstance(record, dict) else None
+    shallow = (
+        {**record, "fields": {k: v for k, v in fields_in.items() if k != "comment"}}
+        if isinstance(record, dict) and isinstance(fields_in, dict)
+        else record
+    )
+    ext = external_id(record, "issue", nesting_of=shallow)
     assert isinstance(record, dict)
     key = _ref(record, "key", "issue", ext)
     fields = record.get("fields")
@@ -266,4 +282,160 @@ def parse_issue(record: object) -> dict[str, Any]:
         "parent_key": _ref(_obj(fields, "parent"), "key", what, ext),
         "created": parse_jira_datetime(fields.get("created")),
         "updated": updated,
+        "links": issue_links(fields),
+        "attachments": attachments(fields.get("attachment")),
+        "history": history_digest(record.get("changelog")),
+        "resolved_at": parse_jira_datetime(fields.get("resolutiondate")),
+        "status_changed_at": status_changed_at(fields, record.get("changelog")),
+        "custom_fields": custom_fields.parse(record, fields),
+        "comments_total": _comment_total(fields.get("comment")),
+        "comments_incomplete": None,
+    }
+
+
+def _comment_total(value: Any) -> int | None:
+    if not isinstance(value, dict):
+        return None
+    total = value.get("total")
+    if isinstance(total, int) and not isinstance(total, bool) and 0 <= total < 2**31:
+        return total
+    comments = value.get("comments")
+    return len(comments) if isinstance(comments, list) else None
+
+
+def _key_of(value: Any) -> str | None:
+    if not isinstance(value, dict):
+        return None
+    key = _str(value, "key", limit=MAX_ID + 1)
+    return key if key and len(key) <= MAX_ID else None
+
+
+def issue_links(fields: Mapping[str, Any]) -> list[dict[str, str]]:
+    """Parent (or epic), sub-tasks and issue links as ``{"relation", "key"}``, in Jira's order.
+
+    A link whose other end has no usable key is left out (it says nothing we could show).
+    """
+    out: list[dict[str, str]] = []
+    parent = _obj(fields, "parent")
+    if (key := _key_of(parent)) is not None:
+        level = _obj(_obj(parent, "fields"), "issuetype").get("hierarchyLevel")
+        out.append({"relation": "epic" if level == 1 else "parent", "key": key})
+    subtasks = fields.get("subtasks")
+    for sub in subtasks if isinstance(subtasks, list) else []:
+        if (key := _key_of(sub)) is not None:
+            out.append({"relation": "sub-task", "key": key})
+    links = fields.get("issuelinks")
+    for link in links if isinstance(links, list) else []:
+        if not isinstance(link, dict):
+            continue
+        kind = _obj(link, "type")
+        if (key := _key_of(link.get("outwardIssue"))) is not None:
+            relation = _str(kind, "outward") or _str(kind, "name") or "relates to"
+        elif (key := _key_of(link.get("inwardIssue"))) is not None:
+            relation = _str(kind, "inward") or _str(kind, "name") or "relates to"
+        else:
+            continue
+        out.append({"relation": relation, "key": key})
+    return out
+
+
+def attachments(value: Any) -> list[dict[str, str]]:
+    """File names and media types of an issue's attachments (their contents are not fetched)."""
+    out = []
+    for item in value if isinstance(value, list) else []:
+        if not isinstance(item, dict):
+            continue
+        name = _str(item, "filename") or _str(item, "name")
+        if name:
+            out.append({"name": name, "type": _str(item, "mimeType", limit=200) or "unknown type"})
+    return out
+
+
+HISTORY_FIELDS = {"status": "Status", "assignee": "Assignee", "resolution": "Resolution"}
+MAX_HISTORY_LINES = 50
+
+
+def _histories(changelog: Any) -> list[tuple[datetime, str, Mapping[str, Any]]]:
+    """(when, who, item) for the changelog items the digest keeps, oldest first."""
+    histories = changelog.get("histories") if isinstance(changelog, dict) else None
+    out: list[tuple[datetime, str, Mapping[str, Any]]] = []
+    for history in histories if isinstance(histories, list) else []:
+        if not isinstance(history, dict):
+            continue
+        when = parse_jira_datetime(history.get("created"))
+        if when is None:
+            continue
+        who = _str(_obj(history, "author"), "displayName") or "a former user"
+        items = history.get("items")
+        for item in items if isinstance(items, list) else []:
+            if isinstance(item, dict) and str(item.get("field") or "").lower() in HISTORY_FIELDS:
+                out.append((when, who, item))
+    out.sort(key=lambda t: t[0])
+    return out
+
+
+def history_digest(changelog: Any) -> str | None:
+    """Status transitions, assignee changes and resolutions with their dates, one line each.
+
+    Other field edits are left out: they would drown the few lines a reader (and a search
+    for "reopened after release") cares about. The newest ``MAX_HISTORY_LINES`` are kept.
+    """
+    lines = []
+    for when, who, item in _histories(changelog):
+        name = HISTORY_FIELDS[str(item.get("field")).lower()]
+        before = _str(item, "fromString") or "none"
+        after = _str(item, "toString") or "none"
+        verb = ""
+        if (
+            name == "Status"
+            and before.lower() in ("done", "closed", "resolved")
+            and after.lower()
+            not in (
+                "done",
+                "closed",
+                "resolved",
+            )
+        ):
+            verb = " (reopened)"
+        lines.append(f"{when:%Y-%m-%d}: {name} {before} → {after}{verb} by {who}")
+    if len(lines) > MAX_HISTORY_LINES:
+        lines = [f"({len(lines) - MAX_HISTORY_LINES} earlier changes)"] + lines[-MAX_HISTORY_LINES:]
+    return "\n".join(lines) or None
+
+
+def status_changed_at(fields: Mapping[str, Any], changelog: Any) -> datetime | None:
+    """When the status last changed: the newest status transition, else Jira's category-change date."""
+    moves = [when for when, _, item in _histories(changelog) if str(item.get("field")).lower() == "status"]
+    return max(moves) if moves else parse_jira_datetime(fields.get("statuscategorychangedate"))
+
+
+DELETED_AUTHOR = "a former user"
+
+
+def visibility(value: Any) -> str | None:
+    """``role:Developers`` / ``group:jira-admins`` for a restricted comment; None when everyone sees it."""
+    if not isinstance(value, dict) or not value:
+        return None
+    kind = _str(value, "type", limit=32) or "restricted"
+    name = _str(value, "value") or _str(value, "identifier") or "?"
+    return f"{kind}:{name}"
+
+
+def parse_comment(record: object) -> dict[str, Any]:
+    """One comment as Jira sends it (its issue's columns are added by the caller)."""
+    ext = external_id(record, "comment")
+    assert isinstance(record, dict)
+    author = _obj(record, "author") or _obj(record, "updateAuthor")
+    account = _str(author, "accountId", limit=128)
+    name = _str(author, "displayName")
+    if not account and not name:
+        name = DELETED_AUTHOR  # Jira drops the account of a deleted user; the comment stays
+    return {
+        "external_id": ext,
+        "author": name or DELETED_AUTHOR,
+        "author_account_id": account,
+        "created": parse_jira_datetime(record.get("created")),
+        "updated": parse_jira_datetime(record.get("updated")) or parse_jira_datetime(record.get("created")),
+        "body": _description(record.get("body")),
+        "visibility": visibility(record.get("visibility")),
     }

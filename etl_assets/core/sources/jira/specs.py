@@ -7,14 +7,21 @@ each.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import logging
+import re
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 from typing import Any
 
-from etl_assets.core.records import EntitySpec, FetchRequest, RawPage
-from etl_assets.core.sources.jira import parsers, tables
-from etl_assets.core.sources.jira.client import JiraClient
-from etl_assets.core.sources.jira.jql import newest_change, search_pages, tenant_jql
+from etl_assets.core.records import ChildLink, ChildRecords, EntitySpec, FetchRequest, RawPage
+from etl_assets.core.sources.jira import custom_fields, parsers, tables
+from etl_assets.core.sources.jira.client import JiraAuthError, JiraClient, JiraError
+from etl_assets.core.sources.jira.jql import ISSUE_FIELDS, newest_change, search_pages, tenant_jql
+
+log = logging.getLogger(__name__)
+
+COMMENT_PAGE = 100  # comments per GET /issue/{id}/comment page (Jira's documented default and cap)
+_COMMENT_PATH = re.compile(r"^/rest/api/3/issue/([^/]+)/comment$")
 
 
 def _join(*parts: str | None) -> str:
@@ -47,6 +54,36 @@ def _issues(data: Any) -> list[Any]:
     return []
 
 
+def _issues_named(data: Any) -> list[Any]:
+    """The issues of a search page, each with the ``names``/``schema`` of its custom fields (from
+    the page's ``expand=names,schema``), as ``GET /issue`` would carry them."""
+    issues = _issues(data)
+    names, schema = (
+        data.get("names") if isinstance(data, dict) else None,
+        data.get("schema") if isinstance(data, dict) else None,
+    )
+    if not isinstance(names, dict):
+        return issues
+    out = []
+    for issue in issues:
+        fields = issue.get("fields") if isinstance(issue, dict) else None
+        if not isinstance(fields, dict):
+            out.append(issue)
+            continue
+        ids = [f for f in fields if str(f).startswith("customfield_") and f in names]
+        if not ids:
+            out.append(issue)
+            continue
+        out.append(
+            {
+                **issue,
+                "names": {f: names[f] for f in ids},
+                "schema": {f: schema[f] for f in ids if isinstance(schema, dict) and f in schema},
+            }
+        )
+    return out
+
+
 def _fetch_projects(client: JiraClient, req: FetchRequest) -> Iterator[RawPage]:
     yield from client.offset_pages(
         "/rest/api/3/project/search",
@@ -62,11 +99,155 @@ def _fetch_list(path: str) -> Callable[[JiraClient, FetchRequest], Iterator[RawP
     return fetch
 
 
+def _embedded_comments(issue: Any) -> tuple[list[Any], int | None]:
+    fields = issue.get("fields") if isinstance(issue, dict) else None
+    comment = fields.get("comment") if isinstance(fields, dict) else None
+    if not isinstance(comment, dict):
+        return [], None
+    comments = comment.get("comments")
+    total = comment.get("total")
+    return (comments if isinstance(comments, list) else []), (
+        total if isinstance(total, int) and not isinstance(total, bool) else None
+    )
+
+
+def comment_pages(client: JiraClient, issue_id: str, start: int, total: int, key: str) -> Iterator[RawPage]:
+    """The comments of one issue from ``start`` on, a page at a time, until ``total`` arrived.
+
+    A page that fails for good (after the client's retries) ends this issue's paging with a
+    warning: the pages before it are kept, the issue is marked as having incomplete comments
+    by the table step (nothing of it is deleted) and fetched again by the next run. Refused
+    credentials still fail the step: every other request would fail the same way.
+    """
+    path = f"/rest/api/3/issue/{issue_id}/comment"
+    for _ in range(100_000):
+        if start >= total:
+            return
+        try:
+            page = client.request(
+                "GET", path, params={"startAt": start, "maxResults": COMMENT_PAGE, "orderBy": "created"}
+            )
+        except JiraAuthError as exc:
+            if exc.status == 401:
+                raise
+            log.warning("issue %s: comments from %d on not fetched: %s", key, start, exc)
+            return
+        except JiraError as exc:
+            log.warning("issue %s: comments from %d on not fetched: %s", key, start, exc)
+            return
+        yield page
+        data = page.json()
+        got = data.get("comments") if isinstance(data, dict) else None
+        if not isinstance(got, list) or not got:
+            return
+        start += len(got)
+        if isinstance(data.get("total"), int):
+            total = data["total"]
+
+
 def _fetch_issues(client: JiraClient, req: FetchRequest) -> Iterator[RawPage]:
     if req.ids_only:
         yield from search_pages(client, tenant_jql(req.tenant, order="ORDER BY key ASC"), fields=["id"], page_size=1000)
         return
-    yield from search_pages(client, tenant_jql(req.tenant, since=req.since), page_size=min(req.page_size, 100))
+    custom: tuple[str, ...] = ()
+    if req.tenant.jira.custom_fields:
+        # The field listing is landed with the issues (it says what the names meant at fetch time).
+        listing = client.request("GET", custom_fields.FIELD_PATH)
+        yield listing
+        resolved = custom_fields.resolve(req.tenant.jira.custom_fields, listing.json(), req.tenant.id)
+        for warning in resolved.warnings:
+            log.warning("%s", warning)
+        custom = resolved.ids
+    for page in search_pages(
+        client,
+        tenant_jql(req.tenant, since=req.since),
+        fields=(*ISSUE_FIELDS, *custom),
+        page_size=min(req.page_size, 100),
+        # names,schema: what each custom field is called and its type, for rendering it as text.
+        expand="changelog,names,schema" if custom else "changelog",
+    ):
+        yield page
+        # Jira embeds only the first comments of an issue; page through the rest of each capped list.
+        for issue in _issues(page.json()):
+            comments, total = _embedded_comments(issue)
+            if total is not None and total > len(comments) and isinstance(issue.get("id"), str | int):
+                yield from comment_pages(client, str(issue["id"]), len(comments), total, str(issue.get("key")))
+
+
+def _comment_page(path: str, data: Any) -> tuple[str, list[Any]] | None:
+    match = _COMMENT_PATH.match(path)
+    if match is None or not isinstance(data, dict):
+        return None
+    comments = data.get("comments")
+    return match.group(1), comments if isinstance(comments, list) else []
+
+
+def _issue_comments(issue: Any, paged: list[Any]) -> ChildRecords:
+    fields = issue.get("fields") if isinstance(issue, dict) else None
+    if not isinstance(fields, dict) or "comment" not in fields:
+        return ChildRecords([], fetched=False)
+    embedded, total = _embedded_comments(issue)
+    records = [*embedded, *paged]
+    ids = {str(c.get("id")) for c in records if isinstance(c, dict)}
+    if total is not None and len(ids) < total:
+        return ChildRecords(records, complete=False, note=f"{len(ids)} of {total} comments arrived")
+    return ChildRecords(records)
+
+
+def _day(value: Any) -> str | None:
+    return value.strftime("%Y-%m-%d") if isinstance(value, datetime) else None
+
+
+def _comment_text(r: Mapping[str, Any]) -> str:
+    head = f"Comment on {r['issue_key']}"
+    if r.get("issue_type"):
+        head += f" ({r['issue_type']})"
+    head += f" by {r.get('author') or parsers.DELETED_AUTHOR}"
+    if _day(r.get("created")):
+        head += f" on {_day(r.get('created'))}"
+    return _join(head + ":", r.get("body"))
+
+
+def _links_text(r: Mapping[str, Any]) -> str | None:
+    links = r.get("links") or []
+    if not links:
+        return None
+    return "\n".join(f"{link['relation'].capitalize()}: {link['key']}" for link in links)
+
+
+def _links_payload(r: Mapping[str, Any]) -> dict[str, Any]:
+    links = [link for link in (r.get("links") or []) if isinstance(link, dict)]
+    parent = next((link["key"] for link in links if link.get("relation") in ("parent", "epic")), None)
+    return {
+        "parent_key": parent or r.get("parent_key"),
+        "subtask_keys": [link["key"] for link in links if link.get("relation") == "sub-task"],
+        "linked_keys": [link["key"] for link in links if link.get("relation") not in ("parent", "epic", "sub-task")],
+    }
+
+
+def _custom_text(r: Mapping[str, Any]) -> str | None:
+    fields = r.get("custom_fields") or {}
+    return "\n".join(f"{name}: {v['text']}" for name, v in fields.items() if isinstance(v, dict)) or None
+
+
+def _custom_payload(r: Mapping[str, Any]) -> dict[str, Any]:
+    fields = r.get("custom_fields") or {}
+    return {
+        custom_fields.slug(name): v["value"]
+        for name, v in fields.items()
+        if isinstance(v, dict) and v.get("value") is not None
+    }
+
+
+def _attachments_text(r: Mapping[str, Any]) -> str | None:
+    items = r.get("attachments") or []
+    if not items:
+        return None
+    return "Attachments: " + ", ".join(f"{a['name']} ({a['type']})" for a in items)
+
+
+def _iso(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, datetime) else value
 
 
 PROJECTS = EntitySpec(
@@ -145,6 +326,53 @@ STATUSES = EntitySpec(
     payload_indexes={"status_category": "keyword"},
 )
 
+COMMENTS = EntitySpec(
+    source="jira",
+    name="comments",
+    item="comment",
+    title="Jira issue comments",
+    endpoint="GET /rest/api/3/issue/{issueIdOrKey}/comment (and the issues' comment field)",
+    table=tables.comments,
+    parse=parsers.parse_comment,
+    fetch=lambda client, req: iter(()),  # fetched with their issues
+    records=lambda data: [],
+    text=_comment_text,
+    payload=lambda r: {
+        "key": r["issue_key"],
+        "issue_id": r["issue_external_id"],
+        "comment_id": r["external_id"],
+        "project_key": r.get("project_key"),
+        "type": r.get("issue_type"),
+        "author": r.get("author"),
+        "created": _iso(r.get("created")),
+        "updated": _iso(r.get("updated")),
+    },
+    payload_indexes={
+        "key": "keyword",
+        "issue_id": "keyword",
+        "project_key": "keyword",
+        "type": "keyword",
+        "updated": "datetime",
+    },
+    parent="issues",
+    # Restricted comments (visibility: a role or group) stay out of the index until the
+    # permissions issue gives them an audience; the table keeps and counts them.
+    indexed=lambda t: t.c.visibility.is_(None),
+)
+
+COMMENTS_OF_ISSUES = ChildLink(
+    spec=COMMENTS,
+    parent_column="issue_external_id",
+    extract=_issue_comments,
+    page=_comment_page,
+    inherit=lambda row: {
+        "issue_key": row["key"],
+        "project_key": row.get("project_key"),
+        "issue_type": row.get("wit_name"),
+    },
+    incomplete_column="comments_incomplete",
+)
+
 ISSUES = EntitySpec(
     source="jira",
     name="issues",
@@ -154,7 +382,7 @@ ISSUES = EntitySpec(
     table=tables.issues,
     parse=parsers.parse_issue,
     fetch=_fetch_issues,
-    records=_issues,
+    records=_issues_named,
     text=lambda r: _join(
         f"{r['key']}: {r['summary']}",
         _line("Project", r.get("project_key")),
@@ -163,8 +391,14 @@ ISSUES = EntitySpec(
         _line("Priority", r.get("priority")),
         _line("Labels", r.get("labels")),
         _line("Components", r.get("components")),
+        _line("Resolution", r.get("resolution")),
+        _custom_text(r),
+        _links_text(r),
+        _attachments_text(r),
         "",
         r.get("description"),
+        "",
+        ("History:\n" + r["history"]) if r.get("history") else None,
     ),
     payload=lambda r: {
         "key": r["key"],
@@ -176,6 +410,10 @@ ISSUES = EntitySpec(
         "priority": r.get("priority"),
         "labels": list(r.get("labels") or []),
         "updated": r["updated"].isoformat() if isinstance(r.get("updated"), datetime) else r.get("updated"),
+        "resolved_at": _iso(r.get("resolved_at")),
+        "status_changed_at": _iso(r.get("status_changed_at")),
+        **_links_payload(r),
+        **_custom_payload(r),
     },
     references=(
         ("project_external_id", "projects"),
@@ -191,6 +429,9 @@ ISSUES = EntitySpec(
         "priority": "keyword",
         "labels": "keyword",
         "updated": "datetime",
+        "parent_key": "keyword",
+        "resolved_at": "datetime",
+        "status_changed_at": "datetime",
     },
     incremental=True,
     newest_change=newest_change,
@@ -199,6 +440,7 @@ ISSUES = EntitySpec(
         if isinstance(record, dict) and isinstance(record.get("fields"), dict)
         else None
     ),
+    children=(COMMENTS_OF_ISSUES,),
 )
 
-SPECS: tuple[EntitySpec, ...] = (PROJECTS, WITS, STATUSES, ISSUES)
+SPECS: tuple[EntitySpec, ...] = (PROJECTS, WITS, STATUSES, ISSUES, COMMENTS)

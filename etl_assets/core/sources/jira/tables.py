@@ -63,4 +63,28 @@ issues = entity_table(
     Column("parent_key", String(64)),
     Column("created", TS),
     Column("updated", TS, nullable=False),
+    # Added by schema version 3 (comments, history, links, custom fields):
+    Column("links", JSON),  # [{"relation": "blocks", "key": "PAY-3"}, ...] incl. parent and sub-tasks
+    Column("attachments", JSON),  # [{"name": ..., "type": ...}]
+    Column("history", Text),  # the changelog digest, one line per transition
+    Column("resolved_at", TS),
+    Column("status_changed_at", TS),
+    Column("custom_fields", JSON),  # {"Story Points": {"text": "5", "value": 5}, ...}
+    Column("comments_total", Integer),
+    Column("comments_incomplete", String(1000)),  # why the comment list is incomplete, else NULL
+)
+
+comments = entity_table(
+    "comments",
+    # The comment's issue, by (tenant, Jira id); written in the issues table's transaction.
+    Column("issue_external_id", String(64), nullable=False, index=True),
+    Column("issue_key", String(64), nullable=False),
+    Column("project_key", String(64)),
+    Column("issue_type", String(1000)),
+    Column("author", String(1000)),
+    Column("author_account_id", String(128)),
+    Column("created", TS),
+    Column("updated", TS),
+    Column("body", Text),
+    Column("visibility", String(1000)),  # "role:Developers" / "group:jira-admins"; NULL = everyone
 )

@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import Any
 
-from etl_assets.core.sources.jira.sample import corpus
+from etl_assets.core.sources.jira.sample import corpus, documents
 from etl_assets.core.sources.jira.sample.adf_nodes import code_block, doc, heading, list_block, paragraph, text_node
 from etl_assets.core.sources.jira.sample.corpus import Topic
 from etl_assets.core.sources.jira.sample.site import (
@@ -975,6 +975,7 @@ def generate_sample_site(
     )
     site._next_issue_id = 10000 + id_offset + n_issues
     site._refresh_links()
+    documents.enrich(site, seed)
     return site
 
 

@@ -80,6 +80,10 @@ class JiraSite:
     components: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     #: users that appear as leads, assignees and reporters
     users: list[dict[str, Any]] = field(default_factory=list)
+    #: planted comment text -> keys of the issues whose comments say it (see ``documents``)
+    comment_facts: dict[str, list[str]] = field(default_factory=dict)
+    #: planted "Root cause" custom field text -> keys of the issues that carry it
+    custom_facts: dict[str, list[str]] = field(default_factory=dict)
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
     _next_issue_id: int = field(default=0, repr=False, compare=False)
 

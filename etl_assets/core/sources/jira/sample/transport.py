@@ -32,6 +32,7 @@ from urllib.parse import urlencode, urlsplit
 
 import httpx
 
+from etl_assets.core.sources.jira.sample.documents import CUSTOM_FIELDS, EMBEDDED_COMMENTS, SYSTEM_FIELDS
 from etl_assets.core.sources.jira.sample.jql import JqlError, run_jql
 from etl_assets.core.sources.jira.sample.site import JiraSite, format_jira_timestamp, stored_datetime, user_obj
 
@@ -128,6 +129,7 @@ class JiraSiteHandler:
             "/rest/api/3/search/jql": ({"GET", "POST"}, self._search_jql),
             "/rest/api/3/search/approximate-count": ({"POST"}, self._approximate_count),
             "/rest/api/3/myself": ({"GET"}, self._myself),
+            "/rest/api/3/field": ({"GET"}, lambda method, query, body: [*SYSTEM_FIELDS, *CUSTOM_FIELDS]),
             "/rest/api/3/serverInfo": ({"GET"}, self._server_info),
         }
         if route in routes:
@@ -135,6 +137,11 @@ class JiraSiteHandler:
             if method not in methods:
                 raise _HttpError(405, [f"Method '{method}' is not allowed on {route}."])
             return 200, fn(method, query, body)
+        comments = re.fullmatch(r"/rest/api/3/issue/([^/]+)/comment", route)
+        if comments:
+            if method != "GET":
+                raise _HttpError(405, [f"Method '{method}' is not allowed on {route}."])
+            return 200, self._comments(comments.group(1), query)
         match = re.fullmatch(r"/rest/api/3/(project|issue)/([^/]+)", route)
         if match and method == "GET":
             if match.group(1) == "project":
@@ -277,6 +284,22 @@ class JiraSiteHandler:
         wanted = _field_selection(_split_fields(query.get("fields")) or ["*all"])
         return _issue_view(issue, wanted)
 
+    def _comments(self, key_or_id: str, query: dict[str, str]) -> Any:
+        """``GET /rest/api/3/issue/{id}/comment``: a PageOfComments, at most 100 a page."""
+        try:
+            issue = self.site.issue(key_or_id)
+        except KeyError:
+            raise _HttpError(404, ["Issue does not exist or you do not have permission to see it."]) from None
+        start = _int_param(query, "startAt", 0, minimum=0)
+        size = min(_int_param(query, "maxResults", 100, minimum=0), 100)
+        order = query.get("orderBy", "created")
+        if order not in ("created", "+created", "-created"):
+            raise _HttpError(400, [f"The value '{order}' is not valid for orderBy."])
+        every = list((issue["fields"].get("comment") or {}).get("comments") or [])
+        if order == "-created":
+            every.reverse()
+        return {"startAt": start, "maxResults": size, "total": len(every), "comments": every[start : start + size]}
+
     def _search_request(self, method: str, query: dict[str, str], body: bytes | None) -> dict[str, Any]:
         if method == "GET":
             request: dict[str, Any] = {
@@ -284,6 +307,7 @@ class JiraSiteHandler:
                 "nextPageToken": query.get("nextPageToken"),
                 "maxResults": query.get("maxResults"),
                 "fields": _split_fields(query.get("fields")),
+                "expand": query.get("expand"),
             }
             if request["maxResults"] is not None:
                 try:
@@ -313,7 +337,10 @@ class JiraSiteHandler:
             fields = [p for f in fields for p in _split_fields(f)]
         elif fields is not None:
             raise _HttpError(400, [_INVALID_PAYLOAD])
-        return {"jql": jql or "", "nextPageToken": token, "maxResults": size, "fields": fields}
+        expand = payload.get("expand")
+        if not isinstance(expand, str | None):
+            raise _HttpError(400, [_INVALID_PAYLOAD])
+        return {"jql": jql or "", "nextPageToken": token, "maxResults": size, "fields": fields, "expand": expand}
 
     def _search_jql(self, method: str, query: dict[str, str], body: bytes | None) -> Any:
         request = self._search_request(method, query, body)
@@ -332,7 +359,14 @@ class JiraSiteHandler:
         size = min(size, 5000 if id_only else self.page_size_cap)
         hits = run_jql(self.site, jql, now=self.clock())
         page = hits[offset : offset + size]
-        out: dict[str, Any] = {"issues": [_issue_view(i, wanted) for i in page]}
+        expand = set(_split_fields(request.get("expand")))
+        out: dict[str, Any] = {"issues": [_issue_view(i, wanted, changelog="changelog" in expand) for i in page]}
+        known = {f["id"]: f for f in (*SYSTEM_FIELDS, *CUSTOM_FIELDS)}
+        shown = sorted({k for i in out["issues"] for k in i["fields"] if k in known})
+        if "names" in expand:
+            out["names"] = {k: known[k]["name"] for k in shown}
+        if "schema" in expand:
+            out["schema"] = {k: known[k]["schema"] for k in shown}
         if offset + len(page) < len(hits):
             out["nextPageToken"] = _encode_token(offset + len(page), jql)
             out["isLast"] = False
@@ -389,8 +423,16 @@ def _field_selection(fields: list[str]) -> set[str] | None:
     return chosen - excluded
 
 
-def _issue_view(issue: dict[str, Any], wanted: set[str] | None) -> dict[str, Any]:
-    fields = issue["fields"]
+def _issue_view(issue: dict[str, Any], wanted: set[str] | None, *, changelog: bool = False) -> dict[str, Any]:
+    fields = dict(issue["fields"])
+    comment = fields.get("comment")
+    if isinstance(comment, dict) and len(comment.get("comments") or []) > EMBEDDED_COMMENTS:
+        # Jira embeds only the first comments; the rest are paged on /issue/{id}/comment.
+        fields["comment"] = {
+            **comment,
+            "comments": comment["comments"][:EMBEDDED_COMMENTS],
+            "maxResults": EMBEDDED_COMMENTS,
+        }
     if wanted is None:
         chosen = dict(fields)
     elif "*all" in wanted:
@@ -398,13 +440,16 @@ def _issue_view(issue: dict[str, Any], wanted: set[str] | None) -> dict[str, Any
         chosen = {k: v for k, v in fields.items() if k not in drop}
     else:
         chosen = {k: fields[k] for k in fields if k in wanted}
-    return {
+    view = {
         "expand": "renderedFields,names,schema,operations,editmeta,changelog,versionedRepresentations",
         "id": issue["id"],
         "self": issue["self"],
         "key": issue["key"],
         "fields": chosen,
     }
+    if changelog and "changelog" in issue:
+        view["changelog"] = issue["changelog"]
+    return view
 
 
 def _jql_digest(jql: str) -> str:

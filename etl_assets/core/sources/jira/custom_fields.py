@@ -1,0 +1,184 @@
+"""Per-tenant custom fields: names resolved to ids, values rendered to text by their type.
+
+The tenants file lists fields by name (``custom_fields: ["Story Points", "Team"]``) or by id
+(``customfield_10031``). At fetch time :func:`resolve` reads ``GET /rest/api/3/field`` once and
+maps each entry to field ids:
+
+- an id is taken as it is (when the site has it);
+- a name matches every custom field of that name, case-insensitively. Jira allows two custom
+  fields with one name (a "Team" select next to the Atlassian Teams field, or two apps' "Story
+  Points"); we do not guess which one the tenant meant: all of them are fetched, and on each issue
+  the non-empty values are rendered under that name (an issue rarely has both; when it does, both
+  texts are kept, joined). A warning names the ids, so an operator can pin one by writing its id.
+  Contexts (per-project option sets of ONE field) need nothing: the field id is the same.
+- a name the site does not have is a warning, never a failure: the other fields still come.
+
+The search is asked for those ids and ``expand=names,schema``, so each response says, for the
+fields it carries, their names and schema types; :func:`render` turns a value into text by
+that schema (option, multi-option, cascading select, user(s), group, number, date/datetime,
+labels, URL, ADF text area, arrays of these) and falls back to the value's readable text for any
+shape it does not know — never an error.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from etl_assets.core.sources.jira.adf import adf_to_markdown
+
+log = logging.getLogger(__name__)
+
+FIELD_PATH = "/rest/api/3/field"
+_ID = re.compile(r"^customfield_\d{1,18}$")
+MAX_FIELD_TEXT = 4000  # one field's rendered text; longer is cut
+MAX_PAYLOAD_SCALAR = 200  # a scalar longer than this is text, not a filter value
+_READABLE_KEYS = ("value", "name", "displayName", "title", "key", "text", "label", "emailAddress", "id")
+
+
+@dataclass(frozen=True)
+class Resolved:
+    ids: tuple[str, ...]
+    names: dict[str, str]  # id -> the name the tenant used
+    warnings: tuple[str, ...]
+
+
+def resolve(wanted: tuple[str, ...], fields: Any, tenant: str) -> Resolved:
+    """Map the tenant's field names/ids to ids using the ``GET /field`` listing (see the module doc)."""
+    listing = [f for f in (fields if isinstance(fields, list) else []) if isinstance(f, dict)]
+    by_id = {str(f.get("id")): f for f in listing if f.get("id")}
+    by_name: dict[str, list[str]] = {}
+    for f in listing:
+        if (
+            f.get("custom") is not False
+            and isinstance(f.get("name"), str)
+            and str(f.get("id", "")).startswith("customfield_")
+        ):
+            by_name.setdefault(f["name"].strip().lower(), []).append(str(f["id"]))
+    ids: list[str] = []
+    names: dict[str, str] = {}
+    warnings: list[str] = []
+    for entry in wanted:
+        if _ID.match(entry):
+            found = [entry] if entry in by_id else []
+            label = str(by_id.get(entry, {}).get("name") or entry)
+        else:
+            found = sorted(by_name.get(entry.lower(), []), key=lambda i: int(i.rsplit("_", 1)[1]))
+            label = entry
+            if len(found) > 1:
+                warnings.append(
+                    f"tenant {tenant!r}: custom field {entry!r} names {len(found)} fields ({', '.join(found)}); "
+                    "all are indexed under that name — list one id in custom_fields to pick it"
+                )
+        if not found:
+            warnings.append(f"tenant {tenant!r}: custom field {entry!r} is not on the site (GET {FIELD_PATH}); skipped")
+        for fid in found:
+            if fid not in names:
+                ids.append(fid)
+                names[fid] = label
+    return Resolved(tuple(ids), names, tuple(warnings))
+
+
+def _date(value: str) -> str:
+    text = value.strip()
+    try:
+        if len(text) == 10:
+            return text  # a date: as Jira spells it
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace("+0000", "+00:00"))
+        return parsed.strftime("%Y-%m-%d %H:%M")
+    except ValueError:
+        return text
+
+
+def _readable(value: Any, depth: int = 0) -> str:
+    """Any JSON value as text a person would write; the fallback for unknown shapes."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int | float):
+        return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+    if isinstance(value, str):
+        return value.strip()
+    if depth > 8:
+        return ""
+    if isinstance(value, list):
+        return ", ".join(t for t in (_readable(v, depth + 1) for v in value) if t)
+    if isinstance(value, dict):
+        if value.get("type") == "doc":
+            return adf_to_markdown(value)
+        for key in _READABLE_KEYS:
+            if isinstance(value.get(key), str | int | float) and not isinstance(value.get(key), bool):
+                text = _readable(value[key], depth + 1)
+                child = value.get("child")
+                if isinstance(child, dict):  # cascading select: parent → child
+                    inner = _readable(child, depth + 1)
+                    return f"{text} → {inner}" if inner else text
+                return text
+        return json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)[:MAX_FIELD_TEXT]
+    return str(value)
+
+
+def render(value: Any, schema: Mapping[str, Any] | None) -> str:
+    """A custom field's value as text, by its schema type (see the module doc); never raises."""
+    if value is None or value == [] or value == "":
+        return ""
+    kind = str((schema or {}).get("type") or "")
+    try:
+        if kind in ("date", "datetime") and isinstance(value, str):
+            text = _date(value)
+        elif kind == "array" and isinstance(value, list):
+            items = str((schema or {}).get("items") or "")
+            text = ", ".join(t for t in (render(v, {"type": items}) for v in value) if t)
+        else:
+            text = _readable(value)
+    except Exception:  # noqa: BLE001 - the contract: any shape becomes text, never an error
+        log.warning("custom field value of an unexpected shape (%s); kept as its JSON text", type(value).__name__)
+        text = json.dumps(value, ensure_ascii=False, default=str)
+    return text[:MAX_FIELD_TEXT]
+
+
+def scalar(value: Any, text: str) -> str | int | float | None:
+    """The value as a payload filter value, when it is one scalar (a number, a date, one option)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return value
+    if isinstance(value, str | dict) and text and len(text) <= MAX_PAYLOAD_SCALAR and "\n" not in text:
+        if isinstance(value, dict) and value.get("type") == "doc":
+            return None
+        return text
+    return None
+
+
+def slug(name: str) -> str:
+    """The payload key of a custom field: ``cf_`` and its name in lower snake case."""
+    return "cf_" + (re.sub(r"[^0-9a-z]+", "_", name.lower()).strip("_") or "field")
+
+
+def parse(record: Mapping[str, Any], fields: Mapping[str, Any]) -> dict[str, dict[str, Any]] | None:
+    """``{name: {"text": ..., "value": scalar or None}}`` for the custom fields the record carries
+    with a name (from ``expand=names``, attached to each issue by the issues spec); None if none."""
+    names = record.get("names")
+    schemas = record.get("schema")
+    if not isinstance(names, dict):
+        return None
+    out: dict[str, dict[str, Any]] = {}
+    for fid, value in fields.items():
+        if not str(fid).startswith("customfield_") or fid not in names:
+            continue
+        name = str(names[fid])
+        schema = schemas.get(fid) if isinstance(schemas, dict) else None
+        text = render(value, schema if isinstance(schema, dict) else None)
+        if not text:
+            continue
+        if name in out:  # two fields of one name (see the module doc): both texts kept
+            out[name] = {"text": f"{out[name]['text']}; {text}", "value": None}
+        else:
+            out[name] = {"text": text, "value": scalar(value, text)}
+    return out or None

@@ -1,0 +1,132 @@
+"""Custom fields: names resolved to ids (duplicates kept, unknown names warned), values rendered
+to text by type (unknown shapes readable, never an error), scalars in the payload."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import httpx
+import pytest
+
+from etl_assets.core.records import FetchRequest
+from etl_assets.core.sources.jira import custom_fields
+from etl_assets.core.sources.jira.client import JiraClient
+from etl_assets.core.sources.jira.sample import generate_sample_site, sample_transport
+from etl_assets.core.sources.jira.sample.documents import CUSTOM_FIELDS, ROOT_CAUSES
+from etl_assets.core.sources.jira.specs import ISSUES
+from etl_assets.core.tenants import JiraSiteConfig, Tenant, TenantConfigError, TenantRegistry
+from etl_assets_tests.corpus import load_corpus_json
+
+
+def test_names_resolve_to_ids_duplicates_are_all_kept_unknown_names_warn():
+    listing = [*CUSTOM_FIELDS, {"id": "summary", "name": "Summary", "custom": False}]
+    got = custom_fields.resolve(("story points", "Team", "customfield_10032", "Nope", "customfield_99"), listing, "t1")
+    assert got.ids == ("customfield_10016", "customfield_10031", "customfield_10033", "customfield_10032")
+    assert got.names["customfield_10033"] == "Team" and got.names["customfield_10032"] == "Root cause"
+    assert any("'Team' names 2 fields (customfield_10031, customfield_10033)" in w for w in got.warnings)
+    assert any("'Nope' is not on the site" in w for w in got.warnings)
+    assert any("'customfield_99' is not on the site" in w for w in got.warnings)
+    # A system field is never taken for a custom one of the same name.
+    assert custom_fields.resolve(("Summary",), listing, "t1").ids == ()
+
+
+def test_the_real_field_zoo_resolves_every_duplicated_name_to_all_its_fields():
+    zoo = load_corpus_json("public-jira-dataset", "jira_field_information.json")
+    listing = zoo["Apache"]
+    names = Counter(f["name"] for f in listing if f.get("custom"))
+    duplicated = sorted(n for n, k in names.items() if k > 1)
+    assert duplicated, "the Apache site has custom fields sharing a name"
+    got = custom_fields.resolve(tuple(duplicated[:5]), listing, "apache")
+    assert len(got.ids) == sum(names[n] for n in duplicated[:5])
+    assert len(got.warnings) == 5
+
+
+@pytest.mark.parametrize(
+    ("value", "schema", "text"),
+    [
+        (5.0, {"type": "number"}, "5"),
+        (2.5, {"type": "number"}, "2.5"),
+        ({"value": "Falcon", "id": "1"}, {"type": "option"}, "Falcon"),
+        ([{"value": "EU"}, {"value": "US"}], {"type": "array", "items": "option"}, "EU, US"),
+        ({"value": "Payments", "child": {"value": "Cards"}}, {"type": "option-with-child"}, "Payments → Cards"),
+        ({"accountId": "1", "displayName": "Ana Silva"}, {"type": "user"}, "Ana Silva"),
+        ([{"displayName": "Ana"}, {"displayName": "Bo"}], {"type": "array", "items": "user"}, "Ana, Bo"),
+        ({"name": "jira-admins", "groupId": "x"}, {"type": "group"}, "jira-admins"),
+        ("2026-03-04", {"type": "date"}, "2026-03-04"),
+        ("2022-12-09T00:00:00.000-0800", {"type": "datetime"}, "2022-12-09 00:00"),
+        (["a", "b"], {"type": "array", "items": "string"}, "a, b"),
+        ("https://x.example/rb", {"type": "string", "custom": "x:url"}, "https://x.example/rb"),
+        (
+            {"type": "doc", "content": [{"type": "paragraph", "content": [{"type": "text", "text": "Hi"}]}]},
+            {"type": "string"},
+            "Hi",
+        ),
+        (True, None, "yes"),
+        ({"weird": {"nested": [1, 2]}}, {"type": "any"}, '{"weird": {"nested": [1, 2]}}'),
+        ({"name": "Team A", "title": "Team A", "id": "t"}, {"type": "team"}, "Team A"),
+    ],
+)
+def test_render_by_type(value, schema, text):
+    assert custom_fields.render(value, schema) == text
+
+
+def test_real_values_render_without_error_and_a_shape_change_is_just_new_text():
+    real = load_corpus_json("airbyte-source-jira", "issues.json")["issues"][0]["fields"]
+    for fid, value in real.items():
+        if fid.startswith("customfield_"):
+            for schema in (None, {"type": "option"}, {"type": "array", "items": "user"}, {"type": "date"}):
+                assert isinstance(custom_fields.render(value, schema), str)
+    assert custom_fields.render(real["customfield_10003"], {"type": "array", "items": "user"})  # users by name
+    # The same field, first an option, then (the site changed its type) a plain number: both read fine.
+    record = {
+        "id": "1",
+        "key": "A-1",
+        "names": {"customfield_1": "Team"},
+        "schema": {"customfield_1": {"type": "option"}},
+        "fields": {"summary": "s", "updated": "2026-01-01T00:00:00.000+0000", "customfield_1": {"value": "Falcon"}},
+    }
+    first = ISSUES.parse(record)
+    record["fields"]["customfield_1"] = 42
+    second = ISSUES.parse(record)
+    assert first["custom_fields"] == {"Team": {"text": "Falcon", "value": "Falcon"}}
+    assert second["custom_fields"] == {"Team": {"text": "42", "value": 42}}
+    assert "Team: 42" in ISSUES.text(second) and ISSUES.payload(second)["cf_team"] == 42
+
+
+def test_tenants_file_custom_fields_are_checked():
+    ok = TenantRegistry.from_mapping(
+        {"tenants": [{"id": "a", "jira": {"url": "sample://a", "custom_fields": ["Story Points", "customfield_1"]}}]},
+        source="t.yaml",
+    )
+    assert ok.get("a").jira.custom_fields == ("Story Points", "customfield_1")
+    with pytest.raises(TenantConfigError, match="jira.custom_fields must be a list"):
+        TenantRegistry.from_mapping(
+            {"tenants": [{"id": "a", "jira": {"url": "sample://a", "custom_fields": "Story Points"}}]}, source="t.yaml"
+        )
+
+
+def test_sample_fetch_renders_configured_fields_into_text_and_payload():
+    site = generate_sample_site(n_projects=8, n_issues=80)
+    wanted = ("Story Points", "Team", "Root cause", "Area", "Affected sites", "Customer contact", "Target date", "Nope")
+    tenant = Tenant(
+        "acme", "Acme", JiraSiteConfig(url=site.base_url, email_env="E", token_env="T", custom_fields=wanted)
+    )
+    with httpx.Client(base_url=site.base_url, transport=sample_transport(site)) as http:
+        client = JiraClient(http, "acme", site.base_url)
+        pages = list(ISSUES.fetch(client, FetchRequest(tenant, page_size=100)))
+    assert pages[0].path == custom_fields.FIELD_PATH
+    search = next(p for p in pages if p.path.endswith("/search/jql"))
+    assert "customfield_10033" in search.params["body"]["fields"]
+    rows = [ISSUES.parse(r) for p in pages for r in ISSUES.records(p.json())]
+    assert len(rows) == 80
+    with_fields = [r for r in rows if r["custom_fields"]]
+    assert with_fields
+    cause, _ = ROOT_CAUSES[0]
+    holder = next(r for r in rows if r["key"] in site.custom_facts[cause])
+    assert f"Root cause: {cause}" in ISSUES.text(holder)
+    pointed = next(r for r in with_fields if "Story Points" in r["custom_fields"])
+    assert isinstance(ISSUES.payload(pointed)["cf_story_points"], int | float)
+    teams = {r["custom_fields"]["Team"]["text"] for r in with_fields if "Team" in r["custom_fields"]}
+    assert teams <= {"Falcon", "Otter", "Lynx"} and teams
+    json.dumps([ISSUES.payload(r) for r in rows])  # every payload is JSON
