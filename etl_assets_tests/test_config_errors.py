@@ -15,6 +15,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from etl_assets.core.catalogue import CATALOGUE
 from etl_assets.core.embeddings.factory import EmbeddingConfigError
 from etl_assets.core.errors import ConfigError
 from etl_assets.core.settings import EmbeddingSettings, Settings, SettingsError
@@ -220,7 +221,7 @@ TENANT_FILES = [
     pytest.param(
         "tenants:\n  - id: acme\n    jira:\n      url: sample://x\n      projets: [A]\n",
         5,
-        ["unknown key 'projets' under jira (allowed: url, email_env, token_env, projects, jql)"],
+        ["unknown key 'projets' under jira (allowed: url, email_env, token_env, projects, jql, custom_fields)"],
         id="misspelt-key",
     ),
     pytest.param("tenants:\n  id: acme\n", 1, ["expected a top-level 'tenants:' list"], id="misshapen"),
@@ -257,9 +258,14 @@ def test_missing_jira_credentials_fail_the_tenant_before_any_request(env, monkey
     assert set(texts) == {f"jira__raw__raw_jira_{e}" for e in ("projects", "wits", "statuses", "issues")}
     for message in texts.values():
         assert "tenant '1'" in message and "T1_JIRA_TOKEN" in message and "jira.token_env" in message, message
-    assert not steps(result, dg.DagsterEventType.STEP_SUCCESS)
+    # The tenant's other source (its GitHub org, with its own token) is not affected; no Jira step ran.
+    jira = {s.name for s in CATALOGUE if s.source == "jira"}
+    succeeded = steps(result, dg.DagsterEventType.STEP_SUCCESS)
+    jira_steps = {last for n in jira for last in (f"raw_jira_{n}", f"{n}_table", f"{n}_vectors")}
+    assert not {step for step in succeeded if step.split("__")[-1] in jira_steps}, succeeded
+    assert {step for step in succeeded if "github" in step}, "the GitHub steps should have run"
     assert env.tenants["1"].server.requests_received == 0
-    assert env.embeddings.requests == 0
+    assert not {n for n in read_points(env) if n.startswith("client_1_") and n.removeprefix("client_1_") in jira}
     # The other tenant's credentials are there: its runs are not affected.
     assert env.materialize("2").success
     assert_converged(env, "2")
@@ -323,12 +329,8 @@ def test_embeddings_that_disagree_with_an_existing_collection_are_refused_before
     result = materialize(env, "1", "group:vectors", resources={"embeddings": EmbeddingsResource(**emb)})
     assert not result.success
     texts = failure_texts(result)
-    assert set(texts) == {
-        "vectors__projects_vectors",
-        "vectors__wits_vectors",
-        "vectors__statuses_vectors",
-        "vectors__issues_vectors",
-    }
+    # Every collection the first run built refuses (tenant 1 indexes its Jira site and a GitHub org).
+    assert set(texts) == {f"vectors__{spec.name}_vectors" for spec in CATALOGUE}
     for step, message in texts.items():
         assert f"collection client_1_{step.split('__')[1].removesuffix('_vectors')} was built with" in message
         for fragment in named:

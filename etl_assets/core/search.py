@@ -876,7 +876,7 @@ class SearchService:
         for hit in found:
             key = str(hit.payload.get("key"))
             held = best.get(key)
-            if held is not None and (held.exact_key or hit.score <= held.score):
+            if held is not None and hit.score <= held.score:
                 continue
             # The issue's fields, the comment's passage, author and date.
             own = {"text": hit.payload.get("text"), "author": hit.payload.get("author")}
@@ -885,13 +885,16 @@ class SearchService:
             if issue is None:
                 missing.append(key)
             payload = {**hit.payload, **(issue or {}), **own, "entity": COMMENTS}
-            best[key] = Hit(hit.score, str(hit.payload.get("issue_id")), payload)
+            # An issue the query named by key keeps its place; its best passage is the comment's.
+            exact = held is not None and held.exact_key
+            best[key] = Hit(hit.score, str(hit.payload.get("issue_id")), payload, exact_key=exact)
         if missing:
             rows = await self._sql(lambda: self._issue_payloads(tenant.id, missing))
             for key in missing:
                 held = best[key]
                 own = {k: held.payload.get(k) for k in ("text", "author", "created", "entity")}
-                best[key] = Hit(held.score, held.external_id, {**held.payload, **rows.get(key, {}), **own})
+                payload = {**held.payload, **rows.get(key, {}), **own}
+                best[key] = Hit(held.score, held.external_id, payload, exact_key=held.exact_key)
         return sorted(best.values(), key=lambda h: (not h.exact_key, -h.score))[:limit]
 
     def _issue_payloads(self, tenant_id: str, keys: list[str]) -> dict[str, dict[str, Any]]:
