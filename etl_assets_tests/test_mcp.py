@@ -26,8 +26,8 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from qdrant_client import QdrantClient
 
+from etl_assets.core.edge_client import EdgeQdrantClient
 from etl_assets.fakes.openai_server import FakeEmbeddings
 from etl_assets_tests.conftest import Env, running_fakes
 
@@ -71,6 +71,19 @@ class Indexed:
         return target
 
 
+async def _payloads(path: str, tenants: tuple[str, ...]) -> dict[str, list[dict[str, Any]]]:
+    client = EdgeQdrantClient(path)  # the embedded store's folder
+    try:
+        points = {}
+        for tenant in tenants:
+            name = f"client_{tenant}_issues"
+            records, _ = await client.scroll(name, limit=10_000, with_payload=True)
+            points[name] = [r.payload or {} for r in records]
+        return points
+    finally:
+        await client.close()
+
+
 @pytest.fixture(scope="module")
 def indexed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Indexed]:
     tmp = tmp_path_factory.mktemp("mcp")
@@ -80,15 +93,7 @@ def indexed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Indexed]:
                 mp.setenv(name, value)
             for tenant in ("1", "2"):
                 assert env.materialize(tenant).success
-        client = QdrantClient(path=env.qdrant_path)
-        try:
-            points = {}
-            for tenant in ("1", "2"):
-                name = f"client_{tenant}_issues"
-                records, _ = client.scroll(name, limit=10_000, with_payload=True)
-                points[name] = [r.payload or {} for r in records]
-        finally:
-            client.close()
+        points = asyncio.run(_payloads(env.qdrant_path, ("1", "2")))
         config = tmp / "mcp.yaml"
         config.write_text(
             yaml.safe_dump(
@@ -575,7 +580,6 @@ def test_http_failures_and_timeouts_reach_the_caller_as_sentences_without_secret
 
 
 def test_search_api_answers_from_the_committed_tables_on_each_database(env: Env) -> None:
-    from qdrant_client import AsyncQdrantClient
 
     from etl_assets.core.embeddings.factory import EmbeddingSettings, open_embedder
     from etl_assets.core.search import (
@@ -599,7 +603,7 @@ def test_search_api_answers_from_the_committed_tables_on_each_database(env: Env)
 
     async def go() -> dict[str, Any]:
         engine = make_engine(env.database_url, create=False)
-        client = AsyncQdrantClient(path=env.qdrant_path)
+        client = EdgeQdrantClient(env.qdrant_path)
         try:
             async with open_embedder(settings) as embedder:
                 service = SearchService(client, embedder, engine, env.registry)

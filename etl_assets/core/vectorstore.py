@@ -19,6 +19,7 @@ from filelock import FileLock, Timeout
 from qdrant_client import AsyncQdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
+from etl_assets.core.edge_client import EdgeQdrantClient, is_local_mode_folder, migrate_local_mode
 from etl_assets.core.embeddings.base import ModelMismatchError
 from etl_assets.core.http import display_url as display_url  # importers (the CLI) find it here too
 from etl_assets.core.http import host_port, one_line, transport_reason
@@ -175,7 +176,8 @@ class Collection:
                 "schema_version": SCHEMA_VERSION,
             },
         )
-        if not self.local:  # local mode ignores payload indexes (and warns about them)
+        # qdrant-client's local mode ignores payload indexes (and warns about them); Edge builds them.
+        if not self.local or isinstance(self.client, EdgeQdrantClient):
             for field_name, kind in {**BASE_PAYLOAD_INDEXES, **(indexes or {})}.items():
                 await self.client.create_payload_index(self.name, field_name, field_schema=payload_schema(kind))
         return True
@@ -260,6 +262,15 @@ def _ref(point_id_: Any, payload: dict[str, Any] | None) -> PointRef:
     )
 
 
+def migrated_payload_indexes(metadata: dict[str, Any]) -> dict[str, models.PayloadSchemaType]:
+    """The payload indexes a collection migrated from local mode gets: those ``ensure`` creates."""
+    from etl_assets.core.catalogue import BY_NAME  # here: the catalogue imports the sources
+
+    spec = BY_NAME.get(str(metadata.get("entity")))
+    kinds = {**BASE_PAYLOAD_INDEXES, **(spec.payload_indexes if spec is not None else {})}
+    return {field_name: payload_schema(kind) for field_name, kind in kinds.items()}
+
+
 class QdrantLockTimeout(RuntimeError):
     pass
 
@@ -329,8 +340,10 @@ async def open_qdrant(
 ) -> AsyncIterator[AsyncQdrantClient]:
     """Open an AsyncQdrantClient in this loop and close it on exit.
 
-    Local mode holds an exclusive lock on its folder; we take our own inter-process lock
-    first and wait for it, so concurrent steps queue instead of failing.
+    With a URL, qdrant-client talks to the server. Without one, the folder ``path`` holds an
+    embedded Qdrant Edge store (:class:`EdgeQdrantClient`); one process at a time owns it:
+    we take an inter-process lock first and wait for it, so concurrent steps queue instead
+    of failing. A folder that qdrant-client's local mode wrote is migrated on first use.
     """
     if url:
         client = AsyncQdrantClient(url=url, api_key=api_key, timeout=60)
@@ -348,7 +361,9 @@ async def open_qdrant(
             f"Qdrant local folder {path} stayed locked by another process for {lock_timeout_s:.0f}s"
         ) from None
     try:
-        client = AsyncQdrantClient(path=path)
+        if is_local_mode_folder(path):
+            log.warning("%s", await migrate_local_mode(path, migrated_payload_indexes))
+        client = EdgeQdrantClient(path)
         try:
             yield client
         finally:
