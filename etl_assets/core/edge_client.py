@@ -130,8 +130,10 @@ def _point_id(value: Any) -> Any:
 
 
 def _vector_in(value: Any) -> Any:
+    if isinstance(value, list):
+        return value
     if isinstance(value, models.SparseVector):
-        return qe.SparseVector(list(value.indices), [float(v) for v in value.values])
+        return qe.SparseVector(value.indices, value.values)
     if hasattr(value, "tolist"):  # numpy arrays
         return value.tolist()
     if isinstance(value, list):
@@ -149,6 +151,15 @@ def _vectors_in(value: Any) -> Any:
 
 def _payload_in(payload: Any) -> dict[str, Any]:
     return dict(to_jsonable_python(payload)) if payload else {}
+
+
+def _edge_point(p: models.PointStruct) -> qe.Point:
+    pid = p.id if isinstance(p.id, (int, str)) else _point_id(p.id)  # Edge parses UUID strings itself
+    payload = p.payload or {}
+    try:
+        return qe.Point(pid, _vectors_in(p.vector), payload)
+    except TypeError:  # a value JSON lacks (datetime, UUID, ...): as qdrant-client would send it
+        return qe.Point(pid, _vectors_in(p.vector), _payload_in(payload))
 
 
 def _with_payload(value: Any) -> Any:
@@ -779,7 +790,7 @@ class EdgeQdrantClient(AsyncQdrantClient):
             ]
         else:
             structs = list(points)
-        edge_points = [qe.Point(_point_id(p.id), _vectors_in(p.vector), _payload_in(p.payload)) for p in structs]
+        edge_points = [_edge_point(p) for p in structs]
         mode = {
             None: None,
             models.UpdateMode.UPSERT: qe.UpdateMode.Upsert,
