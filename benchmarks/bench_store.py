@@ -40,7 +40,7 @@ NAME = "client_bench_issues"
 PROJECTS = [f"P{i}" for i in range(20)]
 VOCAB = 30_000
 TERMS = 24
-BATCH = 256
+BATCH = 256  # points per upsert call: the engine's default (vectorstore.UPSERT_MAX_POINTS); --batch
 
 
 def rss_mb() -> tuple[float, float]:
@@ -218,6 +218,8 @@ def edge_bulk_rate(n: int, dim: int, folder: Path) -> float:
 
 
 def child(args: argparse.Namespace) -> None:
+    global BATCH
+    BATCH = args.batch
     folder = Path(tempfile.mkdtemp(prefix=f"bench_store_{args.engine}_"))
     try:
         result = asyncio.run(run_engine(args.engine, args.n, args.dim, args.queries, folder))
@@ -234,6 +236,7 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=384)
     parser.add_argument("--queries", type=int, default=200, help="queries per kind for Edge")
     parser.add_argument("--local-queries", type=int, default=30, help="queries per kind for local mode (slow)")
+    parser.add_argument("--batch", type=int, default=BATCH, help="points per upsert call")
     parser.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "bench_store.json"))
     parser.add_argument("--child", dest="engine", choices=["edge", "local", "local-memory"], help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, help=argparse.SUPPRESS)
@@ -248,7 +251,7 @@ def main() -> None:
         for n in [int(s) for s in sizes.split(",") if s.strip()]:
             queries = args.queries if engine == "edge" else args.local_queries
             command = [sys.executable, __file__, "--child", engine, "--n", str(n), "--dim", str(args.dim)]
-            command += ["--queries", str(queries)]
+            command += ["--queries", str(queries), "--batch", str(args.batch)]
             started = time.perf_counter()
             proc = subprocess.run(command, capture_output=True, text=True, check=False)
             line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
