@@ -263,6 +263,7 @@ def main() -> None:
             result["queries"] = queries
             results.append(result)
             print(summary(result), flush=True)
+            print("  " + json.dumps(result), flush=True)  # every figure as soon as it is known
 
     print()
     print(table(results))
