@@ -189,7 +189,7 @@ async def run_engine(engine: str, n: int, dim: int, queries: int, folder: Path) 
 
 
 def edge_bulk_rate(n: int, dim: int, folder: Path) -> float:
-    """Edge's own rate: raw EdgeShard.update with 10,000 points per call, the same points and payloads."""
+    """Edge's own rate: raw EdgeShard.update with 10,000 points per call, the same points, payloads and indexes."""
     import qdrant_edge as qe
 
     shard = qe.EdgeShard.create(
@@ -199,6 +199,10 @@ def edge_bulk_rate(n: int, dim: int, folder: Path) -> float:
             sparse_vectors={"bm25": qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)},
         ),
     )
+    # The same payload indexes as the adapter's collection: Edge maintains them on every upsert.
+    for field in ("tenant_id", "external_id", "project"):
+        shard.update(qe.UpdateOperation.create_field_index(field, qe.PayloadSchemaType.Keyword))
+    shard.update(qe.UpdateOperation.create_field_index("updated", qe.PayloadSchemaType.Datetime))
     spent = 0.0
     pending: list[Any] = []
     for ids, x, terms, weights in batches(n, dim):
