@@ -248,7 +248,7 @@ def _print_summary(resources: dict[str, Any], tenants: Sequence[str], hint: str,
 
     async def counts() -> dict[tuple[str, str], int]:
         out = {}
-        async with open_qdrant(qd.url, qd.api_key, qd.path) as client:
+        async with open_qdrant(qd.url, qd.api_key, qd.path, engine=qd.engine) as client:
             for tenant in tenants:
                 for spec in CATALOGUE:
                     name = collection_name(tenant, spec.name)
@@ -353,7 +353,7 @@ def _search(args: argparse.Namespace) -> int:
     async def run() -> list[Hit]:
         async with (
             open_embedder(settings.embedding) as embedder,
-            open_qdrant(qd.url, qd.api_key, qd.path) as client,
+            open_qdrant(qd.url, qd.api_key, qd.path, engine=qd.engine) as client,
             server_errors_named(qd.url),
         ):
             return await search(

@@ -303,7 +303,7 @@ async def check_qdrant(
         finally:
             await server.close()
     try:
-        async with open_qdrant(None, None, settings.path, LOCAL_LOCK_TIMEOUT_S) as opened:
+        async with open_qdrant(None, None, settings.path, LOCAL_LOCK_TIMEOUT_S, engine=settings.engine) as opened:
             return await _qdrant_rows(opened, settings, tenants, model, dimensions)
     except QdrantLockTimeout as exc:
         fix = "a running step holds the local folder: run the doctor again when it finishes"

@@ -648,7 +648,7 @@ class SearchService:
         try:
             async with (
                 open_embedder(settings.embedding) as embedder,
-                open_qdrant(qd.url, qd.api_key, qd.path, lock_timeout_s=10.0) as client,
+                open_qdrant(qd.url, qd.api_key, qd.path, lock_timeout_s=10.0, engine=qd.engine) as client,
             ):
                 # The tokenizer loads on first use (about a second): pay for it here, not in the first query.
                 await asyncio.to_thread(embedder.count_tokens, "warm up")

@@ -424,6 +424,7 @@ class QdrantSettings:
     url: str | None
     api_key: str | None
     path: str
+    engine: str = "local"  # the embedded engine for ``path``: "local" (qdrant-client) or "edge"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> QdrantSettings:
@@ -468,6 +469,12 @@ class Settings(_FromLoadOnly):
         default=None,
         validation_alias="QDRANT_PATH",
         description="QDRANT_PATH: local-mode folder when no URL is set; default <ETL_DATA_DIR>/qdrant.",
+    )
+    qdrant_engine: Literal["local", "edge"] = Field(
+        default="local",
+        validation_alias="QDRANT_ENGINE",
+        description="QDRANT_ENGINE: the embedded engine for QDRANT_PATH: local (qdrant-client's local mode) or edge "
+        "(Qdrant Edge: HNSW and payload indexes; a local-mode folder is migrated on first use).",
     )
     executor: Literal["in_process", "multiprocess"] | None = Field(
         default=None,
@@ -559,7 +566,9 @@ class Settings(_FromLoadOnly):
 
     @property
     def qdrant(self) -> QdrantSettings:
-        return QdrantSettings(self.qdrant_url, self.qdrant_api_key, str(self.qdrant_path or self.data_dir / "qdrant"))
+        return QdrantSettings(
+            self.qdrant_url, self.qdrant_api_key, str(self.qdrant_path or self.data_dir / "qdrant"), self.qdrant_engine
+        )
 
     @property
     def executor_kind(self) -> Literal["in_process", "multiprocess"]:

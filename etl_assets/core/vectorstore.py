@@ -19,7 +19,10 @@ from filelock import FileLock, Timeout
 from qdrant_client import AsyncQdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
+from etl_assets.core.edge_client import STORE_FILE as EDGE_STORE_FILE
+from etl_assets.core.edge_client import EdgeQdrantClient, is_local_mode_folder, migrate_local_mode
 from etl_assets.core.embeddings.base import ModelMismatchError
+from etl_assets.core.errors import ConfigError
 from etl_assets.core.http import display_url as display_url  # importers (the CLI) find it here too
 from etl_assets.core.http import host_port, one_line, transport_reason
 from etl_assets.core.settings import QdrantSettings as QdrantSettings
@@ -263,7 +266,8 @@ class Collection:
                 **extra,
             },
         )
-        if not self.local:  # local mode ignores payload indexes (and warns about them)
+        # qdrant-client's local mode ignores payload indexes (and warns about them); Edge builds them.
+        if not self.local or isinstance(self.client, EdgeQdrantClient):
             for field_name, kind in {**BASE_PAYLOAD_INDEXES, **(indexes or {})}.items():
                 await self.client.create_payload_index(name, field_name, field_schema=payload_schema(kind))
 
@@ -443,8 +447,21 @@ def _ref(point_id_: Any, payload: dict[str, Any] | None) -> PointRef:
     )
 
 
+def migrated_payload_indexes(metadata: dict[str, Any]) -> dict[str, models.PayloadSchemaType]:
+    """The payload indexes a collection migrated from local mode gets: those ``ensure`` creates."""
+    from etl_assets.core.catalogue import BY_NAME  # here: the catalogue imports the sources
+
+    spec = BY_NAME.get(str(metadata.get("entity")))
+    kinds = {**BASE_PAYLOAD_INDEXES, **(spec.payload_indexes if spec is not None else {})}
+    return {field_name: payload_schema(kind) for field_name, kind in kinds.items()}
+
+
 class QdrantLockTimeout(RuntimeError):
     pass
+
+
+class QdrantConfigError(ConfigError):
+    """QDRANT_PATH and QDRANT_ENGINE disagree."""
 
 
 class QdrantServerError(RuntimeError):
@@ -508,13 +525,17 @@ def _said(exc: UnexpectedResponse) -> str:
 
 @contextlib.asynccontextmanager
 async def open_qdrant(
-    url: str | None, api_key: str | None, path: str, lock_timeout_s: float = 900.0
+    url: str | None, api_key: str | None, path: str, lock_timeout_s: float = 900.0, engine: str = "local"
 ) -> AsyncIterator[AsyncQdrantClient]:
     """Open an AsyncQdrantClient in this loop and close it on exit.
 
-    Local mode holds an exclusive lock on its folder; we take our own inter-process lock
-    first and wait for it, so concurrent steps queue instead of failing.
+    With a URL, qdrant-client talks to the server. Without one, the folder ``path`` holds the
+    embedded store of ``engine`` (QDRANT_ENGINE): qdrant-client's local mode ("local"), or a
+    Qdrant Edge store (:class:`EdgeQdrantClient`, "edge"; a folder that local mode wrote is
+    migrated on first use). One process at a time owns the folder: we take an inter-process
+    lock first and wait for it, so concurrent steps queue instead of failing.
     """
+    client: AsyncQdrantClient
     if url:
         client = AsyncQdrantClient(url=url, api_key=api_key, timeout=60)
         try:
@@ -531,7 +552,14 @@ async def open_qdrant(
             f"Qdrant local folder {path} stayed locked by another process for {lock_timeout_s:.0f}s"
         ) from None
     try:
-        client = AsyncQdrantClient(path=path)
+        if engine == "edge":
+            if is_local_mode_folder(path):
+                log.warning("%s", await migrate_local_mode(path, migrated_payload_indexes))
+            client = EdgeQdrantClient(path)
+        elif (Path(path) / EDGE_STORE_FILE).exists():
+            raise QdrantConfigError(f"QDRANT_PATH={path} holds a Qdrant Edge store: set QDRANT_ENGINE=edge to open it")
+        else:
+            client = AsyncQdrantClient(path=path)
         try:
             yield client
         finally:

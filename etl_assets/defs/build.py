@@ -48,7 +48,12 @@ def resources_from_settings(settings: Settings) -> dict[str, Any]:
                 "fallback_api_key": _secret("fallback_api_key", settings.embedding.fallback_api_key),
             }
         ),
-        "qdrant": QdrantResource(url=qdrant.url, api_key=_secret("qdrant_api_key", qdrant.api_key), path=qdrant.path),
+        "qdrant": QdrantResource(
+            url=qdrant.url,
+            api_key=_secret("qdrant_api_key", qdrant.api_key),
+            path=qdrant.path,
+            engine=qdrant.engine,
+        ),
     }
 
 

@@ -262,6 +262,9 @@ class QdrantResource(dg.ConfigurableResource):
         description="QDRANT_PATH: local-mode folder when no URL is set; default <ETL_DATA_DIR>/qdrant.",
     )
     lock_timeout_s: float = Field(default=900.0, description="How long a step waits for the local folder lock.")
+    engine: str = Field(
+        default="local", description="QDRANT_ENGINE: the embedded engine for the folder: local or edge."
+    )
     _client: AsyncQdrantClient | None = PrivateAttr(default=None)
 
     @property
@@ -280,7 +283,7 @@ class QdrantResource(dg.ConfigurableResource):
     async def yield_for_execution(  # type: ignore[override]
         self, context: dg.InitResourceContext
     ) -> AsyncIterator[QdrantResource]:
-        async with open_qdrant(self.url, self.api_key, self.path, self.lock_timeout_s) as client:
+        async with open_qdrant(self.url, self.api_key, self.path, self.lock_timeout_s, engine=self.engine) as client:
             self._client = client
             try:
                 yield self
