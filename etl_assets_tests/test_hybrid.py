@@ -289,7 +289,8 @@ def test_modes_keys_first_thresholds_and_fallback(kind, tmp_path):
     # thresholds no hit clears: nothing, except the issue the query names by key
     assert out["strict"] == []
     assert [h.key for h in out["strict-key"]] == [target["key"]]
-    assert out["open"] and out["open"][0].key == other["key"]
+    # without thresholds the summary finds its issue (issue texts also hold a shared-word history digest)
+    assert other["key"] in [h.key for h in out["open"][:3]]
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -301,12 +302,15 @@ def test_a_dense_only_collection_is_searched_dense_until_upgraded(kind, tmp_path
             embedder = WordsEmbedder()
             await build_dense_only(client, rows, embedder)
             hybrid = await search(client, embedder, rows[2]["summary"], tenant_id=TENANT)
+            dense = await search(client, embedder, rows[2]["summary"], tenant_id=TENANT, mode="dense")
             with pytest.raises(NotIndexedError, match="no BM25 vectors yet.*re-run vectors/issues_vectors"):
                 await search(client, embedder, rows[2]["summary"], tenant_id=TENANT, mode="sparse")
-            return hybrid
+            return hybrid, dense
 
-    hybrid = asyncio.run(go())
-    assert hybrid[0].key == rows[2]["key"]
+    hybrid, dense = asyncio.run(go())
+    # hybrid on a dense-only collection is the dense search, hit for hit
+    assert hybrid and [(h.key, h.score) for h in hybrid] == [(h.key, h.score) for h in dense]
+    assert rows[2]["key"] in [h.key for h in hybrid[:3]]
 
 
 # -- bad input --------------------------------------------------------------------------------------------
