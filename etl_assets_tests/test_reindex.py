@@ -143,17 +143,25 @@ def output_metadata(result: dg.ExecuteInProcessResult) -> dict[str, Any]:
 
 
 def rows_with_points(env: Env, name: str) -> int:
+    """Rows with every one of their chunks in ``name`` (a row whose chunk 0 landed but a later
+    chunk did not is embedded again by the resumed run, rightly)."""
+
     async def count() -> int:
         async with open_qdrant(None, None, env.qdrant_path) as client:
-            return (await client.count(name, count_filter=_chunk0(), exact=True)).count
+            seen: dict[str, set[int]] = {}
+            expected: dict[str, int] = {}
+            offset = None
+            while True:
+                page, offset = await client.scroll(name, limit=256, offset=offset, with_payload=True)
+                for p in page:
+                    payload = p.payload or {}
+                    seen.setdefault(payload["external_id"], set()).add(payload["chunk"])
+                    expected[payload["external_id"]] = payload["chunks"]
+                if offset is None:
+                    break
+            return sum(1 for ext, chunks in seen.items() if 0 in chunks and len(chunks) == expected[ext])
 
     return asyncio.run(count())
-
-
-def _chunk0() -> Any:
-    from qdrant_client import models
-
-    return models.Filter(must=[models.FieldCondition(key="chunk", match=models.MatchValue(value=0))])
 
 
 @pytest.mark.sites(n_issues=120)
@@ -295,3 +303,113 @@ def test_a_reindex_killed_midway_keeps_the_old_index_and_resumes(env: Env, tmp_p
     assert aliases(env)["issues"][0] == "client_1_issues__1"
     assert output_metadata(resumed)["issues_rows_embedded"] == 120 - done
     assert search_with(env, NEW) == old_hits
+
+
+NEW_DIMENSIONS = 32  # the target model's own size: a point with it can only come from the target model
+
+
+def _issue_point(env: Env, name: str, external_id: str) -> Any:
+    from etl_assets.core.vectorstore import point_id
+
+    async def go() -> Any:
+        async with open_qdrant(None, None, env.qdrant_path) as client:
+            [point] = await client.retrieve(name, [point_id("1", "issues", external_id, 0)], with_vectors=True)
+            info = await client.get_collection(name)
+            return point, dict(info.config.metadata or {})
+
+    return asyncio.run(go())
+
+
+def test_an_incremental_sync_follows_a_reindex_build(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    from etl_assets.core.reindex import TARGET_KEY
+    from etl_assets.fakes.openai_server import FakeEmbeddings
+
+    env.materialize("1")
+    site = env.tenants["1"].site
+    issue = site.issues[3]
+    monkeypatch.setenv("NEW_EMBEDDINGS_KEY", "sk-test-new-endpoint-secret")
+    with FakeEmbeddings(dimensions=TEST_DIMENSIONS) as target:
+        # The build, checked but not switched: a re-index in progress (the state a killed one leaves too).
+        built = reindex_run(
+            env,
+            model=NEW,
+            dimensions=NEW_DIMENSIONS,
+            base_url=target.url,
+            api_key_env="NEW_EMBEDDINGS_KEY",
+            entities=["issues"],
+            swap=False,
+            tolerance=1.0,  # the fake's vectors carry no meaning; the gate is not what is tested here
+        )
+        assert built.success, failure_text(built)
+        assert aliases(env)["issues"] == ("client_1_issues", False, ["client_1_issues__1"])
+        before, meta = _issue_point(env, "client_1_issues__1", issue["id"])
+        recorded = meta[TARGET_KEY]
+        assert recorded == {
+            "provider": "openai",
+            "model": NEW,
+            "dimensions": NEW_DIMENSIONS,
+            "base_url": target.url,
+            "chunk_tokens": None,
+            "api_key_env": "NEW_EMBEDDINGS_KEY",
+        }
+        assert "secret" not in repr(meta)  # the key's variable is named, the key never stored
+
+        # An incremental sync with the served (old) model changes one issue ...
+        site.touch_issue(issue["key"], summary="Rewritten while the new index is being built")
+        target.reset_counters()
+        run = env.materialize("1")
+        assert run.success
+        [mat] = [
+            m
+            for m in run.get_asset_materialization_events()
+            if m.asset_key == dg.AssetKey(["vectors", "issues_vectors"])
+        ]
+        assert mat.materialization.metadata["reindex_followed"].value == "client_1_issues__1"
+        assert mat.materialization.metadata["reindex_rows_changed"].value == 1
+        assert target.inputs >= 1  # ... and the target endpoint embedded it
+        # ... into the building generation, with the new model's vectors.
+        after, _ = _issue_point(env, "client_1_issues__1", issue["id"])
+        assert "Rewritten while the new index is being built" in after.payload["text"]
+        assert "Rewritten while the new index is being built" not in before.payload["text"]
+        assert len(after.vector["dense"]) == NEW_DIMENSIONS
+        assert after.payload["content_hash"] != before.payload["content_hash"]
+        served, _ = _issue_point(env, "client_1_issues", issue["id"])
+        assert "Rewritten while the new index is being built" in served.payload["text"]  # both followed
+        assert len(served.vector["dense"]) == TEST_DIMENSIONS
+
+        # The switch: the catch-up has nothing left to embed; the recorded target is cleared.
+        target.reset_counters()
+        swapped = reindex_run(
+            env,
+            model=NEW,
+            dimensions=NEW_DIMENSIONS,
+            base_url=target.url,
+            api_key_env="NEW_EMBEDDINGS_KEY",
+            entities=["issues"],
+            tolerance=1.0,
+        )
+        assert swapped.success, failure_text(swapped)
+        assert output_metadata(swapped)["issues_rows_embedded"] == 0
+        assert aliases(env)["issues"][0] == "client_1_issues__1"
+        _, meta = _issue_point(env, "client_1_issues__1", issue["id"])
+        assert meta.get(TARGET_KEY) is None
+
+
+def test_a_sync_does_not_fail_when_the_build_cannot_be_followed(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    env.materialize("1")
+    monkeypatch.setenv("NEW_EMBEDDINGS_KEY", "sk-test-embeddings-secret")
+    built = reindex_run(
+        env, model=NEW, dimensions=TEST_DIMENSIONS, api_key_env="NEW_EMBEDDINGS_KEY", swap=False, entities=["issues"]
+    )
+    assert built.success, failure_text(built)
+    monkeypatch.delenv("NEW_EMBEDDINGS_KEY")
+    site = env.tenants["1"].site
+    site.touch_issue(site.issues[0]["key"], summary="Changed with the target key unset")
+    run = env.materialize("1")
+    assert run.success  # the served index is in sync; the build's catch-up will embed the change
+    [mat] = [
+        m for m in run.get_asset_materialization_events() if m.asset_key == dg.AssetKey(["vectors", "issues_vectors"])
+    ]
+    error = mat.materialization.metadata["reindex_follow_error"].value
+    assert "NEW_EMBEDDINGS_KEY" in error and "client_1_issues__1" in error
+    assert all(c.passed for c in run.get_asset_check_evaluations())

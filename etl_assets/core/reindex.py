@@ -19,7 +19,9 @@ the old model frees its storage by deleting one collection.
    or a new generation ``__<n+1>``;
 2. build it with the sync engine at its full speed (:func:`~etl_assets.core.vectorsync.sync_vectors`:
    deterministic ids and content hashes, so a resumed build embeds only what is missing),
-   then a second pass that catches up rows committed while the first ran;
+   then a second pass that catches up rows committed while the first ran. The target's
+   settings are recorded in the building generation's metadata (:data:`TARGET_KEY`) so that
+   incremental syncs apply their changes to it too (:func:`building`);
 3. blocking gates: points (chunk 0) == live rows, vector size == the new model's dimension,
    and retrieval on the labelled queries (:mod:`etl_assets.core.evaluation`) not worse than
    the served model's by more than ``tolerance`` (recall@k and MRR, absolute);
@@ -53,6 +55,12 @@ log = logging.getLogger(__name__)
 GENERATION_SEPARATOR = "__"
 DEFAULT_TOLERANCE = 0.05
 COPY_PAGE = 256
+# Metadata key of a generation being built: the target model's settings (provider, model,
+# dimensions, base_url, chunk_tokens, and the NAME of the environment variable holding its key,
+# never the key). Incremental syncs find it there and follow the build (:func:`building`);
+# the switch removes it, so a generation that served once is never followed again.
+TARGET_KEY = "reindex_target"
+TARGET_FIELDS = ("provider", "model", "dimensions", "base_url", "chunk_tokens", "api_key_env")
 
 
 class ReindexError(RuntimeError):
@@ -162,6 +170,26 @@ def quality_gate(old: RetrievalReport, new: RetrievalReport, tolerance: float) -
     return Gate("retrieval_not_worse", not worse, "; ".join(worse) + f" — {detail}" if worse else detail)
 
 
+async def building(client: AsyncQdrantClient, alias: str) -> list[tuple[str, dict[str, Any]]]:
+    """Unserved generations of ``alias`` that a re-index is building (or left unfinished), with
+    the target settings it recorded: an incremental sync applies its changes to them too.
+
+    A build left behind by a stopped or killed re-index is still followed (it is resumed by the
+    next run of the job, whose catch-up then has less to do); ``action: drop`` abandons it.
+    """
+    current = await layout(client, alias)
+    found = []
+    for n in sorted(current.generations):
+        name = current.generations[n]
+        if name == current.served:
+            continue
+        recorded = (await client.get_collection(name)).config.metadata or {}
+        target = recorded.get(TARGET_KEY)
+        if isinstance(target, dict):
+            found.append((name, target))
+    return found
+
+
 async def find_target(client: AsyncQdrantClient, current: Layout, model: str, dimensions: int) -> tuple[str, bool]:
     """The generation to build: an unserved one already made with ``model`` (resume), else a new one."""
     for n in sorted(current.generations, reverse=True):
@@ -188,6 +216,8 @@ async def reindex(
     swap: bool = True,
     concurrency: int = 4,
     serving: Embedder | None = None,
+    target_record: dict[str, Any] | None = None,
+    max_chunk_tokens: int | None = None,
 ) -> ReindexOutcome:
     """Build ``client_<tenant>_<entity>`` anew with ``embedder`` beside the served collection;
     switch the alias to it only when every gate passes (see the module docstring).
@@ -195,6 +225,8 @@ async def reindex(
     ``quality_check`` compares the served model's retrieval with the new one's (skipped when
     nothing is served yet: there is nothing to be worse than). ``serving`` is the embedder that
     check uses for the served model: it must be the model the served collection was built with.
+    ``target_record`` (keys :data:`TARGET_FIELDS`, no secret) is written to the building
+    generation's metadata before anything is embedded, so that incremental syncs follow it.
     """
     import asyncio
 
@@ -216,6 +248,12 @@ async def reindex(
     outcome = ReindexOutcome(alias, current.served, target, resumed)
     collection = Collection(client, target, tenant_id, spec.name, local=local)
     log.info("%s: building %s with %s%s", alias, target, embedder.model, " (resuming)" if resumed else "")
+    if target_record is not None:
+        await collection.ensure(
+            model=embedder.model, dimensions=embedder.dimensions, indexes=dict(spec.payload_indexes)
+        )
+        record = {k: target_record.get(k) for k in TARGET_FIELDS}
+        await client.update_collection(target, metadata={TARGET_KEY: record})
     # Two passes: the first builds at full speed; the second embeds only rows committed while the
     # first ran (content hashes), so the gates and the switch see the tables as they are now.
     for _ in range(2):
@@ -227,6 +265,7 @@ async def reindex(
             embedder=embedder,
             collection=collection,
             concurrency=concurrency,
+            max_chunk_tokens=max_chunk_tokens,
         )
         outcome.rows_embedded += result.rows_changed
     outcome.live_rows = await asyncio.to_thread(count_rows)
@@ -248,6 +287,8 @@ async def reindex(
         outcome.gates.append(await quality_check())
     if outcome.passed and swap:
         await switch(client, alias, target, current, local=local)
+        # Served now: syncs reach it through the alias; no longer a build to follow.
+        await client.update_collection(target, metadata={TARGET_KEY: None})
         outcome.swapped = True
     log.info("%s", outcome.summary())
     return outcome
@@ -276,12 +317,15 @@ async def switch(client: AsyncQdrantClient, alias: str, target: str, current: La
 
 
 async def copy_collection(client: AsyncQdrantClient, source: str, dest: str, *, local: bool) -> int:
-    """Copy every point (vectors and payload), the vector parameters and the metadata of ``source``."""
+    """Copy every point (dense and sparse vectors, payload), the vector parameters and the metadata of ``source``."""
     info = await client.get_collection(source)
     if await client.collection_exists(dest):
         await client.delete_collection(dest)  # a copy interrupted earlier: start it again
     await client.create_collection(
-        dest, vectors_config=info.config.params.vectors, metadata=dict(info.config.metadata or {})
+        dest,
+        vectors_config=info.config.params.vectors,
+        sparse_vectors_config=info.config.params.sparse_vectors,  # the BM25 vector of hybrid search
+        metadata=dict(info.config.metadata or {}),
     )
     if not local:
         schema = info.payload_schema or {}

@@ -28,6 +28,7 @@ from etl_assets.defs.names import (
     table_key,
     vector_key,
 )
+from etl_assets.defs.reindex import follow_reindex
 from etl_assets.defs.resources import DatabaseResource, EmbeddingsResource, QdrantResource
 
 
@@ -263,7 +264,7 @@ def build_vector_asset(
 
         try:
             return await _sync_and_check(
-                context, spec, tenant.id, engine, embeddings, collection, live_ids, server_url=qdrant.url, key=key
+                context, spec, tenant.id, engine, embeddings, collection, live_ids, qdrant=qdrant, key=key
             )
         except (QdrantServerError, EmbeddingError) as exc:
             # The message names the setting and host; the library's frames would bury it.
@@ -281,13 +282,13 @@ async def _sync_and_check(
     collection: Collection,
     live_ids: Callable[[list[str]], Awaitable[set[str]]],
     *,
-    server_url: str | None,
+    qdrant: QdrantResource,
     key: dg.AssetKey,
 ) -> dg.MaterializeResult:
     """Sync the collection with the committed rows, then check points against rows."""
     embedder = embeddings.embedder
     stats_before = embedder.stats.copy()
-    async with server_errors_named(server_url):  # Qdrant's failures name QDRANT_URL
+    async with server_errors_named(qdrant.url):  # Qdrant's failures name QDRANT_URL
         result = await sync_vectors(
             spec=spec,
             tenant_id=tenant_id,
@@ -326,4 +327,6 @@ async def _sync_and_check(
             "tenant": tenant_id,
             "points_total": await collection.count(),
         }
+        # A re-index building this collection with another model follows the change too.
+        meta |= await follow_reindex(context, spec, tenant_id, engine, embeddings.settings(), qdrant)
     return dg.MaterializeResult(metadata=meta, check_results=_check_results(outcomes, key))

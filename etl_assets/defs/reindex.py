@@ -11,6 +11,7 @@ import functools
 from typing import Any
 
 import dagster as dg
+from sqlalchemy import Engine
 
 from etl_assets.core import pipeline
 from etl_assets.core.catalogue import BY_NAME, CATALOGUE
@@ -21,6 +22,7 @@ from etl_assets.core.reindex import (
     Gate,
     QualitySample,
     ReindexError,
+    building,
     drop_unserved,
     quality,
     quality_gate,
@@ -31,7 +33,8 @@ from etl_assets.core.settings import EmbeddingSettings
 from etl_assets.core.sources.jira.sample import generate_sample_site, labelled_queries
 from etl_assets.core.store import ops
 from etl_assets.core.tenants import TenantRegistry, UnknownTenantError
-from etl_assets.core.vectorstore import QdrantServerError, server_errors_named
+from etl_assets.core.vectorstore import Collection, QdrantServerError, collection_name, server_errors_named
+from etl_assets.core.vectorsync import sync_vectors
 from etl_assets.defs import names
 from etl_assets.defs.resources import DatabaseResource, EmbeddingsResource, QdrantResource
 
@@ -55,23 +58,45 @@ class ReindexConfig(dg.Config):
 
 
 def target_settings(current: EmbeddingSettings, config: ReindexConfig) -> EmbeddingSettings:
-    changes: dict[str, Any] = {
-        k: v
-        for k, v in {
+    return settings_from_record(
+        current,
+        {
             "provider": config.provider,
             "model": config.model,
             "dimensions": config.dimensions,
             "base_url": config.base_url,
             "batch_inputs": config.batch_inputs,
-        }.items()
-        if v is not None
-    }
+            "api_key_env": config.api_key_env,
+        },
+    )
+
+
+def settings_from_record(current: EmbeddingSettings, record: dict[str, Any]) -> EmbeddingSettings:
+    """The current settings with the target's changes (unset fields: as configured). The key is
+    read from the environment variable the record names: a key never travels in config or metadata."""
+    fields = ("provider", "model", "dimensions", "base_url", "batch_inputs", "chunk_tokens")
+    changes: dict[str, Any] = {k: record[k] for k in fields if record.get(k) is not None}
     if ("model" in changes or "provider" in changes) and "dimensions" not in changes:
         changes["dimensions"] = None  # the old model's size is not the new one's: the new model's default
-    if config.api_key_env:
-        # Read by name from the step's environment: a key never travels in run config.
-        changes["api_key"] = dg.EnvVar(config.api_key_env).get_value()
+    key_env = record.get("api_key_env")
+    if key_env:
+        value = dg.EnvVar(key_env).get_value()
+        if not value:
+            raise EmbeddingError(f"environment variable {key_env} (the re-index target's api_key_env) is not set")
+        changes["api_key"] = value
     return EmbeddingSettings(**{**current.model_dump(), **changes})
+
+
+def target_record(target: EmbeddingSettings, config: ReindexConfig, dimensions: int) -> dict[str, Any]:
+    """What a building generation records for the syncs that follow it: settings, never the key."""
+    return {
+        "provider": target.provider,
+        "model": target.model,
+        "dimensions": dimensions,
+        "base_url": target.base_url,
+        "chunk_tokens": target.chunk_tokens,
+        "api_key_env": config.api_key_env,
+    }
 
 
 def build_reindex_job(registry: TenantRegistry) -> dg.JobDefinition:
@@ -161,6 +186,8 @@ async def _reindex(
                 swap=config.swap,
                 concurrency=target.concurrency,
                 serving=old,
+                target_record=target_record(target, config, new.dimensions),
+                max_chunk_tokens=target.chunk_tokens,
             )
             context.log.info(outcome.summary())
             metadata[spec.name] = outcome.summary()
@@ -170,3 +197,51 @@ async def _reindex(
     context.add_output_metadata(metadata)
     if failed:
         raise ReindexError("re-index gates failed, the alias was not switched: " + "; ".join(failed))
+
+
+async def follow_reindex(
+    context: dg.AssetExecutionContext,
+    spec: Any,
+    tenant: str,
+    engine: Engine,
+    current: EmbeddingSettings,
+    qdrant: QdrantResource,
+) -> dict[str, Any]:
+    """Apply this sync's changes to every generation a re-index is building for ``spec``, with the
+    target model recorded in that generation (the vector step calls this after the served one).
+
+    A failure here (the target endpoint down, its key variable unset) is logged and put in the
+    metadata but does not fail the step: the served index is in sync, and the re-index's own
+    catch-up pass embeds whatever the build missed before its gates (content hashes).
+    """
+    meta: dict[str, Any] = {}
+    for name, record in await building(qdrant.client, collection_name(tenant, spec.name)):
+        collection = Collection(qdrant.client, name, tenant, spec.name, local=qdrant.local)
+
+        async def live_ids(candidates: list[str]) -> set[str]:
+            return pipeline.live_external_ids(engine, spec, tenant, candidates)
+
+        try:
+            settings = settings_from_record(current, record)
+            async with server_errors_named(qdrant.url), open_embedder(settings) as embedder:
+                result = await sync_vectors(
+                    spec=spec,
+                    tenant_id=tenant,
+                    pages=functools.partial(ops.iter_rows, engine, spec, tenant),
+                    live_ids=live_ids,
+                    embedder=embedder,
+                    collection=collection,
+                    concurrency=settings.concurrency,
+                    max_chunk_tokens=settings.chunk_tokens,
+                    fingerprint=functools.partial(ops.live_fingerprint, engine, spec, tenant),
+                )
+        except (EmbeddingError, ModelMismatchError, QdrantServerError, ValueError) as exc:
+            # ValueError: settings recorded by the re-index that no longer validate.
+            line = f"re-index build {name} not followed ({record.get('model')}): {str(exc).splitlines()[0]}"
+            context.log.warning(line + "; the re-index's catch-up pass will embed what it missed")
+            meta["reindex_follow_error"] = line
+            continue
+        context.log.info(f"re-index build {name}: {result.rows_changed} changed rows embedded with {embedder.model}")
+        meta["reindex_followed"] = name
+        meta["reindex_rows_changed"] = result.rows_changed
+    return meta
