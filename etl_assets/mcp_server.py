@@ -48,8 +48,11 @@ from mcp.server.stdio import stdio_server
 from mcp.types import ToolAnnotations
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from etl_assets.core.catalogue import BY_NAME
 from etl_assets.core.errors import ConfigError
 from etl_assets.core.search import (
+    MAX_COMMENTS,
+    PASSAGE_CHARS,
     IssueDetail,
     IssueFilters,
     Principal,
@@ -59,6 +62,8 @@ from etl_assets.core.search import (
     SearchResult,
     SearchService,
     TenantInfo,
+    issue_url,
+    search_sources,
 )
 from etl_assets.core.vectorstore import QdrantLockTimeout, QdrantServerError
 
@@ -297,24 +302,53 @@ def _parse_time(name: str, value: str | None) -> datetime | None:
 _DESCRIPTION = {
     "search_issues": (
         "Search one tenant's Jira issues by meaning and by exact words (hybrid search over the synced "
-        "index). Returns hits best first, one per issue: key, summary, status, URL, score and the passage "
-        "that matched; an issue whose key the query names comes first. No hits with a notice means no good "
-        "match. Filters narrow the search before ranking. Use get_issue for the whole issue."
+        "index, issues and their comments). Returns hits best first, one per issue: key, summary, status, "
+        "URL, score and the passage that matched; when a comment matched best, comment_author and "
+        "comment_created say whose comment and when. An issue whose key the query names comes first. No hits "
+        "with a notice means no good match. Filters narrow the search before ranking. Use get_issue for the whole issue."
     ),
     "get_issue": (
-        "The whole issue as last synced from Jira (not live): description, fields, people, dates, "
-        "parent/child links. Comments, history, other issue links and custom fields are not synced yet: "
-        "the answer lists them under not_synced."
+        "The whole issue as last synced from Jira (not live): description, fields, people, dates, links "
+        "(parent, sub-tasks, children, blocks/duplicates...), configured custom fields, a history digest "
+        f"(status moves, reopenings, assignees) and the newest {MAX_COMMENTS} comments with author and date. "
+        "comments_older counts older comments not returned; comments_restricted counts comments you may not see."
+    ),
+    "search_all": (
+        "Search one tenant's Jira issues and GitHub issues and pull requests together (or only the "
+        "sources you name). Returns hits best first, one per item: source, kind, key, title, state, URL, "
+        "score and the passage that matched. For Jira filters (project, status, dates) use search_issues."
     ),
     "list_projects": "The tenant's Jira projects (key, name, lead, issue count), from the synced tables.",
     "list_tenants": "The tenants (Jira sites) you may search. Pass a tenant's id as `tenant` to the other tools.",
 }
 
 
+class SourceHitOut(BaseModel):
+    source: str = Field(description="jira or github")
+    kind: str = Field(description="issue, comment, pull request ...")
+    key: str = Field(description="Jira key (ABC-123) or GitHub owner/repo#number")
+    title: str
+    state: str | None = Field(default=None, description="Jira status or GitHub state")
+    url: str | None = None
+    score: float = Field(description="higher is better; compare scores within one answer only")
+    passage: str = Field(description="the indexed text that matched best (shortened)")
+
+
+class SourcesResult(BaseModel):
+    tenant: str
+    mode: SearchMode
+    hits: list[SourceHitOut]
+
+
+def _short(text: Any) -> str:
+    text = " ".join(str(text or "").split())
+    return text if len(text) <= PASSAGE_CHARS else text[: PASSAGE_CHARS - 1].rstrip() + "…"
+
+
 def build_server(
     runtime: _Runtime, *, token_verifier: "StaticTokens | None" = None, issuer_url: str | None = None
 ) -> MCPServer[Any]:
-    """The MCPServer with the four tools bound to ``runtime``."""
+    """The MCPServer with its five tools bound to ``runtime``."""
     auth = None
     if token_verifier is not None:
         # Static bearer tokens: this server is its own issuer and publishes no OAuth metadata
@@ -335,6 +369,14 @@ def build_server(
     Tenant = Annotated[
         str | None, Field(description="tenant id from list_tenants; may be left out when you have only one")
     ]
+
+    def _check_size(query: str, limit: int) -> None:
+        if len(query) > limits.max_query_chars:
+            raise ToolError(
+                f"query is {len(query)} characters long; at most {limits.max_query_chars} are accepted: shorten it"
+            )
+        if not 1 <= limit <= limits.max_results:
+            raise ToolError(f"limit must be between 1 and {limits.max_results}, got {limit}")
 
     async def search_issues(
         query: Annotated[
@@ -363,12 +405,7 @@ def build_server(
         ] = SearchMode.HYBRID,
         limit: Annotated[int, Field(description=f"number of hits, 1 to {limits.max_results}")] = 10,
     ) -> SearchResult:
-        if len(query) > limits.max_query_chars:
-            raise ToolError(
-                f"query is {len(query)} characters long; at most {limits.max_query_chars} are accepted: shorten it"
-            )
-        if not 1 <= limit <= limits.max_results:
-            raise ToolError(f"limit must be between 1 and {limits.max_results}, got {limit}")
+        _check_size(query, limit)
         filters = IssueFilters(
             project=project or None,
             issue_type=issue_type or None,
@@ -387,6 +424,50 @@ def build_server(
         tenant: Tenant = None,
     ) -> IssueDetail:
         return await runtime.run("get_issue", lambda p: runtime.service.get_issue(p, key, tenant=tenant))
+
+    async def search_all(
+        query: Annotated[
+            str, Field(description=f"what you are looking for, in words (at most {limits.max_query_chars} characters)")
+        ],
+        tenant: Tenant = None,
+        sources: Annotated[
+            list[Literal["jira", "github"]] | None,
+            Field(description="only these sources, e.g. ['github']; default: all the tenant has"),
+        ] = None,
+        mode: Annotated[
+            SearchMode, Field(description="ranking: 'hybrid' (default), 'dense' (meaning) or 'sparse' (exact words)")
+        ] = SearchMode.HYBRID,
+        limit: Annotated[int, Field(description=f"number of hits, 1 to {limits.max_results}")] = 10,
+    ) -> SourcesResult:
+        _check_size(query, limit)
+
+        async def call(p: Principal) -> SourcesResult:
+            chosen = runtime.service.tenant_for(p, tenant)
+            found = await search_sources(
+                runtime.service.client,
+                runtime.service.embedder,
+                query,
+                tenant_id=chosen.id,
+                sources=sorted(set(sources)) if sources else None,
+                k=limit,
+                mode=mode,
+            )
+            hits = [
+                SourceHitOut(
+                    source=h.source,
+                    kind=BY_NAME[h.entity].item,
+                    key=h.key,
+                    title=h.title,
+                    state=h.payload.get("state") or h.payload.get("status"),
+                    url=h.payload.get("url") or (issue_url(chosen, h.key) if h.source == "jira" else None),
+                    score=h.score,
+                    passage=_short(h.payload.get("text")),
+                )
+                for h in found
+            ]
+            return SourcesResult(tenant=chosen.id, mode=mode, hits=hits)
+
+        return await runtime.run("search_all", call)
 
     class Projects(BaseModel):
         tenant: str
@@ -408,7 +489,7 @@ def build_server(
 
         return await runtime.run("list_tenants", call)
 
-    for fn in (search_issues, get_issue, list_projects, list_tenants):
+    for fn in (search_issues, search_all, get_issue, list_projects, list_tenants):
         server.add_tool(fn, description=_DESCRIPTION[fn.__name__], annotations=read_only)
     return server
 

@@ -11,6 +11,7 @@ and the module's servers run side by side.
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import re
 import shutil
@@ -20,6 +21,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,10 @@ import pytest
 import yaml
 from qdrant_client import QdrantClient
 
+from etl_assets.core.search import MAX_COMMENTS
+from etl_assets.core.sources.jira.sample.documents import RESTRICTED_FACT
+from etl_assets.core.sources.jira.sample.site import stored_datetime
+from etl_assets.core.tenants import TenantRegistry
 from etl_assets.fakes.openai_server import FakeEmbeddings
 from etl_assets_tests.conftest import Env, running_fakes
 
@@ -46,8 +52,8 @@ TOKENS = {
     "TEST_MCP_TOKEN_TWO": "tok-two-0123456789abcdefghijklmno",
 }
 RATE = 40
-MAX_QUERY = 300
-TOOLS = {"search_issues", "get_issue", "list_projects", "list_tenants"}
+MAX_QUERY = 1000
+TOOLS = {"search_issues", "search_all", "get_issue", "list_projects", "list_tenants"}
 # What a clean shutdown must not print.
 BAD_LINES = ("Traceback", "Event loop is closed", "Task exception was never retrieved", "ResourceWarning", "nclosed")
 
@@ -71,10 +77,43 @@ class Indexed:
         return target
 
 
+# Tenant 1's configured custom fields (the sample site has both).
+CUSTOM_FIELDS = ["Root cause", "Story Points"]
+
+
+@dataclass
+class _EnvWithCustomFields(Env):
+    """The shared fake environment, with tenant 1 syncing ``CUSTOM_FIELDS``."""
+
+    def _mapping(self) -> dict[str, Any]:
+        tenants = []
+        for t in self.tenants.values():
+            jira: dict[str, Any] = {
+                "url": t.url,
+                "email_env": f"T{t.id}_JIRA_EMAIL",
+                "token_env": f"T{t.id}_JIRA_TOKEN",
+            }
+            if t.id == "1":
+                jira["custom_fields"] = CUSTOM_FIELDS
+            tenants.append({"id": t.id, "jira": jira, **t.github_entry})
+        return {"tenants": tenants}
+
+    @property
+    def registry(self) -> TenantRegistry:
+        return TenantRegistry.from_mapping(self._mapping(), source="test")
+
+    def tenants_yaml(self) -> Path:
+        path = self.tmp / "tenants.yaml"
+        path.write_text(yaml.safe_dump(self._mapping()))
+        return path
+
+
 @pytest.fixture(scope="module")
 def indexed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Indexed]:
     tmp = tmp_path_factory.mktemp("mcp")
-    with running_fakes(tmp, f"sqlite:///{tmp / 'etl.db'}", sizes=((4, 40), (3, 12))) as env:
+    # Tenant 1 has 100 issues: the sample site's long discussion (120 comments) needs that many.
+    with running_fakes(tmp, f"sqlite:///{tmp / 'etl.db'}", sizes=((4, 100), (3, 12))) as shared:
+        env = _EnvWithCustomFields(**{f.name: getattr(shared, f.name) for f in dataclasses.fields(shared)})
         with pytest.MonkeyPatch.context() as mp:
             for name, value in env.environ.items():
                 mp.setenv(name, value)
@@ -83,8 +122,7 @@ def indexed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Indexed]:
         client = QdrantClient(path=env.qdrant_path)
         try:
             points = {}
-            for tenant in ("1", "2"):
-                name = f"client_{tenant}_issues"
+            for name in ("client_1_issues", "client_2_issues", "client_1_comments", "client_1_github_issues"):
                 records, _ = client.scroll(name, limit=10_000, with_payload=True)
                 points[name] = [r.payload or {} for r in records]
         finally:
@@ -207,7 +245,7 @@ def _messages(exc: BaseException) -> str:
 def exact_target(indexed: Indexed, tenant: str = "1") -> dict[str, Any]:
     """A single-chunk issue's payload: its text is the query that must rank it first."""
     payloads = indexed.points[f"client_{tenant}_issues"]
-    return next(p for p in payloads if p.get("chunks") == 1)
+    return min((p for p in payloads if p.get("chunks") == 1), key=lambda p: len(p["text"]))
 
 
 # -- stdio ------------------------------------------------------------------------------------------------
@@ -259,7 +297,7 @@ def test_stdio_lists_the_tools_and_answers_each(indexed: Indexed) -> None:
     issue = out["issue"]
     assert issue["key"] == target["key"] and issue["summary"] == target["summary"]
     assert issue["status"] == target["status"] and issue["project"] == target["project_key"]
-    assert "comments" in issue["not_synced"] and issue["description"]
+    assert "comments" not in issue["not_synced"] and isinstance(issue["comments"], list)
 
     site = indexed.env.tenants["1"].site
     assert [p["key"] for p in out["projects"]["projects"]] == sorted(p["key"] for p in site.projects)
@@ -340,6 +378,126 @@ def test_http_tools_filters_and_tenant_sets(indexed: Indexed, http: HttpServer) 
     assert out["no_tenant"] == "name a tenant: this principal may use 1, 2"
     assert [t["id"] for t in out["tenants"]] == ["1", "2"]
     assert out["projects_2"]["tenant"] == "2" and out["projects_2"]["projects"]
+
+
+def _site_comments(issue: dict[str, Any]) -> list[dict[str, Any]]:
+    return list((issue["fields"].get("comment") or {}).get("comments") or [])
+
+
+def _utc(stamp: str) -> datetime:
+    return stored_datetime(stamp).astimezone(UTC)
+
+
+def test_http_get_issue_reads_comments_history_links_and_custom_fields_from_the_tables(
+    indexed: Indexed, http: HttpServer
+) -> None:
+    site = indexed.env.tenants["1"].site
+    long = max(site.issues, key=lambda i: len(_site_comments(i)))
+    restricted = next(i for i in site.issues if any("visibility" in c for c in _site_comments(i)))
+    former = next(i for i in site.issues if any("accountId" not in c["author"] for c in _site_comments(i)))
+    linked = next(i for i in site.issues if i["fields"].get("issuelinks"))
+    moved = next(i for i in site.issues if i["fields"]["status"]["statusCategory"]["key"] != "new")
+    cause, cause_keys = next(iter(site.custom_facts.items()))
+    wanted = {"long": long["key"], "restricted": restricted["key"], "former": former["key"]}
+    wanted |= {"linked": linked["key"], "moved": moved["key"], "cause": cause_keys[0]}
+
+    async def go() -> dict[str, dict[str, Any]]:
+        async with http_client(http.url, TOKENS["TEST_MCP_TOKEN_ONE"]) as client:
+            return {name: structured(await client.call_tool("get_issue", {"key": key})) for name, key in wanted.items()}
+
+    out = run(go())
+
+    # The long discussion: the newest MAX_COMMENTS, oldest first, and a count of the rest.
+    thread = sorted(_site_comments(long), key=lambda c: _utc(c["created"]))
+    assert len(thread) > MAX_COMMENTS
+    got = out["long"]
+    assert len(got["comments"]) == MAX_COMMENTS and got["comments_older"] == len(thread) - MAX_COMMENTS
+    assert got["comments_restricted"] == 0 and got["comments_incomplete"] is None
+    newest = thread[-MAX_COMMENTS:]
+    assert [datetime.fromisoformat(c["created"]) for c in got["comments"]] == [_utc(c["created"]) for c in newest]
+    assert [c["author"] for c in got["comments"]] == [c["author"]["displayName"] for c in newest]
+    assert all(c["body"] for c in got["comments"])
+
+    # A restricted comment is left out and counted; the others are all there.
+    got = out["restricted"]
+    public = [c for c in _site_comments(restricted) if "visibility" not in c]
+    assert got["comments_restricted"] == 1 and len(got["comments"]) == len(public) and got["comments_older"] == 0
+    assert all(RESTRICTED_FACT not in c["body"] for c in got["comments"])
+    assert RESTRICTED_FACT not in json.dumps(got)
+
+    # A comment whose author's account was deleted is kept, under the name Jira shows.
+    former_thread = sorted(_site_comments(former), key=lambda c: _utc(c["created"]))
+    assert [c["author"] for c in out["former"]["comments"]] == [c["author"]["displayName"] for c in former_thread]
+
+    # Jira issue links, both directions, with the linked issue's summary.
+    ends = [link.get("outwardIssue") or link.get("inwardIssue") for link in linked["fields"]["issuelinks"]]
+    links = {link["key"]: link for link in out["linked"]["links"]}
+    assert {e["key"] for e in ends} <= set(links)
+    assert all(links[e["key"]]["summary"] == e["fields"]["summary"] for e in ends)
+    assert all(links[e["key"]]["relation"] not in ("parent", "child") for e in ends)
+
+    assert "In Progress" in (out["moved"]["history"] or "")
+    assert out["cause"]["custom_fields"].get("Root cause") == cause
+
+
+def test_http_search_issues_names_the_comment_that_matched(indexed: Indexed, http: HttpServer) -> None:
+    # A fact said only in one comment (the sample site plants them), searched by its exact words.
+    site = indexed.env.tenants["1"].site
+    fact, keys = next((f, k) for f, k in site.comment_facts.items() if len(k) == 1)
+    comment = next(p for p in indexed.points["client_1_comments"] if fact in " ".join(p["text"].split()))
+
+    async def go() -> tuple[Any, dict[str, Any]]:
+        async with http_client(http.url, TOKENS["TEST_MCP_TOKEN_ONE"]) as client:
+            tools = {t.name: t for t in (await client.list_tools()).tools}
+            args = {"query": fact, "mode": "sparse", "limit": 5}
+            return tools["search_issues"], structured(await client.call_tool("search_issues", args))
+
+    tool, result = run(go())
+    assert "comment_author" in (tool.description or "") and "comment_created" in (tool.description or "")
+    top = result["hits"][0]
+    assert top["key"] == keys[0] == comment["key"]
+    assert (top["comment_author"], top["comment_created"]) == (comment["author"], comment["created"])
+    assert top["comment_author"] and top["comment_created"]
+    assert fact[:40] in top["passage"]
+
+
+def test_http_search_all_spans_sources_and_filters_them(indexed: Indexed, http: HttpServer) -> None:
+    gh = indexed.points["client_1_github_issues"][0]
+    jira = exact_target(indexed)
+
+    async def go() -> dict[str, Any]:
+        async with http_client(http.url, TOKENS["TEST_MCP_TOKEN_ONE"]) as client:
+
+            async def call(**args: Any) -> Any:
+                return await client.call_tool("search_all", {"limit": 10, **args})
+
+            return {
+                "gh_all": structured(await call(query=gh["title"], mode="sparse")),
+                "mixed": structured(await call(query="anything", mode="dense", limit=20)),
+                "jira_only": structured(await call(query="anything", mode="dense", sources=["jira"])),
+                "jira_all": structured(await call(query=jira["text"], mode="dense")),
+                "gh_only": structured(await call(query="anything", mode="dense", sources=["github"])),
+                "other": error_text(await call(query="x", tenant="2")),
+                "long": error_text(await call(query="x" * (MAX_QUERY + 1))),
+                "limit": error_text(await call(query="x", limit=21)),
+                "bad_source": (await call(query="x", sources=["gitlab"])).is_error,
+            }
+
+    out = run(go())
+    top = out["gh_all"]["hits"][0]
+    assert (top["source"], top["key"], top["title"]) == ("github", gh["key"], gh["title"])
+    assert top["url"] == gh["url"] and top["passage"]
+    # Unfiltered, the same query mixes the sources: the filter did the narrowing.
+    assert {h["source"] for h in out["mixed"]["hits"]} == {"jira", "github"}
+    assert out["jira_only"]["hits"] and {h["source"] for h in out["jira_only"]["hits"]} == {"jira"}
+    top = out["jira_all"]["hits"][0]
+    assert (top["source"], top["key"], top["kind"]) == ("jira", jira["key"], "issue")
+    assert top["url"].endswith(f"/browse/{jira['key']}") and top["state"] == jira["status"]
+    assert out["gh_only"]["hits"] and {h["source"] for h in out["gh_only"]["hits"]} == {"github"}
+    assert out["other"] == "tenant '2' unknown; known: 1"
+    assert out["long"] == f"query is {MAX_QUERY + 1} characters long; at most {MAX_QUERY} are accepted: shorten it"
+    assert out["limit"] == "limit must be between 1 and 20, got 21"
+    assert out["bad_source"]
 
 
 def test_http_scopes_each_token_to_its_tenants(indexed: Indexed, http: HttpServer) -> None:
@@ -630,7 +788,8 @@ def test_search_api_answers_from_the_committed_tables_on_each_database(env: Env)
     out = run(go())
     assert out["child"].summary == child["fields"]["summary"]
     assert [(link.key, link.relation) for link in out["child"].links][0] == (parent_key, "parent")
-    assert (child["key"], "child") in [(link.key, link.relation) for link in out["parent"].links]
+    # The parent lists it: as a sub-task (the row's links), or as a child (found by its parent_key).
+    assert child["key"] in [link.key for link in out["parent"].links if link.relation in ("sub-task", "child")]
     assert sum(p.issues for p in out["projects"]) == len(site.issues)
     assert [t.id for t in out["tenants"]] == ["1"]
     assert out["done"].hits and {h.status_category for h in out["done"].hits} == {"done"}

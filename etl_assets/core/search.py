@@ -35,7 +35,7 @@ from urllib.parse import quote
 from pydantic import BaseModel, ConfigDict, Field
 from qdrant_client import AsyncQdrantClient, models
 from qdrant_client.http.exceptions import UnexpectedResponse
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, or_, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from etl_assets.core.catalogue import BY_NAME
@@ -65,6 +65,10 @@ MODEL_CHECK_TTL_S = 60.0
 # yet); beyond this many the filter would be a very large request, so the caller must narrow it.
 MAX_ASSIGNEE_IDS = 10_000
 PASSAGE_CHARS = 600
+# get_issue stays model-sized: the newest comments, each shortened, and a bounded list of links.
+MAX_COMMENTS = 50
+COMMENT_CHARS = 4_000
+MAX_LINKS = 200
 # A query is a few words or a pasted error message; beyond this it is a mistake (a whole log
 # file), and the embedding provider would truncate or refuse it anyway.
 MAX_QUERY_CHARS = 10_000
@@ -230,9 +234,19 @@ class SearchResult(_Result):
 
 class LinkedIssue(_Result):
     key: str
-    relation: Literal["parent", "child"]
+    relation: str = Field(
+        description="how the issue relates to this one: parent, epic, sub-task, child (an issue whose "
+        "parent this is), or a Jira link type such as 'blocks' or 'is blocked by'"
+    )
     summary: str | None = None
     status: str | None = None
+
+
+class IssueComment(_Result):
+    author: str | None = Field(default=None, description="display name; 'a former user' for a deleted account")
+    created: str | None = Field(default=None, description="ISO 8601 UTC")
+    updated: str | None = None
+    body: str = Field(description="the comment's text (ADF as Markdown-like text), shortened when very long")
 
 
 class IssueDetail(_Result):
@@ -256,17 +270,29 @@ class IssueDetail(_Result):
     reporter: str | None = None
     created: str | None = None
     updated: str | None = None
+    resolved_at: str | None = None
     synced_at: str | None = Field(default=None, description="when this row was last committed from Jira")
     links: list[LinkedIssue] = Field(
-        default_factory=list, description="parent and child issues; other issue links are not synced yet"
+        default_factory=list, description="parent, sub-tasks, children and Jira issue links, with their summaries"
     )
-    custom_fields: dict[str, Any] = Field(
-        default_factory=dict, description="customfield_* values the sync fetched (none are fetched yet)"
+    custom_fields: dict[str, str] = Field(
+        default_factory=dict, description="the custom fields configured for the tenant, by name, as text"
     )
-    comments: list[dict[str, Any]] = Field(
-        default_factory=list, description="comments the sync fetched (not synced yet: always empty today)"
+    attachments: list[str] = Field(default_factory=list, description="attachment names (contents are not synced)")
+    history: str | None = Field(
+        default=None, description="digest of the changelog: status moves, reopenings, assignees, resolutions"
     )
-    not_synced: list[str] = Field(default_factory=list, description="parts of a Jira issue the tables do not hold yet")
+    comments: list[IssueComment] = Field(
+        default_factory=list, description=f"the newest comments (at most {MAX_COMMENTS}), oldest first"
+    )
+    comments_older: int = Field(default=0, description="older comments not returned (over the cap)")
+    comments_restricted: int = Field(
+        default=0, description="comments left out because Jira restricts them to a role or group"
+    )
+    comments_incomplete: str | None = Field(
+        default=None, description="why the committed comment list is incomplete (a page failed), else null"
+    )
+    not_synced: list[str] = Field(default_factory=list, description="parts of a Jira issue the tables do not hold")
 
 
 class ProjectInfo(_Result):
@@ -616,6 +642,23 @@ def _passage(text: Any) -> str:
     return text if len(text) <= PASSAGE_CHARS else text[: PASSAGE_CHARS - 1].rstrip() + "…"
 
 
+def _shorten(text: Any, limit: int = COMMENT_CHARS) -> str:
+    text = str(text or "")
+    if len(text) <= limit:
+        return text
+    return text[: limit - 1].rstrip() + f"… [shortened: {len(text)} characters in all]"
+
+
+@dataclass(frozen=True)
+class _IssueRows:
+    issue: dict[str, Any]
+    project_name: str | None
+    links: list[LinkedIssue]
+    comments: list[IssueComment]
+    older: int
+    restricted: int
+
+
 @dataclass
 class SearchService:
     """The search API over open clients. Open it with :meth:`open` (or hand it clients you own)."""
@@ -915,46 +958,81 @@ class SearchService:
 
     # -- the tables --
 
-    def _issue_rows(self, tenant_id: str, key: str) -> tuple[dict[str, Any] | None, str | None, list[LinkedIssue]]:
+    def _issue_rows(self, tenant_id: str, key: str) -> _IssueRows | None:
         issues = BY_NAME[ISSUES].table
         projects = BY_NAME[PROJECTS].table
+        comments = BY_NAME[COMMENTS].table
         live = issues.c.deleted_at.is_(None)
         with self.engine.connect() as conn:
             row = conn.execute(select(issues).where(issues.c.tenant_id == tenant_id, issues.c.key == key, live)).first()
             if row is None:
-                return None, None, []
+                return None
             issue = dict(row._mapping)
             project_name = conn.execute(
                 select(projects.c.name).where(
                     projects.c.tenant_id == tenant_id, projects.c.external_id == issue["project_external_id"]
                 )
             ).scalar()
-            links: list[LinkedIssue] = []
-            if issue.get("parent_key"):
-                parent = conn.execute(
-                    select(issues.c.summary, issues.c.status_name).where(
-                        issues.c.tenant_id == tenant_id, issues.c.key == issue["parent_key"], live
-                    )
-                ).first()
-                links.append(
-                    LinkedIssue(
-                        key=issue["parent_key"],
-                        relation="parent",
-                        summary=parent[0] if parent else None,
-                        status=parent[1] if parent else None,
-                    )
-                )
+            # Links as the sync wrote them (parent/epic, sub-tasks, Jira links), then the issues
+            # naming this one as parent that the row does not list (an epic's children).
+            pairs: list[tuple[str, str]] = []
+            stored = issue.get("links")
+            for link in stored if isinstance(stored, list) else []:
+                if isinstance(link, dict) and link.get("key") and link.get("relation"):
+                    pairs.append((str(link["relation"]), str(link["key"])))
+            if stored is None and issue.get("parent_key"):  # a row committed before links were synced
+                pairs.append(("parent", issue["parent_key"]))
+            listed = {k for _, k in pairs}
             children = conn.execute(
-                select(issues.c.key, issues.c.summary, issues.c.status_name)
+                select(issues.c.key)
                 .where(issues.c.tenant_id == tenant_id, issues.c.parent_key == key, live)
                 .order_by(issues.c.key)
-                .limit(200)
+                .limit(MAX_LINKS)
             )
-            links += [LinkedIssue(key=k, relation="child", summary=s, status=st) for k, s, st in children]
-        return issue, project_name, links
+            pairs += [("child", k) for (k,) in children if k not in listed]
+            pairs = pairs[:MAX_LINKS]
+            known = {
+                k: (summary, status)
+                for k, summary, status in conn.execute(
+                    select(issues.c.key, issues.c.summary, issues.c.status_name).where(
+                        issues.c.tenant_id == tenant_id, issues.c.key.in_({k for _, k in pairs}), live
+                    )
+                )
+            }
+            links = [
+                LinkedIssue(
+                    key=k, relation=rel, summary=known.get(k, (None, None))[0], status=known.get(k, (None, None))[1]
+                )
+                for rel, k in pairs
+            ]
+            # Comments: the live ones, restricted ones (visibility set) counted but left out.
+            of_issue = (
+                comments.c.tenant_id == tenant_id,
+                comments.c.issue_external_id == issue["external_id"],
+                comments.c.deleted_at.is_(None),
+            )
+            public = or_(comments.c.visibility.is_(None), comments.c.visibility == "")
+            visible_n, restricted_n = conn.execute(
+                select(
+                    func.count().filter(public),
+                    func.count().filter(~public),
+                ).where(*of_issue)
+            ).one()
+            newest = conn.execute(
+                select(comments.c.author, comments.c.created, comments.c.updated, comments.c.body)
+                .where(*of_issue, public)
+                .order_by(comments.c.created.desc(), comments.c.id.desc())
+                .limit(MAX_COMMENTS)
+            ).all()
+            shown = [
+                IssueComment(author=r.author, created=_iso(r.created), updated=_iso(r.updated), body=_shorten(r.body))
+                for r in reversed(newest)
+            ]
+        return _IssueRows(issue, project_name, links, shown, int(visible_n) - len(shown), int(restricted_n))
 
     async def get_issue(self, principal: Principal, key: str, *, tenant: str | None = None) -> IssueDetail:
-        """The committed issue ``key`` from the tables: fields, description, links, and what is not synced yet.
+        """The committed issue ``key`` from the tables: fields, description, links, custom fields,
+        history digest and the newest comments (restricted ones counted, not shown).
 
         Without ``tenant``, the principal's tenants are searched; the key must be in exactly one.
         """
@@ -967,9 +1045,9 @@ class SearchService:
             candidates = [self.tenant_for(principal, tenant)]
         found = []
         for t in candidates:
-            issue, project_name, links = await self._sql(functools.partial(self._issue_rows, t.id, key))
-            if issue is not None:
-                found.append((t, issue, project_name, links))
+            rows = await self._sql(functools.partial(self._issue_rows, t.id, key))
+            if rows is not None:
+                found.append((t, rows))
         if not found:
             where = ", ".join(t.id for t in candidates)
             raise NotFoundError(f"issue {key!r} not found in tenant {where} (or deleted at the source)")
@@ -977,23 +1055,25 @@ class SearchService:
             raise InvalidRequestError(
                 f"issue {key!r} exists in tenants {', '.join(f[0].id for f in found)}; name the tenant"
             )
-        t, issue, project_name, links = found[0]
-        raw = issue.get("data")
-        data: dict[str, Any] = raw if isinstance(raw, dict) else {}
-        fields: dict[str, Any] = data["fields"] if isinstance(data.get("fields"), dict) else {}
-        custom = {k: v for k, v in fields.items() if k.startswith("customfield_")}
-        comment = fields.get("comment")
-        comments = comment.get("comments") if isinstance(comment, dict) else None
-        not_synced = [
-            part
-            for part, present in (
-                ("comments", isinstance(comments, list)),
-                ("history", "changelog" in data),
-                ("issue links other than parent/child", "issuelinks" in fields),
-                ("custom fields", bool(custom)),
-            )
-            if not present
+        t, rows = found[0]
+        issue = rows.issue
+        raw_custom = issue.get("custom_fields")
+        custom = {
+            str(name): str(value.get("text") if isinstance(value, dict) else value)
+            for name, value in (raw_custom.items() if isinstance(raw_custom, dict) else ())
+        }
+        raw_attachments = issue.get("attachments")
+        attachments = [
+            str(a.get("name"))
+            for a in (raw_attachments if isinstance(raw_attachments, list) else [])
+            if isinstance(a, dict)
         ]
+        # A row committed before schema version 3 has none of the document columns.
+        not_synced = ["attachment contents"]
+        if issue.get("comments_total") is None:
+            not_synced.append("comments")
+        if issue.get("links") is None:
+            not_synced.append("issue links other than parent/child")
         return IssueDetail(
             tenant=t.id,
             key=issue["key"],
@@ -1001,7 +1081,7 @@ class SearchService:
             description=issue.get("description"),
             url=issue_url(t, issue["key"]),
             project=issue.get("project_key"),
-            project_name=project_name,
+            project_name=rows.project_name,
             issue_type=issue.get("wit_name"),
             status=issue.get("status_name"),
             status_category=issue.get("status_category"),
@@ -1013,10 +1093,16 @@ class SearchService:
             reporter=issue.get("reporter"),
             created=_iso(issue.get("created")),
             updated=_iso(issue.get("updated")),
+            resolved_at=_iso(issue.get("resolved_at")),
             synced_at=_iso(issue.get("synced_at")),
-            links=links,
+            links=rows.links,
             custom_fields=custom,
-            comments=[c for c in comments if isinstance(c, dict)] if isinstance(comments, list) else [],
+            attachments=attachments,
+            history=issue.get("history") or None,
+            comments=rows.comments,
+            comments_older=rows.older,
+            comments_restricted=rows.restricted,
+            comments_incomplete=issue.get("comments_incomplete"),
             not_synced=not_synced,
         )
 
