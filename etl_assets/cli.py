@@ -25,8 +25,9 @@ from etl_assets.core.errors import ConfigError
 if TYPE_CHECKING:
     import dagster as dg
 
-    from etl_assets.core.search import Hit
+    from etl_assets.core.search import Hit, SourceHit
     from etl_assets.core.settings import Settings
+    from etl_assets.core.tenants import Tenant
 
 PROG = "etl-assets"
 # The instance settings for local use live at the top of the checkout, next to this package.
@@ -302,24 +303,39 @@ def fit(text: str, width: int) -> str:
     return text + " " * (width - display_width(text))
 
 
-def format_hits(hits: Sequence[Hit], title_width: int = 60) -> list[str]:
-    """The hits as a table with a header; columns line up on a terminal, CJK titles included."""
+def format_hits(hits: Sequence[Hit | SourceHit], title_width: int = 60, *, with_source: bool = False) -> list[str]:
+    """The hits as a table with a header; columns line up on a terminal, CJK titles included.
+
+    ``with_source`` adds a ``source`` column after the score (hits of a search across sources).
+    """
     rows = [
         (
             f"{hit.score:.3f}",
+            *((str(getattr(hit, "source", "")),) if with_source else ()),
             hit.key,
-            str(hit.payload.get("summary") or hit.payload.get("name") or ""),
-            str(hit.payload.get("project_key") or ""),
-            str(hit.payload.get("status") or hit.payload.get("status_category") or hit.payload.get("category") or ""),
+            str(hit.payload.get("summary") or hit.payload.get("title") or hit.payload.get("name") or ""),
+            str(hit.payload.get("project_key") or hit.payload.get("repo") or ""),
+            str(
+                hit.payload.get("status")
+                or hit.payload.get("status_category")
+                or hit.payload.get("category")
+                or hit.payload.get("state")
+                or ""
+            ),
         )
         for hit in hits
     ]
-    header = ("score", "key", "title", "project", "status")
+    header = ("score", *(("source",) if with_source else ()), "key", "title", "project", "status")
+    key, title = header.index("key"), header.index("title")
     # Columns no hit fills (project and status of work item types, say) are left out, and so is
     # the title where it only repeats the key (statuses and work item types are known by name).
-    keep = [i for i in range(len(header)) if i < 2 or any(row[i] and (i != 2 or row[2] != row[1]) for row in rows)]
+    keep = [
+        i
+        for i in range(len(header))
+        if i <= key or any(row[i] and (i != title or row[title] != row[key]) for row in rows)
+    ]
     widths = [max(display_width(" ".join(r[i].split())) for r in [header, *rows]) for i in range(len(header))]
-    widths[2] = min(widths[2], title_width)
+    widths[title] = min(widths[title], title_width)
     lines = []
     for row in [header, *rows]:
         cells = [fit(row[i], widths[i]) for i in keep]
@@ -328,40 +344,95 @@ def format_hits(hits: Sequence[Hit], title_width: int = 60) -> list[str]:
     return lines
 
 
+def catalogue_sources() -> list[str]:
+    """Every source the catalogue knows, in catalogue order."""
+    return list(dict.fromkeys(spec.source for spec in CATALOGUE))
+
+
+def tenant_sources(tenant: Tenant) -> list[str]:
+    """The sources ``tenant`` indexes: those its registry entry has a section for (``jira``, ``github``)."""
+    return [s for s in catalogue_sources() if getattr(tenant, s, None) is not None]
+
+
+def parse_sources(values: Sequence[str] | None) -> list[str] | None:
+    """``--source`` values (repeated and/or comma lists) as a list without repeats; None when not given.
+
+    Raises ValueError with a one-line message naming the known sources for an unknown one."""
+    if not values:
+        return None
+    known = catalogue_sources()
+    out: list[str] = []
+    for value in values:
+        for name in (part.strip().lower() for part in value.split(",")):
+            if not name:
+                continue
+            if name not in known:
+                raise ValueError(f"unknown source {name!r} in --source; known sources: {', '.join(known)}")
+            if name not in out:
+                out.append(name)
+    if not out:
+        raise ValueError(f"--source names no source; known sources: {', '.join(known)}")
+    return out
+
+
 def _search(args: argparse.Namespace) -> int:
+    from etl_assets.core.catalogue import BY_NAME
     from etl_assets.core.embeddings.base import ModelMismatchError
     from etl_assets.core.embeddings.factory import open_embedder
-    from etl_assets.core.search import SearchError, check_query, issue_keys, search
+    from etl_assets.core.search import SearchError, check_query, issue_keys, search, search_sources
     from etl_assets.core.settings import Settings
     from etl_assets.core.tenants import TenantRegistry, UnknownTenantError
     from etl_assets.core.vectorstore import QdrantServerError, open_qdrant, server_errors_named
 
+    def fail(message: str) -> int:
+        print(f"{PROG} search: {message}", file=sys.stderr)
+        return 2
+
     query = args.query  # embedded as given: the model, not the CLI, decides what whitespace means
     try:
         check_query(query)
-    except SearchError as exc:
-        print(f"{PROG} search: {exc}", file=sys.stderr)
-        return 2
+        requested = parse_sources(args.source)
+    except (SearchError, ValueError) as exc:
+        return fail(str(exc))
     settings = Settings.load()
     try:
-        tenant = TenantRegistry.load(settings.tenants_file).get(args.tenant).id
+        found_tenant = TenantRegistry.load(settings.tenants_file).get(args.tenant)
     except UnknownTenantError as exc:
-        print(f"{PROG} search: {exc}", file=sys.stderr)
-        return 2
+        return fail(str(exc))
+    tenant = found_tenant.id
+    has = tenant_sources(found_tenant)
+    missing = [s for s in requested or [] if s not in has]
+    if missing:
+        return fail(f"tenant {tenant} has no {', '.join(missing)} source (its sources: {', '.join(has)})")
+    entity: str = args.entity or "issues"
+    if args.entity is not None and requested is not None and BY_NAME[args.entity].source not in requested:
+        return fail(
+            f"--entity {args.entity} is a {BY_NAME[args.entity].source} entity, not of --source {','.join(requested)}"
+        )
+    if (args.project or args.status_category) and requested is not None and requested != ["jira"]:
+        return fail("--project and --status-category filter Jira issues only: use them with --source jira")
+    # Across sources unless one entity was asked for, or only Jira is searched (a Jira-only tenant,
+    # or a Jira filter): then the Jira issue search as it always was, with its exact-key notes.
+    sources = requested or (["jira"] if args.project or args.status_category else has)
+    across = args.entity is None and (requested is not None or sources != ["jira"])
     qd = settings.qdrant
 
-    async def run() -> list[Hit]:
+    async def run() -> Sequence[Hit | SourceHit]:
         async with (
             open_embedder(settings.embedding) as embedder,
             open_qdrant(qd.url, qd.api_key, qd.path, engine=qd.engine) as client,
             server_errors_named(qd.url),
         ):
+            if across:
+                return await search_sources(
+                    client, embedder, query, tenant_id=tenant, sources=sources, k=args.k, mode=args.mode
+                )
             return await search(
                 client,
                 embedder,
                 query,
                 tenant_id=tenant,
-                entity=args.entity,
+                entity=entity,
                 project=args.project,
                 status_category=args.status_category,
                 k=args.k,
@@ -371,21 +442,22 @@ def _search(args: argparse.Namespace) -> int:
     try:
         hits = asyncio.run(run())
     except (ModelMismatchError, LookupError, QdrantServerError, SearchError) as exc:
-        print(f"{PROG} search: {exc}", file=sys.stderr)
-        return 2
-    found = {h.key for h in hits if h.exact_key}
-    for key in issue_keys(query) if args.entity == "issues" else []:
+        return fail(str(exc))
+    found = {h.key for h in hits if getattr(h, "exact_key", False)}
+    for key in issue_keys(query) if entity == "issues" and not across else []:
         if key not in found and (hits or query.strip().upper() == key):
             print(f"note: issue {key} is not in the index (deleted at the source, not synced yet, or filtered out)")
     if not hits:
+        what = f"issues and pull requests in {', '.join(sources)}" if across else entity
         print(
-            f"no good match: nothing in tenant {tenant}'s {args.entity} scored above the {args.mode} mode's "
+            f"no good match: nothing in tenant {tenant}'s {what} scored above the {args.mode} mode's "
             "threshold; try other words"
         )
         return 0
     columns = shutil.get_terminal_size((120, 24)).columns
-    # What the title may take: the terminal less score, key, project and status columns.
-    for line in format_hits(hits, title_width=max(30, min(70, columns - 50))):
+    # What the title may take: the terminal less score, (source,) key, project and status columns.
+    width = max(30, min(70, columns - (58 if across else 50)))
+    for line in format_hits(hits, title_width=width, with_source=across):
         print(line)
     return 0
 
@@ -437,7 +509,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("query", help="the words to search for")
     s.add_argument("--tenant", required=True, help="tenant id from the registry (ETL_TENANTS_FILE)")
     names = [spec.name for spec in CATALOGUE]
-    s.add_argument("--entity", default="issues" if "issues" in names else names[0], choices=names)
+    s.add_argument(
+        "--entity",
+        choices=names,
+        help="search this one entity only; default: the issues (and pull requests) of every source searched",
+    )
+    s.add_argument(
+        "--source",
+        action="append",
+        metavar="SOURCE",
+        help=f"only hits from these sources ({', '.join(catalogue_sources())}; repeatable or a comma list); "
+        "default: every source the tenant indexes",
+    )
     s.add_argument("--project", help="only issues of this project key")
     s.add_argument("--status-category", choices=["new", "indeterminate", "done"], help="only this status category")
     s.add_argument("-k", type=_positive, default=10, help="number of hits")
