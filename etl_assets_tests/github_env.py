@@ -79,6 +79,9 @@ def run(
     )
     job = defs.resolve_implicit_global_asset_job_def()
     keys = list(dg.AssetSelection.from_string(selection).resolve(defs.resolve_asset_graph()))
+    # An empty list would run the whole job (Dagster reads it as "no selection"): a mistyped
+    # selection must fail here, not pass as a full run.
+    assert keys, f"selection {selection!r} matches no asset"
     return job.execute_in_process(
         partition_key=tenant, asset_selection=keys, raise_on_error=False, run_config=run_config, instance=instance
     )
