@@ -205,6 +205,10 @@ def test_long_changelog_is_paged_and_its_digest_covers_the_late_transitions():
     # An issue whose changelog is whole is left as it is.
     short = next(i for i in json.loads(search.body)["issues"] if i["id"] != issue["id"])
     assert part.merge(short, []) == (short, None)
+    # Paged histories for a record without a changelog of its own: merged, never an exception.
+    bare = {k: v for k, v in record.items() if k != "changelog"}
+    merged, note = part.merge(bare, found[1])
+    assert note is None and len(merged["changelog"]["histories"]) == total
 
 
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)

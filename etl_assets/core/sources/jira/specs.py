@@ -157,7 +157,7 @@ def _embedded_histories(issue: Any) -> tuple[list[Any], int | None]:
     )
 
 
-def changelog_pages(client: JiraClient, issue_id: str, total: int, key: str) -> Iterator[RawPage]:
+def changechangelogpages(client: JiraClient, issue_id: str, total: int, key: str) -> Iterator[RawPage]:
     """The whole changelog of one issue whose embedded changelog is capped, a page at a time.
 
     Paged from the start, not from past the embedded histories: which histories a search
@@ -192,7 +192,7 @@ def changelog_pages(client: JiraClient, issue_id: str, total: int, key: str) -> 
             total = data["total"]
 
 
-def _changelog_page(path: str, data: Any) -> tuple[str, list[Any]] | None:
+def _changechangelogpage(path: str, data: Any) -> tuple[str, list[Any]] | None:
     match = _CHANGELOG_PATH.match(path)
     if match is None or not isinstance(data, dict):
         return None
@@ -203,8 +203,9 @@ def _changelog_page(path: str, data: Any) -> tuple[str, list[Any]] | None:
 def _merge_changelog(issue: Any, paged: list[Any]) -> tuple[Any, str | None]:
     """The issue with its embedded and paged histories (one each by id), and why it is incomplete."""
     embedded, total = _embedded_histories(issue)
-    if not paged and (total is None or len(embedded) >= total):
+    if not isinstance(issue, dict) or (not paged and (total is None or len(embedded) >= total)):
         return issue, None
+    changelog = issue.get("changelog")
     merged: dict[str, Any] = {}
     for history in [*embedded, *paged]:
         if isinstance(history, dict):
@@ -212,7 +213,12 @@ def _merge_changelog(issue: Any, paged: list[Any]) -> tuple[Any, str | None]:
     histories = list(merged.values())
     whole = {
         **issue,
-        "changelog": {**issue["changelog"], "startAt": 0, "maxResults": len(histories), "histories": histories},
+        "changelog": {
+            **(changelog if isinstance(changelog, dict) else {}),
+            "startAt": 0,
+            "maxResults": len(histories),
+            "histories": histories,
+        },
     }
     if total is not None and len(histories) < total:
         return whole, f"{len(histories)} of {total} changelog entries arrived"
@@ -249,7 +255,7 @@ def _fetch_issues(client: JiraClient, req: FetchRequest) -> Iterator[RawPage]:
             # Likewise the changelog beyond the histories the search embeds.
             histories, changes = _embedded_histories(issue)
             if changes is not None and changes > len(histories) and isinstance(issue.get("id"), str | int):
-                yield from changelog_pages(client, str(issue["id"]), changes, str(issue.get("key")))
+                yield from changechangelogpages(client, str(issue["id"]), changes, str(issue.get("key")))
 
 
 def _comment_page(path: str, data: Any) -> tuple[str, list[Any]] | None:
@@ -519,7 +525,7 @@ ISSUES = EntitySpec(
         else None
     ),
     children=(COMMENTS_OF_ISSUES,),
-    parts=(PagedPart(page=_changelog_page, merge=_merge_changelog, incomplete_column="history_incomplete"),),
+    parts=(PagedPart(page=_changechangelogpage, merge=_merge_changelog, incomplete_column="history_incomplete"),),
 )
 
 SPECS: tuple[EntitySpec, ...] = (PROJECTS, WITS, STATUSES, ISSUES, COMMENTS)
