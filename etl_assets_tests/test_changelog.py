@@ -6,14 +6,22 @@ import json
 from datetime import UTC, datetime
 
 import httpx
+import pytest
 
 from etl_assets.core.records import FetchRequest
 from etl_assets.core.sources.jira import parsers
 from etl_assets.core.sources.jira.client import JiraClient
 from etl_assets.core.sources.jira.sample import generate_sample_site, sample_transport
-from etl_assets.core.sources.jira.sample.documents import add_comments
+from etl_assets.core.sources.jira.sample.documents import (
+    EMBEDDED_HISTORIES,
+    LONG_CHANGELOG_CHURN,
+    add_comments,
+    lengthen_changelog,
+)
 from etl_assets.core.sources.jira.specs import COMMENTS_OF_ISSUES, ISSUES
 from etl_assets.core.tenants import JiraSiteConfig, Tenant
+from etl_assets.fakes.loopback import Response
+from etl_assets_tests.test_graph import table_rows
 
 
 def change(when: str, field: str, before: str | None, after: str | None, who: str | None = "Ana") -> dict:
@@ -154,3 +162,92 @@ def test_expanded_changelog_costs_no_extra_request_and_capped_comments_are_paged
         ],
     )
     assert found.complete and len({c["id"] for c in found.records}) == total
+
+
+def long_changelog_issue(site):
+    """The sample issue whose changelog is longer than the search embeds."""
+    return next(i for i in site.issues if i["changelog"]["total"] > EMBEDDED_HISTORIES)
+
+
+def test_long_changelog_is_paged_and_its_digest_covers_the_late_transitions():
+    site = generate_sample_site(n_projects=6, n_issues=100)
+    issue = long_changelog_issue(site)
+    total = issue["changelog"]["total"]
+    tenant = Tenant("acme", "Acme", JiraSiteConfig(url=site.base_url, email_env="E", token_env="T"))
+    with httpx.Client(base_url=site.base_url, transport=sample_transport(site)) as http:
+        client = JiraClient(http, "acme", site.base_url)
+        pages = list(ISSUES.fetch(client, FetchRequest(tenant, page_size=100)))
+    paged = [p for p in pages if p.path.endswith("/changelog")]
+    # Only the long changelog is paged, once (28 histories fit a page of 100), by issue id.
+    assert [p.path for p in paged] == [f"/rest/api/3/issue/{issue['id']}/changelog"]
+    assert paged[0].params == {"startAt": 0, "maxResults": 100}
+    search = next(p for p in pages if p.path == "/rest/api/3/search/jql")
+    record = next(i for i in json.loads(search.body)["issues"] if i["id"] == issue["id"])
+    assert len(record["changelog"]["histories"]) == EMBEDDED_HISTORIES < total == record["changelog"]["total"]
+
+    part = ISSUES.parts[0]
+    found = part.page(paged[0].path, paged[0].json())
+    assert found is not None and found[0] == issue["id"]
+    whole, note = part.merge(record, found[1])
+    assert note is None and len(whole["changelog"]["histories"]) == total
+    digest = ISSUES.parse(whole)["history"]
+    truncated = ISSUES.parse(record)["history"]
+    # The late transitions (the status path to Done and the resolution) come only from paging.
+    resolution = issue["fields"]["resolution"]["name"]
+    for late in (f"→ {issue['fields']['status']['name']} by", f"Resolution none → {resolution}"):
+        assert late in digest and late not in truncated, (late, truncated)
+    assert digest.count("Assignee") == truncated.count("Assignee") + 1 + LONG_CHANGELOG_CHURN - EMBEDDED_HISTORIES
+
+    # A page failing before everything arrived: what arrived is kept, the issue says why.
+    partial, note = part.merge(record, [])
+    assert partial["changelog"]["histories"] == record["changelog"]["histories"]
+    assert note == f"{EMBEDDED_HISTORIES} of {total} changelog entries arrived"
+    # An issue whose changelog is whole is left as it is.
+    short = next(i for i in json.loads(search.body)["issues"] if i["id"] != issue["id"])
+    assert part.merge(short, []) == (short, None)
+    # Paged histories for a record without a changelog of its own: merged, never an exception.
+    bare = {k: v for k, v in record.items() if k != "changelog"}
+    merged, note = part.merge(bare, found[1])
+    assert note is None and len(merged["changelog"]["histories"]) == total
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_changelog_page_404_keeps_the_issue_marked_and_the_next_run_converges(env):
+    site = env.tenants["1"].site
+    server = env.tenants["1"].server
+    issue = next(i for i in site.issues if i["fields"].get("resolution") and len(i["changelog"]["histories"]) >= 3)
+    lengthen_changelog(site, issue)
+    path = f"/rest/api/3/issue/{issue['id']}/changelog"
+    original = server.handler
+    calls = {"n": 0}
+
+    def gone(req):
+        if req.path == path:
+            calls["n"] += 1
+            return Response.json({"errorMessages": ["Issue does not exist or you do not have permission"]}, status=404)
+        return original(req)
+
+    server.handler = gone
+    try:
+        result = env.materialize("1")
+    finally:
+        server.handler = original
+    assert result.success, "one issue's changelog page must not sink the others"
+    assert calls["n"] == 1, "a 404 is not retried"
+    rows = {r["key"]: r for r in table_rows(env, ISSUES, "1")}
+    assert len(rows) == len(site.issues), "the issue is kept, and every other issue"
+    row = rows[issue["key"]]
+    assert (
+        row["history_incomplete"] == f"{EMBEDDED_HISTORIES} of {issue['changelog']['total']} changelog entries arrived"
+    )
+    assert "Resolution none →" not in (row["history"] or "")
+    assert all(r["history_incomplete"] is None for k, r in rows.items() if k != issue["key"])
+    table_meta = result.asset_materializations_for_node("tables__issues_table")[0].metadata
+    assert table_meta["issues_with_history_incomplete"].value == 1
+
+    # Next run (incremental): the watermark was held below that issue, so it is fetched again.
+    result = env.materialize("1")
+    assert result.success
+    row = next(r for r in table_rows(env, ISSUES, "1") if r["key"] == issue["key"])
+    assert row["history_incomplete"] is None
+    assert f"Resolution none → {issue['fields']['resolution']['name']}" in row["history"]

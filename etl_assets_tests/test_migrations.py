@@ -76,12 +76,14 @@ V3_ISSUE_COLUMNS = (
     "comments_total",
     "comments_incomplete",
 )
+# Version 4: why a long changelog arrived incomplete.
+ADDED_ISSUE_COLUMNS = (*V3_ISSUE_COLUMNS, "history_incomplete")
 
 
 def without_v3(snap: dict[str, list[dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
-    """``snap`` without the issue columns version 3 added (to compare with the previous release's rows)."""
+    """``snap`` without the issue columns versions 3 and 4 added (to compare with the previous release's rows)."""
     return {
-        name: [{k: v for k, v in row.items() if name != "issues" or k not in V3_ISSUE_COLUMNS} for row in rows]
+        name: [{k: v for k, v in row.items() if name != "issues" or k not in ADDED_ISSUE_COLUMNS} for row in rows]
         for name, rows in snap.items()
     }
 
@@ -128,6 +130,7 @@ def land_rows(engine: Engine, tenant_id: str, first_issue: int) -> None:
         ISSUES,
         table=old_table,
         children=(),
+        parts=(),
         parse=lambda record: {k: v for k, v in parse_issue(record).items() if k in columns},
     )
     ops.land_raw(engine, old_issues, tenant_id, [page({"issues": issues})], kind="incremental")
@@ -165,9 +168,9 @@ def test_previous_release_sqlite_upgrades_and_keeps_every_row(tmp_path):
     assert schema_version(engine) == HEAD_VERSION
     assert history(engine) == [m.version for m in migrations.MIGRATIONS]
     after = snapshot(engine)
-    # Version 3 added issue columns (links, history, comment counts, ...): NULL on the old rows.
+    # Versions 3 and 4 added issue columns (links, history, comment counts, ...): NULL on the old rows.
     added = set(after["issues"][0]) - set(before["issues"][0])
-    assert added == set(V3_ISSUE_COLUMNS)
+    assert added == set(ADDED_ISSUE_COLUMNS)
     assert all(row[c] is None for row in after["issues"] for c in added)
     after["issues"] = [{k: v for k, v in row.items() if k not in added} for row in after["issues"]]
     assert after == before

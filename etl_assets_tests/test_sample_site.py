@@ -873,12 +873,13 @@ def test_every_request_of_a_sync_validates_against_the_openapi_spec(spec_schemas
     from etl_assets.core.records import FetchRequest
     from etl_assets.core.sources.jira.client import JiraClient
     from etl_assets.core.sources.jira.jql import newest_change
-    from etl_assets.core.sources.jira.sample.documents import add_comments
+    from etl_assets.core.sources.jira.sample.documents import add_comments, lengthen_changelog
     from etl_assets.core.tenants import JiraSiteConfig, Tenant
 
     spec = load_corpus_json("jira-platform-swagger-v3.v3.json")
     site = generate_sample_site(n_projects=6, n_issues=40)
     add_comments(site, site.issues[0]["key"], [f"c{n}" for n in range(150)])
+    lengthen_changelog(site, site.issues[1])  # a changelog longer than the search embeds
     inner = sample_transport(site)
     sent: list[tuple[str, str, dict[str, str], Any]] = []
 
@@ -898,6 +899,7 @@ def test_every_request_of_a_sync_validates_against_the_openapi_spec(spec_schemas
         newest_change(client, tenant, datetime(2026, 1, 1, tzinfo=UTC))
     kinds = {(m, re.sub(r"/issue/[^/]+/", "/issue/{id}/", p)) for m, p, _, _ in sent}
     assert ("GET", "/rest/api/3/issue/{id}/comment") in kinds, "comments were paged"
+    assert ("GET", "/rest/api/3/issue/{id}/changelog") in kinds, "the long changelog was paged"
     assert any(b and b.get("expand") == "changelog" for _, _, _, b in sent), "the changelog was expanded"
     problems = [p for m, path, q, b in sent for p in spec_problems(spec, m, path, q, b)]
     assert problems == []
@@ -905,3 +907,11 @@ def test_every_request_of_a_sync_validates_against_the_openapi_spec(spec_schemas
     assert spec_problems(spec, "POST", SEARCH, {}, {"jql": "x", "bogus": 1})
     assert spec_problems(spec, "GET", "/rest/api/3/issue/1/comment", {"orderBy": "updated"}, None)
     assert spec_problems(spec, "GET", "/rest/api/3/issue/1/comment", {"pageSize": "5"}, None)
+    assert spec_problems(spec, "GET", "/rest/api/3/issue/1/changelog", {"orderBy": "created"}, None)
+    assert spec_problems(spec, "POST", "/rest/api/3/issue/1/changelog", {}, None)
+    # The sample's changelog page has the keys of Jira's PageBeanChangelog (and no others).
+    page = httpx.Client(base_url=site.base_url, transport=inner).get(
+        f"/rest/api/3/issue/{site.issues[1]['id']}/changelog", params={"startAt": 0, "maxResults": 5}
+    )
+    assert {"values", "total", "startAt", "maxResults", "isLast", "nextPage"} <= set(page.json())
+    assert set(page.json()) <= schema_props(spec_schemas, "PageBeanChangelog")

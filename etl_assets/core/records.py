@@ -101,6 +101,19 @@ class ChildLink:
 
 
 @dataclass(frozen=True)
+class PagedPart:
+    """A part of a parent record that the source caps and the raw step pages on its own (the
+    histories of a long Jira changelog), merged back into the record before it is parsed."""
+
+    # (request path, parsed body) -> (parent external id, items) for a page of this part; else None
+    page: Callable[[str, Any], tuple[str, list[Any]] | None]
+    # (record, items paged for it) -> (the whole record, None; or as much as arrived, why incomplete)
+    merge: Callable[[Any, list[Any]], tuple[Any, str | None]]
+    # Column of the parent table where an incomplete part is noted (held back watermark).
+    incomplete_column: str
+
+
+@dataclass(frozen=True)
 class EntitySpec:
     source: str  # the package under core/sources/ it comes from; part of asset keys and point ids
     name: str  # table name and the last part of the collection name
@@ -128,6 +141,8 @@ class EntitySpec:
     # by its parent's table step, in the parent's transaction; its vectors follow the parent's table.
     parent: str | None = None
     children: tuple[ChildLink, ...] = ()
+    # Parts of a record paged separately by the raw step and merged before parsing (see PagedPart).
+    parts: tuple[PagedPart, ...] = ()
     # Which live rows are indexed (a SQL condition on the table); None: all of them. Rows left out
     # (restricted comments) stay in the table, are counted, and have no points.
     indexed: Callable[[Table], Any] | None = None

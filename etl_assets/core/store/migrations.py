@@ -189,10 +189,16 @@ def _v3_issue_documents(conn: Connection) -> None:
         add_column_if_missing(conn, "issues", column)
 
 
+def _v4_history_incomplete(conn: Connection) -> None:
+    """Issues note why their changelog arrived incomplete (a long changelog whose paging failed)."""
+    add_column_if_missing(conn, "issues", Column("history_incomplete", String(1000)))
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "baseline: the tables of the unversioned releases (up to 6fa6683)", _v1_baseline),
     Migration(2, "PostgreSQL: BIGINT surrogate keys, batch references and sequences", _v2_bigint_keys),
     Migration(3, "issues: links, attachments, history digest, custom fields, comment counts", _v3_issue_documents),
+    Migration(4, "issues: history_incomplete (a long changelog paged on its own)", _v4_history_incomplete),
 )
 
 HEAD_VERSION: int = MIGRATIONS[-1].version

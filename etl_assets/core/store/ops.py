@@ -274,6 +274,10 @@ def build_table(engine: Engine, spec: EntitySpec, tenant_id: str) -> TableResult
                     found_children = link.page(path, data)
                     if found_children is not None:
                         paged.setdefault((link.spec.name, batch_id, found_children[0]), []).extend(found_children[1])
+                for n, part in enumerate(spec.parts):
+                    found_part = part.page(path, data)
+                    if found_part is not None:
+                        paged.setdefault((f"part:{n}", batch_id, found_part[0]), []).extend(found_part[1])
                 for record in spec.records(data):
                     key = _record_key(record)
                     if key is not None:
@@ -310,14 +314,23 @@ def build_table(engine: Engine, spec: EntitySpec, tenant_id: str) -> TableResult
         now = utcnow()
         upserts: list[dict[str, Any]] = []
         kids = _Children(conn, spec, tenant_id, now, result)
+        for part in spec.parts:
+            result.children[f"{spec.name}_with_{part.incomplete_column}"] = 0
         for key, (record, batch_id) in latest.items():
             if live_listing is not None and batch_id < listing_batch and key not in live_listing:
                 continue  # changed earlier, then gone from a later listing: the deletion below wins
+            notes: dict[str, str | None] = {}
+            for n, part in enumerate(spec.parts):
+                record, notes[part.incomplete_column] = part.merge(record, paged.get((f"part:{n}", batch_id, key), []))
             try:
                 row = spec.parse(record)
             except RecordError as exc:
                 result.rejected_reasons.append(_reject(conn, tenant_id, spec.name, batch_id, record, exc))
                 continue
+            for column, note in notes.items():
+                row[column] = None if note is None else note[:1000]
+                if note is not None:
+                    result.children[f"{spec.name}_with_{column}"] += 1
             found = _non_finite_path(record) if batch_id in non_finite_batches else None
             if found is not None:
                 ext = row["external_id"]  # validated by the parser: fits the rejected_records column
@@ -528,12 +541,11 @@ def _advance_watermark(conn: Connection, spec: EntitySpec, tenant_id: str, *, is
     newest = as_utc(
         conn.execute(select(func.max(table.c.updated)).where(table.c.tenant_id == tenant_id)).scalar_one_or_none()
     )
-    for link in spec.children:
-        if link.incomplete_column is None:
-            continue
-        # A parent whose children arrived incomplete must be fetched again: the watermark stays
-        # below it (the fetch re-reads from the watermark less the overlap).
-        col = table.c[link.incomplete_column]
+    columns = [link.incomplete_column for link in spec.children if link.incomplete_column]
+    for column in (*columns, *(part.incomplete_column for part in spec.parts)):
+        # A parent whose children or paged parts arrived incomplete must be fetched again: the
+        # watermark stays below it (the fetch re-reads from the watermark less the overlap).
+        col = table.c[column]
         oldest = as_utc(
             conn.execute(
                 select(func.min(table.c.updated)).where(

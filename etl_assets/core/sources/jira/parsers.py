@@ -290,6 +290,7 @@ def parse_issue(record: object) -> dict[str, Any]:
         "custom_fields": custom_fields.parse(record, fields),
         "comments_total": _comment_total(fields.get("comment")),
         "comments_incomplete": None,
+        "history_incomplete": None,
     }
 
 

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 from typing import Any
 
-from etl_assets.core.records import ChildLink, ChildRecords, EntitySpec, FetchRequest, RawPage
+from etl_assets.core.records import ChildLink, ChildRecords, EntitySpec, FetchRequest, PagedPart, RawPage
 from etl_assets.core.sources.jira import custom_fields, parsers, tables
 from etl_assets.core.sources.jira.client import JiraAuthError, JiraClient, JiraError
 from etl_assets.core.sources.jira.jql import ISSUE_FIELDS, newest_change, search_pages, tenant_jql
@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 
 COMMENT_PAGE = 100  # comments per GET /issue/{id}/comment page (Jira's documented default and cap)
 _COMMENT_PATH = re.compile(r"^/rest/api/3/issue/([^/]+)/comment$")
+CHANGELOG_PAGE = 100  # histories per GET /issue/{id}/changelog page (the endpoint's documented default)
+_CHANGELOG_PATH = re.compile(r"^/rest/api/3/issue/([^/]+)/changelog$")
 
 
 def _join(*parts: str | None) -> str:
@@ -145,6 +147,84 @@ def comment_pages(client: JiraClient, issue_id: str, start: int, total: int, key
             total = data["total"]
 
 
+def _embedded_histories(issue: Any) -> tuple[list[Any], int | None]:
+    changelog = issue.get("changelog") if isinstance(issue, dict) else None
+    if not isinstance(changelog, dict):
+        return [], None
+    histories, total = changelog.get("histories"), changelog.get("total")
+    return (histories if isinstance(histories, list) else []), (
+        total if isinstance(total, int) and not isinstance(total, bool) else None
+    )
+
+
+def changechangelogpages(client: JiraClient, issue_id: str, total: int, key: str) -> Iterator[RawPage]:
+    """The whole changelog of one issue whose embedded changelog is capped, a page at a time.
+
+    Paged from the start, not from past the embedded histories: which histories a search
+    embeds is not documented (first or newest), and merging by history id is right either way,
+    at the cost of at most one page more. A page that fails for good ends the paging like a
+    comment page does (see :func:`comment_pages`): what arrived is kept, the issue is marked
+    ``history_incomplete`` and fetched again by the next run. A 404 (the issue was deleted
+    meanwhile) is that same outcome for this one issue; its deletion is found by reconciliation.
+    """
+    path = f"/rest/api/3/issue/{issue_id}/changelog"
+    start = 0
+    for _ in range(100_000):
+        if start >= total:
+            return
+        try:
+            page = client.request("GET", path, params={"startAt": start, "maxResults": CHANGELOG_PAGE})
+        except JiraAuthError as exc:
+            if exc.status == 401:
+                raise
+            log.warning("issue %s: changelog from %d on not fetched: %s", key, start, exc)
+            return
+        except JiraError as exc:
+            log.warning("issue %s: changelog from %d on not fetched: %s", key, start, exc)
+            return
+        yield page
+        data = page.json()
+        got = data.get("values") if isinstance(data, dict) else None
+        if not isinstance(got, list) or not got or data.get("isLast") is True:
+            return
+        start += len(got)
+        if isinstance(data.get("total"), int):
+            total = data["total"]
+
+
+def _changechangelogpage(path: str, data: Any) -> tuple[str, list[Any]] | None:
+    match = _CHANGELOG_PATH.match(path)
+    if match is None or not isinstance(data, dict):
+        return None
+    values = data.get("values")
+    return match.group(1), values if isinstance(values, list) else []
+
+
+def _merge_changelog(issue: Any, paged: list[Any]) -> tuple[Any, str | None]:
+    """The issue with its embedded and paged histories (one each by id), and why it is incomplete."""
+    embedded, total = _embedded_histories(issue)
+    if not isinstance(issue, dict) or (not paged and (total is None or len(embedded) >= total)):
+        return issue, None
+    changelog = issue.get("changelog")
+    merged: dict[str, Any] = {}
+    for history in [*embedded, *paged]:
+        if isinstance(history, dict):
+            merged.setdefault(str(history.get("id")), history)
+    histories = list(merged.values())
+    whole = {
+        **issue,
+        "changelog": {
+            **(changelog if isinstance(changelog, dict) else {}),
+            "startAt": 0,
+            "maxResults": len(histories),
+            "histories": histories,
+        },
+    }
+    if total is not None and len(histories) < total:
+        return whole, f"{len(histories)} of {total} changelog entries arrived"
+    return whole, None
+
+
 def _fetch_issues(client: JiraClient, req: FetchRequest) -> Iterator[RawPage]:
     if req.ids_only:
         yield from search_pages(client, tenant_jql(req.tenant, order="ORDER BY key ASC"), fields=["id"], page_size=1000)
@@ -172,6 +252,10 @@ def _fetch_issues(client: JiraClient, req: FetchRequest) -> Iterator[RawPage]:
             comments, total = _embedded_comments(issue)
             if total is not None and total > len(comments) and isinstance(issue.get("id"), str | int):
                 yield from comment_pages(client, str(issue["id"]), len(comments), total, str(issue.get("key")))
+            # Likewise the changelog beyond the histories the search embeds.
+            histories, changes = _embedded_histories(issue)
+            if changes is not None and changes > len(histories) and isinstance(issue.get("id"), str | int):
+                yield from changechangelogpages(client, str(issue["id"]), changes, str(issue.get("key")))
 
 
 def _comment_page(path: str, data: Any) -> tuple[str, list[Any]] | None:
@@ -441,6 +525,7 @@ ISSUES = EntitySpec(
         else None
     ),
     children=(COMMENTS_OF_ISSUES,),
+    parts=(PagedPart(page=_changechangelogpage, merge=_merge_changelog, incomplete_column="history_incomplete"),),
 )
 
 SPECS: tuple[EntitySpec, ...] = (PROJECTS, WITS, STATUSES, ISSUES, COMMENTS)

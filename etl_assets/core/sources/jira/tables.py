@@ -72,6 +72,7 @@ issues = entity_table(
     Column("custom_fields", JSON),  # {"Story Points": {"text": "5", "value": 5}, ...}
     Column("comments_total", Integer),
     Column("comments_incomplete", String(1000)),  # why the comment list is incomplete, else NULL
+    Column("history_incomplete", String(1000)),  # why the changelog is incomplete, else NULL
 )
 
 comments = entity_table(

@@ -24,6 +24,10 @@ from etl_assets.core.sources.jira.sample.site import SITE_NOW, JiraSite, format_
 EMBEDDED_COMMENTS = 20
 #: Comments of the one long discussion of the default site (more than one page of 100).
 LONG_THREAD = 120
+# Histories the search embeds with expand=changelog (Jira: 100); a longer changelog is paged on
+# GET /issue/{id}/changelog. One sample issue has more (see _long_changelog).
+EMBEDDED_HISTORIES = 10
+LONG_CHANGELOG_CHURN = 24  # assignee changes before that issue's status path
 
 # (comment text, a query worded unlike it): each planted on one issue, said nowhere else.
 COMMENT_FACTS: tuple[tuple[str, str], ...] = (
@@ -390,6 +394,36 @@ def _custom_values(site: JiraSite, rng: random.Random, issue: dict[str, Any], i:
         fields["customfield_10038"] = f"https://runbooks.example.com/{issue['key'].lower()}"
 
 
+def _resolved_issue(issues: list[dict[str, Any]]) -> dict[str, Any] | None:
+    return next(
+        (
+            issue
+            for issue in issues
+            if issue["fields"]["status"]["statusCategory"]["key"] == "done" and issue["fields"].get("resolution")
+        ),
+        None,
+    )
+
+
+def lengthen_changelog(site: JiraSite, chosen: dict[str, Any] | None) -> None:
+    """Give an issue a changelog longer than the search embeds: a run of early reassignments
+    before its status path, so its late transitions arrive only by paging. Uses no randomness
+    (the rest of the sample stays as it was); the issue's ``updated`` is not moved."""
+    users = site.users
+    if chosen is None or len(users) < 2:
+        return
+    created = stored_datetime(chosen["fields"]["created"])
+    reporter = chosen["fields"]["reporter"]
+    log = chosen["changelog"]
+    histories = list(log["histories"])
+    for n in range(LONG_CHANGELOG_CHURN):
+        before, after = users[n % len(users)], users[(n + 1) % len(users)]
+        when = created + timedelta(seconds=10 * (n + 1))
+        histories.append(_history(site, 90000 + n, when, reporter, "assignee", before, after))
+    histories.sort(key=lambda h: h["created"], reverse=True)  # Jira: newest first
+    chosen["changelog"] = {**log, "maxResults": len(histories), "total": len(histories), "histories": histories}
+
+
 def enrich(site: JiraSite, seed: int) -> None:
     """Give the generated issues comments, a changelog, links, attachments and a few rich sections."""
     rng = random.Random(f"documents:{seed}")
@@ -541,6 +575,9 @@ def enrich(site: JiraSite, seed: int) -> None:
         _custom_values(site, rng, issue, i, causes)
         if i % 50 == 9 and isinstance(fields.get("description"), dict):
             fields["description"]["content"] = list(fields["description"]["content"]) + _rich_block(site, rng, issue)
+
+    if len(by_index) >= 100:
+        lengthen_changelog(site, _resolved_issue(by_index[13:] + by_index[:13]))
 
     # Issue links, both ends, between issues of the same project.
     link_id = 20000

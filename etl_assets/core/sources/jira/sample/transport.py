@@ -32,7 +32,12 @@ from urllib.parse import urlencode, urlsplit
 
 import httpx
 
-from etl_assets.core.sources.jira.sample.documents import CUSTOM_FIELDS, EMBEDDED_COMMENTS, SYSTEM_FIELDS
+from etl_assets.core.sources.jira.sample.documents import (
+    CUSTOM_FIELDS,
+    EMBEDDED_COMMENTS,
+    EMBEDDED_HISTORIES,
+    SYSTEM_FIELDS,
+)
 from etl_assets.core.sources.jira.sample.jql import JqlError, run_jql
 from etl_assets.core.sources.jira.sample.site import JiraSite, format_jira_timestamp, stored_datetime, user_obj
 
@@ -142,6 +147,11 @@ class JiraSiteHandler:
             if method != "GET":
                 raise _HttpError(405, [f"Method '{method}' is not allowed on {route}."])
             return 200, self._comments(comments.group(1), query)
+        changelog = re.fullmatch(r"/rest/api/3/issue/([^/]+)/changelog", route)
+        if changelog:
+            if method != "GET":
+                raise _HttpError(405, [f"Method '{method}' is not allowed on {route}."])
+            return 200, self._changelog(changelog.group(1), query)
         match = re.fullmatch(r"/rest/api/3/(project|issue)/([^/]+)", route)
         if match and method == "GET":
             if match.group(1) == "project":
@@ -300,6 +310,29 @@ class JiraSiteHandler:
             every.reverse()
         return {"startAt": start, "maxResults": size, "total": len(every), "comments": every[start : start + size]}
 
+    def _changelog(self, key_or_id: str, query: dict[str, str]) -> Any:
+        """``GET /rest/api/3/issue/{id}/changelog``: a PageBeanChangelog, oldest first, at most 100 a page."""
+        try:
+            issue = self.site.issue(key_or_id)
+        except KeyError:
+            raise _HttpError(404, ["Issue does not exist or you do not have permission to see it."]) from None
+        start = _int_param(query, "startAt", 0, minimum=0)
+        size = min(_int_param(query, "maxResults", 100, minimum=0), 100)
+        every = _oldest_first((issue.get("changelog") or {}).get("histories") or [])
+        page = every[start : start + size]
+        base = f"{self.site.base_url}/rest/api/3/issue/{issue['key']}/changelog"
+        out: dict[str, Any] = {
+            "self": f"{base}?startAt={start}&maxResults={size}",
+            "maxResults": size,
+            "startAt": start,
+            "total": len(every),
+            "isLast": start + len(page) >= len(every),
+            "values": page,
+        }
+        if not out["isLast"]:
+            out["nextPage"] = f"{base}?startAt={start + len(page)}&maxResults={size}"
+        return out
+
     def _search_request(self, method: str, query: dict[str, str], body: bytes | None) -> dict[str, Any]:
         if method == "GET":
             request: dict[str, Any] = {
@@ -448,8 +481,19 @@ def _issue_view(issue: dict[str, Any], wanted: set[str] | None, *, changelog: bo
         "fields": chosen,
     }
     if changelog and "changelog" in issue:
-        view["changelog"] = issue["changelog"]
+        log = issue["changelog"]
+        histories = log.get("histories") or []
+        if len(histories) > EMBEDDED_HISTORIES:
+            # Like Jira, the search embeds only part of a long changelog (here: its oldest
+            # entries); the whole of it is paged on /issue/{id}/changelog.
+            kept = {id(h) for h in _oldest_first(histories)[:EMBEDDED_HISTORIES]}
+            log = {**log, "maxResults": EMBEDDED_HISTORIES, "histories": [h for h in histories if id(h) in kept]}
+        view["changelog"] = log
     return view
+
+
+def _oldest_first(histories: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted(histories, key=lambda h: (str(h.get("created")), int(h.get("id") or 0)))
 
 
 def _jql_digest(jql: str) -> str:
