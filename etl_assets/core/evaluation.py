@@ -243,29 +243,38 @@ def benchmark_queries(
 
 @contextlib.asynccontextmanager
 async def indexed(
-    spec: EntitySpec, records: Iterable[Any], embedder: Embedder, *, tenant_id: str = "eval"
+    spec: EntitySpec,
+    records: Iterable[Any],
+    embedder: Embedder,
+    *,
+    tenant_id: str = "eval",
+    with_children: bool = False,
 ) -> AsyncIterator[AsyncQdrantClient]:
-    """An in-memory Qdrant holding ``records`` (source objects of ``spec``) as the vector asset would write them."""
-    rows: list[dict[str, Any]] = []
-    for record in records:
-        row = spec.parse(record)
-        rows.append({**row, "id": len(rows) + 1, "tenant_id": tenant_id})
+    """An in-memory Qdrant holding ``records`` (source objects of ``spec``) as the vector asset would
+    write them; ``with_children``: also the child entities they carry (comments), each in its own
+    collection (see :func:`document_rows`)."""
+    if with_children:
+        rows = document_rows(spec, records, tenant_id)
+    else:
+        rows = {spec.name: [{**spec.parse(r), "id": n, "tenant_id": tenant_id} for n, r in enumerate(records, 1)]}
+    specs = {spec.name: spec, **{link.spec.name: link.spec for link in spec.children}}
     client = AsyncQdrantClient(location=":memory:")
     try:
-        collection = Collection(client, collection_name(tenant_id, spec.name), tenant_id, spec.name, local=True)
-        live = {r["external_id"] for r in rows}
+        for name, entity_rows in rows.items():
+            collection = Collection(client, collection_name(tenant_id, name), tenant_id, name, local=True)
+            live = {r["external_id"] for r in entity_rows}
 
-        async def live_ids(candidates: list[str]) -> set[str]:
-            return live & set(candidates)
+            async def live_ids(candidates: list[str], live: set[str] = live) -> set[str]:
+                return live & set(candidates)
 
-        await sync_vectors(
-            spec=spec,
-            tenant_id=tenant_id,
-            pages=lambda: iter([rows]),
-            live_ids=live_ids,
-            embedder=embedder,
-            collection=collection,
-        )
+            await sync_vectors(
+                spec=specs[name],
+                tenant_id=tenant_id,
+                pages=lambda entity_rows=entity_rows: iter([entity_rows]),  # type: ignore[misc]
+                live_ids=live_ids,
+                embedder=embedder,
+                collection=collection,
+            )
         yield client
     finally:
         await client.close()
@@ -385,29 +394,12 @@ async def evaluate_documents(
 ) -> RetrievalReport:
     """Like :func:`evaluate_retrieval`, with the child entities (comments) indexed in their own
     collections and an issue ranked by its best passage, its own or a child's (as search does)."""
-    rows = document_rows(spec, records, tenant_id)
-    specs = {spec.name: spec, **{link.spec.name: link.spec for link in spec.children}}
-    client = AsyncQdrantClient(location=":memory:")
-    try:
-        for name, entity in specs.items():
-            collection = Collection(client, collection_name(tenant_id, name), tenant_id, name, local=True)
-            live = {r["external_id"] for r in rows[name]}
-
-            async def live_ids(candidates: list[str], live: set[str] = live) -> set[str]:
-                return live & set(candidates)
-
-            await sync_vectors(
-                spec=entity,
-                tenant_id=tenant_id,
-                pages=lambda name=name: iter([rows[name]]),  # type: ignore[misc]
-                live_ids=live_ids,
-                embedder=embedder,
-                collection=collection,
-            )
+    names = [spec.name, *(link.spec.name for link in spec.children)]
+    async with indexed(spec, records, embedder, tenant_id=tenant_id, with_children=True) as client:
         outcomes = []
         for query, relevant in queries:
             best: dict[str, float] = {}
-            for name in specs:
+            for name in names:
                 for hit in await search(
                     client,
                     embedder,
@@ -421,6 +413,4 @@ async def evaluate_documents(
                     best[hit.key] = max(best.get(hit.key, -1.0), hit.score)
             ranked = sorted(best, key=lambda key: best[key], reverse=True)[:k]
             outcomes.append(QueryOutcome(query, relevant, ranked))
-    finally:
-        await client.close()
     return RetrievalReport(embedder.model, k, outcomes, mode.value)
