@@ -22,6 +22,7 @@ from etl_assets.core.edge_client import (
     EdgeQdrantClient,
     EdgeUnsupportedError,
 )
+from etl_assets.core.sparse import DENSE_VECTOR
 from etl_assets.core.vectorstore import Collection, point_id
 
 NAME = "client_t_issues"
@@ -265,7 +266,9 @@ def test_collection_metadata_marker_and_schema_survive_a_restart(tmp_path: Path)
         await collection.upsert(
             [
                 models.PointStruct(
-                    id=point_id("t", "issues", str(i)), vector=[1.0] * DIM, payload={"external_id": str(i)}
+                    id=point_id("t", "issues", str(i)),
+                    vector={DENSE_VECTOR: [1.0] * DIM},
+                    payload={"external_id": str(i)},
                 )
                 for i in range(30)
             ]
@@ -295,6 +298,7 @@ def test_collection_metadata_marker_and_schema_survive_a_restart(tmp_path: Path)
     assert schema == {
         "tenant_id": models.PayloadSchemaType.KEYWORD,
         "external_id": models.PayloadSchemaType.KEYWORD,
+        "source": models.PayloadSchemaType.KEYWORD,
         "updated": models.PayloadSchemaType.DATETIME,
         "priority": models.PayloadSchemaType.INTEGER,
     }

@@ -17,6 +17,7 @@ from qdrant_client import AsyncQdrantClient, models
 
 from etl_assets.core.catalogue import BY_NAME
 from etl_assets.core.edge_client import BACKUP_SUFFIX, STORE_FILE, EdgeQdrantClient
+from etl_assets.core.sparse import DENSE_VECTOR
 from etl_assets.core.vectorstore import (
     BASE_PAYLOAD_INDEXES,
     Collection,
@@ -33,7 +34,7 @@ def _issue_points(n: int) -> list[models.PointStruct]:
     return [
         models.PointStruct(
             id=point_id("1", "issues", str(i), chunk),
-            vector=[math.sin(i + k + chunk) for k in range(DIM)],
+            vector={DENSE_VECTOR: [math.sin(i + k + chunk) for k in range(DIM)]},
             payload={
                 "tenant_id": "1",
                 "external_id": str(i),

@@ -448,6 +448,20 @@ class EdgeQdrantClient(AsyncQdrantClient):
         await self._run(work)
         return models.UpdateResult(operation_id=0, status=models.UpdateStatus.COMPLETED)
 
+    async def _update_selected(
+        self,
+        name: str,
+        selector: Any,
+        by_ids: Callable[[Any], qe.UpdateOperation],
+        by_filter: Callable[[Any], qe.UpdateOperation],
+    ) -> models.UpdateResult:
+        """An update of the points ``selector`` names: by ids, or by a filter (Edge has an operation for each)."""
+        ids, flt = _selector(selector)
+        if ids is not None:
+            return await self._update(name, lambda _c: by_ids(ids))
+        assert flt is not None
+        return await self._update(name, lambda _c: by_filter(flt))
+
     # -- collections --
 
     async def collection_exists(self, collection_name: str, **kwargs: Any) -> bool:
@@ -835,12 +849,13 @@ class EdgeQdrantClient(AsyncQdrantClient):
         **kwargs: Any,
     ) -> models.UpdateResult:
         _check_kwargs("delete_vectors", {"shard_key_selector": shard_key_selector, **kwargs})
-        ids, flt = _selector(points)
         names = list(vectors)
-        if ids is not None:
-            return await self._update(collection_name, lambda _c: qe.UpdateOperation.delete_vectors(ids, names))
-        assert flt is not None
-        return await self._update(collection_name, lambda _c: qe.UpdateOperation.delete_vectors_by_filter(flt, names))
+        return await self._update_selected(
+            collection_name,
+            points,
+            lambda ids: qe.UpdateOperation.delete_vectors(ids, names),
+            lambda flt: qe.UpdateOperation.delete_vectors_by_filter(flt, names),
+        )
 
     async def delete(
         self,
@@ -853,11 +868,12 @@ class EdgeQdrantClient(AsyncQdrantClient):
         **kwargs: Any,
     ) -> models.UpdateResult:
         _check_kwargs("delete", {"shard_key_selector": shard_key_selector, **kwargs})
-        ids, flt = _selector(points_selector)
-        if ids is not None:
-            return await self._update(collection_name, lambda _c: qe.UpdateOperation.delete_points(ids))
-        assert flt is not None
-        return await self._update(collection_name, lambda _c: qe.UpdateOperation.delete_points_by_filter(flt))
+        return await self._update_selected(
+            collection_name,
+            points_selector,
+            qe.UpdateOperation.delete_points,
+            qe.UpdateOperation.delete_points_by_filter,
+        )
 
     async def set_payload(
         self,
@@ -872,12 +888,13 @@ class EdgeQdrantClient(AsyncQdrantClient):
         **kwargs: Any,
     ) -> models.UpdateResult:
         _check_kwargs("set_payload", {"shard_key_selector": shard_key_selector, **kwargs})
-        ids, flt = _selector(points)
         body = _payload_in(payload)
-        if ids is not None:
-            return await self._update(collection_name, lambda _c: qe.UpdateOperation.set_payload(ids, body, key))
-        assert flt is not None
-        return await self._update(collection_name, lambda _c: qe.UpdateOperation.set_payload_by_filter(flt, body, key))
+        return await self._update_selected(
+            collection_name,
+            points,
+            lambda ids: qe.UpdateOperation.set_payload(ids, body, key),
+            lambda flt: qe.UpdateOperation.set_payload_by_filter(flt, body, key),
+        )
 
     async def overwrite_payload(
         self,
@@ -891,12 +908,13 @@ class EdgeQdrantClient(AsyncQdrantClient):
         **kwargs: Any,
     ) -> models.UpdateResult:
         _check_kwargs("overwrite_payload", {"shard_key_selector": shard_key_selector, **kwargs})
-        ids, flt = _selector(points)
         body = _payload_in(payload)
-        if ids is not None:
-            return await self._update(collection_name, lambda _c: qe.UpdateOperation.overwrite_payload(ids, body))
-        assert flt is not None
-        return await self._update(collection_name, lambda _c: qe.UpdateOperation.overwrite_payload_by_filter(flt, body))
+        return await self._update_selected(
+            collection_name,
+            points,
+            lambda ids: qe.UpdateOperation.overwrite_payload(ids, body),
+            lambda flt: qe.UpdateOperation.overwrite_payload_by_filter(flt, body),
+        )
 
     async def delete_payload(
         self,
@@ -910,12 +928,13 @@ class EdgeQdrantClient(AsyncQdrantClient):
         **kwargs: Any,
     ) -> models.UpdateResult:
         _check_kwargs("delete_payload", {"shard_key_selector": shard_key_selector, **kwargs})
-        ids, flt = _selector(points)
         names = list(keys)
-        if ids is not None:
-            return await self._update(collection_name, lambda _c: qe.UpdateOperation.delete_payload(ids, names))
-        assert flt is not None
-        return await self._update(collection_name, lambda _c: qe.UpdateOperation.delete_payload_by_filter(flt, names))
+        return await self._update_selected(
+            collection_name,
+            points,
+            lambda ids: qe.UpdateOperation.delete_payload(ids, names),
+            lambda flt: qe.UpdateOperation.delete_payload_by_filter(flt, names),
+        )
 
     async def clear_payload(
         self,
@@ -928,11 +947,12 @@ class EdgeQdrantClient(AsyncQdrantClient):
         **kwargs: Any,
     ) -> models.UpdateResult:
         _check_kwargs("clear_payload", {"shard_key_selector": shard_key_selector, **kwargs})
-        ids, flt = _selector(points_selector)
-        if ids is not None:
-            return await self._update(collection_name, lambda _c: qe.UpdateOperation.clear_payload(ids))
-        assert flt is not None
-        return await self._update(collection_name, lambda _c: qe.UpdateOperation.clear_payload_by_filter(flt))
+        return await self._update_selected(
+            collection_name,
+            points_selector,
+            qe.UpdateOperation.clear_payload,
+            qe.UpdateOperation.clear_payload_by_filter,
+        )
 
     # -- reads --
 
