@@ -264,11 +264,13 @@ def _print_summary(resources: dict[str, Any], tenants: Sequence[str], hint: str,
     finally:
         engine.dispose()
     print()
-    print(f"{'tenant':<8}{'entity':<10}{'live rows':>10}{'points':>8}  collection")
+    wide = max(len("entity"), *(len(spec.name) for spec in CATALOGUE)) + 2
+    print(f"{'tenant':<8}{'entity':<{wide}}{'live rows':>10}{'points':>8}  collection")
     for tenant in tenants:
         for spec in CATALOGUE:
             name = collection_name(tenant, spec.name)
-            print(f"{tenant:<8}{spec.name:<10}{rows[(tenant, spec.name)]:>10}{points[(tenant, spec.name)]:>8}  {name}")
+            counts_ = f"{rows[(tenant, spec.name)]:>10}{points[(tenant, spec.name)]:>8}"
+            print(f"{tenant:<8}{spec.name:<{wide}}{counts_}  {name}")
     print()
     print(f"Done in {seconds:.0f}s. database: {safe_url(resources['database'].url)}")
     print(f"qdrant:   {'the server at QDRANT_URL' if qd.url else qd.path}")
