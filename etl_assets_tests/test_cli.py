@@ -254,7 +254,7 @@ def demo(tmp_path_factory):
 
 @pytest.mark.slow
 def test_the_demo_prints_a_line_per_step_and_the_table(demo):
-    from etl_assets.defs.names import raw_key, table_key, vector_key
+    from etl_assets.defs.names import asset_keys
 
     done, _, _ = demo
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -264,12 +264,7 @@ def test_the_demo_prints_a_line_per_step_and_the_table(demo):
     assert done.stderr == ""
     lines = done.stdout.splitlines()
     steps = re.findall(r"^tenant 2  (\S+)\s+✓\s+[\d.]+s  \d+ (?:records|rows|points)", done.stdout, re.M)
-    # A child entity (comments) is fetched and committed by its parent's steps: it has only a vector step.
-    expected = {
-        key(spec).to_user_string()
-        for spec in CATALOGUE
-        for key in ((raw_key, table_key, vector_key) if spec.parent is None else (vector_key,))
-    }
+    expected = {key.to_user_string() for spec in CATALOGUE for key in asset_keys(spec)}
     assert sorted(steps) == sorted(expected)
     table = re.findall(r"^2\s+(\w+)\s+(\d+)\s+(\d+)\s+client_2_\w+$", done.stdout, re.M)
     assert [entity for entity, *_ in table] == [spec.name for spec in CATALOGUE]

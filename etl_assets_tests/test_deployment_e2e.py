@@ -27,7 +27,7 @@ from sqlalchemy import create_engine, inspect, select
 from etl_assets.core.catalogue import CATALOGUE
 from etl_assets.core.sources.jira.specs import PROJECTS
 from etl_assets.core.vectorstore import collection_name, open_qdrant
-from etl_assets.defs.names import raw_key, table_key, vector_key
+from etl_assets.defs.names import asset_keys, raw_key, table_key, vector_key
 from etl_assets_tests import pg, procs
 from etl_assets_tests.conftest import Env, running_fakes
 
@@ -36,7 +36,7 @@ pytestmark = pytest.mark.slow
 SCHEDULE = "sync_all_tenants"
 SENSOR = "vectors_follow_tables"
 POOL_LIMITS = {"jira": 3, "embeddings": 2}
-ALL_KEYS = [k.path for spec in CATALOGUE for k in (raw_key(spec), table_key(spec), vector_key(spec))]
+ALL_KEYS = [k.path for spec in CATALOGUE for k in asset_keys(spec)]
 
 
 # -- the environment: fakes in this process, databases on the test PostgreSQL server --------------
@@ -159,7 +159,8 @@ def assert_tenant_synced(env: Env, tenant_id: str) -> None:
         "statuses": len(site.statuses),
         "issues": len(site.issues),
     }
-    for spec in CATALOGUE:
+    # The Jira entities with a count straight from the site (comments and GitHub: their own tests).
+    for spec in (s for s in CATALOGUE if s.name in expected):
         rows = live_ids(env, spec, tenant_id)
         assert len(rows) == expected[spec.name] > 0, (tenant_id, spec.name)
         points = point_payloads(env, tenant_id, spec.name)

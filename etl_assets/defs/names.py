@@ -48,6 +48,14 @@ def vector_key(spec: EntitySpec) -> dg.AssetKey:
     return dg.AssetKey(["vectors", f"{spec.name}_vectors"])
 
 
+def asset_keys(spec: EntitySpec) -> tuple[dg.AssetKey, ...]:
+    """The entity's assets: raw, table and vectors; a child entity (comments), fetched and committed
+    by its parent's steps, has only its vectors."""
+    if spec.parent is not None:
+        return (vector_key(spec),)
+    return raw_key(spec), table_key(spec), vector_key(spec)
+
+
 def op_name(key: dg.AssetKey) -> str:
     """The op (step) name Dagster gives an asset: its key path joined by '__'."""
     return key.to_python_identifier()
