@@ -213,5 +213,6 @@ def test_cli_materializes_a_partition_on_a_fresh_home(env, tmp_path, cli):
         "issues": len(site.issues),
     }
     for spec in CATALOGUE:
-        assert len(table_rows(env, spec, "1")) == expected[spec.name]
+        if spec.name in expected:  # the Jira entities whose count the site gives
+            assert len(table_rows(env, spec, "1")) == expected[spec.name]
         assert table_rows(env, spec, "2") == []

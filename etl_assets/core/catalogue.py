@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from etl_assets.core.records import EntitySpec
 from etl_assets.core.sources.github.specs import SPECS as GITHUB_SPECS
+from etl_assets.core.sources.jira import permission_tables  # noqa: F401  (declares the permission tables)
 from etl_assets.core.sources.jira.specs import SPECS as JIRA_SPECS
+
+# The permission tables are declared on import, like the entities' tables: importing them here makes
+# every process (and so every migration) create the same schema, whatever else it imported.
 
 CATALOGUE: tuple[EntitySpec, ...] = (*JIRA_SPECS, *GITHUB_SPECS)
 BY_NAME: dict[str, EntitySpec] = {spec.name: spec for spec in CATALOGUE}
