@@ -25,6 +25,8 @@ from etl_assets.core.sources.jira.sample import generate_sample_site, sample_tra
 from etl_assets.core.sources.jira.specs import ISSUES
 from etl_assets.core.tenants import JiraSiteConfig, Tenant
 
+# The "before" baseline: the issue fields the release before comments and history asked for. A
+# fixed snapshot on purpose (jql.ISSUE_FIELDS moves on), so the before/after figures stay comparable.
 BEFORE_FIELDS = (
     "summary",
     "description",
