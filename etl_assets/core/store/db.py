@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event, make_url
@@ -15,6 +17,26 @@ def safe_url(url: str) -> str:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:  # noqa: BLE001 - an unparsable URL must still never be echoed
         return "<unparsable database URL>"
+
+
+def _switch_to_wal(cur: sqlite3.Cursor, *, deadline_s: float = 60.0) -> None:
+    """Put the database in WAL mode (persistent: once switched, every later connection finds it so).
+
+    The switch needs the database to itself, and SQLite answers "database is locked" at once
+    (without waiting its busy timeout) when another connection opening the same old database
+    holds it for a moment; so the switch is retried until that connection has let go.
+    """
+    give_up = time.monotonic() + deadline_s
+    while True:
+        try:
+            if str(cur.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal":
+                return
+            cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > give_up:
+                raise
+            time.sleep(0.05)
 
 
 def make_engine(url: str, *, create: bool = True) -> Engine:
@@ -39,10 +61,10 @@ def make_engine(url: str, *, create: bool = True) -> Engine:
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
             cur = dbapi_conn.cursor()
-            # WAL lets the vector step read while another process writes; FKs are off by default.
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA busy_timeout=60000")
+            # WAL lets the vector step read while another process writes; FKs are off by default.
+            _switch_to_wal(cur)
+            cur.execute("PRAGMA foreign_keys=ON")
             cur.close()
     else:
         engine = create_engine(parsed, pool_pre_ping=True)
