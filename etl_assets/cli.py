@@ -381,8 +381,9 @@ def _search(args: argparse.Namespace) -> int:
     from etl_assets.core.catalogue import BY_NAME
     from etl_assets.core.embeddings.base import ModelMismatchError
     from etl_assets.core.embeddings.factory import open_embedder
-    from etl_assets.core.search import SearchError, check_query, issue_keys, search, search_sources
+    from etl_assets.core.search import SearchError, check_query, issue_keys, resolve_access, search, search_sources
     from etl_assets.core.settings import Settings
+    from etl_assets.core.store.db import make_engine
     from etl_assets.core.tenants import TenantRegistry, UnknownTenantError
     from etl_assets.core.vectorstore import QdrantServerError, open_qdrant, server_errors_named
 
@@ -418,6 +419,25 @@ def _search(args: argparse.Namespace) -> int:
     sources = requested or (["jira"] if args.project or args.status_category else has)
     across = args.entity is None and (requested is not None or sources != ["jira"])
     qd = settings.qdrant
+    access: frozenset[str] | None = None
+    if args.unrestricted:
+        who = os.environ.get("USER") or os.environ.get("LOGNAME") or f"uid {os.getuid()}"
+        logging.getLogger("etl_assets.search").warning(
+            "unrestricted search of tenant %s by %s: no access filter", tenant, who
+        )
+    else:
+        engine = make_engine(settings.database, create=False)
+        try:
+            access = resolve_access(engine, tenant, args.as_user)
+        except SearchError as exc:
+            return fail(str(exc))
+        except Exception as exc:  # noqa: BLE001 - the tables may not exist yet; the driver's text may name the host
+            return fail(
+                f"tenant {tenant}'s permission tables could not be read ({type(exc).__name__}): "
+                "run the sync first (etl-assets demo, or materialize tables/permissions_table)"
+            )
+        finally:
+            engine.dispose()
 
     async def run() -> Sequence[Hit | SourceHit]:
         async with (
@@ -427,13 +447,21 @@ def _search(args: argparse.Namespace) -> int:
         ):
             if across:
                 return await search_sources(
-                    client, embedder, query, tenant_id=tenant, sources=sources, k=args.k, mode=args.mode
+                    client,
+                    embedder,
+                    query,
+                    tenant_id=tenant,
+                    access=access,
+                    sources=sources,
+                    k=args.k,
+                    mode=args.mode,
                 )
             return await search(
                 client,
                 embedder,
                 query,
                 tenant_id=tenant,
+                access=access,
                 entity=entity,
                 project=args.project,
                 status_category=args.status_category,
@@ -510,6 +538,18 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("search", help="search a tenant's collection (hybrid: meaning and exact words)")
     s.add_argument("query", help="the words to search for")
     s.add_argument("--tenant", required=True, help="tenant id from the registry (ETL_TENANTS_FILE)")
+    who = s.add_mutually_exclusive_group(required=True)
+    who.add_argument(
+        "--as",
+        dest="as_user",
+        metavar="USER",
+        help="search as this Jira user (e-mail or accountId): only what they may open in Jira comes back",
+    )
+    who.add_argument(
+        "--unrestricted",
+        action="store_true",
+        help="operators: no access filter at all (every point of the tenant); logged",
+    )
     names = [spec.name for spec in CATALOGUE]
     s.add_argument(
         "--entity",

@@ -46,7 +46,7 @@ from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.stdio import stdio_server
 from mcp.types import ToolAnnotations
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from etl_assets.core.catalogue import BY_NAME
 from etl_assets.core.errors import ConfigError
@@ -94,10 +94,20 @@ class Limits(_Strict):
 
 
 class Identity(_Strict):
-    """A principal and the tenants it may use (``'*'``: every tenant in the registry)."""
+    """A principal, the tenants it may use (``'*'``: every tenant in the registry) and whose access
+    it has within them: the Jira user ``jira_user`` (e-mail or accountId); without one, only what
+    Jira shows anyone; ``unrestricted: true`` (operators' tools only) no access filter at all."""
 
     principal: str = Field(min_length=1, max_length=200)
     tenants: tuple[str, ...] = Field(min_length=1)
+    jira_user: str | None = Field(default=None, min_length=1, max_length=200)
+    unrestricted: bool = False
+
+    @model_validator(mode="after")
+    def _one_access(self) -> "Identity":
+        if self.unrestricted and self.jira_user:
+            raise ValueError("jira_user and unrestricted exclude each other")
+        return self
 
 
 class HttpClient(Identity):
@@ -153,12 +163,15 @@ class Client:
 
 
 def _principal(identity: Identity, known: list[str], where: str) -> Principal:
-    if ALL_TENANTS in identity.tenants:
-        return Principal(identity.principal, frozenset(known))
-    unknown = [t for t in identity.tenants if t not in known]
+    tenants = known if ALL_TENANTS in identity.tenants else list(identity.tenants)
+    unknown = [t for t in tenants if t not in known]
     if unknown:
         raise McpConfigError(f"{where}: tenant {unknown[0]!r} unknown; known: {', '.join(known)}")
-    return Principal(identity.principal, frozenset(identity.tenants))
+    if identity.unrestricted:
+        log.warning("%s: principal %r searches unrestricted (no access filter)", where, identity.principal)
+    return Principal(
+        identity.principal, frozenset(tenants), jira_user=identity.jira_user, unrestricted=identity.unrestricted
+    )
 
 
 def http_clients(config: McpConfig, known: list[str], environ: Mapping[str, str]) -> list[Client]:
@@ -448,6 +461,7 @@ def build_server(
                 runtime.service.embedder,
                 query,
                 tenant_id=chosen.id,
+                access=await runtime.service.access_for(p, chosen),
                 sources=sorted(set(sources)) if sources else None,
                 k=limit,
                 mode=mode,
@@ -663,6 +677,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"HTTP: port (default {DEFAULT_PORT}; 0 = any)")
     p.add_argument("--principal", help="stdio, or HTTP with --no-auth: who the calls run as")
     p.add_argument("--tenant", action="append", help="with --principal: a tenant it may use (repeatable; '*' = all)")
+    who = p.add_mutually_exclusive_group()
+    who.add_argument(
+        "--as", dest="as_user", metavar="USER", help="with --principal: search as this Jira user (e-mail or accountId)"
+    )
+    who.add_argument(
+        "--unrestricted", action="store_true", help="with --principal: no access filter (operators only; logged)"
+    )
     p.add_argument(
         "--no-auth", action="store_true", help="HTTP without bearer tokens: loopback addresses only, one principal"
     )
@@ -687,7 +708,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.principal or args.tenant:
             if not (args.principal and args.tenant):
                 raise McpConfigError("--principal and --tenant go together: name who calls and which tenants")
-            fixed = _principal(Identity(principal=args.principal, tenants=tuple(args.tenant)), known, "--tenant")
+            identity = Identity(
+                principal=args.principal,
+                tenants=tuple(args.tenant),
+                jira_user=args.as_user,
+                unrestricted=args.unrestricted,
+            )
+            fixed = _principal(identity, known, "--tenant")
         elif config.stdio is not None:
             fixed = _principal(config.stdio, known, "stdio")
         clients: list[Client] = []

@@ -133,7 +133,7 @@ def test_work_item_types_show_no_empty_or_repeated_columns():
 def test_search_refuses_a_tenant_the_registry_does_not_know(tmp_path):
     known = TenantRegistry.load(BUNDLED_TENANTS_FILE).ids
     assert "3" not in known
-    done = _cli("search", "login", "--tenant", "3", cwd=tmp_path, env=_env())
+    done = _cli("search", "login", "--tenant", "3", "--unrestricted", cwd=tmp_path, env=_env())
     assert done.returncode == 2, done.stderr
     assert done.stdout == ""
     [line] = done.stderr.splitlines()
@@ -144,7 +144,7 @@ def test_search_refuses_a_tenant_the_registry_does_not_know(tmp_path):
 
 @pytest.mark.parametrize("query", ["", "   ", "\t\n"])
 def test_search_refuses_an_empty_query(tmp_path, query):
-    done = _cli("search", query, "--tenant", "1", cwd=tmp_path, env=_env())
+    done = _cli("search", query, "--tenant", "1", "--unrestricted", cwd=tmp_path, env=_env())
     assert done.returncode == 2, done.stderr
     [line] = done.stderr.splitlines()
     assert "query is empty" in line
@@ -155,9 +155,12 @@ def test_search_entities_come_from_the_catalogue(capsys):
 
     parser = build_parser()
     for spec in CATALOGUE:
-        assert parser.parse_args(["search", "q", "--tenant", "1", "--entity", spec.name]).entity == spec.name
+        assert (
+            parser.parse_args(["search", "q", "--tenant", "1", "--unrestricted", "--entity", spec.name]).entity
+            == spec.name
+        )
     with pytest.raises(SystemExit) as refused:
-        parser.parse_args(["search", "q", "--tenant", "1", "--entity", "sprints"])
+        parser.parse_args(["search", "q", "--tenant", "1", "--unrestricted", "--entity", "sprints"])
     assert refused.value.code == 2
     assert ", ".join(repr(spec.name) for spec in CATALOGUE) in capsys.readouterr().err
 
@@ -165,7 +168,11 @@ def test_search_entities_come_from_the_catalogue(capsys):
 @pytest.mark.parametrize(
     ("extra", "argv", "names"),
     [
-        ({"ETL_TENANTS_FILE": "missing/tenants.yaml"}, ("search", "login", "--tenant", "1"), "ETL_TENANTS_FILE"),
+        (
+            {"ETL_TENANTS_FILE": "missing/tenants.yaml"},
+            ("search", "login", "--tenant", "1", "--unrestricted"),
+            "ETL_TENANTS_FILE",
+        ),
         ({"EMBEDDING_CONCURRENCY": "0"}, ("demo",), "EMBEDDING_CONCURRENCY"),
         ({"QDRANT_URL": "ftp://qdrant.internal"}, ("home",), "QDRANT_URL"),
     ],

@@ -23,12 +23,16 @@ def test_sources_are_repeatable_or_comma_lists_and_an_unknown_one_names_the_know
         parse_sources(["jira,gitlab"])
     with pytest.raises(ValueError, match="names no source"):
         parse_sources([","])
-    args = build_parser().parse_args(["search", "q", "--tenant", "1", "--source", "jira", "--source", "github"])
+    args = build_parser().parse_args(
+        ["search", "q", "--tenant", "1", "--unrestricted", "--source", "jira", "--source", "github"]
+    )
     assert args.source == ["jira", "github"] and args.entity is None
 
 
 def test_an_unknown_source_is_one_line_and_exit_2(tmp_path):
-    done = _cli("search", "login", "--tenant", "1", "--source", "jira,gitlab", cwd=tmp_path, env=_env())
+    done = _cli(
+        "search", "login", "--tenant", "1", "--unrestricted", "--source", "jira,gitlab", cwd=tmp_path, env=_env()
+    )
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.splitlines() == [
         "etl-assets search: unknown source 'gitlab' in --source; known sources: jira, github"
@@ -38,7 +42,7 @@ def test_an_unknown_source_is_one_line_and_exit_2(tmp_path):
 def _search(env, *args: str, tenants: Path | None = None) -> subprocess.CompletedProcess[str]:
     extra = {"ETL_TENANTS_FILE": str(tenants)} if tenants else {}
     return subprocess.run(
-        [sys.executable, "-m", "etl_assets.cli", "search", *args],
+        [sys.executable, "-m", "etl_assets.cli", "search", "--unrestricted", *args],
         env={**env.process_env(), **extra, "COLUMNS": "160"},
         capture_output=True,
         text=True,

@@ -177,7 +177,7 @@ def test_search_across_sources_merges_hits_and_names_their_source(env):
 
     async def go(query: str, **kw: object):
         async with open_embedder(settings) as embedder, open_qdrant(None, None, env.qdrant_path) as client:
-            return await search_sources(client, embedder, query, tenant_id="1", **kw)  # type: ignore[arg-type]
+            return await search_sources(client, embedder, query, tenant_id="1", access=kw.pop("access", None), **kw)  # type: ignore[arg-type]
 
     hits = asyncio.run(go(target.payload["text"], k=5, mode="dense"))
     assert (hits[0].source, hits[0].entity, hits[0].key) == ("github", "github_issues", target.payload["key"])

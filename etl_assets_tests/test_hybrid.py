@@ -267,15 +267,24 @@ def test_modes_keys_first_thresholds_and_fallback(kind, tmp_path):
                     embedder,
                     f"what about {target['key'].lower()} and {other['summary']}",
                     tenant_id=TENANT,
+                    access=None,
                     mode=mode,
                     k=5,
                 )
                 out[mode.value] = hits
-            out["summary-sparse"] = await search(client, embedder, other["summary"], tenant_id=TENANT, mode="sparse")
+            out["summary-sparse"] = await search(
+                client, embedder, other["summary"], tenant_id=TENANT, access=None, mode="sparse"
+            )
             strict = Thresholds(0.999, 10_000.0)
-            out["strict"] = await search(client, embedder, other["summary"], tenant_id=TENANT, thresholds=strict)
-            out["strict-key"] = await search(client, embedder, target["key"], tenant_id=TENANT, thresholds=strict)
-            out["open"] = await search(client, embedder, other["summary"], tenant_id=TENANT, thresholds=NO_THRESHOLDS)
+            out["strict"] = await search(
+                client, embedder, other["summary"], tenant_id=TENANT, access=None, thresholds=strict
+            )
+            out["strict-key"] = await search(
+                client, embedder, target["key"], tenant_id=TENANT, access=None, thresholds=strict
+            )
+            out["open"] = await search(
+                client, embedder, other["summary"], tenant_id=TENANT, access=None, thresholds=NO_THRESHOLDS
+            )
             return out
 
     out = asyncio.run(go())
@@ -301,10 +310,10 @@ def test_a_dense_only_collection_is_searched_dense_until_upgraded(kind, tmp_path
         async with qdrant(kind, tmp_path) as (client, _):
             embedder = WordsEmbedder()
             await build_dense_only(client, rows, embedder)
-            hybrid = await search(client, embedder, rows[2]["summary"], tenant_id=TENANT)
-            dense = await search(client, embedder, rows[2]["summary"], tenant_id=TENANT, mode="dense")
+            hybrid = await search(client, embedder, rows[2]["summary"], tenant_id=TENANT, access=None)
+            dense = await search(client, embedder, rows[2]["summary"], tenant_id=TENANT, access=None, mode="dense")
             with pytest.raises(NotIndexedError, match="no BM25 vectors yet.*re-run vectors/issues_vectors"):
-                await search(client, embedder, rows[2]["summary"], tenant_id=TENANT, mode="sparse")
+                await search(client, embedder, rows[2]["summary"], tenant_id=TENANT, access=None, mode="sparse")
             return hybrid, dense
 
     hybrid, dense = asyncio.run(go())
@@ -332,7 +341,7 @@ def test_queries_nothing_can_be_found_for_get_a_clear_refusal(query, message, tm
             await sync(client, local, sample_rows(3), embedder)
             before = embedder.requests
             with pytest.raises(InvalidRequestError, match=message) as refused:
-                await search(client, embedder, query, tenant_id=TENANT)
+                await search(client, embedder, query, tenant_id=TENANT, access=None)
             return refused.value, embedder.requests - before
 
     error, requests = asyncio.run(go())
@@ -377,9 +386,9 @@ def test_a_filter_on_a_field_without_an_index_is_refused_in_one_line_naming_the_
             await Collection(client, NAME, TENANT, "issues", local=False).ensure(model=embedder.model, dimensions=64)
             await client.create_payload_index(NAME, "key", field_schema=models.PayloadSchemaType.KEYWORD)
             await sync(client, False, rows, embedder)
-            ok = await search(client, embedder, rows[1]["summary"], tenant_id=TENANT)
+            ok = await search(client, embedder, rows[1]["summary"], tenant_id=TENANT, access=None)
             with pytest.raises(InvalidRequestError) as refused:
-                await search(client, embedder, rows[1]["summary"], tenant_id=TENANT, project="ABC")
+                await search(client, embedder, rows[1]["summary"], tenant_id=TENANT, access=None, project="ABC")
             return ok, refused.value
 
     ok, error = asyncio.run(go())
@@ -441,7 +450,7 @@ def test_the_service_says_why_a_named_key_or_a_whole_answer_is_missing(tmp_path)
                 collection=Collection(client, collection_name(tenant, "issues"), tenant, "issues", local=True),
             )
             service = SearchService(client, embedder, engine, registry)
-            who = Principal("tester", frozenset({tenant}))
+            who = Principal("tester", frozenset({tenant}), unrestricted=True)
             deleted = await service.search_issues(who, f"{gone['key']} {live[0]['summary']}", tenant=tenant)
             # sparse: this test embedder has no calibrated dense threshold, so only BM25 can find "nothing"
             unknown = await service.search_issues(who, "ZZZ-999", tenant=tenant, mode="sparse")

@@ -132,10 +132,34 @@ def indexed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Indexed]:
             yaml.safe_dump(
                 {
                     "http_clients": [
-                        {"name": "one", "token_env": "TEST_MCP_TOKEN_ONE", "principal": "alice", "tenants": ["1"]},
-                        {"name": "both", "token_env": "TEST_MCP_TOKEN_BOTH", "principal": "bob", "tenants": ["*"]},
-                        {"name": "burst", "token_env": "TEST_MCP_TOKEN_BURST", "principal": "eve", "tenants": ["2"]},
-                        {"name": "two", "token_env": "TEST_MCP_TOKEN_TWO", "principal": "carol", "tenants": ["2"]},
+                        {
+                            "name": "one",
+                            "token_env": "TEST_MCP_TOKEN_ONE",
+                            "principal": "alice",
+                            "tenants": ["1"],
+                            "unrestricted": True,
+                        },
+                        {
+                            "name": "both",
+                            "token_env": "TEST_MCP_TOKEN_BOTH",
+                            "principal": "bob",
+                            "tenants": ["*"],
+                            "unrestricted": True,
+                        },
+                        {
+                            "name": "burst",
+                            "token_env": "TEST_MCP_TOKEN_BURST",
+                            "principal": "eve",
+                            "tenants": ["2"],
+                            "unrestricted": True,
+                        },
+                        {
+                            "name": "two",
+                            "token_env": "TEST_MCP_TOKEN_TWO",
+                            "principal": "carol",
+                            "tenants": ["2"],
+                            "unrestricted": True,
+                        },
                     ],
                     "limits": {"requests_per_minute": RATE, "max_query_chars": MAX_QUERY, "max_results": 20},
                 }
@@ -256,7 +280,7 @@ def test_stdio_lists_the_tools_and_answers_each(indexed: Indexed) -> None:
     errlog = (indexed.tmp / "stdio-tools.stderr").open("w")
 
     async def go() -> dict[str, Any]:
-        params = stdio_params(indexed, "stdio-tools", "--principal", "alice", "--tenant", "1")
+        params = stdio_params(indexed, "stdio-tools", "--principal", "alice", "--tenant", "1", "--unrestricted")
         async with Client(stdio_client(params, errlog=errlog)) as client:
             tools = (await client.list_tools()).tools
             search = await client.call_tool("search_issues", {"query": target["text"], "limit": 5, "mode": "dense"})
@@ -569,7 +593,7 @@ def test_http_rate_limit_is_per_token(http: HttpServer) -> None:
 def test_http_without_auth_binds_loopback_only(indexed: Indexed) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "etl_assets.mcp_server", "--transport", "http", "--no-auth", "--host", "0.0.0.0"]
-        + ["--principal", "me", "--tenant", "1"],
+        + ["--principal", "me", "--tenant", "1", "--unrestricted"],
         cwd=ROOT,
         env=indexed.server_env(Path(indexed.env.qdrant_path)),
         capture_output=True,
@@ -633,7 +657,7 @@ def test_stdio_sigterm_closes_everything_in_the_servers_loop(indexed: Indexed) -
     target = exact_target(indexed)
     stderr = indexed.tmp / "stdio-sigterm.stderr"
     with FakeEmbeddings(dimensions=1536) as fake:
-        params = stdio_params(indexed, "stdio-sigterm", "--principal", "alice", "--tenant", "1")
+        params = stdio_params(indexed, "stdio-sigterm", "--principal", "alice", "--tenant", "1", "--unrestricted")
         params.env = {**(params.env or {}), "OPENAI_BASE_URL": fake.url}
         outcome: dict[str, Any] = {}
 
@@ -701,7 +725,9 @@ def test_http_failures_and_timeouts_reach_the_caller_as_sentences_without_secret
 
     key = indexed.env.process_env()["OPENAI_API_KEY"]
     config = indexed.tmp / "mcp-timeout.yaml"
-    clients = [{"name": "one", "token_env": "TEST_MCP_TOKEN_ONE", "principal": "alice", "tenants": ["1"]}]
+    clients = [
+        {"name": "one", "token_env": "TEST_MCP_TOKEN_ONE", "principal": "alice", "tenants": ["1"], "unrestricted": True}
+    ]
     config.write_text(yaml.safe_dump({"http_clients": clients, "limits": {"timeout_s": 1}}))
     with FakeEmbeddings(dimensions=1536) as fake:
         with http_server(indexed, "http-failures", "--config", str(config), embeddings_url=fake.url) as server:
@@ -751,7 +777,7 @@ def test_search_api_answers_from_the_committed_tables_on_each_database(env: Env)
     site = env.tenants["1"].site
     child = next(i for i in site.issues if (i["fields"].get("parent") or {}).get("key"))
     parent_key = child["fields"]["parent"]["key"]
-    me = Principal("alice", frozenset({"1"}))
+    me = Principal("alice", frozenset({"1"}), unrestricted=True)
     settings = EmbeddingSettings(
         provider="openai", api_key="sk-test-embeddings-secret", base_url=env.embeddings.url, dimensions=64
     )

@@ -64,7 +64,7 @@ def search_with(env: Env, model: str, path: str | None = None) -> list[str]:
             open_embedder(settings(env, model)) as embedder,
             open_qdrant(None, None, path or env.qdrant_path) as client,
         ):
-            hits = await search(client, embedder, QUERY, tenant_id="1", k=5)
+            hits = await search(client, embedder, QUERY, tenant_id="1", access=None, k=5)
         return [h.key for h in hits]
 
     return asyncio.run(go())

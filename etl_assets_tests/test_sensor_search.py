@@ -83,7 +83,9 @@ def _search(env, query, **kw):
 
     async def go():
         async with open_embedder(settings) as embedder, open_qdrant(None, None, env.qdrant_path) as client:
-            return await search(client, embedder, query, tenant_id=kw.pop("tenant_id", "1"), **kw)
+            return await search(
+                client, embedder, query, tenant_id=kw.pop("tenant_id", "1"), access=kw.pop("access", None), **kw
+            )
 
     return asyncio.run(go())
 
@@ -122,7 +124,7 @@ def test_search_command_prints_ranked_hits(env):
 
     text = next(p for p in all_points(env)["client_1_issues"] if p.payload["key"] == target["key"]).payload["text"]
     proc = subprocess.run(
-        [sys.executable, "-m", "etl_assets.cli", "search", text, "--tenant", "1", "-k", "3"],
+        [sys.executable, "-m", "etl_assets.cli", "search", text, "--tenant", "1", "--unrestricted", "-k", "3"],
         env=env.process_env(),
         capture_output=True,
         text=True,
@@ -133,7 +135,7 @@ def test_search_command_prints_ranked_hits(env):
     lines = proc.stdout.strip().splitlines()[1:]  # after the header
     assert len(lines) == 3 and target["key"] in lines[0]
     wrong = subprocess.run(
-        [sys.executable, "-m", "etl_assets.cli", "search", "x", "--tenant", "1"],
+        [sys.executable, "-m", "etl_assets.cli", "search", "x", "--tenant", "1", "--unrestricted"],
         env={**env.process_env(), "EMBEDDING_MODEL": "text-embedding-3-large"},
         capture_output=True,
         text=True,
@@ -147,7 +149,7 @@ def test_search_command_prints_ranked_hits(env):
         s.bind(("127.0.0.1", 0))
         closed = s.getsockname()[1]
     down = subprocess.run(
-        [sys.executable, "-m", "etl_assets.cli", "search", "x", "--tenant", "1"],
+        [sys.executable, "-m", "etl_assets.cli", "search", "x", "--tenant", "1", "--unrestricted"],
         env={**env.process_env(), "QDRANT_URL": f"http://127.0.0.1:{closed}", "QDRANT_API_KEY": "qdrant-SECRETVALUE"},
         capture_output=True,
         text=True,

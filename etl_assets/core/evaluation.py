@@ -293,8 +293,17 @@ async def run_queries(
 ) -> list[QueryOutcome]:
     outcomes = []
     for q in queries:
+        # Retrieval quality is measured over the whole index: an operator's unrestricted search.
         hits = await search(
-            client, embedder, q.query, tenant_id=tenant_id, k=k, mode=mode, thresholds=thresholds, fusion=fusion
+            client,
+            embedder,
+            q.query,
+            tenant_id=tenant_id,
+            access=None,
+            k=k,
+            mode=mode,
+            thresholds=thresholds,
+            fusion=fusion,
         )
         outcomes.append(QueryOutcome(q.query, list(q.relevant), [h.key for h in hits], q.kind, [h.score for h in hits]))
     return outcomes
@@ -405,6 +414,7 @@ async def evaluate_documents(
                     embedder,
                     query,
                     tenant_id=tenant_id,
+                    access=None,
                     entity=name,
                     k=k * 4,
                     mode=mode,

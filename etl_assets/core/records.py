@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -146,3 +146,9 @@ class EntitySpec:
     # Which live rows are indexed (a SQL condition on the table); None: all of them. Rows left out
     # (restricted comments) stay in the table, are counted, and have no points.
     indexed: Callable[[Table], Any] | None = None
+    # Who may see each row's points (guarantee 4): (connection, tenant, external ids) -> the
+    # committed access list of each id that has one (principals such as ``user:<accountId>``,
+    # ``group:<groupId>``, ``public``). The vector sync writes it as the points' ``access``
+    # payload; a row without a list, and every row of an entity without this, gets none, and
+    # only an unrestricted (operator) search finds it.
+    access: Callable[[Any, str, Sequence[str]], Mapping[str, Sequence[str]]] | None = None

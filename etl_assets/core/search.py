@@ -25,7 +25,7 @@ import functools
 import math
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -35,12 +35,15 @@ from urllib.parse import quote
 from pydantic import BaseModel, ConfigDict, Field
 from qdrant_client import AsyncQdrantClient, models
 from qdrant_client.http.exceptions import UnexpectedResponse
-from sqlalchemy import Engine, func, or_, select
+from sqlalchemy import Connection, Engine, func, select
 from sqlalchemy.exc import SQLAlchemyError
 
+from etl_assets.core.access_sync import ACCESS_FIELD
 from etl_assets.core.catalogue import BY_NAME
 from etl_assets.core.embeddings.base import Embedder, ModelMismatchError
+from etl_assets.core.permissions import PUBLIC, admits
 from etl_assets.core.settings import Settings
+from etl_assets.core.sources.jira import permission_tables
 from etl_assets.core.sparse import SPARSE_VECTOR, query_vector
 from etl_assets.core.tenants import Tenant, TenantRegistry
 from etl_assets.core.vectorstore import (
@@ -157,14 +160,51 @@ def check_query(query: str) -> None:
 
 @dataclass(frozen=True)
 class Principal:
-    """Who a call runs as, and the tenants they may use.
+    """Who a call runs as: a name for the logs, the tenants it may use, and whose access it has.
 
-    ``id`` is carried into every operation so that per-issue permission filtering (a later
-    issue) can be applied inside the vector store's filter; today access is per tenant.
+    Within a tenant a call sees what the Jira account ``jira_user`` (an e-mail or accountId,
+    resolved per tenant from the committed permission tables) could open in Jira; without one,
+    only what Jira shows anyone (``public``). ``unrestricted`` (operators) applies no access
+    filter at all and is logged by the caller.
     """
 
     id: str
     tenants: frozenset[str]
+    jira_user: str | None = None
+    unrestricted: bool = False
+
+    def __post_init__(self) -> None:
+        if self.unrestricted and self.jira_user:
+            raise ValueError(f"principal {self.id!r}: a Jira user or unrestricted, not both")
+
+
+def resolve_access(engine: Engine, tenant_id: str, who: str | None) -> frozenset[str]:
+    """The principals (``public``, ``user:…``, ``group:…``) a search as ``who`` matches in one tenant.
+
+    ``who`` is an e-mail or accountId known to the tenant's committed permission tables; None
+    is anonymous (``public`` only). An unknown user is an :class:`InvalidRequestError` naming
+    tenant and user, never silently anonymous.
+    """
+    if who is None:
+        return frozenset({PUBLIC})
+    try:
+        with engine.connect() as conn:
+            return frozenset(permission_tables.resolve_principal(conn, tenant_id, who.strip()))
+    except permission_tables.UnknownPrincipal as exc:
+        raise InvalidRequestError(
+            f"{exc}; the permission sync (tables/permissions_table) records the site's users"
+        ) from None
+
+
+def visible(
+    conn: Connection, tenant_id: str, kind: str, external_ids: Sequence[str], access: frozenset[str] | None
+) -> set[str]:
+    """Which of ``external_ids`` (points of ``kind``: issue, comment) ``access`` may see: all for an
+    unrestricted search (None), else those whose committed access list names one of its principals."""
+    if access is None:
+        return set(external_ids)
+    lists = permission_tables.access_of(conn, tenant_id, kind, external_ids)
+    return {i for i, acl in lists.items() if admits(acl, access)}
 
 
 # -- errors a caller can act on ----------------------------------------------------------------------
@@ -288,7 +328,7 @@ class IssueDetail(_Result):
     )
     comments_older: int = Field(default=0, description="older comments not returned (over the cap)")
     comments_restricted: int = Field(
-        default=0, description="comments left out because Jira restricts them to a role or group"
+        default=0, description="comments left out because Jira restricts them to a role or group the caller is not in"
     )
     comments_incomplete: str | None = Field(
         default=None, description="why the committed comment list is incomplete (a page failed), else null"
@@ -336,9 +376,31 @@ def _aware(value: datetime) -> datetime:
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
-def issue_filter(tenant_id: str, filters: IssueFilters, external_ids: Sequence[str] | None = None) -> models.Filter:
-    """The Qdrant payload filter for ``filters`` within one tenant (plus resolved ``external_ids``)."""
+def access_condition(access: Collection[str]) -> models.FieldCondition:
+    """Points whose ``access`` list names any of ``access`` (applied inside Qdrant, guarantee 4)."""
+    if not access:
+        raise ValueError("a search as a principal needs at least one principal (e.g. 'public')")
+    return models.FieldCondition(key=ACCESS_FIELD, match=models.MatchAny(any=sorted(access)))
+
+
+def tenant_filter(tenant_id: str, access: Collection[str] | None) -> list[models.Condition]:
+    """The conditions every search has: the tenant, and unless unrestricted (None) the access list."""
     must: list[models.Condition] = [_match("tenant_id", tenant_id)]
+    if access is not None:
+        must.append(access_condition(access))
+    return must
+
+
+def issue_filter(
+    tenant_id: str,
+    filters: IssueFilters,
+    external_ids: Sequence[str] | None = None,
+    *,
+    access: Collection[str] | None,
+) -> models.Filter:
+    """The Qdrant payload filter for ``filters`` within one tenant (plus resolved ``external_ids``),
+    admitting only points ``access`` may see (None: unrestricted)."""
+    must = tenant_filter(tenant_id, access)
     if filters.project:
         must.append(_match("project_key", filters.project))
     if filters.issue_type:
@@ -357,17 +419,22 @@ def issue_filter(tenant_id: str, filters: IssueFilters, external_ids: Sequence[s
         )
     if external_ids is not None:
         must.append(models.FieldCondition(key="external_id", match=models.MatchAny(any=list(external_ids))))
-    # Where the permissions issue will add the principal's access condition (guarantee 4).
     return models.Filter(must=must)
 
 
 # Payload fields the filters above use: created on a Qdrant server's collection when missing
 # (local mode has no payload indexes). The schemas come from the entity spec where it names them.
-FILTERED_FIELDS = ("tenant_id", "external_id", "key", "project_key", "type", "status_category", "updated")
+FILTERED_FIELDS = ("tenant_id", "external_id", "key", "project_key", "type", "status_category", "updated", "access")
 
 
-def _legacy_filter(tenant_id: str, project: str | None, status_category: str | None) -> models.Filter:
-    return issue_filter(tenant_id, IssueFilters(project=project, status_category=status_category))  # type: ignore[arg-type]
+def _legacy_filter(
+    tenant_id: str, project: str | None, status_category: str | None, access: Collection[str] | None
+) -> models.Filter:
+    return issue_filter(
+        tenant_id,
+        IssueFilters(project=project, status_category=status_category),  # type: ignore[arg-type]
+        access=access,
+    )
 
 
 # -- the one-shot search (CLI, evaluation) ---------------------------------------------------------
@@ -584,6 +651,7 @@ async def search(
     query: str,
     *,
     tenant_id: str,
+    access: Collection[str] | None,
     entity: str = "issues",
     project: str | None = None,
     status_category: str | None = None,
@@ -593,6 +661,10 @@ async def search(
     fusion: models.Fusion = FUSION,
 ) -> list[Hit]:
     """Rank the tenant's rows of ``entity`` for ``query``; one hit per row, best first.
+
+    ``access`` is who is searching: the principals from :func:`resolve_access` (only points
+    whose access list names one of them can come back, decided inside Qdrant), or None for an
+    unrestricted operator search. It has no default: every caller says which.
 
     ``mode`` is dense, sparse or hybrid (the default; dense on a collection built before
     hybrid search). Hits below the calibrated "good match" thresholds are left out, so a
@@ -615,7 +687,7 @@ async def search(
         name=name,
         layout=layout,
         mode=chosen,
-        flt=_legacy_filter(tenant_id, project, status_category),
+        flt=_legacy_filter(tenant_id, project, status_category, access),
         k=k,
         keyed=entity == ISSUES,
         thresholds=thresholds or Thresholds.calibrated(embedder.model, await _points(client, name)),
@@ -672,6 +744,7 @@ class SearchService:
     server_mode: bool = False
     _checked: dict[str, tuple[float, VectorLayout, int]] = field(default_factory=dict, repr=False)
     _indexed: set[str] = field(default_factory=set, repr=False)
+    _access: dict[tuple[str, str], tuple[float, frozenset[str]]] = field(default_factory=dict, repr=False)
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -720,6 +793,22 @@ class SearchService:
             if t.id == tenant:
                 return t
         raise UnknownTenantError(f"tenant {tenant!r} unknown; known: {known}")
+
+    async def access_for(self, principal: Principal, tenant: Tenant) -> frozenset[str] | None:
+        """The principals ``principal`` searches ``tenant`` as (None: unrestricted), cached a minute:
+        a group change reaches a running server with the next permission sync, within that."""
+        if principal.unrestricted:
+            return None
+        if principal.jira_user is None:
+            return frozenset({PUBLIC})
+        cache_key = (tenant.id, principal.jira_user)
+        now = time.monotonic()
+        cached = self._access.get(cache_key)
+        if cached is not None and now - cached[0] < MODEL_CHECK_TTL_S:
+            return cached[1]
+        access = await self._sql(functools.partial(resolve_access, self.engine, tenant.id, principal.jira_user))
+        self._access[cache_key] = (now, access)
+        return access
 
     def list_tenants(self, principal: Principal) -> list[TenantInfo]:
         """The tenants the principal may use, in registry order."""
@@ -802,6 +891,7 @@ class SearchService:
             )
         if filters.updated_after and filters.updated_before and filters.updated_after >= filters.updated_before:
             raise InvalidRequestError("updated_after must be earlier than updated_before")
+        access = await self.access_for(principal, chosen)
         name = collection_name(chosen.id, ISSUES)
         layout, points = await self._ready(name, chosen)
         run_mode = effective_mode(mode, layout, name, ISSUES)
@@ -824,12 +914,12 @@ class SearchService:
             name=name,
             layout=layout,
             mode=run_mode,
-            flt=issue_filter(chosen.id, filters, ids),
+            flt=issue_filter(chosen.id, filters, ids, access=access),
             k=limit,
             keyed=True,
             thresholds=Thresholds.calibrated(self.embedder.model, points),
         )
-        ranked = await self._with_comments(chosen, query, mode, filters, ids, ranked, limit)
+        ranked = await self._with_comments(chosen, query, mode, filters, ids, ranked, limit, access)
         hits = [
             IssueHit(
                 tenant=chosen.id,
@@ -849,24 +939,27 @@ class SearchService:
             )
             for h in ranked
         ]
-        notes = [await self._key_notice(chosen.id, key) for key in missing]
+        notes = [await self._key_notice(chosen.id, key, access) for key in missing]
         if not hits:
             notes.append("no good match: nothing in the index is close enough to the query (try other words)")
         return SearchResult(tenant=chosen.id, mode=run_mode, hits=hits, notice="; ".join(notes) or None)
 
-    def _key_state(self, tenant_id: str, key: str) -> str:
+    def _key_state(self, tenant_id: str, key: str, access: frozenset[str] | None) -> str:
         table = BY_NAME[ISSUES].table
         with self.engine.connect() as conn:
             row = conn.execute(
-                select(table.c.deleted_at).where(table.c.tenant_id == tenant_id, table.c.key == key).limit(1)
+                select(table.c.deleted_at, table.c.external_id)
+                .where(table.c.tenant_id == tenant_id, table.c.key == key)
+                .limit(1)
             ).first()
-        if row is None:
-            return "unknown"
+            # An issue the searcher may not open is answered like one that does not exist.
+            if row is None or not visible(conn, tenant_id, "issue", [str(row[1])], access):
+                return "unknown"
         return "deleted" if row[0] is not None else "live"
 
-    async def _key_notice(self, tenant_id: str, key: str) -> str:
+    async def _key_notice(self, tenant_id: str, key: str, access: frozenset[str] | None) -> str:
         """Why an issue key the query names is not among the hits."""
-        state = await self._sql(functools.partial(self._key_state, tenant_id, key))
+        state = await self._sql(functools.partial(self._key_state, tenant_id, key, access))
         if state == "deleted":
             return f"issue {key} was deleted at the source; it is no longer indexed"
         if state == "live":
@@ -882,6 +975,7 @@ class SearchService:
         ids: list[str] | None,
         ranked: list[Hit],
         limit: int,
+        access: frozenset[str] | None,
     ) -> list[Hit]:
         """Issue hits merged with comment hits: an issue ranks by its best passage, its own or a
         comment's (the comments collection is ranked in the same mode, with its own thresholds).
@@ -896,7 +990,7 @@ class SearchService:
         if not await self.client.collection_exists(name):
             return ranked
         layout, points = await self._ready(name, tenant, COMMENTS)
-        must: list[models.Condition] = [_match("tenant_id", tenant.id)]
+        must = tenant_filter(tenant.id, access)
         if filters.project:
             must.append(_match("project_key", filters.project))
         if filters.issue_type:
@@ -959,14 +1053,16 @@ class SearchService:
 
     # -- the tables --
 
-    def _issue_rows(self, tenant_id: str, key: str) -> _IssueRows | None:
+    def _issue_rows(self, tenant_id: str, key: str, access: frozenset[str] | None) -> _IssueRows | None:
+        """The issue and what ``access`` may see of it (None: unrestricted); None when it may not
+        see the issue at all, exactly as when it does not exist."""
         issues = BY_NAME[ISSUES].table
         projects = BY_NAME[PROJECTS].table
         comments = BY_NAME[COMMENTS].table
         live = issues.c.deleted_at.is_(None)
         with self.engine.connect() as conn:
             row = conn.execute(select(issues).where(issues.c.tenant_id == tenant_id, issues.c.key == key, live)).first()
-            if row is None:
+            if row is None or not visible(conn, tenant_id, "issue", [str(row.external_id)], access):
                 return None
             issue = dict(row._mapping)
             project_name = conn.execute(
@@ -992,48 +1088,48 @@ class SearchService:
             )
             pairs += [("child", k) for (k,) in children if k not in listed]
             pairs = pairs[:MAX_LINKS]
-            known = {
-                k: (summary, status)
-                for k, summary, status in conn.execute(
-                    select(issues.c.key, issues.c.summary, issues.c.status_name).where(
-                        issues.c.tenant_id == tenant_id, issues.c.key.in_({k for _, k in pairs}), live
-                    )
+            linked = conn.execute(
+                select(issues.c.key, issues.c.summary, issues.c.status_name, issues.c.external_id).where(
+                    issues.c.tenant_id == tenant_id, issues.c.key.in_({k for _, k in pairs}), live
                 )
-            }
+            ).all()
+            known = {r.key: (r.summary, r.status_name) for r in linked}
+            # A linked issue the caller may not open is left out, as Jira leaves it out.
+            shown_ids = visible(conn, tenant_id, "issue", [str(r.external_id) for r in linked], access)
+            hidden = {r.key for r in linked if str(r.external_id) not in shown_ids}
+            pairs = [(rel, k) for rel, k in pairs if k not in hidden]
             links = [
                 LinkedIssue(
                     key=k, relation=rel, summary=known.get(k, (None, None))[0], status=known.get(k, (None, None))[1]
                 )
                 for rel, k in pairs
             ]
-            # Comments: the live ones, restricted ones (visibility set) counted but left out.
+            # Comments: the live ones the caller may see (their committed access lists); the others
+            # are counted as restricted, never shown.
             of_issue = (
                 comments.c.tenant_id == tenant_id,
                 comments.c.issue_external_id == issue["external_id"],
                 comments.c.deleted_at.is_(None),
             )
-            public = or_(comments.c.visibility.is_(None), comments.c.visibility == "")
-            visible_n, restricted_n = conn.execute(
+            in_issue = conn.execute(
                 select(
-                    func.count().filter(public),
-                    func.count().filter(~public),
-                ).where(*of_issue)
-            ).one()
-            newest = conn.execute(
-                select(comments.c.author, comments.c.created, comments.c.updated, comments.c.body)
-                .where(*of_issue, public)
+                    comments.c.external_id, comments.c.author, comments.c.created, comments.c.updated, comments.c.body
+                )
+                .where(*of_issue)
                 .order_by(comments.c.created.desc(), comments.c.id.desc())
-                .limit(MAX_COMMENTS)
             ).all()
-            shown = [
-                IssueComment(author=r.author, created=_iso(r.created), updated=_iso(r.updated), body=_shorten(r.body))
-                for r in reversed(newest)
-            ]
-        return _IssueRows(issue, project_name, links, shown, int(visible_n) - len(shown), int(restricted_n))
+            seen = visible(conn, tenant_id, "comment", [str(r.external_id) for r in in_issue], access)
+        allowed = [r for r in in_issue if str(r.external_id) in seen]
+        shown = [
+            IssueComment(author=r.author, created=_iso(r.created), updated=_iso(r.updated), body=_shorten(r.body))
+            for r in reversed(allowed[:MAX_COMMENTS])
+        ]
+        return _IssueRows(issue, project_name, links, shown, len(allowed) - len(shown), len(in_issue) - len(allowed))
 
     async def get_issue(self, principal: Principal, key: str, *, tenant: str | None = None) -> IssueDetail:
         """The committed issue ``key`` from the tables: fields, description, links, custom fields,
-        history digest and the newest comments (restricted ones counted, not shown).
+        history digest and the newest comments the principal may see (the others counted, not shown).
+        An issue the principal may not open is answered as not found.
 
         Without ``tenant``, the principal's tenants are searched; the key must be in exactly one.
         """
@@ -1046,7 +1142,8 @@ class SearchService:
             candidates = [self.tenant_for(principal, tenant)]
         found = []
         for t in candidates:
-            rows = await self._sql(functools.partial(self._issue_rows, t.id, key))
+            access = await self.access_for(principal, t)
+            rows = await self._sql(functools.partial(self._issue_rows, t.id, key, access))
             if rows is not None:
                 found.append((t, rows))
         if not found:
@@ -1174,6 +1271,7 @@ async def search_sources(
     query: str,
     *,
     tenant_id: str,
+    access: Collection[str] | None,
     sources: Sequence[str] | None = None,
     entities: Sequence[str] = CROSS_SOURCE_ENTITIES,
     k: int = 10,
@@ -1195,6 +1293,8 @@ async def search_sources(
     hits = [
         SourceHit(hit.score, spec.source, spec.name, hit.external_id, hit.payload)
         for spec in present
-        for hit in await search(client, embedder, query, tenant_id=tenant_id, entity=spec.name, k=k, mode=mode)
+        for hit in await search(
+            client, embedder, query, tenant_id=tenant_id, access=access, entity=spec.name, k=k, mode=mode
+        )
     ]
     return sorted(hits, key=lambda h: h.score, reverse=True)[:k]

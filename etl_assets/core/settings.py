@@ -491,6 +491,11 @@ class Settings(_FromLoadOnly):
         validation_alias="ETL_RECONCILE_CRON",
         description="ETL_RECONCILE_CRON: cron of the reconcile_issue_deletions schedule.",
     )
+    permissions_cron: str = Field(
+        default="*/30 * * * *",
+        validation_alias="ETL_PERMISSIONS_CRON",
+        description="ETL_PERMISSIONS_CRON: cron of the permissions_all_tenants schedule (access rules, payloads only).",
+    )
     change_sensor_interval_s: PositiveInt = Field(
         default=300,
         validation_alias="ETL_CHANGE_SENSOR_INTERVAL_S",
@@ -519,7 +524,7 @@ class Settings(_FromLoadOnly):
             value, "use the http(s) URL of a Qdrant server, or unset it to use the local folder QDRANT_PATH"
         )
 
-    @field_validator("sync_cron", "reconcile_cron")
+    @field_validator("sync_cron", "reconcile_cron", "permissions_cron")
     @classmethod
     def _cron(cls, value: str) -> str:
         if not _CRON.fullmatch(value.strip()):

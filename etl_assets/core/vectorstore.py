@@ -63,7 +63,7 @@ def point_id(tenant_id: str, entity: str, external_id: str, chunk: int = 0) -> s
 
 
 # Every collection indexes these; an entity's spec adds its own filter fields (payload_indexes).
-BASE_PAYLOAD_INDEXES = {"tenant_id": "keyword", "external_id": "keyword", "source": "keyword"}
+BASE_PAYLOAD_INDEXES = {"tenant_id": "keyword", "external_id": "keyword", "source": "keyword", "access": "keyword"}
 
 
 def payload_schema(kind: str) -> models.PayloadSchemaType:

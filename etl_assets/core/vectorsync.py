@@ -153,6 +153,10 @@ def _chunks(
         "embedding_model": model,
         "chunks": len(pieces),
     }
+    if row.get("access") is not None:
+        # Who may find the points (guarantee 4); not part of the content hash: a permission
+        # change rewrites this payload, never the vectors.
+        base["access"] = list(row["access"])
     chunks = []
     for i, (piece, tokens) in enumerate(pieces):
         payload = {**base, "chunk": i, "text": piece[:PAYLOAD_TEXT_CHARS]}

@@ -292,7 +292,7 @@ async def _sync_and_check(
         result = await sync_vectors(
             spec=spec,
             tenant_id=tenant_id,
-            pages=lambda: ops.iter_rows(engine, spec, tenant_id),
+            pages=lambda: ops.iter_rows(engine, spec, tenant_id, access=True),
             live_ids=live_ids,
             embedder=embedder,
             collection=collection,

@@ -14,6 +14,7 @@ from etl_assets.core.tenants import TenantRegistry
 from etl_assets.defs.assets import build_raw_asset, build_table_asset, build_vector_asset
 from etl_assets.defs.automation import build_automation
 from etl_assets.defs.doctor import build_doctor_job
+from etl_assets.defs.permissions import build_permission_assets, build_permissions_job, build_permissions_schedule
 from etl_assets.defs.reindex import build_reindex_job
 from etl_assets.defs.resources import (
     DatabaseResource,
@@ -103,6 +104,12 @@ def build_definitions(
         automation_interval_s=settings.automation_interval_s,
         change_interval_s=settings.change_sensor_interval_s,
     )
+    if "issues" in by_name and "projects" in by_name:
+        # Jira's access rules: who may find each issue and comment (docs/permissions.md).
+        assets += build_permission_assets(registry, partitions)
+        permissions_job = build_permissions_job()
+        jobs.append(permissions_job)
+        schedules.append(build_permissions_schedule(permissions_job, registry, settings.permissions_cron))
     all_jobs: list[Any] = [*jobs, build_doctor_job(registry), build_reindex_job(registry)]
     executor = dg.in_process_executor if settings.executor_kind == "in_process" else dg.multiprocess_executor
     return dg.Definitions(

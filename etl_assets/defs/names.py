@@ -97,3 +97,10 @@ DOCTOR_JOB = "doctor"
 DOCTOR_OP = "doctor_checks"
 REINDEX_JOB = "reindex_embeddings"
 REINDEX_OP = "reindex_collections"
+
+# The permission stage (Jira): the committed access rules, then the points' access payloads.
+PERMISSIONS_GROUP = "permissions"
+PERMISSIONS_TABLE = dg.AssetKey(["tables", "permissions_table"])
+ACCESS_PAYLOADS = dg.AssetKey(["vectors", "access_payloads"])
+PERMISSIONS_JOB = "jira_permissions_sync"
+PERMISSIONS_SCHEDULE = "permissions_all_tenants"

@@ -178,7 +178,7 @@ async def _reindex(
                 spec=spec,
                 tenant_id=tenant,
                 embedder=new,
-                pages=functools.partial(ops.iter_rows, engine, spec, tenant),
+                pages=functools.partial(ops.iter_rows, engine, spec, tenant, access=True),
                 live_ids=live_ids,
                 count_rows=functools.partial(ops.count_rows, engine, spec, tenant),
                 local=qdrant.local,
@@ -227,7 +227,7 @@ async def follow_reindex(
                 result = await sync_vectors(
                     spec=spec,
                     tenant_id=tenant,
-                    pages=functools.partial(ops.iter_rows, engine, spec, tenant),
+                    pages=functools.partial(ops.iter_rows, engine, spec, tenant, access=True),
                     live_ids=live_ids,
                     embedder=embedder,
                     collection=collection,

@@ -590,12 +590,20 @@ def read_sync_state(engine: Engine, tenant_id: str, entity: str) -> SyncState:
 
 
 def iter_rows(
-    engine: Engine, spec: EntitySpec, tenant_id: str, *, deleted: bool = False, page_size: int = 500
+    engine: Engine,
+    spec: EntitySpec,
+    tenant_id: str,
+    *,
+    deleted: bool = False,
+    page_size: int = 500,
+    access: bool = False,
 ) -> Iterator[list[dict[str, Any]]]:
     """Committed rows of one tenant in pages (keyset on the primary key), through a fresh connection.
 
     Memory is bounded by ``page_size``; each page is read in its own short transaction
-    so that a long vectorization does not pin a snapshot.
+    so that a long vectorization does not pin a snapshot. With ``access``, each row of an
+    entity that has access lists (``spec.access``) carries its committed list as ``access``
+    (None when it has none yet), read in the same transaction as the page.
     """
     table = spec.table
     last_id = 0
@@ -610,6 +618,10 @@ def iter_rows(
             rows = [
                 dict(r._mapping) for r in conn.execute(select(table).where(where).order_by(table.c.id).limit(page_size))
             ]
+            if access and spec.access is not None and rows:
+                lists = spec.access(conn, tenant_id, [str(r["external_id"]) for r in rows])
+                for row in rows:
+                    row["access"] = lists.get(str(row["external_id"]))
         if not rows:
             return
         for row in rows:

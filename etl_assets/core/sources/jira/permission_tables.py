@@ -14,7 +14,7 @@ whenever a table of the metadata is missing, and they are new tables (not change
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TypeVar
 
@@ -344,6 +344,23 @@ def mark_applied(
         if read_at is not None:
             stmt = stmt.where(perm_access.c.updated_at <= read_at)
         conn.execute(stmt.values(pending=False))
+
+
+def access_of(conn: Connection, tenant_id: str, kind: str, external_ids: Sequence[str]) -> dict[str, AccessList]:
+    """The committed access lists of points of ``kind`` (``issue``, ``comment``): external id -> list.
+
+    Ids without a list (not yet seen by a permission sync) are left out: their points get no
+    ``access`` payload, which no principal matches (fail safe).
+    """
+    out: dict[str, AccessList] = {}
+    keys = [f"{kind}:{i}" for i in external_ids]
+    for start in range(0, len(keys), 500):
+        query = select(perm_access.c.point_key, perm_access.c.access).where(
+            perm_access.c.tenant_id == tenant_id, perm_access.c.point_key.in_(keys[start : start + 500])
+        )
+        for r in conn.execute(query):
+            out[str(r.point_key).partition(":")[2]] = tuple(r.access)
+    return out
 
 
 def committed_access(conn: Connection, tenant_id: str) -> dict[str, AccessList]:

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from etl_assets.core.records import ChildLink, ChildRecords, EntitySpec, FetchRequest, PagedPart, RawPage
-from etl_assets.core.sources.jira import custom_fields, parsers, tables
+from etl_assets.core.sources.jira import custom_fields, parsers, permission_tables, tables
 from etl_assets.core.sources.jira.client import JiraAuthError, JiraClient, JiraError
 from etl_assets.core.sources.jira.jql import ISSUE_FIELDS, newest_change, search_pages, tenant_jql
 
@@ -439,9 +439,9 @@ COMMENTS = EntitySpec(
         "updated": "datetime",
     },
     parent="issues",
-    # Restricted comments (visibility: a role or group) stay out of the index until the
-    # permissions issue gives them an audience; the table keeps and counts them.
-    indexed=lambda t: t.c.visibility.is_(None),
+    # A restricted comment (visibility: a role or group) is indexed like any other: its access
+    # list is its audience within the issue's, so only they find it.
+    access=lambda conn, tenant_id, ids: permission_tables.access_of(conn, tenant_id, "comment", ids),
 )
 
 COMMENTS_OF_ISSUES = ChildLink(
@@ -518,6 +518,7 @@ ISSUES = EntitySpec(
         "status_changed_at": "datetime",
     },
     incremental=True,
+    access=lambda conn, tenant_id, ids: permission_tables.access_of(conn, tenant_id, "issue", ids),
     newest_change=newest_change,
     version=lambda record: (
         parsers.parse_jira_datetime((record.get("fields") or {}).get("updated"))
