@@ -146,3 +146,6 @@ class EntitySpec:
     # Which live rows are indexed (a SQL condition on the table); None: all of them. Rows left out
     # (restricted comments) stay in the table, are counted, and have no points.
     indexed: Callable[[Table], Any] | None = None
+    # The records of a landed page read with what the page asked for (its landed ``params``),
+    # when that matters (which of an issue's custom fields are the tenant's); else ``records``.
+    page_records: Callable[[Any, Mapping[str, Any]], list[Any]] | None = None
