@@ -428,7 +428,8 @@ def _issue_facts(row: RowMapping, comments: tuple[CommentFacts, ...]) -> IssueFa
             security_known=False,
             known_fields=frozenset(),
         )
-    pickers = facts.get("pickers") if isinstance(facts.get("pickers"), dict) else {}
+    stored = facts.get("pickers")
+    pickers: dict[str, Any] = stored if isinstance(stored, dict) else {}
     return IssueFacts(
         id=ext,
         key=key,
