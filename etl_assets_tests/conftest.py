@@ -23,6 +23,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from etl_assets.core.sources.github.sample import GitHubSite, generate_sample_org  # noqa: E402
 from etl_assets.core.sources.jira.sample import JiraSite, JiraSiteHandler, generate_sample_site  # noqa: E402
+from etl_assets.core.sources.jira.sample.permissions import site_permission_fixture  # noqa: E402
 from etl_assets.core.tenants import TenantRegistry  # noqa: E402
 from etl_assets.defs.build import build_definitions  # noqa: E402
 from etl_assets.defs.resources import DatabaseResource, EmbeddingsResource, JiraResource, QdrantResource  # noqa: E402
@@ -266,6 +267,8 @@ class Env:
 
 def _start_tenant(tenant_id: str, seed: int, n_projects: int, n_issues: int, id_offset: int = 0) -> FakeTenant:
     site = generate_sample_site(seed=seed, n_projects=n_projects, n_issues=n_issues, id_offset=id_offset)
+    # Access rules, as every sample:// site has them: the graph's permission stage reads them.
+    site_permission_fixture(site, seed=seed)
     token = f"jira-token-{tenant_id}-SECRETVALUE"
     server = LoopbackServer(jira_handler(site, (JIRA_EMAIL, token))).start()
     # Every tenant also has a small GitHub org (the sample one, in process), so that every entity

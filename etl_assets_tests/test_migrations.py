@@ -20,8 +20,10 @@ import pytest
 from sqlalchemy import Column, Engine, MetaData, String, Table, create_engine, event, inspect, select, text
 
 from etl_assets.core.catalogue import CATALOGUE
+from etl_assets.core.permissions import RESTRICTED, Holder, PermissionSnapshot, compute_access
 from etl_assets.core.records import RawPage
 from etl_assets.core.sources.jira.parsers import parse_issue
+from etl_assets.core.sources.jira.permission_tables import issue_facts
 from etl_assets.core.sources.jira.specs import ISSUES, PROJECTS
 from etl_assets.core.store import migrations, ops, schema
 from etl_assets.core.store.db import make_engine
@@ -76,8 +78,8 @@ V3_ISSUE_COLUMNS = (
     "comments_total",
     "comments_incomplete",
 )
-# Version 4: why a long changelog arrived incomplete.
-ADDED_ISSUE_COLUMNS = (*V3_ISSUE_COLUMNS, "history_incomplete")
+# Version 4: why a long changelog arrived incomplete; version 5: what access depends on.
+ADDED_ISSUE_COLUMNS = (*V3_ISSUE_COLUMNS, "history_incomplete", "access_facts")
 
 
 def without_v3(snap: dict[str, list[dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
@@ -168,7 +170,7 @@ def test_previous_release_sqlite_upgrades_and_keeps_every_row(tmp_path):
     assert schema_version(engine) == HEAD_VERSION
     assert history(engine) == [m.version for m in migrations.MIGRATIONS]
     after = snapshot(engine)
-    # Versions 3 and 4 added issue columns (links, history, comment counts, ...): NULL on the old rows.
+    # Versions 3 to 5 added issue columns (links, history, comment counts, access facts): NULL on the old rows.
     added = set(after["issues"][0]) - set(before["issues"][0])
     assert added == set(ADDED_ISSUE_COLUMNS)
     assert all(row[c] is None for row in after["issues"] for c in added)
@@ -385,6 +387,78 @@ def test_a_new_migration_adds_a_column_to_tables_with_rows(fresh_url):
     # Repeating the migration itself (a recorded version lost, a hand-run change) changes nothing.
     with engine.begin() as conn:
         add_source(conn)
+    engine.dispose()
+
+
+def test_v5_adds_access_facts_and_rows_from_before_it_fail_safe(fresh_url):
+    """Version 5: issues.access_facts and comments.access_facts. A database at version 4 keeps its
+    rows; their facts read as unknown (security not known: access fails safe) until the issue
+    sync writes the issue again."""
+    engine = make_engine(fresh_url)
+    issue = {
+        "id": "1",
+        "key": "OLD-1",
+        "fields": {
+            "summary": "issue 1",
+            "updated": "2026-11-20T10:00:00.000+0000",
+            "project": {"id": "10", "key": "OLD"},
+            "security": {"id": "3000", "name": "Internal"},
+            "reporter": {"accountId": "acc-r", "displayName": "R"},
+            "comment": {
+                "comments": [
+                    {"id": "7", "body": "fine", "visibility": {"type": "group", "identifier": "g-1", "value": "eng"}},
+                    {"id": "8", "body": "open"},
+                ],
+                "total": 2,
+            },
+        },
+    }
+    ops.land_raw(engine, ISSUES, "t", [page({"issues": [issue]})], kind="incremental")
+    ops.build_table(engine, ISSUES, "t")
+    # Back to version 4: the columns gone and the row hashes without them (as a version-4 release
+    # left them), version 5 unrecorded.
+    with engine.begin() as conn:
+        for table in ("issues", "comments"):
+            conn.exec_driver_sql(f"ALTER TABLE {table} DROP COLUMN access_facts")
+            conn.exec_driver_sql(f"UPDATE {table} SET content_hash = 'hash of a version-4 row'")
+        conn.execute(schema.schema_version.delete().where(schema.schema_version.c.version == 5))
+    assert schema_version(engine) == 4
+
+    assert migrations.upgrade(engine) == [5]
+    assert schema_version(engine) == HEAD_VERSION
+    for table in ("issues", "comments"):
+        assert "access_facts" in {c["name"] for c in inspect(engine).get_columns(table)}
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT access_facts FROM issues")).scalars().all() == [None]
+        assert conn.execute(text("SELECT access_facts FROM comments")).scalars().all() == [None, None]
+        old = issue_facts(conn, "t")
+    assert [(f.key, f.project_id, f.security_known, f.security_level_id) for f in old] == [("OLD-1", "10", False, None)]
+    # the comment's visibility still comes from the version-3 column, by name
+    assert [(c.id, c.visibility_type, c.visibility_value) for c in old[0].comments] == [
+        ("7", "group", "eng"),
+        ("8", None, None),
+    ]
+    # fail safe: a level that may exist unseen restricts the issue and its comments to operators
+    snap = PermissionSnapshot(project_schemes={"10": "s"}, schemes={"s": [("BROWSE_PROJECTS", Holder("anyone"))]})
+    assert {k: a.principals for k, a in compute_access(snap, old).items()} == {
+        "issue:1": (RESTRICTED,),
+        "comment:7": (RESTRICTED,),
+        "comment:8": (RESTRICTED,),
+    }
+
+    # the next sync of the issue writes its facts (the rows change; nothing else does)
+    ops.land_raw(engine, ISSUES, "t", [page({"issues": [issue]})], kind="incremental")
+    ops.build_table(engine, ISSUES, "t")
+    with engine.connect() as conn:
+        new = issue_facts(conn, "t")
+    assert [(f.security_known, f.security_level_id, f.reporter) for f in new] == [(True, "3000", "acc-r")]
+    assert [(c.id, c.visibility_type, c.visibility_id) for c in new[0].comments] == [
+        ("7", "group", "g-1"),
+        ("8", None, None),
+    ]
+    assert migrations.upgrade(engine) == []
+    with engine.begin() as conn:  # repeating the migration changes nothing
+        migrations.MIGRATIONS[4].apply(conn)
     engine.dispose()
 
 

@@ -2,10 +2,10 @@
 
 The access lists come from the code under test: the Jira client fetching the sample site's
 permission endpoints (:mod:`etl_assets.core.sources.jira.permissions`) and the pure computation
-(:mod:`etl_assets.core.permissions`). The expected answer is computed here, separately and
-user by user, straight from the fixture's rules (:func:`oracle_can_see`): does this user hold
-any BROWSE_PROJECTS grant of the project, any member entry of the issue's level, the comment's
-role or group — the way Jira's documentation states the rules, without principals or lists.
+(:mod:`etl_assets.core.permissions`). The expected answer is computed separately and user by
+user, straight from the fixture's rules (:mod:`etl_assets_tests.permission_oracle`): does this
+user hold any BROWSE_PROJECTS grant of the project, any member entry of the issue's level, the
+comment's role or group — the way Jira's documentation states the rules, without principals or lists.
 """
 
 from __future__ import annotations
@@ -32,14 +32,20 @@ from etl_assets.core.sources.jira.permissions import PermissionFetch, fetch_perm
 from etl_assets.core.sources.jira.sample.permissions import (
     DEVELOPERS,
     GROUP_PICKER,
-    ROLE_NAMES,
     USER_PICKER,
     PermissionFixture,
     generate_permission_fixture,
     permission_transport,
 )
-
-ANONYMOUS = None
+from etl_assets_tests.permission_oracle import (
+    ANONYMOUS,
+    groups_in,
+    mismatches,
+    oracle_can_see,
+    oracle_principals,
+    people_in,
+    points,
+)
 
 # The matrix' cast (the issue asks for at least these eight kinds of user)
 CAST = {
@@ -52,96 +58,6 @@ CAST = {
     "acc-frank": "named in the user-picker field, no group",
     "acc-gina": "no group, no role",
 }
-
-
-# -- the independent expectation ----------------------------------------------------------------
-
-
-def _people(value: Any) -> set[str]:
-    values = value if isinstance(value, list) else [value]
-    return {v["accountId"] for v in values if isinstance(v, dict) and v.get("accountId")}
-
-
-def _groups_in(value: Any) -> set[str]:
-    values = value if isinstance(value, list) else [value]
-    return {v["groupId"] for v in values if isinstance(v, dict) and v.get("groupId")}
-
-
-def _in_group(fx: PermissionFixture, user: str | None, gid: str) -> bool:
-    return user is not None and user in fx.groups[gid]["members"]
-
-
-def _holds(fx: PermissionFixture, user: str | None, htype: str, value: str, issue: dict[str, Any]) -> bool:
-    """Does ``user`` match one holder on this issue? (Jira's holder types, read literally.)"""
-    fields = issue["fields"]
-    project = fx.project(fields["project"]["id"])
-    if htype == "anyone":
-        return True
-    if user is None:
-        return False
-    if htype == "group":
-        return _in_group(fx, user, value)
-    if htype == "user":
-        return user == value
-    if htype == "reporter":
-        return user in _people(fields.get("reporter"))
-    if htype == "assignee":
-        return user in _people(fields.get("assignee"))
-    if htype == "projectLead":
-        return user == project["lead"]
-    if htype == "projectRole":
-        actors = fx.role_actors[(project["id"], value)]
-        return user in actors["users"] or any(_in_group(fx, user, g) for g in actors["groups"])
-    if htype == "userCustomField":
-        return user in _people(fields.get(value))
-    if htype == "groupCustomField":
-        return any(_in_group(fx, user, g) for g in _groups_in(fields.get(value)))
-    if htype == "applicationRole":
-        keys = [value] if value else list(fx.app_roles)
-        return any(_in_group(fx, user, g) for k in keys for g in fx.app_roles[k])
-    return False
-
-
-def _level_members(fx: PermissionFixture, level_id: str) -> list[tuple[str, str]]:
-    for scheme in fx.security_schemes.values():
-        if level_id in scheme["levels"]:
-            members: list[tuple[str, str]] = scheme["levels"][level_id]["members"]
-            return members
-    raise KeyError(level_id)
-
-
-def oracle_can_see(
-    fx: PermissionFixture, user: str | None, issue: dict[str, Any], comment: dict[str, Any] | None
-) -> bool:
-    fields = issue["fields"]
-    project = fx.project(fields["project"]["id"])
-    grants = fx.schemes[project["scheme"]]["grants"]
-    if not any(perm == "BROWSE_PROJECTS" and _holds(fx, user, t, v, issue) for perm, t, v in grants):
-        return False
-    security = fields.get("security")
-    if security and not any(_holds(fx, user, t, v, issue) for t, v in _level_members(fx, security["id"])):
-        return False
-    visibility = (comment or {}).get("visibility")
-    if visibility:
-        if visibility["type"] == "group":
-            return _in_group(fx, user, visibility["identifier"])
-        role = visibility.get("identifier") or {n: r for r, n in ROLE_NAMES.items()}[visibility["value"]]
-        return _holds(fx, user, "projectRole", role, issue)
-    return True
-
-
-def oracle_principals(fx: PermissionFixture, user: str | None) -> set[str]:
-    """The searcher's principals, written out from the fixture (not via ``principals_of``)."""
-    if user is None:
-        return {"public"}
-    return {"public", f"user:{user}"} | {f"group:{g}" for g, grp in fx.groups.items() if user in grp["members"]}
-
-
-def points(fx: PermissionFixture) -> Iterator[tuple[str, dict[str, Any], dict[str, Any] | None]]:
-    for issue in fx.issues:
-        yield f"issue:{issue['id']}", issue, None
-        for c in issue["fields"]["comment"]["comments"]:
-            yield f"comment:{c['id']}", issue, c
 
 
 # -- running the code under test -----------------------------------------------------------------
@@ -158,20 +74,6 @@ def access_lists(fx: PermissionFixture) -> tuple[PermissionSnapshot, dict[str, t
     fetched = fetch(fx)
     computed = compute_access(fetched.snapshot, [issue_facts_from_json(i) for i in fx.issues])
     return fetched.snapshot, {k: a.principals for k, a in computed.items()}
-
-
-def mismatches(fx: PermissionFixture, lists: dict[str, tuple[str, ...]]) -> list[str]:
-    users: list[str | None] = [*sorted(fx.users), ANONYMOUS]
-    out = []
-    for user in users:
-        mine = oracle_principals(fx, user)
-        for key, issue, comment in points(fx):
-            admitted = not mine.isdisjoint(lists[key])
-            expected = oracle_can_see(fx, user, issue, comment)
-            if admitted != expected:
-                kind = "LEAK" if admitted else "MISS"
-                out.append(f"{kind}: {user} {issue['key']} {key} list={lists[key]}")
-    return out
 
 
 @pytest.fixture
@@ -195,8 +97,8 @@ def test_fixture_is_deterministic_and_covers_every_case(fx: PermissionFixture) -
     # erin reports restricted issues; frank is named in the picker of restricted issues
     restricted = [i for i in fx.issues if i["fields"]["security"]]
     assert any(i["fields"]["reporter"]["accountId"] == "acc-erin" for i in restricted)
-    assert any("acc-frank" in _people(i["fields"][USER_PICKER]) for i in restricted)
-    assert any(_groups_in(i["fields"][GROUP_PICKER]) for i in restricted)
+    assert any("acc-frank" in people_in(i["fields"][USER_PICKER]) for i in restricted)
+    assert any(groups_in(i["fields"][GROUP_PICKER]) for i in restricted)
     # overlapping groups: carol is in A and B, ivan in A and support
     member_of = {u: {g for g, grp in fx.groups.items() if u in grp["members"]} for u in fx.users}
     assert member_of["acc-carol"] == {"gid-eng", "gid-sales"} and member_of["acc-gina"] == set()

@@ -122,6 +122,10 @@ class IssueFacts:
     # False when the issue was read without its ``security`` field: a level we cannot see
     # must not read as "no level" (that would open a restricted issue), so access fails safe.
     security_known: bool = True
+    # The custom fields whose values ``fields`` holds for certain (the site's user/group pickers
+    # the issue sync asked for); None: ``fields`` is the whole issue. A user/group custom-field
+    # holder naming a field outside it fails safe: an unread picker is not an empty one.
+    known_fields: frozenset[str] | None = None
 
 
 def issue_facts_from_json(issue: Mapping[str, Any]) -> IssueFacts:
@@ -198,6 +202,9 @@ def resolve_holder(snap: PermissionSnapshot, issue: IssueFacts, holder: Holder) 
         if actors is None:
             raise Unreadable(f"the actors of role {holder.value} in project {_pkey(snap, issue.project_id)}")
         return actors
+    if t in ("userCustomField", "groupCustomField") and issue.known_fields is not None:
+        if holder.value not in issue.known_fields:
+            raise Unreadable(f"field {holder.value} of {issue.key} (the issue sync did not read it)")
     if t == "userCustomField":
         accounts = {_account(v) for v in _custom_values(issue.fields.get(holder.value))}
         return frozenset(user_principal(a) for a in accounts if a)
@@ -318,9 +325,13 @@ def comment_audience(snap: PermissionSnapshot, issue: IssueFacts, comment: Comme
             raise Unreadable(f"group {comment.visibility_value!r} of comment {comment.id}")
         return frozenset({group_principal(gid)})
     if comment.visibility_type == "role":
-        rid = comment.visibility_id or snap.role_names.get((issue.project_id, comment.visibility_value or ""))
+        # Jira's ``identifier`` of a role is its *name* (the spec's Visibility schema); an id is
+        # accepted too when the snapshot knows that role of the project.
+        rid = comment.visibility_id if (issue.project_id, comment.visibility_id or "") in snap.role_actors else None
+        for name in (comment.visibility_value, comment.visibility_id):
+            rid = rid or snap.role_names.get((issue.project_id, name or ""))
         if not rid:
-            raise Unreadable(f"role {comment.visibility_value!r} of comment {comment.id}")
+            raise Unreadable(f"role {comment.visibility_value or comment.visibility_id!r} of comment {comment.id}")
         return resolve_holder(snap, issue, Holder("projectRole", rid))
     if comment.visibility_type:
         raise Unreadable(f"visibility type {comment.visibility_type!r} of comment {comment.id}")

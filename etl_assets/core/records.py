@@ -152,3 +152,6 @@ class EntitySpec:
     # payload; a row without a list, and every row of an entity without this, gets none, and
     # only an unrestricted (operator) search finds it.
     access: Callable[[Any, str, Sequence[str]], Mapping[str, Sequence[str]]] | None = None
+    # The records of a landed page read with what the page asked for (its landed ``params``),
+    # when that matters (which of an issue's custom fields are the tenant's); else ``records``.
+    page_records: Callable[[Any, Mapping[str, Any]], list[Any]] | None = None

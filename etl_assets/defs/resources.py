@@ -30,20 +30,6 @@ from etl_assets.core.tenants import Tenant
 from etl_assets.core.vectorstore import open_qdrant
 
 
-@functools.cache
-def _sample_site(url: str) -> Any:
-    from etl_assets.core.sources.jira.sample import generate_sample_site
-
-    parts = urlsplit(url)
-    q = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-    return generate_sample_site(
-        seed=int(q.get("seed", 7)),
-        n_projects=int(q.get("projects", 36)),
-        n_issues=int(q.get("issues", 300)),
-        base_url=f"https://{parts.netloc}.sample.atlassian.net",
-    )
-
-
 class JiraResource(dg.ConfigurableResource):
     """HTTP access to each tenant's Jira Cloud site (REST v3, basic auth with e-mail + API token)."""
 
@@ -64,9 +50,9 @@ class JiraResource(dg.ConfigurableResource):
         headers = {"Accept": "application/json", "User-Agent": "etl-assets"}
         timeout = httpx.Timeout(self.timeout_s, connect=self.connect_timeout_s)
         if tenant.jira.is_sample:
-            from etl_assets.core.sources.jira.sample import sample_transport
+            from etl_assets.core.sources.jira.sample import sample_site_for, sample_transport
 
-            site = _sample_site(tenant.jira.url)
+            site = sample_site_for(tenant.jira.url)
             http = httpx.Client(
                 base_url=site.base_url, transport=sample_transport(site), headers=headers, timeout=timeout
             )

@@ -194,11 +194,19 @@ def _v4_history_incomplete(conn: Connection) -> None:
     add_column_if_missing(conn, "issues", Column("history_incomplete", String(1000)))
 
 
+def _v5_access_facts(conn: Connection) -> None:
+    """Issues and comments keep what access depends on (security level, people, pickers,
+    comment visibility) as JSON; existing rows stay NULL until their issue is synced again."""
+    add_column_if_missing(conn, "issues", Column("access_facts", JSON))
+    add_column_if_missing(conn, "comments", Column("access_facts", JSON))
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "baseline: the tables of the unversioned releases (up to 6fa6683)", _v1_baseline),
     Migration(2, "PostgreSQL: BIGINT surrogate keys, batch references and sequences", _v2_bigint_keys),
     Migration(3, "issues: links, attachments, history digest, custom fields, comment counts", _v3_issue_documents),
     Migration(4, "issues: history_incomplete (a long changelog paged on its own)", _v4_history_incomplete),
+    Migration(5, "issues, comments: access_facts (what permission-aware search reads)", _v5_access_facts),
 )
 
 HEAD_VERSION: int = MIGRATIONS[-1].version

@@ -158,9 +158,11 @@ def _pending_batches(conn: Connection, tenant_id: str, entity: str) -> list[Any]
     )
 
 
-def _batch_bodies(conn: Connection, batch_id: int) -> Iterator[tuple[str, str]]:
+def _batch_bodies(conn: Connection, batch_id: int) -> Iterator[tuple[str, Any, str]]:
     p = schema.raw_jira_pages
-    yield from conn.execute(select(p.c.path, p.c.body).where(p.c.batch_id == batch_id).order_by(p.c.page_no))
+    yield from conn.execute(
+        select(p.c.path, p.c.params, p.c.body).where(p.c.batch_id == batch_id).order_by(p.c.page_no)
+    )
 
 
 def _upsert(conn: Connection, table: Any, rows: list[dict[str, Any]]) -> None:
@@ -266,7 +268,7 @@ def build_table(engine: Engine, spec: EntitySpec, tenant_id: str) -> TableResult
         paged: dict[tuple[str, int, str], list[Any]] = {}
         for batch_id, kind in batches:
             listed: set[str] = set()
-            for path, body in _batch_bodies(conn, batch_id):
+            for path, params, body in _batch_bodies(conn, batch_id):
                 data, has_non_finite = _loads_noting_non_finite(body)
                 if has_non_finite:
                     non_finite_batches.add(batch_id)
@@ -278,7 +280,12 @@ def build_table(engine: Engine, spec: EntitySpec, tenant_id: str) -> TableResult
                     found_part = part.page(path, data)
                     if found_part is not None:
                         paged.setdefault((f"part:{n}", batch_id, found_part[0]), []).extend(found_part[1])
-                for record in spec.records(data):
+                records = (
+                    spec.page_records(data, params if isinstance(params, dict) else {})
+                    if spec.page_records is not None
+                    else spec.records(data)
+                )
+                for record in records:
                     key = _record_key(record)
                     if key is not None:
                         listed.add(key)

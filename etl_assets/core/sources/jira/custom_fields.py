@@ -182,3 +182,41 @@ def parse(record: Mapping[str, Any], fields: Mapping[str, Any]) -> dict[str, dic
         else:
             out[name] = {"text": text, "value": scalar(value, text)}
     return out or None
+
+
+# -- the fields access depends on -------------------------------------------------------------
+
+# schema.custom suffixes of Jira Cloud's user- and group-picker field types
+# (com.atlassian.jira.plugin.system.customfieldtypes:userpicker, ...); a permission scheme or
+# a security level may grant access to "the users / groups in custom field X".
+_PICKER_KINDS = {
+    "userpicker": "user",
+    "multiuserpicker": "user",
+    "grouppicker": "group",
+    "multigrouppicker": "group",
+}
+
+
+def picker_kind(field: Mapping[str, Any]) -> str | None:
+    """``"user"`` / ``"group"`` for a user- or group-picker field of a ``GET /field`` listing, else None.
+
+    Read from ``schema.custom`` (``…:userpicker``, ``…:multiuserpicker``, ``…:grouppicker``,
+    ``…:multigrouppicker``); a field without ``schema.custom`` falls back on its value type
+    (``user`` / ``group``, or an array of them), which also covers the ``people`` fields of
+    team-managed projects (``schema.type`` ``array`` of ``user``).
+    """
+    schema = field.get("schema")
+    if not isinstance(schema, dict) or not str(field.get("id", "")).startswith("customfield_"):
+        return None
+    custom = schema.get("custom")
+    if isinstance(custom, str) and custom:
+        return _PICKER_KINDS.get(custom.rsplit(":", 1)[-1])
+    kind = schema.get("items") if schema.get("type") == "array" else schema.get("type")
+    return str(kind) if kind in ("user", "group") else None
+
+
+def access_fields(fields: Any) -> dict[str, str]:
+    """The site's user/group picker custom fields, id -> ``"user"`` / ``"group"``, from ``GET /field``."""
+    listing = [f for f in (fields if isinstance(fields, list) else []) if isinstance(f, dict)]
+    out = {str(f["id"]): kind for f in listing if (kind := picker_kind(f)) is not None}
+    return dict(sorted(out.items(), key=lambda kv: (len(kv[0]), kv[0])))

@@ -58,18 +58,9 @@ def open_jira(tenant: Tenant, environ: Mapping[str, str] | None = None) -> Itera
 
 def sample_site(url: str) -> Any:
     """The bundled demo site a ``sample://NAME?seed=&projects=&issues=`` URL describes (as the sync reads it)."""
-    from urllib.parse import parse_qs, urlsplit
+    from etl_assets.core.sources.jira.sample.urls import build_sample_site
 
-    from etl_assets.core.sources.jira.sample import generate_sample_site
-
-    parts = urlsplit(url)
-    q = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-    return generate_sample_site(
-        seed=int(q.get("seed", 7)),
-        n_projects=int(q.get("projects", 36)),
-        n_issues=int(q.get("issues", 300)),
-        base_url=f"https://{parts.netloc}.sample.atlassian.net",
-    )
+    return build_sample_site(url)
 
 
 def check_jira(tenant: Tenant, *, opener: JiraOpener) -> list[Check]:

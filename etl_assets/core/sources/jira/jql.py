@@ -34,6 +34,8 @@ ISSUE_FIELDS = (
     "issuelinks",
     "attachment",
     "comment",
+    # Not embedded: what access depends on (the issue's security level; see parsers.access_facts).
+    "security",
 )
 _PROJECT_KEY = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")
 

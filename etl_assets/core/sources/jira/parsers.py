@@ -291,6 +291,7 @@ def parse_issue(record: object) -> dict[str, Any]:
         "comments_total": _comment_total(fields.get("comment")),
         "comments_incomplete": None,
         "history_incomplete": None,
+        "access_facts": access_facts(record, fields),
     }
 
 
@@ -439,4 +440,72 @@ def parse_comment(record: object) -> dict[str, Any]:
         "updated": parse_jira_datetime(record.get("updated")) or parse_jira_datetime(record.get("created")),
         "body": _description(record.get("body")),
         "visibility": visibility(record.get("visibility")),
+        "access_facts": {"visibility": visibility_facts(record.get("visibility"))},
+    }
+
+
+# -- what access depends on (never part of the embedded text) ---------------------------------
+
+#: The key under which the issues spec hands each issue the picker fields its search asked for
+#: (id -> "user" / "group"; None: the site's field listing could not be read).
+ACCESS_FIELDS_KEY = "accessFields"
+ACCESS_FACTS_VERSION = 1
+
+
+def _account_id(value: Any) -> str | None:
+    return _str(value, "accountId", limit=128) if isinstance(value, dict) else None
+
+
+def _picker_values(value: Any) -> list[Mapping[str, Any]]:
+    items = value if isinstance(value, list) else [value]
+    return [v for v in items if isinstance(v, dict)]
+
+
+def picker_facts(kind: str, value: Any) -> dict[str, Any]:
+    """A user picker's value as ``{"users": [accountId]}``, a group picker's as
+    ``{"groups": [{"groupId", "name"}]}`` (single- and multi-value pickers alike)."""
+    if kind == "user":
+        return {"users": sorted({a for v in _picker_values(value) if (a := _account_id(v))})}
+    groups = []
+    for v in _picker_values(value):
+        gid, name = _str(v, "groupId", limit=128), _str(v, "name")
+        if gid or name:
+            groups.append({"groupId": gid, "name": name})
+    return {"groups": groups}
+
+
+def access_facts(record: Mapping[str, Any], fields: Mapping[str, Any]) -> dict[str, Any]:
+    """What the permission stage needs of an issue, as JSON: its project, its security level
+    (``security_known`` False when the search did not return the ``security`` field), reporter and
+    assignee accountIds, and the values of the site's user/group picker fields
+    (``pickers_known`` False when the picker fields were not asked for: access by them fails safe).
+    """
+    security = fields.get("security")
+    level = _str(security, "id", limit=128) if isinstance(security, dict) else None
+    asked = record.get(ACCESS_FIELDS_KEY)
+    pickers: dict[str, Any] = {}
+    if isinstance(asked, dict):
+        for fid, kind in asked.items():
+            if kind in ("user", "group"):
+                pickers[str(fid)] = {"kind": kind, **picker_facts(kind, fields.get(fid))}
+    return {
+        "version": ACCESS_FACTS_VERSION,
+        "project_id": _str(_obj(fields, "project"), "id", limit=128),
+        "security_known": "security" in fields,
+        "security_level_id": level,
+        "reporter": _account_id(fields.get("reporter")),
+        "assignee": _account_id(fields.get("assignee")),
+        "pickers_known": isinstance(asked, dict),
+        "pickers": pickers,
+    }
+
+
+def visibility_facts(value: Any) -> dict[str, str | None] | None:
+    """A comment's ``visibility`` as ``{"type", "identifier", "value"}``; None when everyone may see it."""
+    if not isinstance(value, dict) or not value:
+        return None
+    return {
+        "type": _str(value, "type", limit=32),
+        "identifier": _str(value, "identifier", limit=255),
+        "value": _str(value, "value"),
     }

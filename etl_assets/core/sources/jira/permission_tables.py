@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     JSON,
@@ -38,11 +38,14 @@ from sqlalchemy import (
 from etl_assets.core.permissions import (
     Access,
     AccessList,
+    CommentFacts,
     Holder,
+    IssueFacts,
     PermissionSnapshot,
     access_updates,
     principals_of,
 )
+from etl_assets.core.sources.jira import tables as jira_tables
 from etl_assets.core.sources.jira.permissions import PermissionFetch
 from etl_assets.core.store.schema import TS, metadata
 
@@ -394,3 +397,110 @@ def resolve_principal(conn: Connection, tenant_id: str, who: str) -> frozenset[s
         )
     )
     return principals_of(account, {str(g[0]): [account] for g in groups})
+
+
+# -- what the permission stage reads from the committed entity tables ---------------------------
+
+
+def _comment_facts(external_id: str, facts: Any, legacy: str | None) -> CommentFacts:
+    if isinstance(facts, dict):
+        vis = facts.get("visibility")
+        if not isinstance(vis, dict):
+            return CommentFacts(str(external_id))
+        return CommentFacts(
+            str(external_id),
+            visibility_type=vis.get("type"),
+            visibility_id=vis.get("identifier"),
+            visibility_value=vis.get("value"),
+        )
+    if legacy:
+        # a row from before schema version 5: "role:Developers" / "group:jira-admins" (by name;
+        # resolved through the role and group names the permission sync reads, or fails safe)
+        kind, _, name = legacy.partition(":")
+        return CommentFacts(str(external_id), visibility_type=kind or "restricted", visibility_value=name or None)
+    return CommentFacts(str(external_id))
+
+
+def _picker_field(entry: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """A picker's stored facts in the shape :func:`~etl_assets.core.permissions.resolve_holder` reads."""
+    if entry.get("kind") == "user":
+        return [{"accountId": a} for a in entry.get("users") or []]
+    return [
+        {k: v for k, v in (("groupId", g.get("groupId")), ("name", g.get("name"))) if v is not None}
+        for g in entry.get("groups") or []
+        if isinstance(g, dict)
+    ]
+
+
+def _issue_facts(row: RowMapping, comments: tuple[CommentFacts, ...]) -> IssueFacts:
+    ext, key = str(row["external_id"]), str(row["key"])
+    facts = row["access_facts"]
+    if not isinstance(facts, dict):
+        # written before schema version 5: the level, people and pickers are unknown -> fail safe
+        return IssueFacts(
+            id=ext,
+            key=key,
+            project_id=str(row["project_external_id"] or ""),
+            comments=comments,
+            security_known=False,
+            known_fields=frozenset(),
+        )
+    stored = facts.get("pickers")
+    pickers: dict[str, Any] = stored if isinstance(stored, dict) else {}
+    return IssueFacts(
+        id=ext,
+        key=key,
+        project_id=str(facts.get("project_id") or row["project_external_id"] or ""),
+        security_level_id=facts.get("security_level_id"),
+        reporter=facts.get("reporter"),
+        assignee=facts.get("assignee"),
+        fields={fid: _picker_field(v) for fid, v in pickers.items() if isinstance(v, dict)},
+        comments=comments,
+        security_known=bool(facts.get("security_known")),
+        known_fields=frozenset(pickers) if facts.get("pickers_known") else frozenset(),
+    )
+
+
+def issue_facts(conn: Connection, tenant_id: str) -> list[IssueFacts]:
+    """:class:`IssueFacts` (with their comments) of the tenant's committed, live issues, by key.
+
+    Live means ``deleted_at IS NULL``, the store's rule. Rows written before schema version 5
+    (``access_facts`` NULL) give facts with ``security_known=False`` and no readable pickers, so
+    their access fails safe until the issue sync writes them again.
+    """
+    issues, comments = jira_tables.issues, jira_tables.comments
+    by_issue: dict[str, list[CommentFacts]] = {}
+    query = (
+        select(comments.c.issue_external_id, comments.c.external_id, comments.c.access_facts, comments.c.visibility)
+        .where(comments.c.tenant_id == tenant_id, comments.c.deleted_at.is_(None))
+        .order_by(comments.c.id)
+    )
+    for r in conn.execute(query):
+        by_issue.setdefault(str(r.issue_external_id), []).append(
+            _comment_facts(r.external_id, r.access_facts, r.visibility)
+        )
+    rows = conn.execute(
+        select(issues.c.external_id, issues.c.key, issues.c.project_external_id, issues.c.access_facts)
+        .where(issues.c.tenant_id == tenant_id, issues.c.deleted_at.is_(None))
+        .order_by(issues.c.key)
+    ).mappings()
+    return [_issue_facts(r, tuple(by_issue.get(str(r["external_id"]), ()))) for r in rows]
+
+
+def projects_for_permissions(conn: Connection, tenant_id: str) -> list[dict[str, Any]]:
+    """The tenant's committed, live projects as :func:`~.permissions.fetch_permissions` takes them:
+    ``{"id", "key", "lead": {"accountId"} or None}`` (the lead's accountId from the landed record)."""
+    projects = jira_tables.projects
+    rows = conn.execute(
+        select(projects.c.external_id, projects.c.key, projects.c.data)
+        .where(projects.c.tenant_id == tenant_id, projects.c.deleted_at.is_(None))
+        .order_by(projects.c.key)
+    )
+    out: list[dict[str, Any]] = []
+    for r in rows:
+        lead = r.data.get("lead") if isinstance(r.data, dict) else None
+        account = lead.get("accountId") if isinstance(lead, dict) else None
+        out.append(
+            {"id": str(r.external_id), "key": str(r.key), "lead": {"accountId": str(account)} if account else None}
+        )
+    return out

@@ -201,8 +201,8 @@ def _referenced(snap: PermissionSnapshot, issues: Sequence[IssueFacts]) -> tuple
     group_fields = {h.value for h in holders if h.type == "groupCustomField"}
     for issue in issues:
         for c in issue.comments:
-            if c.visibility_type == "role" and c.visibility_id:
-                roles.add(c.visibility_id)
+            if c.visibility_type == "role" and c.visibility_id and c.visibility_id.isdigit():
+                roles.add(c.visibility_id)  # a role id; a role named by name is known by the rules' roles
             elif c.visibility_type == "group" and c.visibility_id:
                 groups.add(c.visibility_id)
         for f in group_fields:

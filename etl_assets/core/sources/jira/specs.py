@@ -7,6 +7,7 @@ each.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 from collections.abc import Callable, Iterator, Mapping
@@ -24,6 +25,9 @@ COMMENT_PAGE = 100  # comments per GET /issue/{id}/comment page (Jira's document
 _COMMENT_PATH = re.compile(r"^/rest/api/3/issue/([^/]+)/comment$")
 CHANGELOG_PAGE = 100  # histories per GET /issue/{id}/changelog page (the endpoint's documented default)
 _CHANGELOG_PATH = re.compile(r"^/rest/api/3/issue/([^/]+)/changelog$")
+# Keys a search page's landed params carry beside the request body (see _fetch_issues).
+ASKED_RENDERED = "rendered_fields"
+ASKED_ACCESS = "access_fields"
 
 
 def _join(*parts: str | None) -> str:
@@ -225,28 +229,58 @@ def _merge_changelog(issue: Any, paged: list[Any]) -> tuple[Any, str | None]:
     return whole, None
 
 
+def _field_listing(client: JiraClient, req: FetchRequest) -> tuple[RawPage | None, Any]:
+    """``GET /field`` once per issue sync: the tenant's custom fields and the site's pickers.
+
+    A tenant that names custom fields needs it (a failure fails the step, as always: its
+    texts would change otherwise). For the others it only finds the user/group pickers that
+    access may depend on; if it fails the sync carries on without them, and the issues' access
+    facts say the pickers were not read, so access that depends on them fails safe.
+    """
+    try:
+        listing = client.request("GET", custom_fields.FIELD_PATH)
+    except JiraAuthError as exc:
+        if exc.status == 401 or req.tenant.jira.custom_fields:
+            raise
+        log.warning("tenant %s: user/group picker fields not read (%s); access by them fails safe", req.tenant.id, exc)
+        return None, None
+    except JiraError as exc:
+        if req.tenant.jira.custom_fields:
+            raise
+        log.warning("tenant %s: user/group picker fields not read (%s); access by them fails safe", req.tenant.id, exc)
+        return None, None
+    return listing, listing.json()
+
+
 def _fetch_issues(client: JiraClient, req: FetchRequest) -> Iterator[RawPage]:
     if req.ids_only:
         yield from search_pages(client, tenant_jql(req.tenant, order="ORDER BY key ASC"), fields=["id"], page_size=1000)
         return
+    # The field listing is landed with the issues (it says what the names meant at fetch time).
+    listing_page, listing = _field_listing(client, req)
+    if listing_page is not None:
+        yield listing_page
     custom: tuple[str, ...] = ()
     if req.tenant.jira.custom_fields:
-        # The field listing is landed with the issues (it says what the names meant at fetch time).
-        listing = client.request("GET", custom_fields.FIELD_PATH)
-        yield listing
-        resolved = custom_fields.resolve(req.tenant.jira.custom_fields, listing.json(), req.tenant.id)
+        resolved = custom_fields.resolve(req.tenant.jira.custom_fields, listing, req.tenant.id)
         for warning in resolved.warnings:
             log.warning("%s", warning)
         custom = resolved.ids
+    pickers = custom_fields.access_fields(listing) if listing_page is not None else None
+    extra = [f for f in (pickers or {}) if f not in custom]
+    # What each search page asked for beyond its body, landed with it: which custom fields are
+    # the tenant's (rendered into the text) and which are read only for access (never rendered);
+    # ``access_fields`` None: the site's pickers could not be listed.
+    asked = {ASKED_RENDERED: list(custom), ASKED_ACCESS: pickers}
     for page in search_pages(
         client,
         tenant_jql(req.tenant, since=req.since),
-        fields=(*ISSUE_FIELDS, *custom),
+        fields=(*ISSUE_FIELDS, *custom, *extra),
         page_size=min(req.page_size, 100),
         # names,schema: what each custom field is called and its type, for rendering it as text.
         expand="changelog,names,schema" if custom else "changelog",
     ):
-        yield page
+        yield dataclasses.replace(page, params={**page.params, **asked})
         # Jira embeds only the first comments of an issue; page through the rest of each capped list.
         for issue in _issues(page.json()):
             comments, total = _embedded_comments(issue)
@@ -256,6 +290,32 @@ def _fetch_issues(client: JiraClient, req: FetchRequest) -> Iterator[RawPage]:
             histories, changes = _embedded_histories(issue)
             if changes is not None and changes > len(histories) and isinstance(issue.get("id"), str | int):
                 yield from changechangelogpages(client, str(issue["id"]), changes, str(issue.get("key")))
+
+
+def _issue_records(data: Any, asked: Mapping[str, Any]) -> list[Any]:
+    """The issues of a landed search page, given what the page asked for (see ``_fetch_issues``).
+
+    Only the tenant's own custom fields keep their ``names``/``schema`` (what gets rendered into
+    the text); each issue carries :data:`parsers.ACCESS_FIELDS_KEY`: the picker fields the search
+    asked for, id -> ``user``/``group`` (None: not read). A page landed before access facts
+    existed asked for neither and is read as before.
+    """
+    issues = _issues_named(data)
+    if ASKED_ACCESS not in asked:
+        return issues
+    rendered = set(asked.get(ASKED_RENDERED) or ())
+    access = asked.get(ASKED_ACCESS)
+    out = []
+    for issue in issues:
+        if not isinstance(issue, dict):
+            out.append(issue)
+            continue
+        issue = {**issue, parsers.ACCESS_FIELDS_KEY: access}
+        for key in ("names", "schema"):
+            if isinstance(issue.get(key), dict):
+                issue[key] = {f: v for f, v in issue[key].items() if f in rendered}
+        out.append(issue)
+    return out
 
 
 def _comment_page(path: str, data: Any) -> tuple[str, list[Any]] | None:
@@ -467,6 +527,7 @@ ISSUES = EntitySpec(
     parse=parsers.parse_issue,
     fetch=_fetch_issues,
     records=_issues_named,
+    page_records=_issue_records,
     text=lambda r: _join(
         f"{r['key']}: {r['summary']}",
         _line("Project", r.get("project_key")),

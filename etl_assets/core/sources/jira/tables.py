@@ -73,6 +73,9 @@ issues = entity_table(
     Column("comments_total", Integer),
     Column("comments_incomplete", String(1000)),  # why the comment list is incomplete, else NULL
     Column("history_incomplete", String(1000)),  # why the changelog is incomplete, else NULL
+    # Added by schema version 5: what access depends on (parsers.access_facts); NULL on rows
+    # written before it, which the permission stage treats as unknown (fail safe).
+    Column("access_facts", JSON),
 )
 
 comments = entity_table(
@@ -88,4 +91,7 @@ comments = entity_table(
     Column("updated", TS),
     Column("body", Text),
     Column("visibility", String(1000)),  # "role:Developers" / "group:jira-admins"; NULL = everyone
+    # Added by schema version 5: {"visibility": {"type", "identifier", "value"} or null}; NULL on
+    # rows written before it (the permission stage then falls back on ``visibility``).
+    Column("access_facts", JSON),
 )

@@ -10,7 +10,10 @@ site. The package has four parts:
   itself and its edits);
 * :mod:`.jql`: :func:`run_jql` evaluates the JQL subset the sync uses;
 * :mod:`.transport`: :class:`JiraSiteHandler` serves the site the way Jira Cloud's REST
-  API does, and :func:`sample_transport` wraps it for ``httpx.Client(transport=...)``.
+  API does, and :func:`sample_transport` wraps it for ``httpx.Client(transport=...)``;
+* :mod:`.permissions`: the site's access rules (users, groups, schemes, security levels,
+  restricted comments) and the permission endpoints; :mod:`.urls` turns a ``sample://`` URL
+  into its site (with those rules unless ``permissions=off``).
 
 ``SAMPLE_QUERIES`` is :func:`labelled_queries` of the default site, computed on first use.
 """
@@ -27,6 +30,7 @@ from etl_assets.core.sources.jira.sample.generator import (
 from etl_assets.core.sources.jira.sample.jql import JqlError, run_jql
 from etl_assets.core.sources.jira.sample.site import SITE_NOW, JiraSite, format_jira_timestamp
 from etl_assets.core.sources.jira.sample.transport import JiraSiteHandler, sample_transport
+from etl_assets.core.sources.jira.sample.urls import build_sample_site, permission_fixture_for, sample_site_for
 
 __all__ = [
     "JiraSite",
@@ -38,6 +42,9 @@ __all__ = [
     "run_jql",
     "JqlError",
     "SITE_NOW",
+    "build_sample_site",
+    "permission_fixture_for",
+    "sample_site_for",
 ]
 
 

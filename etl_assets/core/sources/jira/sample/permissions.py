@@ -23,13 +23,21 @@ from __future__ import annotations
 import json
 import random
 import re
+import unicodedata
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
-__all__ = ["PermissionFixture", "PermissionRoutes", "generate_permission_fixture", "permission_transport"]
+__all__ = [
+    "PermissionFixture",
+    "PermissionRoutes",
+    "generate_permission_fixture",
+    "permission_transport",
+    "site_permission_fixture",
+]
 
 USER_PICKER = "customfield_10100"  # "Reviewers" (multi user picker)
 GROUP_PICKER = "customfield_10101"  # "Owning team" (group picker)
@@ -52,6 +60,7 @@ class PermissionFixture:
     security_schemes: dict[str, dict[str, Any]]  # id -> {name, levels: {level id: {name, members: [(type, value)]}}}
     issues: list[dict[str, Any]]  # issues as /search/jql returns them (fields: project, people, security, comment)
     api_user_is_admin: bool = True
+    base_url: str = BASE
     hidden_groups: set[str] = field(default_factory=set)  # group/member answers 403 for these
     requests: list[tuple[str, str]] = field(default_factory=list)
 
@@ -81,7 +90,7 @@ class PermissionFixture:
             if level_id in scheme["levels"]:
                 level = scheme["levels"][level_id]
                 return {
-                    "self": f"{BASE}/rest/api/3/securitylevel/{level_id}",
+                    "self": f"{self.base_url}/rest/api/3/securitylevel/{level_id}",
                     "id": level_id,
                     "name": level["name"],
                     "description": level["name"],
@@ -89,16 +98,90 @@ class PermissionFixture:
         raise KeyError(level_id)
 
 
-def _user_ref(account_id: str | None, users: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+def _user_ref(account_id: str | None, users: dict[str, dict[str, Any]], base: str = BASE) -> dict[str, Any] | None:
     if account_id is None:
         return None
     return {
-        "self": f"{BASE}/rest/api/3/user?accountId={account_id}",
+        "self": f"{base}/rest/api/3/user?accountId={account_id}",
         "accountId": account_id,
         "displayName": users[account_id]["displayName"],
         "active": True,
         "accountType": "atlassian",
     }
+
+
+def scheme_templates(*, admins: str, eng: str, sales: str, named_user: str) -> dict[str, dict[str, Any]]:
+    """The five permission schemes (``1000`` Open … ``1003`` HR, ``1004`` Locked) over the given groups and user."""
+    browse = "BROWSE_PROJECTS"
+    schemes: dict[str, dict[str, Any]] = {
+        "1000": {
+            "name": "Open",
+            "grants": [
+                (browse, "anyone", ""),
+                ("CREATE_ISSUES", "group", eng),
+                ("ADMINISTER_PROJECTS", "group", admins),
+            ],
+        },
+        "1001": {
+            "name": "Engineering",
+            "grants": [
+                (browse, "group", eng),
+                (browse, "group", admins),
+                (browse, "projectRole", DEVELOPERS),
+                (browse, "reporter", ""),
+                (browse, "userCustomField", USER_PICKER),
+                ("EDIT_ISSUES", "group", sales),  # not a browse grant: must not admit sales
+            ],
+        },
+        "1002": {
+            "name": "Sales",
+            "grants": [
+                (browse, "applicationRole", "jira-software"),
+                (browse, "user", named_user),
+                (browse, "projectLead", ""),
+                (browse, "assignee", ""),
+                (browse, "sd.customer.portal.only", ""),  # portal customers: grants no browse here
+            ],
+        },
+        "1003": {"name": "HR", "grants": [(browse, "group", admins), (browse, "projectRole", HR_ROLE)]},
+        "1004": {"name": "Locked", "grants": [(browse, "group", admins)]},
+    }
+    return schemes
+
+
+def security_templates(*, admins: str, eng: str, sales: str, admin: str) -> dict[str, dict[str, Any]]:
+    """The two issue security schemes (``2000`` for Engineering, ``2001`` for Sales) and their levels."""
+    security_schemes: dict[str, dict[str, Any]] = {
+        "2000": {
+            "name": "Engineering security",
+            "levels": {
+                "3000": {
+                    "name": "Internal",
+                    "members": [("group", eng), ("group", admins), ("reporter", ""), ("assignee", "")],
+                },
+                "3001": {
+                    "name": "Confidential",
+                    "members": [
+                        ("projectRole", DEVELOPERS),
+                        ("userCustomField", USER_PICKER),
+                        ("reporter", ""),
+                        ("group", admins),
+                    ],
+                },
+            },
+        },
+        "2001": {
+            "name": "Sales security",
+            "levels": {
+                "3002": {
+                    "name": "Deal team",
+                    "members": [("group", sales), ("groupCustomField", GROUP_PICKER), ("assignee", "")],
+                },
+                "3003": {"name": "Leadership", "members": [("user", admin), ("projectLead", "")]},
+            },
+        },
+    }
+    return security_schemes
 
 
 def generate_permission_fixture(seed: int = 14, issues_per_project: int = 12) -> PermissionFixture:
@@ -126,40 +209,7 @@ def generate_permission_fixture(seed: int = 14, issues_per_project: int = 12) ->
         },
         {"id": "10003", "key": "HR", "name": "HR", "lead": "acc-admin", "scheme": "1003", "security_scheme": None},
     ]
-    browse = "BROWSE_PROJECTS"
-    schemes: dict[str, dict[str, Any]] = {
-        "1000": {
-            "name": "Open",
-            "grants": [
-                (browse, "anyone", ""),
-                ("CREATE_ISSUES", "group", "gid-eng"),
-                ("ADMINISTER_PROJECTS", "group", "gid-admins"),
-            ],
-        },
-        "1001": {
-            "name": "Engineering",
-            "grants": [
-                (browse, "group", "gid-eng"),
-                (browse, "group", "gid-admins"),
-                (browse, "projectRole", DEVELOPERS),
-                (browse, "reporter", ""),
-                (browse, "userCustomField", USER_PICKER),
-                ("EDIT_ISSUES", "group", "gid-sales"),  # not a browse grant: must not admit sales
-            ],
-        },
-        "1002": {
-            "name": "Sales",
-            "grants": [
-                (browse, "applicationRole", "jira-software"),
-                (browse, "user", "acc-frank"),
-                (browse, "projectLead", ""),
-                (browse, "assignee", ""),
-                (browse, "sd.customer.portal.only", ""),  # portal customers: grants no browse here
-            ],
-        },
-        "1003": {"name": "HR", "grants": [(browse, "group", "gid-admins"), (browse, "projectRole", HR_ROLE)]},
-        "1004": {"name": "Locked", "grants": [(browse, "group", "gid-admins")]},
-    }
+    schemes = scheme_templates(admins="gid-admins", eng="gid-eng", sales="gid-sales", named_user="acc-frank")
     role_actors: dict[tuple[str, str], dict[str, set[str]]] = {}
     for p in projects:
         role_actors[(p["id"], DEVELOPERS)] = {"users": set(), "groups": set()}
@@ -169,36 +219,7 @@ def generate_permission_fixture(seed: int = 14, issues_per_project: int = 12) ->
     role_actors[("10001", DEVELOPERS)]["groups"].add("gid-support")
     role_actors[("10002", DEVELOPERS)]["users"].add("acc-dave")
     role_actors[("10003", HR_ROLE)]["users"].add("acc-erin")
-    security_schemes: dict[str, dict[str, Any]] = {
-        "2000": {
-            "name": "Engineering security",
-            "levels": {
-                "3000": {
-                    "name": "Internal",
-                    "members": [("group", "gid-eng"), ("group", "gid-admins"), ("reporter", ""), ("assignee", "")],
-                },
-                "3001": {
-                    "name": "Confidential",
-                    "members": [
-                        ("projectRole", DEVELOPERS),
-                        ("userCustomField", USER_PICKER),
-                        ("reporter", ""),
-                        ("group", "gid-admins"),
-                    ],
-                },
-            },
-        },
-        "2001": {
-            "name": "Sales security",
-            "levels": {
-                "3002": {
-                    "name": "Deal team",
-                    "members": [("group", "gid-sales"), ("groupCustomField", GROUP_PICKER), ("assignee", "")],
-                },
-                "3003": {"name": "Leadership", "members": [("user", "acc-admin"), ("projectLead", "")]},
-            },
-        },
-    }
+    security_schemes = security_templates(admins="gid-admins", eng="gid-eng", sales="gid-sales", admin="acc-admin")
     fixture = PermissionFixture(users, groups, app_roles, projects, schemes, role_actors, security_schemes, [])
     people = [a for a in users if a != "acc-admin"]
     issue_id, comment_id = 20000, 50000
@@ -250,6 +271,166 @@ def generate_permission_fixture(seed: int = 14, issues_per_project: int = 12) ->
             fixture.issues.append({"id": str(issue_id), "key": f"{p['key']}-{n}", "fields": fields})
             if level:
                 fixture.set_security(f"{p['key']}-{n}", level)
+    return fixture
+
+
+# -- over a generated sample site -----------------------------------------------------------------
+
+#: The picker fields :func:`site_permission_fixture` fills, as ``GET /rest/api/3/field`` lists them.
+PICKER_FIELDS: tuple[dict[str, Any], ...] = tuple(
+    {
+        "id": fid,
+        "key": fid,
+        "name": name,
+        "untranslatedName": name,
+        "custom": True,
+        "orderable": True,
+        "navigable": True,
+        "searchable": True,
+        "clauseNames": [f"cf[{fid.rsplit('_', 1)[1]}]", name],
+        "schema": {
+            **({"type": "array", "items": kind} if multi else {"type": kind}),
+            "custom": f"com.atlassian.jira.plugin.system.customfieldtypes:{custom}",
+            "customId": int(fid.rsplit("_", 1)[1]),
+        },
+    }
+    for fid, name, kind, custom, multi in (
+        (USER_PICKER, "Reviewers", "user", "multiuserpicker", True),
+        (GROUP_PICKER, "Owning team", "group", "grouppicker", False),
+    )
+)
+_SCHEME_CYCLE = ("1000", "1001", "1002", "1003")
+_SECURITY_OF = {"1001": "2000", "1002": "2001"}
+
+
+def _email(name: str, n: int) -> str:
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    local = ".".join(part for part in re.split(r"[^a-z0-9]+", ascii_name.lower()) if part)
+    return f"{local or f'user{n}'}@example.com"
+
+
+def _adf_text(node: Any) -> str:
+    if isinstance(node, dict):
+        return str(node.get("text") or "") + "".join(_adf_text(c) for c in node.get("content") or [])
+    if isinstance(node, list):
+        return "".join(_adf_text(c) for c in node)
+    return ""
+
+
+def site_permission_fixture(site: Any, *, seed: int = 14) -> PermissionFixture:
+    """Give a generated :class:`~.site.JiraSite` access rules and return them as a fixture (deterministic).
+
+    The site's own users, projects and issues are used: the users keep their accountIds and
+    names (e-mails are derived from the names); four groups overlap (the first user is the
+    admin, one user is in none, one only holds a project role, one is only named in the
+    user-picker field); the projects cycle through the four scheme templates of
+    :func:`generate_permission_fixture` (Open, Engineering, Sales, HR); two thirds of the
+    issues of the Engineering and Sales projects get a security level (their ``security``
+    field); every issue gets a ``Reviewers`` (multi user picker) and an ``Owning team`` (group
+    picker) value, the two fields are added to the site's ``GET /field`` listing; about a
+    quarter of the comments become restricted to a role (``identifier`` = the role's name, as
+    Jira sends it) or a group. Nothing that is embedded changes: summaries, descriptions,
+    comment bodies, reporters and assignees stay as generated, and comments that carry a
+    planted retrieval fact stay unrestricted. The fixture shares the site's issue objects, so
+    an edit through either shows in both (a deleted issue leaves the fixture's list).
+    """
+    rng = random.Random(f"permissions:{seed}")
+    site_users = list(site.users)
+    if not site_users:
+        raise ValueError("the sample site has no users to give permissions to")
+    accounts = [str(u["accountId"]) for u in site_users]
+
+    def acc(n: int) -> str:
+        return accounts[n % len(accounts)]
+
+    users = {
+        a: {"displayName": u["displayName"], "emailAddress": _email(str(u["displayName"]), n)}
+        for n, (a, u) in enumerate(zip(accounts, site_users, strict=True))
+    }
+
+    def gid(name: str) -> str:
+        return str(uuid.uuid5(uuid.NAMESPACE_URL, f"{site.base_url}/group/{name}"))
+
+    admins, eng, sales, support = gid("jira-admins"), gid("engineering"), gid("sales"), gid("support")
+    # indexes into the site's users: 0 admin; 3 in engineering and sales; 9 in engineering and
+    # support; 6 only a Developers role actor; 7 only named in Reviewers; 8 in nothing at all
+    groups: dict[str, dict[str, Any]] = {
+        admins: {"name": "jira-admins", "members": {acc(0)}},
+        eng: {"name": "engineering", "members": {acc(1), acc(3), acc(9), acc(11)}},
+        sales: {"name": "sales", "members": {acc(2), acc(3), acc(5), acc(12)}},
+        support: {"name": "support", "members": {acc(4), acc(9), acc(13)}},
+    }
+    role_only, picked, hr_actor = acc(6), acc(7), acc(10)
+    projects: list[dict[str, Any]] = []
+    for n, p in enumerate(site.projects):
+        scheme = _SCHEME_CYCLE[n % len(_SCHEME_CYCLE)]
+        lead = (p.get("lead") or {}).get("accountId")
+        projects.append(
+            {
+                "id": str(p["id"]),
+                "key": str(p["key"]),
+                "name": str(p["name"]),
+                "lead": lead,
+                "scheme": scheme,
+                "security_scheme": _SECURITY_OF.get(scheme),
+            }
+        )
+    role_actors: dict[tuple[str, str], dict[str, set[str]]] = {}
+    for p in projects:
+        developers: dict[str, set[str]] = {"users": set(), "groups": set()}
+        if p["scheme"] == "1000":
+            developers["groups"].add(eng)
+        elif p["scheme"] in ("1001", "1002"):
+            developers["users"].add(role_only)
+            if p["scheme"] == "1001":
+                developers["groups"].add(support)
+        role_actors[(p["id"], DEVELOPERS)] = developers
+        role_actors[(p["id"], HR_ROLE)] = {"users": {hr_actor}, "groups": set()}
+    fixture = PermissionFixture(
+        users=users,
+        groups=groups,
+        app_roles={"jira-software": [admins, eng, sales, support]},
+        projects=projects,
+        schemes=scheme_templates(admins=admins, eng=eng, sales=sales, named_user=picked),
+        role_actors=role_actors,
+        security_schemes=security_templates(admins=admins, eng=eng, sales=sales, admin=acc(0)),
+        issues=site.issues,
+        base_url=site.base_url,
+    )
+    planted = set(getattr(site, "comment_facts", {}) or {})
+    people = [a for a in accounts if a != acc(0)]
+    counters: dict[str, int] = {}
+    for issue in site.issues:
+        fields = issue["fields"]
+        project = fixture.project(str(fields["project"]["id"]))
+        n = counters[project["id"]] = counters.get(project["id"], 0) + 1
+        reviewers = [picked] if n % 2 else sorted(rng.sample(people, rng.randint(0, 2)))
+        team = rng.choice([None, support, eng])
+        fields[USER_PICKER] = [_user_ref(a, users, site.base_url) for a in reviewers] or None
+        fields[GROUP_PICKER] = (
+            {"groupId": team, "name": groups[team]["name"], "self": f"{site.base_url}/rest/api/3/group?groupId={team}"}
+            if team
+            else None
+        )
+        security = project["security_scheme"]
+        levels = [None, *fixture.security_schemes[security]["levels"]] if security else [None]
+        fixture.set_security(issue["key"], levels[n % len(levels)])
+        for comment in (fields.get("comment") or {}).get("comments") or []:
+            if comment.get("visibility") or rng.random() >= 0.25:
+                continue
+            if any(fact in _adf_text(comment.get("body")) for fact in planted):
+                continue  # a planted retrieval fact stays where every searcher can find it
+            comment["visibility"] = rng.choice(
+                [
+                    {"type": "role", "value": ROLE_NAMES[DEVELOPERS], "identifier": ROLE_NAMES[DEVELOPERS]},
+                    {"type": "role", "value": ROLE_NAMES[HR_ROLE], "identifier": ROLE_NAMES[HR_ROLE]},
+                    {"type": "group", "value": "sales", "identifier": sales},
+                    {"type": "group", "value": "support", "identifier": support},
+                ]
+            )
+    existing = {f["id"] for f in site.fields}
+    site.fields.extend(f for f in PICKER_FIELDS if f["id"] not in existing)
+    site.permissions = fixture
     return fixture
 
 

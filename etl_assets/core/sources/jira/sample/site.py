@@ -84,6 +84,12 @@ class JiraSite:
     comment_facts: dict[str, list[str]] = field(default_factory=dict)
     #: planted "Root cause" custom field text -> keys of the issues that carry it
     custom_facts: dict[str, list[str]] = field(default_factory=dict)
+    #: custom fields beyond the standard ones ``GET /rest/api/3/field`` lists (e.g. the pickers
+    #: the permission fixture fills)
+    fields: list[dict[str, Any]] = field(default_factory=list)
+    #: the site's access rules (``sample.permissions.PermissionFixture``), when it has them; the
+    #: REST handler then serves the permission endpoints over them
+    permissions: Any = None
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
     _next_issue_id: int = field(default=0, repr=False, compare=False)
 
@@ -427,4 +433,5 @@ def base_fields(
         "environment": None,
         "customfield_10019": rank,
         "customfield_10020": None,
+        "security": None,  # no issue security level (Jira sends null when asked for the field)
     }

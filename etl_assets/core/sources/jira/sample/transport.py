@@ -96,7 +96,12 @@ class JiraSiteHandler:
         extra_routes: Callable[[str, str, dict[str, str]], tuple[int, Any] | None] | None = None,
     ) -> None:
         self.site = site
-        # more endpoints (e.g. sample.permissions.PermissionRoutes): (method, route, query) -> answer or None
+        # more endpoints (e.g. sample.permissions.PermissionRoutes): (method, route, query) -> answer or None;
+        # a site with access rules (``site.permissions``) serves them unless told otherwise
+        if extra_routes is None and site.permissions is not None:
+            from etl_assets.core.sources.jira.sample.permissions import PermissionRoutes
+
+            extra_routes = PermissionRoutes(site.permissions)
         self.extra_routes = extra_routes
         self.page_size_cap = page_size_cap
         self.clock = clock or (lambda: datetime.now(UTC))
@@ -134,7 +139,7 @@ class JiraSiteHandler:
             "/rest/api/3/search/jql": ({"GET", "POST"}, self._search_jql),
             "/rest/api/3/search/approximate-count": ({"POST"}, self._approximate_count),
             "/rest/api/3/myself": ({"GET"}, self._myself),
-            "/rest/api/3/field": ({"GET"}, lambda method, query, body: [*SYSTEM_FIELDS, *CUSTOM_FIELDS]),
+            "/rest/api/3/field": ({"GET"}, lambda method, query, body: self._fields()),
             "/rest/api/3/serverInfo": ({"GET"}, self._server_info),
         }
         if route in routes:
@@ -162,6 +167,9 @@ class JiraSiteHandler:
             if answer is not None:
                 return answer
         raise _HttpError(404, [f"No resource is available at {method} {route}."])
+
+    def _fields(self) -> list[dict[str, Any]]:
+        return [*SYSTEM_FIELDS, *CUSTOM_FIELDS, *self.site.fields]
 
     # ---- projects --------------------------------------------------------------------
 
@@ -394,7 +402,7 @@ class JiraSiteHandler:
         page = hits[offset : offset + size]
         expand = set(_split_fields(request.get("expand")))
         out: dict[str, Any] = {"issues": [_issue_view(i, wanted, changelog="changelog" in expand) for i in page]}
-        known = {f["id"]: f for f in (*SYSTEM_FIELDS, *CUSTOM_FIELDS)}
+        known = {f["id"]: f for f in self._fields()}
         shown = sorted({k for i in out["issues"] for k in i["fields"] if k in known})
         if "names" in expand:
             out["names"] = {k: known[k]["name"] for k in shown}
