@@ -32,6 +32,9 @@ _DROP = (
     "VIRTUAL_ENV",
 )
 
+# The demo tenants' Jira administrator (the sample sites' first user): searches run as a Jira user.
+ADMIN = "anna.schmidt@example.com"
+
 
 def _env(**extra: str) -> dict[str, str]:
     env = {
@@ -283,7 +286,9 @@ def test_the_demo_prints_a_line_per_step_and_the_table(demo):
 def test_search_after_the_demo_prints_a_header_and_the_hits(demo):
     done, root, env = demo
     assert done.returncode == 0
-    hits = _cli("search", "login fails with unicode password", "--tenant", "2", "-k", "3", cwd=root, env=env)
+    hits = _cli(
+        "search", "login fails with unicode password", "--tenant", "2", "--as", ADMIN, "-k", "3", cwd=root, env=env
+    )
     assert hits.returncode == 0, hits.stderr
     assert hits.stderr == ""  # no model-loading progress bar
     lines = hits.stdout.splitlines()
@@ -291,3 +296,35 @@ def test_search_after_the_demo_prints_a_header_and_the_hits(demo):
     # at most -k hits; fewer when the rest are no good match (calibrated thresholds, README "Hybrid retrieval")
     assert 1 + 1 <= len(lines) <= 1 + 3, lines
     assert all(re.match(r"^\d+\.\d{3}  \S+", line) for line in lines[1:]), lines
+
+
+@pytest.mark.slow
+def test_search_runs_as_a_jira_user_sees_only_what_they_may_open_and_refuses_an_unknown_one(demo):
+    from etl_assets.core.sources.jira.sample import permission_fixture_for
+    from etl_assets.core.tenants import TenantRegistry
+    from etl_assets_tests.permission_oracle import oracle_can_see
+
+    done, root, env = demo
+    assert done.returncode == 0
+    url = TenantRegistry.load(Path(__file__).resolve().parents[1] / "etl_assets" / "tenants.yaml").get("2").jira.url
+    fx = permission_fixture_for(url)
+    assert fx is not None
+    loner = min(u for u in fx.users if not any(u in g["members"] for g in fx.groups.values()))
+    may_open = {i["key"] for i in fx.issues if oracle_can_see(fx, loner, i, None)}
+    query = ("search", "login fails with unicode password", "--tenant", "2", "-k", "20", "--mode", "sparse")
+
+    def keys(done: subprocess.CompletedProcess[str]) -> set[str]:
+        assert done.returncode == 0, done.stderr
+        return {line.split()[1] for line in done.stdout.splitlines()[1:] if re.match(r"^\d+\.\d{3}  ", line)}
+
+    admin = keys(_cli(*query, "--as", ADMIN, cwd=root, env=env))
+    theirs = keys(_cli(*query, "--as", fx.users[loner]["emailAddress"], cwd=root, env=env))
+    assert theirs <= may_open and admin - may_open, (admin, theirs)  # the same query, two answers
+    operator = _cli(*query, "--unrestricted", cwd=root, env=env)
+    assert keys(operator) >= admin and "unrestricted search of tenant 2" in operator.stderr
+
+    unknown = _cli(*query, "--as", "nobody@example.com", cwd=root, env=env)
+    assert unknown.returncode == 2 and len(unknown.stderr.strip().splitlines()) == 1
+    assert "tenant '2'" in unknown.stderr and "nobody@example.com" in unknown.stderr
+    neither = _cli(*query, cwd=root, env=env)
+    assert neither.returncode == 2 and "--as" in neither.stderr and "--unrestricted" in neither.stderr

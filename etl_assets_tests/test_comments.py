@@ -65,7 +65,7 @@ def test_250_comments_all_indexed_then_edit_and_delete_converge(env):
     assert sum(1 for p in points if p.payload["key"] == issue["key"]) == 250
     secret = [p for p in points if RESTRICTED_FACT[:40] in (p.payload.get("text") or "")]
     assert secret and {p.payload["external_id"] for p in secret} <= restricted
-    assert all(p.payload.get("access") and "public" not in p.payload["access"] for p in secret)
+    assert all(isinstance(p.payload.get("access"), list) and "public" not in p.payload["access"] for p in secret)
     one = next(p for p in points if p.payload["key"] == issue["key"])
     assert one.payload["author"] and one.payload["created"] and one.payload["issue_id"] == issue["id"]
 

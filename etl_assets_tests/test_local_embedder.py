@@ -111,7 +111,9 @@ def test_the_demo_runs_as_a_new_user_runs_it(tmp_path):
         assert collection == f"client_{tenant}_{entity}"
         assert int(live) > 0 and int(points) >= int(live), (tenant, entity, live, points)  # long issues: chunks
 
-    hits = cli("search", "login fails with unicode password", "--tenant", "2", "-k", "3")
+    hits = cli(
+        "search", "login fails with unicode password", "--tenant", "2", "--as", "anna.schmidt@example.com", "-k", "3"
+    )
     assert hits.returncode == 0, hits.stderr
     header, *found = hits.stdout.strip().splitlines()
     # At most three hits, the ones above the "good match" threshold; each is about signing in.

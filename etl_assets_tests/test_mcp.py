@@ -31,11 +31,11 @@ import yaml
 from qdrant_client import QdrantClient
 
 from etl_assets.core.search import MAX_COMMENTS
-from etl_assets.core.sources.jira.sample.documents import RESTRICTED_FACT
 from etl_assets.core.sources.jira.sample.site import stored_datetime
 from etl_assets.core.tenants import TenantRegistry
 from etl_assets.fakes.openai_server import FakeEmbeddings
 from etl_assets_tests.conftest import Env, running_fakes
+from etl_assets_tests.permission_oracle import oracle_principals
 
 pytest.importorskip("mcp", reason="the MCP SDK (mcp>=2.3) is not installed")
 
@@ -50,7 +50,16 @@ TOKENS = {
     "TEST_MCP_TOKEN_BOTH": "tok-both-0123456789abcdefghijklmn",
     "TEST_MCP_TOKEN_BURST": "tok-burst-0123456789abcdefghijklm",
     "TEST_MCP_TOKEN_TWO": "tok-two-0123456789abcdefghijklmno",
+    "TEST_MCP_TOKEN_MEMBER": "tok-member-0123456789abcdefghijk",
+    "TEST_MCP_TOKEN_GUEST": "tok-guest-0123456789abcdefghijkl",
 }
+
+
+def member_of_no_group(fx: Any) -> str:
+    """The tenant-1 sample user the ``member`` client runs as: in no group, so they see little."""
+    return min(u for u in fx.users if not any(u in g["members"] for g in fx.groups.values()))
+
+
 RATE = 40
 MAX_QUERY = 1000
 TOOLS = {"search_issues", "search_all", "get_issue", "list_projects", "list_tenants"}
@@ -132,6 +141,16 @@ def indexed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Indexed]:
             yaml.safe_dump(
                 {
                     "http_clients": [
+                        {
+                            "name": "member",
+                            "token_env": "TEST_MCP_TOKEN_MEMBER",
+                            "principal": "mia",
+                            "tenants": ["1"],
+                            "jira_user": env.tenants["1"].site.permissions.users[
+                                member_of_no_group(env.tenants["1"].site.permissions)
+                            ]["emailAddress"],
+                        },
+                        {"name": "guest", "token_env": "TEST_MCP_TOKEN_GUEST", "principal": "guest", "tenants": ["1"]},
                         {
                             "name": "one",
                             "token_env": "TEST_MCP_TOKEN_ONE",
@@ -442,12 +461,9 @@ def test_http_get_issue_reads_comments_history_links_and_custom_fields_from_the_
     assert [c["author"] for c in got["comments"]] == [c["author"]["displayName"] for c in newest]
     assert all(c["body"] for c in got["comments"])
 
-    # A restricted comment is left out and counted; the others are all there.
+    # This client is an operator's (unrestricted): restricted comments are shown to it too.
     got = out["restricted"]
-    public = [c for c in _site_comments(restricted) if "visibility" not in c]
-    assert got["comments_restricted"] == 1 and len(got["comments"]) == len(public) and got["comments_older"] == 0
-    assert all(RESTRICTED_FACT not in c["body"] for c in got["comments"])
-    assert RESTRICTED_FACT not in json.dumps(got)
+    assert got["comments_restricted"] == 0 and len(got["comments"]) == len(_site_comments(restricted))
 
     # A comment whose author's account was deleted is kept, under the name Jira shows.
     former_thread = sorted(_site_comments(former), key=lambda c: _utc(c["created"]))
@@ -822,3 +838,43 @@ def test_search_api_answers_from_the_committed_tables_on_each_database(env: Env)
     assert out["missing"] == "issue 'NOPE-1' not found in tenant 1 (or deleted at the source)"
     assert out["other"] == "tenant '2' unknown; known: 1"
     assert out["empty"] == "query is empty: describe what you are looking for in words"
+
+
+def test_http_answers_as_each_clients_jira_user(indexed: Indexed, http: HttpServer) -> None:
+    """A client configured with a Jira user sees what that user may open; one without, only what
+    Jira shows anyone; the filter is Qdrant's, and a hidden issue is answered as not found."""
+    fx = indexed.env.tenants["1"].site.permissions
+    member = member_of_no_group(fx)
+    theirs = oracle_principals(fx, member)
+    issues = indexed.points["client_1_issues"]
+    hidden = sorted(p["key"] for p in issues if p["chunk"] == 0 and theirs.isdisjoint(p["access"]))
+    shown = sorted(p["key"] for p in issues if p["chunk"] == 0 and not theirs.isdisjoint(p["access"]))
+    public = {p["key"] for p in issues if "public" in p["access"]}
+    assert hidden and shown, "the member sees some issues and not others"
+    target = next(p for p in issues if p["key"] == hidden[0] and p["chunk"] == 0)
+    allowed_comments = [c for c in indexed.points["client_1_comments"] if not theirs.isdisjoint(c["access"])]
+
+    async def go() -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        async with http_client(http.url, TOKENS["TEST_MCP_TOKEN_MEMBER"]) as client:
+            out["by_key"] = structured(await client.call_tool("search_issues", {"query": target["key"], "limit": 20}))
+            out["by_text"] = structured(await client.call_tool("search_issues", {"query": target["text"], "limit": 20}))
+            out["get_hidden"] = error_text(await client.call_tool("get_issue", {"key": target["key"]}))
+            out["get_shown"] = structured(await client.call_tool("get_issue", {"key": shown[0]}))
+            out["all"] = structured(await client.call_tool("search_all", {"query": target["text"], "limit": 20}))
+        async with http_client(http.url, TOKENS["TEST_MCP_TOKEN_GUEST"]) as guest:
+            out["guest"] = structured(await guest.call_tool("search_issues", {"query": target["text"], "limit": 20}))
+        return out
+
+    out = run(go())
+    keys = {h["key"] for h in out["by_key"]["hits"]} | {h["key"] for h in out["by_text"]["hits"]}
+    assert target["key"] not in keys and keys <= set(shown), keys - set(shown)
+    assert f"no issue {target['key']} in tenant 1" in (out["by_key"]["notice"] or "")
+    assert "not found" in out["get_hidden"] and target["text"][:40] not in out["get_hidden"]
+    assert out["get_shown"]["key"] == shown[0]
+    visible_bodies = {c["comment_id"] for c in allowed_comments if c["key"] == shown[0]}
+    assert len(out["get_shown"]["comments"]) == len(visible_bodies)
+    assert {h["key"] for h in out["all"]["hits"] if h["source"] == "jira"} <= set(shown)
+    # GitHub points carry no access list yet (repository permissions are not synced): operators only.
+    assert all(h["source"] == "jira" for h in out["all"]["hits"])
+    assert {h["key"] for h in out["guest"]["hits"]} <= public

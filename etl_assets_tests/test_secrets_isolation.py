@@ -140,7 +140,8 @@ BY_OWN_IDS = (
     re.compile(r"^DELETE FROM raw_jira_pages WHERE raw_jira_pages\.batch_id IN", re.S),
     re.compile(r"^DELETE FROM raw_batches WHERE raw_batches\.id IN", re.S),
     re.compile(
-        r"^SELECT raw_jira_pages\.path, raw_jira_pages\.body\s+FROM raw_jira_pages\s+WHERE raw_jira_pages\.batch_id = ",
+        r"^SELECT raw_jira_pages\.path, raw_jira_pages\.params, raw_jira_pages\.body\s+FROM raw_jira_pages\s+"
+        r"WHERE raw_jira_pages\.batch_id = ",
         re.S,
     ),
 )

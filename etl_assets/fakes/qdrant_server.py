@@ -15,6 +15,7 @@ is a 404): ``GET /``, ``GET /collections``, ``GET|PUT|DELETE /collections/{name}
 ``PATCH /collections/{name}`` (metadata), ``GET /collections/{name}/exists``,
 ``PUT /collections/{name}/index`` (recorded, and listed in the collection's ``payload_schema``),
 ``POST|PUT /collections/{name}/points``, ``POST /collections/{name}/points/{delete,scroll,count}``,
+``POST /collections/{name}/points/batch`` (update operations, e.g. set_payload),
 ``POST /collections/{name}/points/query`` (the Query API: named dense and sparse vectors,
 ``prefetch`` legs, ``FusionQuery`` RRF/DBSF, ``score_threshold``), and the aliases:
 ``GET /aliases``, ``GET /collections/{name}/aliases``, ``POST /collections/aliases`` (create,
@@ -283,6 +284,10 @@ class FakeQdrant:
                     with_vectors=qr.with_vector or False,
                 )
             )
+        if rest == ["points", "batch"] and method == "POST":
+            # Several update operations in one request (the permission stage's payload writes).
+            batch = m.UpdateOperations.model_validate(self._body(req))
+            return _ok(local.batch_update_points(name, update_operations=batch.operations))
         if rest == ["points", "count"] and method == "POST":
             cr = m.CountRequest.model_validate(self._body(req))
             return _ok(local.count(name, count_filter=cr.filter, exact=cr.exact if cr.exact is not None else True))
