@@ -30,6 +30,7 @@ from etl_assets.core.doctor import Check, DoctorTargets, run_doctor
 from etl_assets.core.settings import Settings
 from etl_assets.core.sources.jira.doctor import jira_checks
 from etl_assets.core.sources.jira.sample import generate_sample_site
+from etl_assets.core.sources.jira.sample.permissions import site_permission_fixture
 from etl_assets.core.store.db import make_engine
 from etl_assets.core.store.migrations import HEAD_VERSION
 from etl_assets.core.tenants import TenantRegistry
@@ -60,6 +61,7 @@ class Stack:
     qdrant: FakeQdrant
     database_url: str
     environ: dict[str, str] = field(default_factory=dict)
+    site: Any = None  # the Jira sample site the loopback server serves
 
     def tenants_file(self, *, token_env: str = "T1_JIRA_TOKEN", projects: list[str] | None = None) -> Path:
         jira: dict[str, Any] = {"url": self.jira.url, "email_env": "T1_JIRA_EMAIL", "token_env": token_env}
@@ -129,6 +131,7 @@ pytestmark = pytest.mark.filterwarnings(f"ignore:{INSECURE_KEY}:UserWarning")
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[Stack]:
     site = generate_sample_site(seed=7, n_projects=6, n_issues=20)
+    site_permission_fixture(site, seed=7)  # a site with access rules, as every real one has
     seen: list[Request] = []
     handle = jira_handler(site, (JIRA_EMAIL, TOKEN))
 
@@ -143,7 +146,7 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
         FakeEmbeddings(dimensions=1536) as embeddings,
         FakeQdrant(tmp_path / "qdrant-server", api_key=QDRANT_KEY) as qdrant,
     ):
-        yield Stack(tmp_path, jira, seen, embeddings, qdrant, database_url)
+        yield Stack(tmp_path, jira, seen, embeddings, qdrant, database_url, site=site)
 
 
 def rows(checks: list[Check]) -> dict[tuple[str, str], Check]:
@@ -182,6 +185,7 @@ ALL_ROWS = {
     ("1", "jira site"),
     ("1", "jira projects"),
     ("1", "jira search"),
+    ("1", "jira permissions"),
     ("1", "vector collections"),
 }
 
@@ -249,6 +253,16 @@ def test_a_project_the_account_cannot_see_fails_the_search_row(stack: Stack) -> 
     assert not search.ok and "HTTP 400" in search.detail and "jira.projects" in search.fix
 
 
+def test_an_account_that_may_not_read_permission_schemes_is_told_its_issues_fail_safe(stack: Stack) -> None:
+    assert stack.site.permissions is not None
+    stack.site.permissions.api_user_is_admin = False
+    got = rows(stack.doctor())
+    assert got[("1", "jira site")].ok and got[("1", "jira projects")].ok
+    perms = got[("1", "jira permissions")]
+    assert not perms.ok and "HTTP 403" in perms.detail and "operators only" in perms.detail
+    assert "Administer Jira" in perms.fix
+
+
 def _closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -269,7 +283,7 @@ def test_a_closed_qdrant_port_is_a_cross_and_exit_1_under_W_error(stack: Stack) 
     }
     assert f"cannot connect to 127.0.0.1:{port}" in result.stdout
     assert "fix: start the Qdrant server, or correct QDRANT_URL" in result.stdout
-    assert "1 of 6 checks failed" in result.stdout
+    assert "1 of 7 checks failed" in result.stdout
 
 
 def test_an_endpoint_returning_the_wrong_dimension_is_a_cross(stack: Stack, tmp_path: Path) -> None:
@@ -370,6 +384,7 @@ def test_every_jira_request_of_the_doctor_is_valid_against_the_spec(stack: Stack
         ("GET", "/rest/api/3/myself"),
         ("GET", "/rest/api/3/project/search"),
         ("POST", "/rest/api/3/search/jql"),
+        ("GET", "/rest/api/3/project/PAY/permissionscheme"),  # the tenant's first project
     }
     for req in stack.jira_requests:
         assert_valid_against_spec(spec, req)

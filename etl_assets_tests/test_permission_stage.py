@@ -13,11 +13,13 @@ from typing import Any
 
 import pytest
 from qdrant_client import AsyncQdrantClient
+from sqlalchemy import select
 
 from etl_assets.core.embeddings.factory import open_embedder
 from etl_assets.core.permissions import RESTRICTED
 from etl_assets.core.search import NO_THRESHOLDS, Principal, SearchMode, SearchService, resolve_access, search
 from etl_assets.core.settings import EmbeddingSettings
+from etl_assets.core.store import schema
 from etl_assets.core.store.db import make_engine
 from etl_assets.defs import names
 from etl_assets_tests.permission_oracle import ANONYMOUS, oracle_can_see, points
@@ -113,6 +115,19 @@ def test_every_user_finds_exactly_what_jira_lets_them_open(env):
 
     meta = result.asset_materializations_for_node(names.op_name(names.PERMISSIONS_TABLE))[0].metadata
     assert meta["points"].value == len(every_point) and meta["fail_safe_points"].value == 0
+    # The responses the rules came from are landed as Jira sent them, in the rules' transaction.
+    engine = make_engine(env.database_url, create=False)
+    try:
+        with engine.connect() as conn:
+            landed = conn.execute(
+                select(schema.raw_jira_pages.c.path, schema.raw_batches.c.consumed_at)
+                .join(schema.raw_batches, schema.raw_batches.c.id == schema.raw_jira_pages.c.batch_id)
+                .where(schema.raw_jira_pages.c.batch_id == meta["raw_batch_id"].value)
+            ).all()
+    finally:
+        engine.dispose()
+    assert len(landed) == meta["raw_pages"].value > 0 and all(consumed for _, consumed in landed)
+    assert any("/permissionscheme" in path for path, _ in landed)
     # Every Jira point carries its list (written with the point or by the payload step); an empty
     # list (a comment restricted to a group nobody who sees the issue is in) matches nobody.
     stored = all_points(env)

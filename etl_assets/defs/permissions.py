@@ -4,7 +4,8 @@ Two assets per tenant partition (``docs/permissions.md``):
 
 - ``tables/permissions_table`` reads the committed projects, issues and comments, fetches the
   rules that decide access from Jira (schemes, roles, security levels, groups, users) and
-  commits them with every point's access list in one transaction; changed lists are marked
+  commits the responses as Jira sent them (``raw_jira_pages``, entity ``permissions``), the rules
+  parsed from them and every point's access list in one transaction; changed lists are marked
   pending. A project whose rules the API user may not read fails safe (only an unrestricted
   search sees its issues) and is named in the metadata and the log.
 - ``vectors/access_payloads`` then writes the pending lists to the Qdrant points as payload-only
@@ -60,7 +61,9 @@ def build_permission_assets(registry: TenantRegistry, partitions: dg.PartitionsD
             projects = permission_tables.projects_for_permissions(conn, tenant.id)
             issues = permission_tables.issue_facts(conn, tenant.id)
         with context.resources.jira.open(tenant) as client:
-            result = sync_permission_tables(database.engine, client, tenant.id, projects, issues)
+            result = sync_permission_tables(
+                database.engine, client, tenant.id, projects, issues, run_id=context.run.run_id
+            )
         for project, reason in sorted(result.fail_safe_projects.items()):
             context.log.warning(f"tenant {tenant.id}: project {project} fails safe (operators only): {reason}")
         meta: dict[str, Any] = {
@@ -71,6 +74,8 @@ def build_permission_assets(registry: TenantRegistry, partitions: dg.PartitionsD
             "distinct_access_lists": result.distinct_lists,
             "fail_safe_points": result.fail_safe_points,
             "jira_requests": result.jira_requests,
+            "raw_batch_id": result.raw_batch,
+            "raw_pages": result.raw_pages,
             "duration_s": round(time.perf_counter() - started, 3),
         }
         if result.fail_safe_projects:

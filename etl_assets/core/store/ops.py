@@ -83,42 +83,71 @@ def land_raw(
     """
     fetched = list(pages)
     records = sum(len(spec.records(page.json())) for page in fetched)
-    now = utcnow()
     with engine.begin() as conn:
-        inserted = conn.execute(
-            insert(schema.raw_batches).values(
-                tenant_id=tenant_id,
-                entity=spec.name,
-                kind=kind,
-                fetched_at=now,
-                pages=len(fetched),
-                records=records,
-                run_id=run_id,
-            )
-        ).inserted_primary_key
-        assert inserted is not None  # a single-row INSERT always reports its key
-        batch_id = inserted[0]
-        if fetched:
-            conn.execute(
-                insert(schema.raw_jira_pages),
-                [
-                    {
-                        "batch_id": batch_id,
-                        "tenant_id": tenant_id,
-                        "entity": spec.name,
-                        "page_no": i,
-                        "method": p.method,
-                        "path": p.path,
-                        "params": p.params,
-                        "status": p.status,
-                        "fetched_at": p.fetched_at,
-                        "content_hash": p.content_hash,
-                        "body": p.body,
-                    }
-                    for i, p in enumerate(fetched)
-                ],
-            )
+        batch_id = _insert_batch(conn, tenant_id, spec.name, fetched, kind=kind, records=records, run_id=run_id)
     return LandResult(batch_id, kind, len(fetched), records, sum(len(p.body) for p in fetched))
+
+
+def _insert_batch(
+    conn: Connection,
+    tenant_id: str,
+    entity: str,
+    fetched: list[RawPage],
+    *,
+    kind: str,
+    records: int,
+    run_id: str | None,
+    consumed_at: datetime | None = None,
+) -> int:
+    inserted = conn.execute(
+        insert(schema.raw_batches).values(
+            tenant_id=tenant_id,
+            entity=entity,
+            kind=kind,
+            fetched_at=utcnow(),
+            pages=len(fetched),
+            records=records,
+            run_id=run_id,
+            consumed_at=consumed_at,
+        )
+    ).inserted_primary_key
+    assert inserted is not None  # a single-row INSERT always reports its key
+    batch_id = int(inserted[0])
+    if fetched:
+        conn.execute(
+            insert(schema.raw_jira_pages),
+            [
+                {
+                    "batch_id": batch_id,
+                    "tenant_id": tenant_id,
+                    "entity": entity,
+                    "page_no": i,
+                    "method": p.method,
+                    "path": p.path,
+                    "params": p.params,
+                    "status": p.status,
+                    "fetched_at": p.fetched_at,
+                    "content_hash": p.content_hash,
+                    "body": p.body,
+                }
+                for i, p in enumerate(fetched)
+            ],
+        )
+    return batch_id
+
+
+def record_raw(
+    conn: Connection, tenant_id: str, entity: str, pages: Iterable[RawPage], *, run_id: str | None = None
+) -> int:
+    """Land ``pages`` as a batch already consumed, in the caller's transaction: for a stage that
+    parses what it fetched and commits the result in that same transaction (the permission
+    rules). The newest batches are kept as the table steps keep theirs. Returns the batch id."""
+    fetched = list(pages)
+    batch_id = _insert_batch(
+        conn, tenant_id, entity, fetched, kind="full", records=len(fetched), run_id=run_id, consumed_at=utcnow()
+    )
+    _prune_raw(conn, tenant_id, entity)
+    return batch_id
 
 
 # -- table build ----------------------------------------------------------------------------

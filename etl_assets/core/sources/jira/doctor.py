@@ -102,6 +102,7 @@ def _jira_rows(tenant: Tenant, client: JiraClient, site: str) -> list[Check]:
     rows.append(Check(tenant.id, "jira site", True, f"{site}: signed in as {who}"))
     rows.append(_projects_row(tenant, client))
     rows.append(_search_row(tenant, client))
+    rows.append(_permissions_row(tenant, client))
     return rows
 
 
@@ -148,3 +149,38 @@ def _search_row(tenant: Tenant, client: JiraClient) -> Check:
     issues = data.get("issues") if isinstance(data, dict) else None
     found = "at least one issue matches" if issues else "no issue matches yet"
     return Check(tenant.id, "jira search", True, f"JQL accepted, {found}: {jql}")
+
+
+_PERMISSIONS_FIX = (
+    "give the API account 'Administer Jira' (or 'Administer projects' in each project), or accept that "
+    "only unrestricted (operator) searches see these issues"
+)
+
+
+def _permissions_row(tenant: Tenant, client: JiraClient) -> Check:
+    """Can the account read who may browse a project (the permission stage needs it)? Probed on
+    the first project it sees; refused means that project's issues fail safe: operators only."""
+    try:
+        if tenant.jira.projects:  # the tenant's own first project, else the first the account sees
+            key = tenant.jira.projects[0]
+        else:
+            data = client.request("GET", PROJECT_SEARCH_PATH, params={"maxResults": 1}).json()
+            values = data.get("values") if isinstance(data, dict) else None
+            first = values[0] if isinstance(values, list) and values and isinstance(values[0], dict) else {}
+            if not first.get("key"):
+                return Check(tenant.id, "jira permissions", False, "no project to read a scheme of", _BROWSE_FIX)
+            key = str(first["key"])
+        client.request("GET", f"/rest/api/3/project/{key}/permissionscheme")
+    except JiraError as exc:
+        if exc.status in (401, 403):
+            return Check(
+                tenant.id,
+                "jira permissions",
+                False,
+                f"the account may not read permission schemes ({_short(exc)}): issues fail safe to operators only",
+                _PERMISSIONS_FIX,
+            )
+        return Check(tenant.id, "jira permissions", False, _short(exc), _PERMISSIONS_FIX)
+    return Check(
+        tenant.id, "jira permissions", True, f"permission scheme of {key} readable (access lists can be synced)"
+    )

@@ -22,6 +22,9 @@ from etl_assets.core.permissions import RESTRICTED, AccessList, IssueFacts, comp
 from etl_assets.core.sources.jira import permission_tables as pt
 from etl_assets.core.sources.jira.client import JiraClient
 from etl_assets.core.sources.jira.permissions import fetch_permissions
+from etl_assets.core.store.ops import record_raw
+
+RAW_ENTITY = "permissions"  # the raw_batches entity the permission responses are landed under
 
 
 @dataclass
@@ -35,6 +38,8 @@ class PermissionSyncResult:
     fail_safe_projects: dict[str, str]  # project key -> one-line reason
     unreadable: dict[str, str]  # everything that could not be read -> reason
     jira_requests: int
+    raw_batch: int  # the landed responses (raw_batches / raw_jira_pages, entity "permissions")
+    raw_pages: int
     pending: dict[AccessList, list[str]] = field(default_factory=dict)
 
 
@@ -44,12 +49,16 @@ def sync_permission_tables(
     tenant_id: str,
     projects: Sequence[Mapping[str, Any]],
     issues: Sequence[IssueFacts],
+    *,
+    run_id: str | None = None,
 ) -> PermissionSyncResult:
     """Fetch the tenant's rules, then commit them and every point's access list in one transaction."""
     before = client.stats.requests
     fetched = fetch_permissions(client, projects, issues)
     access = compute_access(fetched.snapshot, issues)
     with engine.begin() as conn:
+        # The responses as Jira sent them, beside the rules parsed from them (same transaction).
+        raw_batch = record_raw(conn, tenant_id, RAW_ENTITY, fetched.pages, run_id=run_id)
         pt.save_snapshot(conn, tenant_id, fetched)
         pending = pt.save_access(conn, tenant_id, access)
     return PermissionSyncResult(
@@ -60,6 +69,8 @@ def sync_permission_tables(
         fail_safe_projects=fail_safe_reasons(fetched.snapshot),
         unreadable=dict(fetched.snapshot.unreadable),
         jira_requests=client.stats.requests - before,
+        raw_batch=raw_batch,
+        raw_pages=len(fetched.pages),
         pending=pending,
     )
 
