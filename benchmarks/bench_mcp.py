@@ -152,7 +152,16 @@ def main() -> None:
         config.write_text(
             json.dumps(
                 {
-                    "http_clients": [{"name": "bench", "token_env": TOKEN_ENV, "principal": "bench", "tenants": ["1"]}],
+                    "http_clients": [
+                        {
+                            "name": "bench",
+                            "token_env": TOKEN_ENV,
+                            "principal": "bench",
+                            "tenants": ["1"],
+                            # searches run as a Jira user: the access filter is part of what is timed
+                            "jira_user": "anna.schmidt@example.com",
+                        }
+                    ],
                     "limits": {"requests_per_minute": 1_000_000},
                 }
             )

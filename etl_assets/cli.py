@@ -445,28 +445,17 @@ def _search(args: argparse.Namespace) -> int:
             open_qdrant(qd.url, qd.api_key, qd.path, engine=qd.engine) as client,
             server_errors_named(qd.url),
         ):
+            common: dict[str, Any] = {"tenant_id": tenant, "access": access, "k": args.k, "mode": args.mode}
             if across:
-                return await search_sources(
-                    client,
-                    embedder,
-                    query,
-                    tenant_id=tenant,
-                    access=access,
-                    sources=sources,
-                    k=args.k,
-                    mode=args.mode,
-                )
+                return await search_sources(client, embedder, query, sources=sources, **common)
             return await search(
                 client,
                 embedder,
                 query,
-                tenant_id=tenant,
-                access=access,
                 entity=entity,
                 project=args.project,
                 status_category=args.status_category,
-                k=args.k,
-                mode=args.mode,
+                **common,
             )
 
     try:

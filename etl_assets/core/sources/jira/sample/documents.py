@@ -283,9 +283,9 @@ def _schema(kind: str, custom: str, cid: int, items: str | None = None) -> dict[
     return out
 
 
-#: The site's custom fields as ``GET /rest/api/3/field`` lists them; two are both called "Team".
-CUSTOM_FIELDS: tuple[dict[str, Any], ...] = tuple(
-    {
+def field_listing(cid: int, name: str, schema: dict[str, Any]) -> dict[str, Any]:
+    """One custom field as ``GET /rest/api/3/field`` lists it."""
+    return {
         "id": f"customfield_{cid}",
         "key": f"customfield_{cid}",
         "name": name,
@@ -297,6 +297,11 @@ CUSTOM_FIELDS: tuple[dict[str, Any], ...] = tuple(
         "clauseNames": [f"cf[{cid}]", name],
         "schema": schema,
     }
+
+
+#: The site's custom fields as ``GET /rest/api/3/field`` lists them; two are both called "Team".
+CUSTOM_FIELDS: tuple[dict[str, Any], ...] = tuple(
+    field_listing(cid, name, schema)
     for cid, name, schema in (
         (
             10016,

@@ -31,6 +31,8 @@ from typing import Any
 
 import httpx
 
+from etl_assets.core.sources.jira.sample.documents import field_listing
+
 __all__ = [
     "PermissionFixture",
     "PermissionRoutes",
@@ -278,22 +280,15 @@ def generate_permission_fixture(seed: int = 14, issues_per_project: int = 12) ->
 
 #: The picker fields :func:`site_permission_fixture` fills, as ``GET /rest/api/3/field`` lists them.
 PICKER_FIELDS: tuple[dict[str, Any], ...] = tuple(
-    {
-        "id": fid,
-        "key": fid,
-        "name": name,
-        "untranslatedName": name,
-        "custom": True,
-        "orderable": True,
-        "navigable": True,
-        "searchable": True,
-        "clauseNames": [f"cf[{fid.rsplit('_', 1)[1]}]", name],
-        "schema": {
+    field_listing(
+        int(fid.rsplit("_", 1)[1]),
+        name,
+        {
             **({"type": "array", "items": kind} if multi else {"type": kind}),
             "custom": f"com.atlassian.jira.plugin.system.customfieldtypes:{custom}",
             "customId": int(fid.rsplit("_", 1)[1]),
         },
-    }
+    )
     for fid, name, kind, custom, multi in (
         (USER_PICKER, "Reviewers", "user", "multiuserpicker", True),
         (GROUP_PICKER, "Owning team", "group", "grouppicker", False),
