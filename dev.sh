@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One entry point for a fresh machine:
 #   ./dev.sh demo   set everything up, then run the whole graph on the bundled sample tenants
-#   ./dev.sh test   set everything up, then run the test suite
+#   ./dev.sh test   set everything up, then run the test suite on every core (-n 0: in one process)
 #   ./dev.sh ui     the Dagster UI (dg dev) on the demo's instance, to click Materialize
 #   ./dev.sh setup  only the set-up: .venv with the exact versions of requirements.lock and the project
 #   ./dev.sh lock   re-resolve requirements.lock from pyproject.toml; commit the two together
@@ -90,9 +90,19 @@ case "${1:-}" in
     setup
     browser
     shift
+    # One pytest-xdist worker per core, each taking whole test files (--dist loadfile): a module's
+    # tests stay in one process, in their order, sharing its module-scoped fixtures (a Dagster
+    # deployment, a demo run), and every worker has its own PostgreSQL server (etl_assets_tests/pg.py).
+    # An -n or --dist given here comes later and wins: `-n 0` runs in this one process (a quick
+    # single file); --pdb turns the workers off by itself. The files are handed out in the order
+    # conftest.py gives them (slow ones first), not re-sorted by their number of tests.
+    parallel=(-n auto --dist loadfile --no-loadscope-reorder)
+    for arg in "$@"; do
+      case "$arg" in no:xdist | -pno:xdist) parallel=() ;; esac
+    done
     # pytest exits 5 when it collected nothing: that is a failure here, not a pass.
     set +e
-    .venv/bin/python -m pytest "$@"
+    .venv/bin/python -m pytest "${parallel[@]}" "$@"
     rc=$?
     set -e
     if [ "$rc" = 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi

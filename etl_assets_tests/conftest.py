@@ -21,6 +21,22 @@ from hypothesis import settings as hypothesis_settings
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+# pytest imports GNU readline (capture.py's workaround), and readline exports the terminal's size as
+# LINES and COLUMNS (80x24 when there is none) into the C environment, unseen by os.environ: every
+# child started with the inherited environment gets them, pytest-xdist's workers included, whose
+# os.environ then hands COLUMNS=80 to the CLIs the tests run (search cuts its titles to fit). The
+# user's own values stay; readline's invented ones go.
+for _name in ("COLUMNS", "LINES"):
+    if _name not in os.environ:
+        os.unsetenv(_name)
+
+# Under pytest-xdist every worker runs its own torch (the local model): an OpenMP pool per worker as
+# large as the machine oversubscribes the cores, and its threads spin (two workers on two cores encoded
+# at half the speed, with 70% more CPU). Each worker, and what it starts, gets its share of the cores.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, len(os.sched_getaffinity(0)) // _WORKERS)))
+
 from etl_assets.core.sources.github.sample import GitHubSite, generate_sample_org  # noqa: E402
 from etl_assets.core.sources.jira.sample import JiraSite, JiraSiteHandler, generate_sample_site  # noqa: E402
 from etl_assets.core.sources.jira.sample.permissions import site_permission_fixture  # noqa: E402
@@ -340,3 +356,20 @@ def env(tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.Monk
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "sites(**kwargs): sizes of the fake Jira sites for the env fixture")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (``./dev.sh test``: whole files per worker, in collection order), the files
+    with slow tests go first, the most tests first: a long one started last would leave the other
+    workers idle at the end. Each file's own tests keep their order; a run in one process keeps
+    pytest's order."""
+    if _WORKERS <= 1:
+        return
+    files: dict[str, list[pytest.Item]] = {}
+    for item in items:
+        files.setdefault(item.nodeid.split("::", 1)[0], []).append(item)
+
+    def cost(tests: list[pytest.Item]) -> tuple[bool, int]:
+        return (not any(t.get_closest_marker("slow") for t in tests), -len(tests))
+
+    items[:] = [item for tests in sorted(files.values(), key=cost) for item in tests]
