@@ -135,7 +135,8 @@ def test_comment_outcomes_for_bad_input():
 
 def test_expanded_changelog_costs_no_extra_request_and_capped_comments_are_paged():
     """Requests per 100 issues: the search pages, plus one comment page per 100 comments past
-    the embedded ones. The changelog rides along in the search response."""
+    the embedded ones (and one field listing per sync). The changelog rides along in the search
+    response."""
     site = generate_sample_site(n_projects=6, n_issues=100)
     add_comments(site, site.issues[0]["key"], [f"c{n}" for n in range(250)], bump=False)
     tenant = Tenant("acme", "Acme", JiraSiteConfig(url=site.base_url, email_env="E", token_env="T"))
@@ -150,7 +151,9 @@ def test_expanded_changelog_costs_no_extra_request_and_capped_comments_are_paged
     counts = [len(i["fields"]["comment"]["comments"]) for i in site.issues]
     assert sorted(n for n in counts if n > 20) == [120, total]  # the sample's long thread, and ours
     assert len(comment_pages) == sum(-(-(n - 20) // 100) for n in counts if n > 20) == 1 + 3
-    issues = json.loads(pages[0].body)["issues"]
+    # The site's field listing comes first (once per sync: which fields are user/group pickers).
+    assert kinds[0] == "/rest/api/3/field" and kinds.count("/rest/api/3/field") == 1
+    issues = json.loads(next(p for p in pages if p.path == "/rest/api/3/search/jql").body)["issues"]
     assert all("changelog" in i for i in issues)
     found = COMMENTS_OF_ISSUES.extract(
         next(i for i in issues if i["id"] == issue0["id"]),

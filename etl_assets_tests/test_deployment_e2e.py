@@ -27,6 +27,7 @@ from sqlalchemy import create_engine, inspect, select
 from etl_assets.core.catalogue import CATALOGUE
 from etl_assets.core.sources.jira.specs import PROJECTS
 from etl_assets.core.vectorstore import collection_name, open_qdrant
+from etl_assets.defs import names
 from etl_assets.defs.names import asset_keys, raw_key, table_key, vector_key
 from etl_assets_tests import pg, procs
 from etl_assets_tests.conftest import Env, running_fakes
@@ -36,7 +37,11 @@ pytestmark = pytest.mark.slow
 SCHEDULE = "sync_all_tenants"
 SENSOR = "vectors_follow_tables"
 POOL_LIMITS = {"jira": 3, "embeddings": 2}
-ALL_KEYS = [k.path for spec in CATALOGUE for k in asset_keys(spec)]
+# Every asset of the graph: each entity's, and the permission stage's two.
+ALL_KEYS = [k.path for spec in CATALOGUE for k in asset_keys(spec)] + [
+    names.PERMISSIONS_TABLE.path,
+    names.ACCESS_PAYLOADS.path,
+]
 
 
 # -- the environment: fakes in this process, databases on the test PostgreSQL server --------------

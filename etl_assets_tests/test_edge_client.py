@@ -299,6 +299,7 @@ def test_collection_metadata_marker_and_schema_survive_a_restart(tmp_path: Path)
         "tenant_id": models.PayloadSchemaType.KEYWORD,
         "external_id": models.PayloadSchemaType.KEYWORD,
         "source": models.PayloadSchemaType.KEYWORD,
+        "access": models.PayloadSchemaType.KEYWORD,
         "updated": models.PayloadSchemaType.DATETIME,
         "priority": models.PayloadSchemaType.INTEGER,
     }

@@ -365,7 +365,7 @@ def test_the_key_of_a_deleted_issue_is_reported_missing_not_ranked_first(tmp_pat
                 name=NAME,
                 layout=await collection.layout(),
                 mode=SearchMode.HYBRID,
-                flt=issue_filter(TENANT, IssueFilters()),
+                flt=issue_filter(TENANT, IssueFilters(), access=None),
                 k=5,
                 keyed=True,
                 thresholds=NO_THRESHOLDS,

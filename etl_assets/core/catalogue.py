@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from etl_assets.core.records import EntitySpec
 from etl_assets.core.sources.github.specs import SPECS as GITHUB_SPECS
-from etl_assets.core.sources.jira import permission_tables  # noqa: F401  (declares the permission tables)
+from etl_assets.core.sources.jira import permission_tables
 from etl_assets.core.sources.jira.specs import SPECS as JIRA_SPECS
 
 # The permission tables are declared on import, like the entities' tables: importing them here makes
@@ -14,3 +14,9 @@ CATALOGUE: tuple[EntitySpec, ...] = (*JIRA_SPECS, *GITHUB_SPECS)
 BY_NAME: dict[str, EntitySpec] = {spec.name: spec for spec in CATALOGUE}
 # Entity names name tables, collections and assets across sources: two alike would share them.
 assert len(BY_NAME) == len(CATALOGUE), "entity names must be unique across sources"
+
+# Who a searcher is, for the access filter: (connection, tenant, e-mail or account id) -> the
+# principals (``public``, ``user:…``, ``group:…``) from the committed permission tables; raises
+# UnknownPrincipal (one line naming tenant and user). Jira is the source that says who may see what.
+resolve_principal = permission_tables.resolve_principal
+UnknownPrincipal = permission_tables.UnknownPrincipal

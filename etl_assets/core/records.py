@@ -155,3 +155,6 @@ class EntitySpec:
     # The records of a landed page read with what the page asked for (its landed ``params``),
     # when that matters (which of an issue's custom fields are the tenant's); else ``records``.
     page_records: Callable[[Any, Mapping[str, Any]], list[Any]] | None = None
+    # Keys ``page_records`` adds to each record for its parser (what the request asked for): left
+    # out of a quarantined record's stored payload, which is the record as the source sent it.
+    annotations: tuple[str, ...] = ()

@@ -39,11 +39,10 @@ from sqlalchemy import Connection, Engine, func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from etl_assets.core.access_sync import ACCESS_FIELD
-from etl_assets.core.catalogue import BY_NAME
+from etl_assets.core.catalogue import BY_NAME, UnknownPrincipal, resolve_principal
 from etl_assets.core.embeddings.base import Embedder, ModelMismatchError
 from etl_assets.core.permissions import PUBLIC, admits
 from etl_assets.core.settings import Settings
-from etl_assets.core.sources.jira import permission_tables
 from etl_assets.core.sparse import SPARSE_VECTOR, query_vector
 from etl_assets.core.tenants import Tenant, TenantRegistry
 from etl_assets.core.vectorstore import (
@@ -189,21 +188,23 @@ def resolve_access(engine: Engine, tenant_id: str, who: str | None) -> frozenset
         return frozenset({PUBLIC})
     try:
         with engine.connect() as conn:
-            return frozenset(permission_tables.resolve_principal(conn, tenant_id, who.strip()))
-    except permission_tables.UnknownPrincipal as exc:
+            return frozenset(resolve_principal(conn, tenant_id, who.strip()))
+    except UnknownPrincipal as exc:
         raise InvalidRequestError(
             f"{exc}; the permission sync (tables/permissions_table) records the site's users"
         ) from None
 
 
 def visible(
-    conn: Connection, tenant_id: str, kind: str, external_ids: Sequence[str], access: frozenset[str] | None
+    conn: Connection, tenant_id: str, entity: str, external_ids: Sequence[str], access: frozenset[str] | None
 ) -> set[str]:
-    """Which of ``external_ids`` (points of ``kind``: issue, comment) ``access`` may see: all for an
-    unrestricted search (None), else those whose committed access list names one of its principals."""
+    """Which of ``external_ids`` (rows of ``entity``) ``access`` may see: all for an unrestricted
+    search (None), else those whose committed access list names one of its principals (the same
+    rule as Qdrant's filter; an entity without access lists is for unrestricted searches only)."""
     if access is None:
         return set(external_ids)
-    lists = permission_tables.access_of(conn, tenant_id, kind, external_ids)
+    spec = BY_NAME[entity]
+    lists = spec.access(conn, tenant_id, external_ids) if spec.access is not None else {}
     return {i for i, acl in lists.items() if admits(acl, access)}
 
 
@@ -953,7 +954,7 @@ class SearchService:
                 .limit(1)
             ).first()
             # An issue the searcher may not open is answered like one that does not exist.
-            if row is None or not visible(conn, tenant_id, "issue", [str(row[1])], access):
+            if row is None or not visible(conn, tenant_id, ISSUES, [str(row[1])], access):
                 return "unknown"
         return "deleted" if row[0] is not None else "live"
 
@@ -1062,7 +1063,7 @@ class SearchService:
         live = issues.c.deleted_at.is_(None)
         with self.engine.connect() as conn:
             row = conn.execute(select(issues).where(issues.c.tenant_id == tenant_id, issues.c.key == key, live)).first()
-            if row is None or not visible(conn, tenant_id, "issue", [str(row.external_id)], access):
+            if row is None or not visible(conn, tenant_id, ISSUES, [str(row.external_id)], access):
                 return None
             issue = dict(row._mapping)
             project_name = conn.execute(
@@ -1095,7 +1096,7 @@ class SearchService:
             ).all()
             known = {r.key: (r.summary, r.status_name) for r in linked}
             # A linked issue the caller may not open is left out, as Jira leaves it out.
-            shown_ids = visible(conn, tenant_id, "issue", [str(r.external_id) for r in linked], access)
+            shown_ids = visible(conn, tenant_id, ISSUES, [str(r.external_id) for r in linked], access)
             hidden = {r.key for r in linked if str(r.external_id) not in shown_ids}
             pairs = [(rel, k) for rel, k in pairs if k not in hidden]
             links = [
@@ -1118,7 +1119,7 @@ class SearchService:
                 .where(*of_issue)
                 .order_by(comments.c.created.desc(), comments.c.id.desc())
             ).all()
-            seen = visible(conn, tenant_id, "comment", [str(r.external_id) for r in in_issue], access)
+            seen = visible(conn, tenant_id, COMMENTS, [str(r.external_id) for r in in_issue], access)
         allowed = [r for r in in_issue if str(r.external_id) in seen]
         shown = [
             IssueComment(author=r.author, created=_iso(r.created), updated=_iso(r.updated), body=_shorten(r.body))

@@ -214,10 +214,20 @@ def _upsert(conn: Connection, table: Any, rows: list[dict[str, Any]]) -> None:
         conn.execute(stmt, rows[start : start + 500])
 
 
-def _reject(conn: Connection, tenant_id: str, entity: str, batch_id: int, record: Any, error: RecordError | str) -> str:
+def _reject(
+    conn: Connection,
+    tenant_id: str,
+    entity: str,
+    batch_id: int,
+    record: Any,
+    error: RecordError | str,
+    annotations: tuple[str, ...] = (),
+) -> str:
     reason = error.reason if isinstance(error, RecordError) else str(error)
     reason = reason.encode("utf-8", "replace").decode("utf-8").replace("\x00", "")
     ext = error.external_id if isinstance(error, RecordError) else None
+    if annotations and isinstance(record, dict):
+        record = {k: v for k, v in record.items() if k not in annotations}
     try:
         payload = json.dumps(record, ensure_ascii=False, default=str)
     except (TypeError, ValueError, RecursionError) as exc:
@@ -330,6 +340,7 @@ def build_table(engine: Engine, spec: EntitySpec, tenant_id: str) -> TableResult
                                 batch_id,
                                 record,
                                 RecordError(f"{spec.name}: a record with a missing or invalid 'id'"),
+                                spec.annotations,
                             )
                         )
                         continue
@@ -361,7 +372,9 @@ def build_table(engine: Engine, spec: EntitySpec, tenant_id: str) -> TableResult
             try:
                 row = spec.parse(record)
             except RecordError as exc:
-                result.rejected_reasons.append(_reject(conn, tenant_id, spec.name, batch_id, record, exc))
+                result.rejected_reasons.append(
+                    _reject(conn, tenant_id, spec.name, batch_id, record, exc, spec.annotations)
+                )
                 continue
             for column, note in notes.items():
                 row[column] = None if note is None else note[:1000]
@@ -375,7 +388,7 @@ def build_table(engine: Engine, spec: EntitySpec, tenant_id: str) -> TableResult
                     "the database cannot store the record"
                 )
                 result.rejected_reasons.append(
-                    _reject(conn, tenant_id, spec.name, batch_id, record, RecordError(reason, ext))
+                    _reject(conn, tenant_id, spec.name, batch_id, record, RecordError(reason, ext), spec.annotations)
                 )
                 continue
             kids.collect(record, row, batch_id, paged)

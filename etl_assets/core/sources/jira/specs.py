@@ -580,6 +580,7 @@ ISSUES = EntitySpec(
     },
     incremental=True,
     access=lambda conn, tenant_id, ids: permission_tables.access_of(conn, tenant_id, "issue", ids),
+    annotations=(parsers.ACCESS_FIELDS_KEY,),
     newest_change=newest_change,
     version=lambda record: (
         parsers.parse_jira_datetime((record.get("fields") or {}).get("updated"))
