@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterator
 from datetime import datetime
@@ -12,7 +13,10 @@ from etl_assets.core.sources.jira.client import JiraClient, JiraError
 from etl_assets.core.sources.jira.parsers import parse_jira_datetime
 from etl_assets.core.tenants import Tenant
 
+log = logging.getLogger(__name__)
+
 SEARCH_PATH = "/rest/api/3/search/jql"
+COUNT_PATH = "/rest/api/3/search/approximate-count"
 ISSUE_FIELDS = (
     "summary",
     "description",
@@ -110,3 +114,35 @@ def newest_change(client: JiraClient, tenant: Tenant, since: datetime) -> dateti
         return None
     fields = issues[0].get("fields") or {}
     return parse_jira_datetime(fields.get("updated"))
+
+
+# Sites whose approximate count failed: warned about once per process, not on every sync.
+_NO_COUNT: set[str] = set()
+
+
+def approximate_count(client: JiraClient, tenant: Tenant) -> int | None:
+    """Jira's estimate of how many issues the tenant's JQL matches now (one request), or None.
+
+    ``POST /search/approximate-count`` counts what the caller may browse, like the search, but
+    "recent updates might not be immediately visible": the caller uses it as a trigger only. A
+    site that does not answer it (an older or restricted site: 404, 403, ...) or answers
+    something else yields None with one warning per site and process; the sync goes on without it.
+    """
+    jql = tenant_jql(tenant, order="")
+    try:
+        data = client.request("POST", COUNT_PATH, json_body={"jql": jql}).json()
+    except JiraError as exc:
+        _warn_once(client.site, f"{exc}")
+        return None
+    count = data.get("count") if isinstance(data, dict) else None
+    if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+        _warn_once(client.site, f"{client.describe('POST', COUNT_PATH)}: no count in the answer")
+        return None
+    return count
+
+
+def _warn_once(site: str, reason: str) -> None:
+    if site in _NO_COUNT:
+        return
+    _NO_COUNT.add(site)
+    log.warning("%s — deletions are found by the scheduled reconciliation only (until the count answers)", reason)

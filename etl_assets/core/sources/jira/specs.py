@@ -16,7 +16,13 @@ from typing import Any
 from etl_assets.core.records import ChildLink, ChildRecords, EntitySpec, FetchRequest, PagedPart, RawPage
 from etl_assets.core.sources.jira import custom_fields, parsers, tables
 from etl_assets.core.sources.jira.client import JiraAuthError, JiraClient, JiraError
-from etl_assets.core.sources.jira.jql import ISSUE_FIELDS, newest_change, search_pages, tenant_jql
+from etl_assets.core.sources.jira.jql import (
+    ISSUE_FIELDS,
+    approximate_count,
+    newest_change,
+    search_pages,
+    tenant_jql,
+)
 
 log = logging.getLogger(__name__)
 
@@ -519,6 +525,7 @@ ISSUES = EntitySpec(
     },
     incremental=True,
     newest_change=newest_change,
+    live_estimate=approximate_count,
     version=lambda record: (
         parsers.parse_jira_datetime((record.get("fields") or {}).get("updated"))
         if isinstance(record, dict) and isinstance(record.get("fields"), dict)

@@ -412,7 +412,9 @@ class JiraSiteHandler:
             payload = json.loads(body or b"{}")
         except (ValueError, UnicodeDecodeError):
             raise _HttpError(400, [_INVALID_PAYLOAD]) from None
-        if not isinstance(payload, dict) or not isinstance(payload.get("jql", ""), str):
+        # JQLCountRequestBean: "jql" only (additionalProperties: false); the count is of the live
+        # issues the JQL matches now (deleted ones are gone from ``site.issues``).
+        if not isinstance(payload, dict) or set(payload) - {"jql"} or not isinstance(payload.get("jql", ""), str):
             raise _HttpError(400, [_INVALID_PAYLOAD])
         return {"count": len(run_jql(self.site, payload.get("jql", ""), now=self.clock()))}
 
