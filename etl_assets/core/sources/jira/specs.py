@@ -22,6 +22,7 @@ from etl_assets.core.sources.jira.jql import (
     newest_change,
     search_pages,
     tenant_jql,
+    user_zone,
 )
 
 log = logging.getLogger(__name__)
@@ -235,6 +236,8 @@ def _fetch_issues(client: JiraClient, req: FetchRequest) -> Iterator[RawPage]:
     if req.ids_only:
         yield from search_pages(client, tenant_jql(req.tenant, order="ORDER BY key ASC"), fields=["id"], page_size=1000)
         return
+    # JQL reads the watermark literal in the API user's zone: ask it once per fetch.
+    zone = user_zone(client) if req.since is not None else None
     custom: tuple[str, ...] = ()
     if req.tenant.jira.custom_fields:
         # The field listing is landed with the issues (it says what the names meant at fetch time).
@@ -246,7 +249,7 @@ def _fetch_issues(client: JiraClient, req: FetchRequest) -> Iterator[RawPage]:
         custom = resolved.ids
     for page in search_pages(
         client,
-        tenant_jql(req.tenant, since=req.since),
+        tenant_jql(req.tenant, since=req.since, zone=zone),
         fields=(*ISSUE_FIELDS, *custom),
         page_size=min(req.page_size, 100),
         # names,schema: what each custom field is called and its type, for rendering it as text.

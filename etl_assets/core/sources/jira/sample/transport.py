@@ -266,9 +266,9 @@ class JiraSiteHandler:
         return self.site.statuses
 
     def _myself(self, method: str, query: dict[str, str], body: bytes | None) -> Any:
-        if self.site.users:
-            return self.site.users[0]
-        return user_obj(self.site.base_url, 0, "Sample User", "UTC", True)
+        # The API user: the first user, in the profile zone the site reads JQL dates in.
+        me = self.site.users[0] if self.site.users else user_obj(self.site.base_url, 0, "Sample User", "UTC", True)
+        return {**me, "timeZone": self.site.time_zone}
 
     def _server_info(self, method: str, query: dict[str, str], body: bytes | None) -> Any:
         return {
