@@ -85,13 +85,11 @@ def user_zone(client: JiraClient) -> tzinfo | None:
         log.warning("%s — the watermark is widened by 14 h instead", exc)
         return None
     name = me.get("timeZone") if isinstance(me, dict) else None
-    try:
-        return ZoneInfo(name) if isinstance(name, str) and name else _no_zone(client, name)
-    except (ZoneInfoNotFoundError, ValueError):
-        return _no_zone(client, name)
-
-
-def _no_zone(client: JiraClient, name: Any) -> None:
+    if isinstance(name, str) and name:
+        try:
+            return ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            pass
     log.warning(
         "%s: time zone %r is not a known IANA zone — the watermark is widened by 14 h instead",
         client.describe("GET", MYSELF_PATH),
