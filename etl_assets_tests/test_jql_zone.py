@@ -62,7 +62,7 @@ def test_the_literal_at_the_fall_back_steps_back_out_of_the_repeated_hour():
     assert jql_datetime(moment, ZoneInfo(LA)) == "2025-11-02 00:40"
     assert jql_datetime(moment + timedelta(hours=1), ZoneInfo(LA)) == "2025-11-02 01:40"  # 01:40 PST: the later
     assert jql_datetime(moment, ZoneInfo(KOLKATA)) == "2025-11-02 14:10"
-    assert jql_datetime(moment, None) == "2025-11-01 18:40"  # zone unknown: 14 h, the widest offset
+    assert jql_datetime(moment, None) == "2025-11-01 20:40"  # zone unknown: 12 h, the west-most offset
 
 
 def tenant(url: str) -> Tenant:
@@ -108,7 +108,7 @@ def test_a_zone_we_do_not_know_widens_the_watermark(caplog):
         assert user_zone(JiraClient(http, "acme", site.base_url)) is None
     assert "'Mars/Olympus' is not a known IANA zone" in caplog.text
     since = datetime(2026, 1, 15, 20, 30, tzinfo=UTC)
-    assert 'updated >= "2026-01-15 06:30"' in tenant_jql(tenant(site.base_url), since=since, zone=None)
+    assert 'updated >= "2026-01-15 08:30"' in tenant_jql(tenant(site.base_url), since=since, zone=None)
 
 
 def myself_requests(site) -> int:
@@ -175,8 +175,8 @@ def test_a_site_without_myself_widens_the_watermark_and_misses_nothing(env):
     env.tenants["1"].server.faults.append(Fault.respond(404, {"errorMessages": ["nope"]}, path="/rest/api/3/myself"))
     result = env.materialize("1", ISSUE_ASSETS)
     assert result.success
-    # the literal is 14 h before the watermark less the overlap (UTC wall time): read in Los Angeles,
-    # 6 h before it, so every issue here (3 h back and less) is read again, the change among them
+    # the literal is 12 h before the watermark less the overlap (UTC wall time): read in Los Angeles,
+    # 4 h before it, so every issue here (3 h back and less) is read again, the change among them
     raw = result.asset_materializations_for_node(RAW)[0].metadata
     assert raw["records"].value == len(site.issues)
     rows = {r["external_id"]: r for r in table_rows(env, ISSUES, "1")}

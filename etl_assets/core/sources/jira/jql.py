@@ -19,9 +19,10 @@ log = logging.getLogger(__name__)
 SEARCH_PATH = "/rest/api/3/search/jql"
 COUNT_PATH = "/rest/api/3/search/approximate-count"
 MYSELF_PATH = "/rest/api/3/myself"
-# UTC offsets run from -12:00 to +14:00: a literal this far before the instant, read in any zone,
-# is not after it. Used when the API user's zone is unknown (a bounded re-read, never a miss).
-_WIDEST_OFFSET = timedelta(hours=14)
+# No zone is further west of UTC than -12:00: a literal in UTC wall time this far before the
+# instant is not after it, read in any zone. Used when the API user's zone is unknown (a bounded
+# re-read, up to 26 h at UTC+14, never a miss).
+_WEST_MOST_OFFSET = timedelta(hours=12)
 ISSUE_FIELDS = (
     "summary",
     "description",
@@ -58,11 +59,11 @@ def jql_datetime(moment: datetime, zone: tzinfo | None) -> str:
     time, rounded down to the minute; where the zone repeats it (the hour after a DST fall-back)
     Jira may take either reading, so the literal steps back until even the later reading is not
     after ``moment`` (re-reading at most an hour more, never missing a change). ``zone`` None: not
-    known, so the UTC wall time less the widest offset any zone has.
+    known, so the UTC wall time less 12 h (no zone lies further west).
     """
     moment = moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
     if zone is None:
-        return (moment - _WIDEST_OFFSET).strftime("%Y-%m-%d %H:%M")
+        return (moment - _WEST_MOST_OFFSET).strftime("%Y-%m-%d %H:%M")
     wall = moment.astimezone(zone).replace(tzinfo=None, second=0, microsecond=0)
     for _ in range(8):  # a transition moves the clock by at most a few hours
         latest = max(wall.replace(tzinfo=zone, fold=fold).astimezone(UTC) for fold in (0, 1))
@@ -82,7 +83,7 @@ def user_zone(client: JiraClient) -> tzinfo | None:
     except JiraError as exc:
         if isinstance(exc, JiraAuthError) and exc.status == 401:
             raise  # refused credentials: every other request would fail the same way
-        log.warning("%s — the watermark is widened by 14 h instead", exc)
+        log.warning("%s — the watermark is widened by 12 h instead", exc)
         return None
     name = me.get("timeZone") if isinstance(me, dict) else None
     if isinstance(name, str) and name:
@@ -91,7 +92,7 @@ def user_zone(client: JiraClient) -> tzinfo | None:
         except (ZoneInfoNotFoundError, ValueError):
             pass
     log.warning(
-        "%s: time zone %r is not a known IANA zone — the watermark is widened by 14 h instead",
+        "%s: time zone %r is not a known IANA zone — the watermark is widened by 12 h instead",
         client.describe("GET", MYSELF_PATH),
         name,
     )
