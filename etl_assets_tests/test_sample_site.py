@@ -913,11 +913,15 @@ def test_every_request_of_a_sync_validates_against_the_openapi_spec(spec_schemas
                 pass
         for _ in CATALOGUE[3].fetch(client, FetchRequest(tenant, ids_only=True)):
             pass
+        # an incremental fetch: the API user's zone from /myself, then the search from the watermark
+        for _ in CATALOGUE[3].fetch(client, FetchRequest(tenant, since=datetime(2026, 1, 1, tzinfo=UTC))):
+            pass
         newest_change(client, tenant, datetime(2026, 1, 1, tzinfo=UTC))
         # the prompt-deletion trigger: its request, and an answer the spec's JQLCountResultsBean describes
         assert approximate_count(client, tenant) == len(site.issues)
     kinds = {(m, re.sub(r"/issue/[^/]+/", "/issue/{id}/", p)) for m, p, _, _ in sent}
     assert ("POST", "/rest/api/3/search/approximate-count") in kinds
+    assert ("GET", "/rest/api/3/myself") in kinds
     assert ("GET", "/rest/api/3/issue/{id}/comment") in kinds, "comments were paged"
     assert ("GET", "/rest/api/3/issue/{id}/changelog") in kinds, "the long changelog was paged"
     assert any(b and b.get("expand") == "changelog" for _, _, _, b in sent), "the changelog was expanded"
