@@ -91,18 +91,84 @@ def test_change_one_delete_another_embeds_exactly_one_input(env):
     assert raw["records"].value < len(site.issues), "an incremental sync asks only for what changed"
 
 
-def test_deletion_waits_for_reconciliation(env):
+COUNT = "/rest/api/3/search/approximate-count"
+
+
+def search_requests(site) -> int:
+    return sum(1 for method, path in site.requests if path.endswith("/rest/api/3/search/jql"))
+
+
+def test_a_deleted_issue_leaves_table_and_search_within_one_incremental_sync(env):
     site = env.tenants["1"].site
-    env.materialize("1")
+    assert env.materialize("1").success
     doomed = short_issue(site)
     site.delete_issue(doomed["key"])
-    env.materialize("1", ISSUE_ASSETS)  # incremental only: a deletion is invisible to 'updated >='
-    assert doomed["id"] in {r["external_id"] for r in table_rows(env, ISSUES, "1")}
-    result = env.materialize("1", ISSUE_ASSETS, run_config=raw_run_config(ISSUES, reconcile=True))
+    result = env.materialize("1")  # the ordinary sync: incremental, no reconcile asked, not the 12th
+    assert result.success
     assert doomed["id"] not in {r["external_id"] for r in table_rows(env, ISSUES, "1")}
     assert doomed["id"] in {r["external_id"] for r in table_rows(env, ISSUES, "1", live=False)}
     assert doomed["id"] not in {p.payload["external_id"] for p in issue_points(env)}
+    raw = meta(result, RAW)
+    assert raw["fetch"].value == "incremental+ids"
+    live = len(site.issues)
+    assert raw["live_estimate"].value == live
+    assert raw["reconcile_reason"].value == f"estimate {live} < {live + 1} live rows"
+    assert meta(result, "tables__issues_table")["deleted"].value == 1
     assert meta(result, "vectors__issues_vectors")["points_deleted"].value >= 1
+
+
+def test_an_incremental_sync_without_deletions_does_not_list_ids(env):
+    site = env.tenants["1"].site
+    assert env.materialize("1").success
+    site.touch_issue(short_issue(site)["key"], summary="Edited, nothing deleted")
+    site.add_issue(site.projects[0]["key"], summary="Brand new, nothing deleted")
+    before = search_requests(site)
+    result = env.materialize("1", ISSUE_ASSETS)
+    raw = meta(result, RAW)
+    assert raw["fetch"].value == "incremental" and "reconcile_reason" not in raw and "ids_batch_id" not in raw
+    # the new issue raised the live rows as much as the estimate: no trigger
+    assert raw["live_estimate"].value == raw["live_rows_expected"].value == len(site.issues)
+    assert search_requests(site) - before == 1, "one incremental search page, no id listing"
+    assert meta(result, "tables__issues_table")["deleted"].value == 0
+
+
+def test_an_estimate_lagging_a_new_issue_costs_one_listing_and_deletes_nothing(env):
+    site = env.tenants["1"].site
+    assert env.materialize("1").success
+    new = site.add_issue(site.projects[0]["key"], summary="Created a moment ago")
+    lagging = {"count": len(site.issues) - 1}  # the index has not counted the new issue yet
+    env.tenants["1"].server.faults.append(Fault.respond(200, lagging, {"content-type": "application/json"}, path=COUNT))
+    result = env.materialize("1", ISSUE_ASSETS)
+    raw = meta(result, RAW)
+    assert raw["fetch"].value == "incremental+ids"
+    assert raw["reconcile_reason"].value == f"estimate {len(site.issues) - 1} < {len(site.issues)} live rows"
+    assert meta(result, "tables__issues_table")["deleted"].value == 0
+    assert new["id"] in {r["external_id"] for r in table_rows(env, ISSUES, "1")}
+
+
+@pytest.mark.parametrize("status", [404, 403])
+def test_a_site_without_the_approximate_count_still_syncs(env, status, caplog):
+    site = env.tenants["1"].site
+    server = env.tenants["1"].server
+    assert env.materialize("1").success
+    doomed = short_issue(site)
+    site.delete_issue(doomed["key"])
+    refusal = Fault.respond(status, {"errorMessages": ["No resource"]}, path=COUNT)
+    server.faults.extend([refusal, refusal])
+    with caplog.at_level("WARNING", logger="etl_assets.core.sources.jira.jql"):
+        first = env.materialize("1", ISSUE_ASSETS)
+        second = env.materialize("1", ISSUE_ASSETS)
+    assert first.success and second.success and not server.faults
+    for result in (first, second):
+        raw = meta(result, RAW)
+        assert raw["fetch"].value == "incremental" and "live_estimate" not in raw
+    warned = [r for r in caplog.records if COUNT in r.getMessage()]
+    assert len(warned) == 1 and f"HTTP {status}" in warned[0].getMessage()
+    # without the estimate the deletion waits for the scheduled reconciliation, as before
+    assert doomed["id"] in {r["external_id"] for r in table_rows(env, ISSUES, "1")}
+    reconciled = env.materialize("1", ISSUE_ASSETS, run_config=raw_run_config(ISSUES, reconcile=True))
+    assert meta(reconciled, RAW)["reconcile_reason"].value == "asked for (reconcile: true)"
+    assert doomed["id"] not in {r["external_id"] for r in table_rows(env, ISSUES, "1")}
 
 
 def test_rerun_without_jira_changes_sends_zero_embedding_requests(env):

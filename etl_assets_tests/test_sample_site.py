@@ -395,6 +395,23 @@ def test_more_jql(site: JiraSite, client: httpx.Client) -> None:
     assert count == {"count": sum(1 for i in site.issues if i["key"].startswith("PAY-"))}
 
 
+def test_approximate_count_counts_the_live_issues_the_jql_matches(fresh_site: JiraSite) -> None:
+    count_path = "/rest/api/3/search/approximate-count"
+    with _client(fresh_site) as c:
+
+        def count(jql: str) -> int:
+            return c.post(count_path, json={"jql": jql}).json()["count"]
+
+        pay = [i for i in fresh_site.issues if i["key"].startswith("PAY-")]
+        assert count("project = PAY") == len(pay) and count("created IS NOT EMPTY") == len(fresh_site.issues)
+        gone = fresh_site.delete_issue(pay[0]["key"])
+        assert count("project = PAY") == len(pay) - len(gone)
+        assert count("created IS NOT EMPTY ORDER BY key ASC") == len(fresh_site.issues)
+        refused = c.post(count_path, json={"jql": "project = PAY", "maxResults": 1})  # JQLCountRequestBean: jql only
+        assert refused.status_code == 400
+        assert c.post(count_path, json={"jql": ""}).status_code == 400  # unbounded, as on Jira Cloud
+
+
 def test_relative_dates_use_the_handler_clock(site: JiraSite) -> None:
     latest = max(parse_jira_datetime(i["fields"]["updated"]) for i in site.issues)
     handler = JiraSiteHandler(site, clock=lambda: latest + timedelta(minutes=3))
@@ -872,7 +889,7 @@ def test_every_request_of_a_sync_validates_against_the_openapi_spec(spec_schemas
     from etl_assets.core.catalogue import CATALOGUE
     from etl_assets.core.records import FetchRequest
     from etl_assets.core.sources.jira.client import JiraClient
-    from etl_assets.core.sources.jira.jql import newest_change
+    from etl_assets.core.sources.jira.jql import approximate_count, newest_change
     from etl_assets.core.sources.jira.sample.documents import add_comments, lengthen_changelog
     from etl_assets.core.tenants import JiraSiteConfig, Tenant
 
@@ -896,8 +913,15 @@ def test_every_request_of_a_sync_validates_against_the_openapi_spec(spec_schemas
                 pass
         for _ in CATALOGUE[3].fetch(client, FetchRequest(tenant, ids_only=True)):
             pass
+        # an incremental fetch: the API user's zone from /myself, then the search from the watermark
+        for _ in CATALOGUE[3].fetch(client, FetchRequest(tenant, since=datetime(2026, 1, 1, tzinfo=UTC))):
+            pass
         newest_change(client, tenant, datetime(2026, 1, 1, tzinfo=UTC))
+        # the prompt-deletion trigger: its request, and an answer the spec's JQLCountResultsBean describes
+        assert approximate_count(client, tenant) == len(site.issues)
     kinds = {(m, re.sub(r"/issue/[^/]+/", "/issue/{id}/", p)) for m, p, _, _ in sent}
+    assert ("POST", "/rest/api/3/search/approximate-count") in kinds
+    assert ("GET", "/rest/api/3/myself") in kinds
     assert ("GET", "/rest/api/3/issue/{id}/comment") in kinds, "comments were paged"
     assert ("GET", "/rest/api/3/issue/{id}/changelog") in kinds, "the long changelog was paged"
     assert any(b and b.get("expand") == "changelog" for _, _, _, b in sent), "the changelog was expanded"

@@ -21,6 +21,7 @@ from etl_assets.core.tenants import Tenant
 class FetchPlan:
     kind: str  # "full" | "incremental" | "ids"
     request: FetchRequest
+    reason: str | None = None  # a reconciliation listing: why it runs
 
 
 def plan_fetches(
@@ -44,10 +45,67 @@ def plan_fetches(
         # Everything, and what is not in it is gone: a full fetch is its own reconciliation.
         return [FetchPlan("full", FetchRequest(tenant, page_size=page_size))], state
     plans = [FetchPlan("incremental", FetchRequest(tenant, since=state.watermark - overlap, page_size=page_size))]
-    if reconcile or (reconcile_every > 0 and state.syncs_since_reconcile + 1 >= reconcile_every):
-        kind = "full" if spec.reconcile_in_full else "ids"
-        plans.append(FetchPlan(kind, FetchRequest(tenant, ids_only=True, page_size=page_size)))
+    reason = None
+    if reconcile:
+        reason = "asked for (reconcile: true)"
+    elif reconcile_every > 0 and state.syncs_since_reconcile + 1 >= reconcile_every:
+        reason = f"{state.syncs_since_reconcile + 1} incremental syncs since the last one (reconcile_every)"
+    if reason is not None:
+        plans.append(reconcile_plan(spec, tenant, reason, page_size))
     return plans, state
+
+
+def reconcile_plan(spec: EntitySpec, tenant: Tenant, reason: str, page_size: int = 50) -> FetchPlan:
+    """The listing that finds what vanished: live ids, or whole records where ids are not cheap."""
+    kind = "full" if spec.reconcile_in_full else "ids"
+    return FetchPlan(kind, FetchRequest(tenant, ids_only=True, page_size=page_size), reason)
+
+
+class FetchRun:
+    """The plans of one raw step, in order, with the prompt-deletion check between them.
+
+    Iterate it and land each plan's pages before asking for the next: once an incremental
+    fetch has landed and no listing is planned, ``spec.live_estimate`` asks the source how many
+    objects it holds. Fewer than the live rows the table will hold after this run (its live rows
+    plus the new ones just landed) means something vanished or left the tenant's scope, and the
+    reconciliation listing follows in the same run. The estimate is a trigger, never the truth:
+    one that lags new objects costs an id listing it did not need; one that lags a deletion
+    hides it until the next run, whose comparison (stateless) sees it.
+    """
+
+    def __init__(self, engine: Engine, spec: EntitySpec, tenant: Tenant, client: Any, plans: list[FetchPlan]):
+        self.engine, self.spec, self.tenant, self.client = engine, spec, tenant, client
+        self.plans = list(plans)
+        self.estimate: int | None = None
+        self.expected: int | None = None
+
+    def __iter__(self) -> Iterator[FetchPlan]:
+        yield from list(self.plans)
+        estimate = self.spec.live_estimate
+        if estimate is None or [p.kind for p in self.plans] != ["incremental"]:
+            return
+        self.estimate = estimate(self.client, self.tenant)
+        if self.estimate is None:
+            return
+        self.expected = ops.live_rows_after_pending(self.engine, self.spec, self.tenant.id)
+        if self.estimate < self.expected:
+            page_size = self.plans[0].request.page_size
+            reason = f"estimate {self.estimate} < {self.expected} live rows"
+            self.plans.append(reconcile_plan(self.spec, self.tenant, reason, page_size))
+            yield self.plans[-1]
+
+    @property
+    def reason(self) -> str | None:
+        return next((p.reason for p in self.plans if p.reason), None)
+
+    def metadata(self) -> dict[str, Any]:
+        """What an operator reads on the raw step: the estimate, and why it reconciled (if it did)."""
+        meta: dict[str, Any] = {}
+        if self.estimate is not None:
+            meta |= {"live_estimate": self.estimate, "live_rows_expected": self.expected}
+        if self.reason is not None:
+            meta["reconcile_reason"] = self.reason
+        return meta
 
 
 def fetch(spec: EntitySpec, client: Any, plan: FetchPlan) -> Iterator[RawPage]:

@@ -137,6 +137,11 @@ class EntitySpec:
     # For incremental entities: (the source's client, tenant, since) -> the newest change at or after
     # ``since``, in one cheap request; what the change sensor asks before it starts a run.
     newest_change: Callable[[Any, Tenant, datetime], datetime | None] | None = None
+    # For incremental entities: (the source's client, tenant) -> the source's estimate of how many
+    # of the tenant's objects exist now, in one cheap request; None when it cannot say. An estimate
+    # below the live rows the table will hold makes the raw step reconcile in the same run: a
+    # trigger only, the id listing decides what is gone. None here: reconcile on the schedule only.
+    live_estimate: Callable[[Any, Tenant], int | None] | None = None
     # A child entity (comments of issues) has no raw or table step of its own: its rows are written
     # by its parent's table step, in the parent's transaction; its vectors follow the parent's table.
     parent: str | None = None

@@ -83,7 +83,8 @@ def build_raw_asset(
         )
         meta: dict[str, Any] = {}
         with source.open(tenant) as client:
-            for plan in plans:
+            run = pipeline.FetchRun(database.engine, spec, tenant, client, plans)
+            for plan in run:  # may add the reconciliation listing when the source's estimate says so
                 landed = ops.land_raw(
                     database.engine,
                     spec,
@@ -109,7 +110,8 @@ def build_raw_asset(
         meta |= {
             "tenant": tenant.id,
             **({} if served else {"source_configured": False}),
-            "fetch": "+".join(p.kind for p in plans),
+            "fetch": "+".join(p.kind for p in run.plans),
+            **run.metadata(),
             f"{spec.source}_requests": stats.requests,
             f"{spec.source}_retries": stats.retries,
             f"{spec.source}_429s": stats.throttled,

@@ -691,6 +691,34 @@ def count_rows(engine: Engine, spec: EntitySpec, tenant_id: str, *, live: bool =
         ).scalar_one()
 
 
+def live_rows_after_pending(engine: Engine, spec: EntitySpec, tenant_id: str) -> int:
+    """How many live rows the table will hold once its pending batches are consumed, if nothing
+    was deleted: the live rows now (indexed or not) plus the records of pending batches that are
+    not among them (new objects, or deleted rows that came back)."""
+    table = spec.table
+    with engine.connect() as conn:
+        live = conn.execute(
+            select(func.count()).select_from(table).where(table.c.tenant_id == tenant_id, table.c.deleted_at.is_(None))
+        ).scalar_one()
+        pending: set[str] = set()
+        for batch_id, _kind in _pending_batches(conn, tenant_id, spec.name):
+            for _path, _params, body in _batch_bodies(conn, batch_id):
+                pending.update(k for k in map(_record_key, spec.records(json.loads(body))) if k is not None)
+        ids = sorted(pending)
+        known = 0
+        for start in range(0, len(ids), 500):
+            known += conn.execute(
+                select(func.count())
+                .select_from(table)
+                .where(
+                    table.c.tenant_id == tenant_id,
+                    table.c.deleted_at.is_(None),
+                    table.c.external_id.in_(ids[start : start + 500]),
+                )
+            ).scalar_one()
+    return int(live) + len(ids) - int(known)
+
+
 def live_fingerprint(engine: Engine, spec: EntitySpec, tenant_id: str) -> str:
     """A digest of the tenant's live rows (ids and row hashes): equal digests, equal live rows.
 

@@ -17,7 +17,14 @@ from typing import Any
 from etl_assets.core.records import ChildLink, ChildRecords, EntitySpec, FetchRequest, PagedPart, RawPage
 from etl_assets.core.sources.jira import custom_fields, parsers, permission_tables, tables
 from etl_assets.core.sources.jira.client import JiraAuthError, JiraClient, JiraError
-from etl_assets.core.sources.jira.jql import ISSUE_FIELDS, newest_change, search_pages, tenant_jql
+from etl_assets.core.sources.jira.jql import (
+    ISSUE_FIELDS,
+    approximate_count,
+    newest_change,
+    search_pages,
+    tenant_jql,
+    user_zone,
+)
 
 log = logging.getLogger(__name__)
 
@@ -260,6 +267,8 @@ def _fetch_issues(client: JiraClient, req: FetchRequest) -> Iterator[RawPage]:
     listing_page, listing = _field_listing(client, req)
     if listing_page is not None:
         yield listing_page
+    # JQL reads the watermark literal in the API user's zone: ask it once per fetch.
+    zone = user_zone(client) if req.since is not None else None
     custom: tuple[str, ...] = ()
     if req.tenant.jira.custom_fields:
         resolved = custom_fields.resolve(req.tenant.jira.custom_fields, listing, req.tenant.id)
@@ -274,7 +283,7 @@ def _fetch_issues(client: JiraClient, req: FetchRequest) -> Iterator[RawPage]:
     asked = {ASKED_RENDERED: list(custom), ASKED_ACCESS: pickers}
     for page in search_pages(
         client,
-        tenant_jql(req.tenant, since=req.since),
+        tenant_jql(req.tenant, since=req.since, zone=zone),
         fields=(*ISSUE_FIELDS, *custom, *extra),
         page_size=min(req.page_size, 100),
         # names,schema: what each custom field is called and its type, for rendering it as text.
@@ -582,6 +591,7 @@ ISSUES = EntitySpec(
     access=lambda conn, tenant_id, ids: permission_tables.access_of(conn, tenant_id, "issue", ids),
     annotations=(parsers.ACCESS_FIELDS_KEY,),
     newest_change=newest_change,
+    live_estimate=approximate_count,
     version=lambda record: (
         parsers.parse_jira_datetime((record.get("fields") or {}).get("updated"))
         if isinstance(record, dict) and isinstance(record.get("fields"), dict)

@@ -5,8 +5,10 @@ Fields: ``project``, ``key``/``issuekey``, ``id``, ``updated``/``created`` (also
 with ``= != > >= < <= in, not in``; ``IS [NOT] EMPTY``; ``AND``, ``OR``, ``NOT``,
 parentheses; ``ORDER BY`` on ``updated``, ``created``, ``key``, ``id``, ``project``. Date
 values use Jira's formats (``"yyyy-MM-dd HH:mm"``, ``"yyyy/MM/dd HH:mm"``,
-``yyyy-MM-dd``, ``yyyy/MM/dd``) at minute granularity, interpreted as UTC (Jira uses the
-user's time zone), or relative periods such as ``-5m``, ``-2d`` or ``"-1w 2d"``. As on
+``yyyy-MM-dd``, ``yyyy/MM/dd``) at minute granularity, read as wall time in the API user's
+zone (``JiraSite.time_zone``, as Jira does; where a DST change makes a wall time ambiguous or
+skipped, the later of its readings: the one that makes an incremental query miss most), or
+relative periods such as ``-5m``, ``-2d`` or ``"-1w 2d"``. As on
 Jira Cloud, a project or issue key that does not exist is an error, and a query with no
 search restriction is refused as unbounded. Fields Jira has but the site does not
 evaluate are refused by name rather than silently matched.
@@ -23,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from etl_assets.core.sources.jira.sample.site import CATEGORY_OBJ, JiraSite, key_sort, stored_datetime
 
@@ -498,11 +501,13 @@ class _Parser:
                 delta += timedelta(**{units[unit]: int(amount)})
             moment = self.now - delta if rel.group(1) == "-" else self.now + delta
             return moment.replace(second=0, microsecond=0)
+        zone = ZoneInfo(self.site.time_zone)
         for fmt in _DATE_FORMATS:
             try:
-                return datetime.strptime(text, fmt).replace(tzinfo=UTC)
+                wall = datetime.strptime(text, fmt)
             except ValueError:
                 continue
+            return max(wall.replace(tzinfo=zone, fold=fold).astimezone(UTC) for fold in (0, 1))
         raise JqlError(
             f"Date value '{value}' for field '{name}' is invalid. Valid formats include: "
             "'yyyy/MM/dd HH:mm', 'yyyy-MM-dd HH:mm', 'yyyy/MM/dd', 'yyyy-MM-dd', or a "

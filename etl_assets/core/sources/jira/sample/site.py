@@ -80,6 +80,9 @@ class JiraSite:
     components: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     #: users that appear as leads, assignees and reporters
     users: list[dict[str, Any]] = field(default_factory=list)
+    #: the API user's profile time zone (IANA): what ``/myself`` reports and the zone JQL date
+    #: literals are read in, as on Jira Cloud
+    time_zone: str = "UTC"
     #: planted comment text -> keys of the issues whose comments say it (see ``documents``)
     comment_facts: dict[str, list[str]] = field(default_factory=dict)
     #: planted "Root cause" custom field text -> keys of the issues that carry it

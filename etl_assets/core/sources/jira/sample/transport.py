@@ -274,9 +274,9 @@ class JiraSiteHandler:
         return self.site.statuses
 
     def _myself(self, method: str, query: dict[str, str], body: bytes | None) -> Any:
-        if self.site.users:
-            return self.site.users[0]
-        return user_obj(self.site.base_url, 0, "Sample User", "UTC", True)
+        # The API user: the first user, in the profile zone the site reads JQL dates in.
+        me = self.site.users[0] if self.site.users else user_obj(self.site.base_url, 0, "Sample User", "UTC", True)
+        return {**me, "timeZone": self.site.time_zone}
 
     def _server_info(self, method: str, query: dict[str, str], body: bytes | None) -> Any:
         return {
@@ -420,7 +420,9 @@ class JiraSiteHandler:
             payload = json.loads(body or b"{}")
         except (ValueError, UnicodeDecodeError):
             raise _HttpError(400, [_INVALID_PAYLOAD]) from None
-        if not isinstance(payload, dict) or not isinstance(payload.get("jql", ""), str):
+        # JQLCountRequestBean: "jql" only (additionalProperties: false); the count is of the live
+        # issues the JQL matches now (deleted ones are gone from ``site.issues``).
+        if not isinstance(payload, dict) or set(payload) - {"jql"} or not isinstance(payload.get("jql", ""), str):
             raise _HttpError(400, [_INVALID_PAYLOAD])
         return {"count": len(run_jql(self.site, payload.get("jql", ""), now=self.clock()))}
 
