@@ -263,7 +263,10 @@ def test_a_comment_hit_shows_its_issue_and_the_passage_with_author_and_date(env)
             await client.close()
             engine.dispose()
 
+    env.embeddings.reset_counters()
     found, done_only = asyncio.run(go())
+    # One embedding request per search, though the first ranks the issues and the comments.
+    assert env.embeddings.requests == 2 and env.embeddings.inputs == 2
     top = found.hits[0]
     assert top.key == issue["key"] and top.summary == issue["fields"]["summary"]
     assert top.comment_author == point.payload["author"] and top.comment_created == point.payload["created"]

@@ -25,7 +25,7 @@ import functools
 import math
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Collection, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -612,13 +612,19 @@ async def rank(
     keyed: bool,
     thresholds: Thresholds,
     fusion: models.Fusion = FUSION,
+    dense: Callable[[], Awaitable[list[float]]] | None = None,
 ) -> tuple[list[Hit], list[str]]:
     """Ranked hits for ``query`` (one per row, best first), and the keys it named that are not indexed.
 
     With ``keyed`` (the collection's points carry an issue ``key``), an issue whose key the
     query names is ranked first, whatever its score, when it is indexed and passes ``flt``.
+    ``dense`` gives the query's embedding when the caller ranks several collections for one query
+    (embedded once); without it the query is embedded here.
     """
-    vector = None if mode is SearchMode.SPARSE else (await embedder.embed([query]))[0]
+    if mode is SearchMode.SPARSE:
+        vector = None
+    else:
+        vector = await dense() if dense is not None else (await embedder.embed([query]))[0]
     sparse = None if mode is SearchMode.DENSE else query_vector(query)
     keys = issue_keys(query) if keyed else []
     try:
@@ -695,6 +701,18 @@ async def search(
         fusion=fusion,
     )
     return hits
+
+
+def _embed_once(embedder: Embedder, query: str) -> Callable[[], Awaitable[list[float]]]:
+    """The query's embedding, asked of the provider at most once however many collections use it."""
+    done: list[list[float]] = []
+
+    async def get() -> list[float]:
+        if not done:
+            done.append((await embedder.embed([query]))[0])
+        return done[0]
+
+    return get
 
 
 # -- the service ---------------------------------------------------------------------------------------
@@ -893,6 +911,7 @@ class SearchService:
         if filters.updated_after and filters.updated_before and filters.updated_after >= filters.updated_before:
             raise InvalidRequestError("updated_after must be earlier than updated_before")
         access = await self.access_for(principal, chosen)
+        dense = _embed_once(self.embedder, query)
         name = collection_name(chosen.id, ISSUES)
         layout, points = await self._ready(name, chosen)
         run_mode = effective_mode(mode, layout, name, ISSUES)
@@ -919,8 +938,9 @@ class SearchService:
             k=limit,
             keyed=True,
             thresholds=Thresholds.calibrated(self.embedder.model, points),
+            dense=dense,
         )
-        ranked = await self._with_comments(chosen, query, mode, filters, ids, ranked, limit, access)
+        ranked = await self._with_comments(chosen, query, mode, filters, ids, ranked, limit, access, dense)
         hits = [
             IssueHit(
                 tenant=chosen.id,
@@ -977,6 +997,7 @@ class SearchService:
         ranked: list[Hit],
         limit: int,
         access: frozenset[str] | None,
+        dense: Callable[[], Awaitable[list[float]]],
     ) -> list[Hit]:
         """Issue hits merged with comment hits: an issue ranks by its best passage, its own or a
         comment's (the comments collection is ranked in the same mode, with its own thresholds).
@@ -1009,6 +1030,7 @@ class SearchService:
             k=limit,
             keyed=False,
             thresholds=Thresholds.calibrated(self.embedder.model, points),
+            dense=dense,
         )
         best = {str(h.payload.get("key") or h.external_id): h for h in ranked}
         missing: list[str] = []
