@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from qdrant_client import AsyncQdrantClient, models
+from qdrant_client import AsyncQdrantClient
 
 from etl_assets.core.access_sync import ACCESS_FIELD, access_filter, apply_access_updates, with_access
+from etl_assets.core.edge_client import EdgeQdrantClient, models
 from etl_assets.core.permissions import compute_access, issue_facts_from_json
 from etl_assets.core.sources.jira import permission_tables as pt
 from etl_assets.core.sources.jira.sample.permissions import PermissionFixture, generate_permission_fixture
@@ -91,9 +92,9 @@ def _chunks(fx: PermissionFixture) -> dict[str, int]:
     return {key: 2 if n % 4 == 0 else 1 for n, (key, _, _) in enumerate(points(fx))}
 
 
-@pytest.mark.parametrize("by", ["filter", "ids"])
+@pytest.mark.parametrize(("by", "store"), [("filter", "local"), ("ids", "local"), ("filter", "edge"), ("ids", "edge")])
 def test_search_as_each_user_returns_exactly_what_jira_allows_and_changes_are_payload_only(
-    tmp_path: Path, by: str
+    tmp_path: Path, by: str, store: str
 ) -> None:
     fx = generate_permission_fixture()
     engine = make_engine(f"sqlite:///{tmp_path / 'perm.db'}")
@@ -103,7 +104,10 @@ def test_search_as_each_user_returns_exactly_what_jira_allows_and_changes_are_pa
         pt.mark_applied(conn, "acme", access)  # loaded with their lists below, as the vector sync would
 
     async def run() -> None:
-        client = AsyncQdrantClient(path=str(tmp_path / "qdrant"))
+        # qdrant-client's local mode, or the embedded Qdrant Edge engine (QDRANT_ENGINE=edge)
+        client: Any = (
+            AsyncQdrantClient(path=str(tmp_path / "qdrant")) if store == "local" else EdgeQdrantClient(tmp_path)
+        )
         try:
             await _load(client, fx, access)
             users = [*sorted(fx.users), ANONYMOUS]

@@ -936,6 +936,34 @@ class EdgeQdrantClient(AsyncQdrantClient):
             lambda flt: qe.UpdateOperation.delete_payload_by_filter(flt, names),
         )
 
+    async def batch_update_points(
+        self,
+        collection_name: str,
+        update_operations: Sequence[models.UpdateOperation],
+        wait: bool = True,
+        ordering: Any = None,
+        timeout: int | None = None,
+        **kwargs: Any,
+    ) -> list[models.UpdateResult]:
+        """Payload operations (set, delete) applied in order; any other kind is refused by name."""
+        _check_kwargs("batch_update_points", kwargs)
+        results = []
+        for op in update_operations:
+            if isinstance(op, models.SetPayloadOperation):
+                sp = op.set_payload
+                selector = sp.points if sp.points is not None else sp.filter
+                results.append(await self.set_payload(collection_name, sp.payload, selector, key=sp.key))
+            elif isinstance(op, models.DeletePayloadOperation):
+                dp = op.delete_payload
+                selector = dp.points if dp.points is not None else dp.filter
+                results.append(await self.delete_payload(collection_name, dp.keys, selector))
+            else:
+                raise EdgeUnsupportedError(
+                    f"embedded Qdrant Edge: batch_update_points() does not support {type(op).__name__} "
+                    "(set_payload and delete_payload are)"
+                )
+        return results
+
     async def clear_payload(
         self,
         collection_name: str,

@@ -25,6 +25,7 @@ from dagster._core.definitions.unresolved_asset_job_definition import Unresolved
 
 from etl_assets.core.access_sync import ensure_access_index
 from etl_assets.core.catalogue import BY_NAME
+from etl_assets.core.edge_client import EdgeQdrantClient
 from etl_assets.core.sources.jira import permission_tables
 from etl_assets.core.sources.jira.permission_sync import apply_pending_access, sync_permission_tables
 from etl_assets.core.tenants import TenantRegistry
@@ -108,7 +109,9 @@ def build_permission_assets(registry: TenantRegistry, partitions: dg.PartitionsD
             indexed = 0
             for name in collections.values():
                 if await qdrant.client.collection_exists(name):
-                    indexed += await ensure_access_index(qdrant.client, name, local=qdrant.local)
+                    # qdrant-client's local mode has no payload indexes; a server and Qdrant Edge do
+                    no_indexes = qdrant.local and not isinstance(qdrant.client, EdgeQdrantClient)
+                    indexed += await ensure_access_index(qdrant.client, name, local=no_indexes)
             stats = await apply_pending_access(database.engine, qdrant.client, tenant.id, collections)
         return dg.MaterializeResult(
             metadata={
