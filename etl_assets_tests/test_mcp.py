@@ -875,6 +875,7 @@ def test_http_answers_as_each_clients_jira_user(indexed: Indexed, http: HttpServ
     visible_bodies = {c["comment_id"] for c in allowed_comments if c["key"] == shown[0]}
     assert len(out["get_shown"]["comments"]) == len(visible_bodies)
     assert {h["key"] for h in out["all"]["hits"] if h["source"] == "jira"} <= set(shown)
-    # GitHub points carry no access list yet (repository permissions are not synced): operators only.
-    assert all(h["source"] == "jira" for h in out["all"]["hits"])
+    # GitHub: a public repository's rows are public; others are for operators only.
+    public_github = {p["key"] for p in indexed.points["client_1_github_issues"] if "public" in p["access"]}
+    assert {h["key"] for h in out["all"]["hits"] if h["source"] == "github"} <= public_github
     assert {h["key"] for h in out["guest"]["hits"]} <= public

@@ -13,15 +13,18 @@ from typing import Any
 
 import pytest
 from qdrant_client import AsyncQdrantClient
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from etl_assets.core.embeddings.factory import open_embedder
 from etl_assets.core.permissions import RESTRICTED
 from etl_assets.core.search import NO_THRESHOLDS, Principal, SearchMode, SearchService, resolve_access, search
 from etl_assets.core.settings import EmbeddingSettings
+from etl_assets.core.sources.jira.permission_tables import perm_access
 from etl_assets.core.store import schema
 from etl_assets.core.store.db import make_engine
 from etl_assets.defs import names
+from etl_assets_tests.github_env import github_for
+from etl_assets_tests.github_env import run as run_github
 from etl_assets_tests.permission_oracle import ANONYMOUS, oracle_can_see, points
 from etl_assets_tests.test_graph import all_points
 
@@ -250,3 +253,94 @@ def test_the_service_answers_get_issue_and_search_as_the_principal(env):
     assert len(out["detail"].comments) == len(mine)
     assert out["detail"].comments_restricted == len(comments) - len(mine)
     assert len(out["operator"].comments) == len(comments) and out["operator"].comments_restricted == 0
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_github_rows_follow_their_repositorys_visibility_as_payload_only_changes(env, monkeypatch):
+    """A public repository's rows are public; a private one's are for operators only; a change of
+    visibility rewrites the points' lists on the next sync without embedding them again."""
+    with github_for(env, monkeypatch, n_repos=2, n_items=6, n_comments=4) as server:
+        github = env.tenants["1"].github
+        repo = next(iter(github.repos.values()))
+        repo.private = True  # private, still visible to the token
+        repo.updated = github.tick()
+        assert run_github(env, server).success
+
+        def lists() -> dict[str, set[tuple[str, ...]]]:
+            out: dict[str, set[tuple[str, ...]]] = {"private": set(), "public": set()}
+            for name, pts in all_points(env).items():
+                if not name.startswith("client_1_github_"):
+                    continue
+                for p in pts:
+                    mine = p.payload.get("repo", p.payload.get("key")) == repo.full_name
+                    out["private" if mine else "public"].add(tuple(p.payload["access"]))
+            return out
+
+        assert lists() == {"private": {(RESTRICTED,)}, "public": {("public",)}}
+        operator = searched_github(env, None)
+        anyone = searched_github(env, frozenset({"public"}))
+        assert anyone and anyone < operator and all(not k.startswith(repo.full_name) for k in anyone)
+
+        repo.private = False  # made public
+        repo.updated = github.tick()
+        env.embeddings.reset_counters()
+        result = run_github(env, server)
+        assert result.success
+        assert lists() == {"private": {("public",)}, "public": {("public",)}}
+        issues = result.asset_materializations_for_node("vectors__github_issues_vectors")[0].metadata
+        assert issues["access_rewritten"].value > 0 and issues["chunks_embedded"].value == 0
+        # Only the repository's own row (its text names its visibility) was embedded again.
+        assert env.embeddings.inputs == 1
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_a_list_committed_without_its_payload_write_is_repaired_by_the_next_vector_sync(env):
+    """Convergence: if a committed list never reached a point (a payload step that did not run),
+    the vector step finds the difference and rewrites the payload, never the vectors."""
+    assert env.materialize("1").success
+    fx = _fixture(env)
+    issue = fx.issues[0]
+    key = f"issue:{issue['id']}"
+    engine = make_engine(env.database_url, create=False)
+    try:
+        with engine.begin() as conn:  # a new list committed and marked applied, but never written
+            conn.execute(
+                update(perm_access)
+                .where(perm_access.c.tenant_id == "1", perm_access.c.point_key == key)
+                .values(access=["user:somebody-new"], pending=False)
+            )
+    finally:
+        engine.dispose()
+    env.embeddings.reset_counters()
+    result = env.materialize("1", selection="key:vectors/issues_vectors")
+    assert result.success
+    meta = result.asset_materializations_for_node("vectors__issues_vectors")[0].metadata
+    assert meta["access_rewritten"].value >= 1 and meta["chunks_embedded"].value == 0
+    assert env.embeddings.inputs == 0
+    points = [p for p in all_points(env)["client_1_issues"] if p.payload["external_id"] == issue["id"]]
+    assert points and all(p.payload["access"] == ["user:somebody-new"] for p in points)
+
+
+def searched_github(env: Any, access: frozenset[str] | None) -> set[str]:
+    """Keys of the tenant-1 GitHub issues a search with no thresholds returns to ``access``."""
+
+    async def go() -> set[str]:
+        client = AsyncQdrantClient(path=env.qdrant_path)
+        try:
+            async with open_embedder(_settings(env)) as embedder:
+                hits = await search(
+                    client,
+                    embedder,
+                    "anything at all",
+                    tenant_id="1",
+                    access=access,
+                    entity="github_issues",
+                    k=10_000,
+                    mode=SearchMode.DENSE,
+                    thresholds=NO_THRESHOLDS,
+                )
+                return {h.key for h in hits}
+        finally:
+            await client.close()
+
+    return asyncio.run(go())

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
@@ -62,8 +62,15 @@ def point_id(tenant_id: str, entity: str, external_id: str, chunk: int = 0) -> s
     return str(uuid.uuid5(POINT_NAMESPACE, f"{tenant_id}\x1f{entity}\x1f{external_id}\x1f{chunk}"))
 
 
+# Who may find a point (guarantee 4): the principals a search's filter matches (see access_sync).
+ACCESS_PAYLOAD = "access"
 # Every collection indexes these; an entity's spec adds its own filter fields (payload_indexes).
-BASE_PAYLOAD_INDEXES = {"tenant_id": "keyword", "external_id": "keyword", "source": "keyword", "access": "keyword"}
+BASE_PAYLOAD_INDEXES = {
+    "tenant_id": "keyword",
+    "external_id": "keyword",
+    "source": "keyword",
+    ACCESS_PAYLOAD: "keyword",
+}
 
 
 def payload_schema(kind: str) -> models.PayloadSchemaType:
@@ -129,6 +136,7 @@ class ExistingPoint:
     external_id: str | None
     content_hash: str | None
     chunks: int | None
+    access: tuple[str, ...] | None = None  # the point's access list (None: it has none)
 
 
 class PointRef(NamedTuple):
@@ -154,6 +162,8 @@ class VectorCollection(Protocol):
     async def existing(self, ids: Sequence[str]) -> dict[str, ExistingPoint]: ...
 
     async def upsert(self, points: list[models.PointStruct]) -> None: ...
+
+    async def set_access(self, lists: Mapping[tuple[str, ...] | None, Sequence[str]]) -> int: ...
 
     async def delete_ids(self, ids: Iterable[str]) -> int: ...
 
@@ -376,15 +386,42 @@ class Collection:
             points = await self.client.retrieve(
                 self.name,
                 ids=ids[start : start + RETRIEVE_MAX_IDS],
-                with_payload=["external_id", "content_hash", "chunks"],
+                with_payload=["external_id", "content_hash", "chunks", ACCESS_PAYLOAD],
                 with_vectors=False,
             )
             for p in points:
                 payload = p.payload or {}
+                acl = payload.get(ACCESS_PAYLOAD)
                 out[str(p.id)] = ExistingPoint(
-                    str(p.id), payload.get("external_id"), payload.get("content_hash"), payload.get("chunks")
+                    str(p.id),
+                    payload.get("external_id"),
+                    payload.get("content_hash"),
+                    payload.get("chunks"),
+                    tuple(acl) if isinstance(acl, list) else None,
                 )
         return out
+
+    async def set_access(self, lists: Mapping[tuple[str, ...] | None, Sequence[str]]) -> int:
+        """Payload only: give each access list to its points (None: remove the list), in one request."""
+        ops: list[models.UpdateOperation] = []
+        for acl, ids in lists.items():
+            for start in range(0, len(ids), DELETE_MAX_IDS):
+                chosen: list[models.ExtendedPointId] = list(ids[start : start + DELETE_MAX_IDS])
+                if acl is None:
+                    ops.append(
+                        models.DeletePayloadOperation(
+                            delete_payload=models.DeletePayload(keys=[ACCESS_PAYLOAD], points=chosen)
+                        )
+                    )
+                else:
+                    ops.append(
+                        models.SetPayloadOperation(
+                            set_payload=models.SetPayload(payload={ACCESS_PAYLOAD: list(acl)}, points=chosen)
+                        )
+                    )
+        if ops:
+            await self.client.batch_update_points(self.name, update_operations=ops, wait=True)
+        return sum(len(ids) for ids in lists.values())
 
     async def upsert(self, points: list[models.PointStruct]) -> None:
         """Write ``points`` in requests sized for Qdrant's API (see ``UPSERT_MAX_*``)."""

@@ -97,6 +97,9 @@ class VectorSyncResult:
     # A collection built before hybrid search, upgraded by this run to named dense + BM25 vectors:
     # points whose dense vector was carried over (not re-embedded).
     upgraded_points: int = 0
+    # Unchanged rows whose points carried another access list than the committed one: rewritten
+    # as a payload (never re-embedded).
+    access_rewritten: int = 0
     duration_s: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -351,6 +354,18 @@ class _Sync:
         heads = await self.collection.existing([r.head_id for r in page])
         changed: list[tuple[_Row, ExistingPoint | None]] = []
         multi: list[tuple[_Row, ExistingPoint, list[str]]] = []
+        # Unchanged rows whose points carry another access list than the committed one.
+        access: dict[tuple[str, ...] | None, list[str]] = {}
+
+        def unchanged(r: _Row, head: ExistingPoint, ids: list[str]) -> None:
+            self.result.rows_unchanged += 1
+            self.rows_done += 1
+            self.expected_points += 1 + len(ids)
+            if "access" in r.row:  # the entity has access lists: the points follow the committed one
+                want = None if r.row["access"] is None else tuple(r.row["access"])
+                if head.access != want:
+                    access.setdefault(want, []).extend([r.head_id, *ids])
+
         for r in page:
             head = heads.get(r.head_id)
             if head is None or head.content_hash != r.digest:
@@ -358,9 +373,7 @@ class _Sync:
                 continue
             n = head.chunks if isinstance(head.chunks, int) and head.chunks > 1 else 1
             if n == 1:
-                self.result.rows_unchanged += 1
-                self.rows_done += 1
-                self.expected_points += 1
+                unchanged(r, head, [])
             else:
                 ids = [point_id(self.tenant_id, self.spec.name, r.external_id, i) for i in range(1, n)]
                 multi.append((r, head, ids))
@@ -368,11 +381,12 @@ class _Sync:
             rest = await self.collection.existing([i for _, _, ids in multi for i in ids])
             for r, head, ids in multi:
                 if all((p := rest.get(i)) is not None and p.content_hash == r.digest for i in ids):
-                    self.result.rows_unchanged += 1
-                    self.rows_done += 1
-                    self.expected_points += 1 + len(ids)
+                    unchanged(r, head, ids)
                 else:
                     changed.append((r, head))
+        if access:
+            await self.collection.set_access(access)
+            self.result.access_rewritten += sum(1 for ids in access.values() for _ in ids)
         return changed
 
     # -- 3. split --------------------------------------------------------------------------

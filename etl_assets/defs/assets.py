@@ -300,7 +300,7 @@ async def _sync_and_check(
             collection=collection,
             concurrency=embeddings.concurrency,
             max_chunk_tokens=embeddings.chunk_tokens,
-            fingerprint=lambda: ops.live_fingerprint(engine, spec, tenant_id),
+            fingerprint=lambda: ops.live_fingerprint(engine, spec, tenant_id, access=True),
             progress=ProgressLog(context.log),
             total_rows=lambda: ops.count_rows(engine, spec, tenant_id),
         )

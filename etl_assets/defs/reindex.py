@@ -233,7 +233,7 @@ async def follow_reindex(
                     collection=collection,
                     concurrency=settings.concurrency,
                     max_chunk_tokens=settings.chunk_tokens,
-                    fingerprint=functools.partial(ops.live_fingerprint, engine, spec, tenant),
+                    fingerprint=functools.partial(ops.live_fingerprint, engine, spec, tenant, access=True),
                 )
         except (EmbeddingError, ModelMismatchError, QdrantServerError, ValueError) as exc:
             # ValueError: settings recorded by the re-index that no longer validate.

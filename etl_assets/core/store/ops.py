@@ -719,11 +719,13 @@ def live_rows_after_pending(engine: Engine, spec: EntitySpec, tenant_id: str) ->
     return int(live) + len(ids) - int(known)
 
 
-def live_fingerprint(engine: Engine, spec: EntitySpec, tenant_id: str) -> str:
+def live_fingerprint(engine: Engine, spec: EntitySpec, tenant_id: str, *, access: bool = False) -> str:
     """A digest of the tenant's live rows (ids and row hashes): equal digests, equal live rows.
 
     Reads two short columns, so the vector step can tell "nothing changed" without
-    reading whole rows (see ``vectorsync.sync_vectors``).
+    reading whole rows (see ``vectorsync.sync_vectors``). With ``access``, the rows' committed
+    access lists (``spec.access``) are part of it: a changed list is a change the vector step
+    must look at (it rewrites the points' payload, not their vectors).
     """
     table = spec.table
     digest = hashlib.sha256()
@@ -736,9 +738,16 @@ def live_fingerprint(engine: Engine, spec: EntitySpec, tenant_id: str) -> str:
                 *([spec.indexed(table)] if spec.indexed is not None else []),
             )
             .order_by(table.c.id)
-        )
+        ).all()
         for external_id, content_hash in rows:
             digest.update(f"{external_id}\x1f{content_hash}\x1e".encode())
+        if access and spec.access is not None:
+            ids = [str(r[0]) for r in rows]
+            for start in range(0, len(ids), 500):
+                lists = spec.access(conn, tenant_id, ids[start : start + 500])
+                for external_id in ids[start : start + 500]:
+                    acl = lists.get(external_id)
+                    digest.update(f"{external_id}\x1f{'' if acl is None else ','.join(acl)}\x1d".encode())
     return digest.hexdigest()
 
 

@@ -251,6 +251,7 @@ REPOSITORIES = EntitySpec(
         "url": r.get("url"),
     },
     payload_indexes={"key": "keyword", "repo": "keyword", "visibility": "keyword"},
+    access=tables.repository_access(tables.repositories, "full_name"),
 )
 
 ISSUES = EntitySpec(
@@ -260,6 +261,7 @@ ISSUES = EntitySpec(
     title="GitHub issues",
     endpoint="GET /repos/{owner}/{repo}/issues",
     table=tables.issues,
+    access=tables.repository_access(tables.issues),
     parse=parsers.parse_issue,
     fetch=_listing("issues"),
     records=_issues_only,
@@ -279,6 +281,7 @@ PULL_REQUESTS = EntitySpec(
     title="GitHub pull requests",
     endpoint="GET /repos/{owner}/{repo}/pulls",
     table=tables.pull_requests,
+    access=tables.repository_access(tables.pull_requests),
     parse=parsers.parse_pull_request,
     fetch=_listing("pulls", has_since=False),
     records=_items,
@@ -297,6 +300,7 @@ ISSUE_COMMENTS = EntitySpec(
     title="GitHub issue and pull-request conversation comments",
     endpoint="GET /repos/{owner}/{repo}/issues/comments",
     table=tables.issue_comments,
+    access=tables.repository_access(tables.issue_comments),
     parse=parsers.parse_issue_comment,
     fetch=_listing("issues/comments"),
     records=_items,
@@ -315,6 +319,7 @@ REVIEW_COMMENTS = EntitySpec(
     title="GitHub pull-request review comments",
     endpoint="GET /repos/{owner}/{repo}/pulls/comments",
     table=tables.review_comments,
+    access=tables.repository_access(tables.review_comments),
     parse=parsers.parse_review_comment,
     fetch=_listing("pulls/comments"),
     records=_items,

@@ -6,8 +6,12 @@ tables, collections (``client_<tenant>_github_issues``) and assets, and Jira has
 
 from __future__ import annotations
 
-from sqlalchemy import JSON, Boolean, Column, Index, Integer, String, Table, Text
+from collections.abc import Sequence
+from typing import Any
 
+from sqlalchemy import JSON, Boolean, Column, Connection, Index, Integer, String, Table, Text, and_, select
+
+from etl_assets.core.permissions import PUBLIC, RESTRICTED
 from etl_assets.core.store.schema import ID, TS, entity_table, metadata
 
 _REPO = (Column("repo", String(300), nullable=False),)
@@ -99,3 +103,43 @@ http_cache = Table(
     Column("stored_at", TS, nullable=False),
     Index("ux_github_http_cache_key", "tenant_id", "url_hash", unique=True),
 )
+
+
+def repository_access(table: Table, repo_column: str = "repo") -> Any:
+    """The access hook (``EntitySpec.access``) of a GitHub entity: who may see each row's points.
+
+    A row of a **public** repository is public (anyone on the internet can read it); a row of a
+    private or internal repository, or of one not synced, is for operators only
+    (``restricted:unreadable``): repository collaborators and teams are not synced, and GitHub
+    accounts are not Jira accounts, so nobody else can be named. A repository that changes
+    visibility changes its rows' lists, and the vector step rewrites their payloads.
+    """
+    repos = repositories
+
+    def access(conn: Connection, tenant_id: str, ids: Sequence[str]) -> dict[str, tuple[str, ...]]:
+        # A repository's own row says its visibility; any other row's repository is joined.
+        source: Any = (
+            table
+            if table is repos
+            else table.outerjoin(
+                repos,
+                and_(
+                    repos.c.tenant_id == table.c.tenant_id,
+                    repos.c.full_name == table.c[repo_column],
+                    repos.c.deleted_at.is_(None),
+                ),
+            )
+        )
+        out: dict[str, tuple[str, ...]] = {}
+        for start in range(0, len(ids), 500):
+            query = (
+                select(table.c.external_id, repos.c.visibility, repos.c.private)
+                .select_from(source)
+                .where(table.c.tenant_id == tenant_id, table.c.external_id.in_(list(ids[start : start + 500])))
+            )
+            for external_id, visibility, private in conn.execute(query):
+                public = visibility == "public" or (visibility is None and private is False)
+                out[str(external_id)] = (PUBLIC,) if public else (RESTRICTED,)
+        return out
+
+    return access
