@@ -131,7 +131,13 @@ def indexed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Indexed]:
         client = QdrantClient(path=env.qdrant_path)
         try:
             points = {}
-            for name in ("client_1_issues", "client_2_issues", "client_1_comments", "client_1_github_issues"):
+            for name in (
+                "client_1_issues",
+                "client_2_issues",
+                "client_1_comments",
+                "client_1_github_issues",
+                "client_1_github_pull_requests",
+            ):
                 records, _ = client.scroll(name, limit=10_000, with_payload=True)
                 points[name] = [r.payload or {} for r in records]
         finally:
@@ -876,6 +882,11 @@ def test_http_answers_as_each_clients_jira_user(indexed: Indexed, http: HttpServ
     assert len(out["get_shown"]["comments"]) == len(visible_bodies)
     assert {h["key"] for h in out["all"]["hits"] if h["source"] == "jira"} <= set(shown)
     # GitHub: a public repository's rows are public; others are for operators only.
-    public_github = {p["key"] for p in indexed.points["client_1_github_issues"] if "public" in p["access"]}
+    public_github = {
+        p["key"]
+        for name in ("client_1_github_issues", "client_1_github_pull_requests")
+        for p in indexed.points[name]
+        if "public" in p["access"]
+    }
     assert {h["key"] for h in out["all"]["hits"] if h["source"] == "github"} <= public_github
     assert {h["key"] for h in out["guest"]["hits"]} <= public
