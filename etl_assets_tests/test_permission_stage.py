@@ -42,6 +42,21 @@ def _fixture(env: Any, tenant: str = "1") -> Any:
     return fx
 
 
+async def everything(client: Any, embedder: Any, tenant: str, entity: str, access: frozenset[str] | None) -> list[Any]:
+    """A query that matches every point ``access`` may see: no thresholds, k beyond the collection."""
+    return await search(
+        client,
+        embedder,
+        "anything at all",
+        tenant_id=tenant,
+        access=access,
+        entity=entity,
+        k=10_000,
+        mode=SearchMode.DENSE,
+        thresholds=NO_THRESHOLDS,
+    )
+
+
 def searched(env: Any, users: list[str | None], tenant: str = "1") -> dict[str | None, set[str]]:
     """Every point key each user's search returns: queries that match everything (no thresholds,
     k as large as the collection), issues and comments, through ``search`` and Qdrant's filter."""
@@ -57,17 +72,7 @@ def searched(env: Any, users: list[str | None], tenant: str = "1") -> dict[str |
                     access = resolve_access(engine, tenant, email)
                     found: set[str] = set()
                     for entity, kind in KIND_OF.items():
-                        hits = await search(
-                            client,
-                            embedder,
-                            "anything at all",
-                            tenant_id=tenant,
-                            access=access,
-                            entity=entity,
-                            k=10_000,
-                            mode=SearchMode.DENSE,
-                            thresholds=NO_THRESHOLDS,
-                        )
+                        hits = await everything(client, embedder, tenant, entity, access)
                         found |= {f"{kind}:{h.external_id}" for h in hits}
                     out[user] = found
         finally:
@@ -328,18 +333,7 @@ def searched_github(env: Any, access: frozenset[str] | None) -> set[str]:
         client = AsyncQdrantClient(path=env.qdrant_path)
         try:
             async with open_embedder(_settings(env)) as embedder:
-                hits = await search(
-                    client,
-                    embedder,
-                    "anything at all",
-                    tenant_id="1",
-                    access=access,
-                    entity="github_issues",
-                    k=10_000,
-                    mode=SearchMode.DENSE,
-                    thresholds=NO_THRESHOLDS,
-                )
-                return {h.key for h in hits}
+                return {h.key for h in await everything(client, embedder, "1", "github_issues", access)}
         finally:
             await client.close()
 
