@@ -191,6 +191,9 @@ def test_a_reindex_stopped_midway_keeps_the_old_index_and_resumes(env: Env) -> N
     assert search_with(env, NEW) == old_hits
 
 
+# The gate compares two models' retrieval (a local-model sync and two sample indexes: the slowest
+# test here); the database under it changes nothing the other re-index tests do not cover on both.
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 def test_a_failing_quality_gate_leaves_the_alias_where_it_was(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
     # The served model is the local MiniLM (it retrieves the labelled queries well); the new one
     # is the fake endpoint, whose vectors ignore meaning: retrieval is worse, nothing switches.
