@@ -236,11 +236,26 @@ def _demo(args: argparse.Namespace) -> int:
             if not result.success:
                 print(_failure_line(result, tenant, asset_names, hint), file=sys.stderr)
                 return 1
-    _print_summary(dict(defs.resources or {}), tenants, hint, time.monotonic() - started)
+    who = search_user_hint(registry.get(tenants[0]))
+    _print_summary(dict(defs.resources or {}), tenants, hint, time.monotonic() - started, who)
     return 0
 
 
-def _print_summary(resources: dict[str, Any], tenants: Sequence[str], hint: str, seconds: float) -> None:
+def search_user_hint(tenant: Tenant) -> str:
+    """Whom the closing hint's search runs as: a sample site's administrator (its first user),
+    else a placeholder for the operator's own Jira e-mail."""
+    if tenant.jira.is_sample:
+        from etl_assets.core.sources.jira.sample import permission_fixture_for
+
+        fixture = permission_fixture_for(tenant.jira.url)
+        if fixture is not None and fixture.users:
+            return str(next(iter(fixture.users.values()))["emailAddress"])
+    return "YOUR_JIRA_EMAIL"
+
+
+def _print_summary(
+    resources: dict[str, Any], tenants: Sequence[str], hint: str, seconds: float, who: str = "YOUR_JIRA_EMAIL"
+) -> None:
     from etl_assets.core.store import ops
     from etl_assets.core.store.db import make_engine, safe_url
     from etl_assets.core.vectorstore import collection_name, open_qdrant
@@ -274,7 +289,7 @@ def _print_summary(resources: dict[str, Any], tenants: Sequence[str], hint: str,
     print()
     print(f"Done in {seconds:.0f}s. database: {safe_url(resources['database'].url)}")
     print(f"qdrant:   {'the server at QDRANT_URL' if qd.url else qd.path}")
-    print(f'Try a search:   {PROG} search "login fails with unicode password" --tenant {tenants[0]}')
+    print(f'Try a search:   {PROG} search "login fails with unicode password" --tenant {tenants[0]} --as {who}')
     print(f"Open the UI:    {hint}   (http://127.0.0.1:3000 — Assets, pick a tenant partition, Materialize)")
 
 
@@ -468,8 +483,9 @@ def _search(args: argparse.Namespace) -> int:
             print(f"note: issue {key} is not in the index (deleted at the source, not synced yet, or filtered out)")
     if not hits:
         what = f"issues and pull requests in {', '.join(sources)}" if across else entity
+        visible = "" if args.unrestricted else f" that {args.as_user} may open"
         print(
-            f"no good match: nothing in tenant {tenant}'s {what} scored above the {args.mode} mode's "
+            f"no good match: nothing in tenant {tenant}'s {what}{visible} scored above the {args.mode} mode's "
             "threshold; try other words"
         )
         return 0

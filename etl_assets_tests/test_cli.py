@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -328,3 +329,15 @@ def test_search_runs_as_a_jira_user_sees_only_what_they_may_open_and_refuses_an_
     assert "tenant '2'" in unknown.stderr and "nobody@example.com" in unknown.stderr
     neither = _cli(*query, cwd=root, env=env)
     assert neither.returncode == 2 and "--as" in neither.stderr and "--unrestricted" in neither.stderr
+
+
+@pytest.mark.slow
+def test_the_search_the_demo_suggests_runs_as_printed(demo):
+    done, root, env = demo
+    assert done.returncode == 0
+    hint = next(line for line in done.stdout.splitlines() if line.startswith("Try a search:"))
+    args = shlex.split(hint.split(":", 1)[1])
+    assert args[:2] == ["etl-assets", "search"] and "--as" in args  # a search runs as a Jira user
+    ran = _cli(*args[1:], cwd=root, env=env)
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.splitlines()[0].split()[:2] == ["score", "key"] and len(ran.stdout.splitlines()) > 1
