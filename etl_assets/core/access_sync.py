@@ -14,18 +14,8 @@ writes each distinct list with one ``set_payload`` per batch of external ids (a 
 mark (``permission_tables.mark_applied``) in a new transaction. A failure leaves them pending
 for the next sync (convergence).
 
-The Dagster stage, to be wired once the hybrid-search branch is merged (sketch)::
-
-    jira/raw/permissions      (per tenant partition) fetch_permissions(client, projects, issue facts
-                               from the committed issues table) → raw pages landed
-    tables/permissions        save_snapshot + compute_access + save_access in one transaction;
-                               metadata: projects failing safe and why (fail_safe_reasons),
-                               points changed, distinct lists
-    vectors/access            after tables/permissions: ensure_access_index on each collection,
-                               apply_access_updates(pending) → mark_applied; metadata: payload
-                               writes, points updated, 0 embedding requests
-    schedule                   every 30 minutes (``*/30 * * * *``) over all tenants, plus on demand;
-                               a no-change sync fetches the rules and writes nothing to Qdrant.
+The Dagster stage that runs these steps is ``etl_assets/defs/permissions.py``; the vector sync
+writes each new point's list with it (``EntitySpec.access``) and repairs lists that drifted.
 """
 
 from __future__ import annotations
@@ -37,22 +27,28 @@ from dataclasses import dataclass, field
 from qdrant_client import AsyncQdrantClient, models
 
 from etl_assets.core.permissions import AccessList
+from etl_assets.core.vectorstore import ACCESS_PAYLOAD
 
 log = logging.getLogger(__name__)
 
-ACCESS_FIELD = "access"
+ACCESS_FIELD = ACCESS_PAYLOAD
 # point key kind ("issue:<id>") -> the entity whose collection holds those points
 DEFAULT_ENTITIES = {"issue": "issues", "comment": "comments"}
 SET_PAYLOAD_MAX_IDS = 1000
 OPERATIONS_PER_REQUEST = 64
 
 
-def access_filter(principals: Iterable[str]) -> models.Filter:
-    """The Qdrant filter admitting exactly the points whose ``access`` names any of ``principals``."""
+def access_condition(principals: Iterable[str]) -> models.FieldCondition:
+    """Points whose ``access`` names any of ``principals`` (applied inside Qdrant, guarantee 4)."""
     wanted = sorted(set(principals))
     if not wanted:
         raise ValueError("a search principal needs at least one principal (e.g. 'public')")
-    return models.Filter(must=[models.FieldCondition(key=ACCESS_FIELD, match=models.MatchAny(any=wanted))])
+    return models.FieldCondition(key=ACCESS_FIELD, match=models.MatchAny(any=wanted))
+
+
+def access_filter(principals: Iterable[str]) -> models.Filter:
+    """The Qdrant filter admitting exactly the points whose ``access`` names any of ``principals``."""
+    return models.Filter(must=[access_condition(principals)])
 
 
 def with_access(base: models.Filter | None, principals: Iterable[str]) -> models.Filter:

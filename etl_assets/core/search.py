@@ -38,7 +38,7 @@ from qdrant_client.http.exceptions import UnexpectedResponse
 from sqlalchemy import Connection, Engine, func, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from etl_assets.core.access_sync import ACCESS_FIELD
+from etl_assets.core.access_sync import access_condition
 from etl_assets.core.catalogue import BY_NAME, UnknownPrincipal, resolve_principal
 from etl_assets.core.embeddings.base import Embedder, ModelMismatchError
 from etl_assets.core.permissions import PUBLIC, admits
@@ -375,13 +375,6 @@ def _match(key: str, value: Any) -> models.FieldCondition:
 
 def _aware(value: datetime) -> datetime:
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-
-
-def access_condition(access: Collection[str]) -> models.FieldCondition:
-    """Points whose ``access`` list names any of ``access`` (applied inside Qdrant, guarantee 4)."""
-    if not access:
-        raise ValueError("a search as a principal needs at least one principal (e.g. 'public')")
-    return models.FieldCondition(key=ACCESS_FIELD, match=models.MatchAny(any=sorted(access)))
 
 
 def tenant_filter(tenant_id: str, access: Collection[str] | None) -> list[models.Condition]:

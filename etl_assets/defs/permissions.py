@@ -23,7 +23,7 @@ from typing import Any
 import dagster as dg
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
-from etl_assets.core.access_sync import ensure_access_index
+from etl_assets.core.access_sync import DEFAULT_ENTITIES, ensure_access_index
 from etl_assets.core.catalogue import BY_NAME
 from etl_assets.core.edge_client import EdgeQdrantClient
 from etl_assets.core.sources.jira import permission_tables
@@ -35,7 +35,7 @@ from etl_assets.defs.automation import per_tenant_schedule
 from etl_assets.defs.resources import DatabaseResource, QdrantResource
 
 # point-key kind -> the entity whose collection holds those points
-POINT_KINDS = {"issue": "issues", "comment": "comments"}
+POINT_KINDS = DEFAULT_ENTITIES
 
 
 def build_permission_assets(registry: TenantRegistry, partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
