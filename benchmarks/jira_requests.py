@@ -22,8 +22,9 @@ from etl_assets.core.records import FetchRequest
 from etl_assets.core.sources.jira.client import JiraClient
 from etl_assets.core.sources.jira.jql import search_pages, tenant_jql
 from etl_assets.core.sources.jira.sample import generate_sample_site, sample_transport
+from etl_assets.core.sources.jira.source import JiraSiteConfig
 from etl_assets.core.sources.jira.specs import ISSUES
-from etl_assets.core.tenants import JiraSiteConfig, Tenant
+from etl_assets.core.tenants import Tenant
 
 # The "before" baseline: the issue fields the release before comments and history asked for. A
 # fixed snapshot on purpose (jql.ISSUE_FIELDS moves on), so the before/after figures stay comparable.
@@ -59,11 +60,15 @@ def main() -> None:
     args = parser.parse_args()
     site = generate_sample_site(n_issues=args.issues)
     n = len(site.issues)
-    plain = Tenant("b", "B", JiraSiteConfig(url=site.base_url, email_env="E", token_env="T"))
+    plain = Tenant("b", "B", {"jira": JiraSiteConfig(url=site.base_url, email_env="E", token_env="T")})
     custom = Tenant(
         "b",
         "B",
-        JiraSiteConfig(url=site.base_url, email_env="E", token_env="T", custom_fields=("Story Points", "Team")),
+        {
+            "jira": JiraSiteConfig(
+                url=site.base_url, email_env="E", token_env="T", custom_fields=("Story Points", "Team")
+            )
+        },
     )
     jql = tenant_jql(plain)
     before, before_bytes = count(site, lambda c: search_pages(c, jql, fields=BEFORE_FIELDS, page_size=args.page_size))

@@ -244,10 +244,12 @@ def _demo(args: argparse.Namespace) -> int:
 def search_user_hint(tenant: Tenant) -> str:
     """Whom the closing hint's search runs as: a sample site's administrator (its first user),
     else a placeholder for the operator's own Jira e-mail."""
-    if tenant.jira.is_sample:
+    from etl_assets.core.sources.jira.source import jira_site
+
+    if jira_site(tenant).is_sample:
         from etl_assets.core.sources.jira.sample import permission_fixture_for
 
-        fixture = permission_fixture_for(tenant.jira.url)
+        fixture = permission_fixture_for(jira_site(tenant).url)
         if fixture is not None and fixture.users:
             return str(next(iter(fixture.users.values()))["emailAddress"])
     return "YOUR_JIRA_EMAIL"
@@ -368,7 +370,7 @@ def catalogue_sources() -> list[str]:
 
 def tenant_sources(tenant: Tenant) -> list[str]:
     """The sources ``tenant`` indexes: those its registry entry has a section for (``jira``, ``github``)."""
-    return [s for s in catalogue_sources() if getattr(tenant, s, None) is not None]
+    return [s for s in catalogue_sources() if tenant.section(s) is not None]
 
 
 def parse_sources(values: Sequence[str] | None) -> list[str] | None:

@@ -34,6 +34,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -48,7 +49,7 @@ from mcp.server.stdio import stdio_server
 from mcp.types import ToolAnnotations
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from etl_assets.core.catalogue import BY_NAME
+from etl_assets.core.catalogue import BY_NAME, SOURCE_BY_NAME
 from etl_assets.core.errors import ConfigError
 from etl_assets.core.search import (
     MAX_COMMENTS,
@@ -66,6 +67,10 @@ from etl_assets.core.search import (
     search_sources,
 )
 from etl_assets.core.vectorstore import QdrantLockTimeout, QdrantServerError
+
+# The sources a search may be narrowed to, as an enum the tool's input schema lists: the catalogue's.
+SOURCE_NAMES = tuple(SOURCE_BY_NAME)
+SourceName = StrEnum("SourceName", {name: name for name in SOURCE_NAMES})  # type: ignore[misc]
 
 log = logging.getLogger("etl_assets.mcp")
 
@@ -444,8 +449,8 @@ def build_server(
         ],
         tenant: Tenant = None,
         sources: Annotated[
-            list[Literal["jira", "github"]] | None,
-            Field(description="only these sources, e.g. ['github']; default: all the tenant has"),
+            list[SourceName] | None,
+            Field(description=f"only these sources ({', '.join(SOURCE_NAMES)}); default: all the tenant has"),
         ] = None,
         mode: Annotated[
             SearchMode, Field(description="ranking: 'hybrid' (default), 'dense' (meaning) or 'sparse' (exact words)")
@@ -462,7 +467,7 @@ def build_server(
                 query,
                 tenant_id=chosen.id,
                 access=await runtime.service.access_for(p, chosen),
-                sources=sorted(set(sources)) if sources else None,
+                sources=sorted({str(s) for s in sources}) if sources else None,
                 k=limit,
                 mode=mode,
             )

@@ -42,7 +42,7 @@ from etl_assets.core.sources.jira.sample import JiraSite, JiraSiteHandler, gener
 from etl_assets.core.sources.jira.sample.permissions import site_permission_fixture  # noqa: E402
 from etl_assets.core.tenants import TenantRegistry  # noqa: E402
 from etl_assets.defs.build import build_definitions  # noqa: E402
-from etl_assets.defs.resources import DatabaseResource, EmbeddingsResource, JiraResource, QdrantResource  # noqa: E402
+from etl_assets.defs.resources import DatabaseResource, EmbeddingsResource, QdrantResource, SourceResource  # noqa: E402
 from etl_assets.fakes.loopback import LoopbackServer, Request, Response  # noqa: E402
 from etl_assets.fakes.openai_server import FakeEmbeddings  # noqa: E402
 from etl_assets_tests.corpus import running_in_ci  # noqa: E402
@@ -198,7 +198,7 @@ class Env:
             **embedding_overrides,
         }
         return {
-            "jira": JiraResource(max_attempts=3, max_wait_s=0.2),
+            "jira": SourceResource(source="jira", max_attempts=3, max_wait_s=0.2),
             "database": DatabaseResource(url=self.database_url),
             "embeddings": EmbeddingsResource(**emb),
             "qdrant": QdrantResource(path=self.qdrant_path),

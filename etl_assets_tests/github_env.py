@@ -17,7 +17,7 @@ from etl_assets.core.sources.github.specs import SPECS
 from etl_assets.core.tenants import TenantRegistry
 from etl_assets.defs import names
 from etl_assets.defs.build import build_definitions
-from etl_assets.defs.resources import GitHubResource
+from etl_assets.defs.resources import SourceResource
 from etl_assets.fakes.github_server import GitHubServer
 
 GITHUB_TOKEN = "ghp_FAKEtoken0123456789SECRETVALUE"
@@ -54,8 +54,8 @@ def registry(env: Any, server: GitHubServer, *, with_github: bool = True, **gith
 
 def resources(env: Any, **github: Any) -> dict[str, Any]:
     res = env.resources()
-    res["github"] = GitHubResource(
-        database=res["database"], **{"max_attempts": 3, "max_wait_s": 0.5, "timeout_s": 2.0, **github}
+    res["github"] = SourceResource(
+        source="github", **{"max_attempts": 3, "max_wait_s": 0.5, "timeout_s": 2.0, **github}
     )
     return res
 

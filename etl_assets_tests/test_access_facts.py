@@ -31,10 +31,11 @@ from etl_assets.core.sources.jira.sample import (
     sample_transport,
 )
 from etl_assets.core.sources.jira.sample.permissions import GROUP_PICKER, USER_PICKER, site_permission_fixture
+from etl_assets.core.sources.jira.source import JiraSiteConfig
 from etl_assets.core.sources.jira.specs import COMMENTS, ISSUES, PROJECTS
 from etl_assets.core.store import ops
 from etl_assets.core.store.db import make_engine
-from etl_assets.core.tenants import JiraSiteConfig, Tenant
+from etl_assets.core.tenants import Tenant
 from etl_assets_tests.corpus import load_corpus_json
 from etl_assets_tests.permission_oracle import ANONYMOUS, mismatches, oracle_can_see, points
 
@@ -42,7 +43,9 @@ URL = "sample://facts?projects=8&issues=60"
 
 
 def _tenant(site: Any, custom: tuple[str, ...] = ()) -> Tenant:
-    return Tenant("acme", "Acme", JiraSiteConfig(url=site.base_url, email_env="E", token_env="T", custom_fields=custom))
+    return Tenant(
+        "acme", "Acme", {"jira": JiraSiteConfig(url=site.base_url, email_env="E", token_env="T", custom_fields=custom)}
+    )
 
 
 def _fetch(site: Any, tenant: Tenant, transport: httpx.BaseTransport | None = None) -> list[RawPage]:

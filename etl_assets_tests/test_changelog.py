@@ -18,8 +18,9 @@ from etl_assets.core.sources.jira.sample.documents import (
     add_comments,
     lengthen_changelog,
 )
+from etl_assets.core.sources.jira.source import JiraSiteConfig
 from etl_assets.core.sources.jira.specs import COMMENTS_OF_ISSUES, ISSUES
-from etl_assets.core.tenants import JiraSiteConfig, Tenant
+from etl_assets.core.tenants import Tenant
 from etl_assets.fakes.loopback import Response
 from etl_assets_tests.test_graph import table_rows
 
@@ -139,7 +140,7 @@ def test_expanded_changelog_costs_no_extra_request_and_capped_comments_are_paged
     response."""
     site = generate_sample_site(n_projects=6, n_issues=100)
     add_comments(site, site.issues[0]["key"], [f"c{n}" for n in range(250)], bump=False)
-    tenant = Tenant("acme", "Acme", JiraSiteConfig(url=site.base_url, email_env="E", token_env="T"))
+    tenant = Tenant("acme", "Acme", {"jira": JiraSiteConfig(url=site.base_url, email_env="E", token_env="T")})
     with httpx.Client(base_url=site.base_url, transport=sample_transport(site)) as http:
         client = JiraClient(http, "acme", site.base_url)
         pages = list(ISSUES.fetch(client, FetchRequest(tenant, page_size=100)))
@@ -176,7 +177,7 @@ def test_long_changelog_is_paged_and_its_digest_covers_the_late_transitions():
     site = generate_sample_site(n_projects=6, n_issues=100)
     issue = long_changelog_issue(site)
     total = issue["changelog"]["total"]
-    tenant = Tenant("acme", "Acme", JiraSiteConfig(url=site.base_url, email_env="E", token_env="T"))
+    tenant = Tenant("acme", "Acme", {"jira": JiraSiteConfig(url=site.base_url, email_env="E", token_env="T")})
     with httpx.Client(base_url=site.base_url, transport=sample_transport(site)) as http:
         client = JiraClient(http, "acme", site.base_url)
         pages = list(ISSUES.fetch(client, FetchRequest(tenant, page_size=100)))

@@ -307,7 +307,12 @@ def test_search_runs_as_a_jira_user_sees_only_what_they_may_open_and_refuses_an_
 
     done, root, env = demo
     assert done.returncode == 0
-    url = TenantRegistry.load(Path(__file__).resolve().parents[1] / "etl_assets" / "tenants.yaml").get("2").jira.url
+    url = (
+        TenantRegistry.load(Path(__file__).resolve().parents[1] / "etl_assets" / "tenants.yaml")
+        .get("2")
+        .section("jira")
+        .url
+    )
     fx = permission_fixture_for(url)
     assert fx is not None
     loner = min(u for u in fx.users if not any(u in g["members"] for g in fx.groups.values()))

@@ -14,8 +14,9 @@ from etl_assets.core.sources.jira import custom_fields
 from etl_assets.core.sources.jira.client import JiraClient
 from etl_assets.core.sources.jira.sample import generate_sample_site, sample_transport
 from etl_assets.core.sources.jira.sample.documents import CUSTOM_FIELDS, ROOT_CAUSES
+from etl_assets.core.sources.jira.source import JiraSiteConfig
 from etl_assets.core.sources.jira.specs import ISSUES
-from etl_assets.core.tenants import JiraSiteConfig, Tenant, TenantConfigError, TenantRegistry
+from etl_assets.core.tenants import Tenant, TenantConfigError, TenantRegistry
 from etl_assets_tests.corpus import load_corpus_json
 
 
@@ -99,7 +100,7 @@ def test_tenants_file_custom_fields_are_checked():
         {"tenants": [{"id": "a", "jira": {"url": "sample://a", "custom_fields": ["Story Points", "customfield_1"]}}]},
         source="t.yaml",
     )
-    assert ok.get("a").jira.custom_fields == ("Story Points", "customfield_1")
+    assert ok.get("a").section("jira").custom_fields == ("Story Points", "customfield_1")
     with pytest.raises(TenantConfigError, match="jira.custom_fields must be a list"):
         TenantRegistry.from_mapping(
             {"tenants": [{"id": "a", "jira": {"url": "sample://a", "custom_fields": "Story Points"}}]}, source="t.yaml"
@@ -110,7 +111,7 @@ def test_sample_fetch_renders_configured_fields_into_text_and_payload():
     site = generate_sample_site(n_projects=8, n_issues=80)
     wanted = ("Story Points", "Team", "Root cause", "Area", "Affected sites", "Customer contact", "Target date", "Nope")
     tenant = Tenant(
-        "acme", "Acme", JiraSiteConfig(url=site.base_url, email_env="E", token_env="T", custom_fields=wanted)
+        "acme", "Acme", {"jira": JiraSiteConfig(url=site.base_url, email_env="E", token_env="T", custom_fields=wanted)}
     )
     with httpx.Client(base_url=site.base_url, transport=sample_transport(site)) as http:
         client = JiraClient(http, "acme", site.base_url)

@@ -36,7 +36,7 @@ from etl_assets.core.store.migrations import HEAD_VERSION
 from etl_assets.core.tenants import TenantRegistry
 from etl_assets.defs import names
 from etl_assets.defs.build import build_definitions
-from etl_assets.defs.resources import DatabaseResource, EmbeddingsResource, JiraResource, QdrantResource
+from etl_assets.defs.resources import DatabaseResource, EmbeddingsResource, QdrantResource, SourceResource
 from etl_assets.fakes.loopback import LoopbackServer, Request, Response
 from etl_assets.fakes.openai_server import FakeEmbeddings
 from etl_assets.fakes.qdrant_server import FakeQdrant
@@ -413,7 +413,7 @@ def test_the_doctor_job_runs_from_dagster_and_fails_on_a_cross(stack: Stack) -> 
 
     def resources(base_url: str) -> dict[str, Any]:
         return {
-            "jira": JiraResource(max_attempts=2, max_wait_s=0.1),
+            "jira": SourceResource(source="jira", max_attempts=2, max_wait_s=0.1),
             "database": DatabaseResource(url=stack.database_url),
             "embeddings": EmbeddingsResource(
                 provider="openai", api_key=OPENAI_KEY, base_url=base_url, model=MODEL, dimensions=DIMS

@@ -4,7 +4,7 @@ materialization after the fault cleared converges exactly.
 
 The faults come from the loopback Jira server (``server.faults``) or from a handler
 wrapper for faults that depend on what was served before (a project vanishing between
-pages). ``JiraResource(max_attempts=3, max_wait_s=0.2, timeout_s=1)`` keeps waits short.
+pages). ``SourceResource(source="jira", max_attempts=3, max_wait_s=0.2, timeout_s=1)`` keeps waits short.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from sqlalchemy import create_engine, func, select
 from etl_assets.core.sources.jira.client import JiraError
 from etl_assets.core.store import schema
 from etl_assets.core.tenants import TenantRegistry
-from etl_assets.defs.resources import JiraResource
+from etl_assets.defs.resources import SourceResource
 from etl_assets.fakes.loopback import Fault, LoopbackServer, Request, Response
 from etl_assets_tests.conftest import JIRA_EMAIL, basic_auth_value, jira_secret_needles, secret_forms, secret_hits
 from etl_assets_tests.convergence import assert_converged, failure_texts, materialize, steps
@@ -47,7 +47,9 @@ def backend() -> str:
 
 
 def _jira(**overrides: object) -> dict[str, object]:
-    return {"jira": JiraResource(**{"max_attempts": 3, "max_wait_s": 0.2, "timeout_s": 1.0, **overrides})}
+    return {
+        "jira": SourceResource(source="jira", **{"max_attempts": 3, "max_wait_s": 0.2, "timeout_s": 1.0, **overrides})
+    }
 
 
 def _meta(result: dg.ExecuteInProcessResult, step: str) -> dict[str, object]:
@@ -293,7 +295,7 @@ def test_a_refused_or_failed_request_names_no_token_and_no_basic_header(monkeypa
             },
             source="test",
         )
-        resource = JiraResource(max_attempts=2, max_wait_s=0.01)
+        resource = SourceResource(source="jira", max_attempts=2, max_wait_s=0.01)
         with resource.open(registry.get("fast")) as client, pytest.raises(JiraError) as raised:
             client.request("GET", PROJECTS)
     basic = basic_auth_value(JIRA_EMAIL, FAST_TOKEN)
@@ -330,7 +332,7 @@ def test_an_error_body_echoing_the_authorization_header_is_redacted(monkeypatch,
             source="test",
         )
         with (
-            JiraResource(max_attempts=1, max_wait_s=0.01).open(registry.get("echo")) as client,
+            SourceResource(source="jira", max_attempts=1, max_wait_s=0.01).open(registry.get("echo")) as client,
             pytest.raises(JiraError) as raised,
         ):
             client.request("GET", PROJECTS)

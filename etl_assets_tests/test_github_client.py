@@ -152,12 +152,12 @@ def test_a_wrong_github_section_is_one_line_naming_file_and_line(tmp_path, githu
 
 
 def test_the_token_comes_from_the_named_variable_and_its_absence_names_only_the_variable():
-    tenant = _tenant("https://ghe.example.com/api/v3", token_env="ACME_GH")
-    assert tenant.github is not None
-    assert tenant.github.url == "https://ghe.example.com/api/v3"
-    assert tenant.github.token("t", {"ACME_GH": TOKEN}) == TOKEN
+    github = _tenant("https://ghe.example.com/api/v3", token_env="ACME_GH").section("github")
+    assert github is not None
+    assert github.url == "https://ghe.example.com/api/v3"
+    assert github.token("t", {"ACME_GH": TOKEN}) == TOKEN
     with pytest.raises(TenantConfigError, match="set environment variable ACME_GH"):
-        tenant.github.token("t", {})
+        github.token("t", {})
 
 
 def test_search_across_sources_merges_hits_and_names_their_source(env):

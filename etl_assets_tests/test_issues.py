@@ -9,9 +9,10 @@ from sqlalchemy import create_engine
 
 from etl_assets.core.sources.jira.client import JiraClient, JiraError
 from etl_assets.core.sources.jira.jql import search_pages
+from etl_assets.core.sources.jira.source import JiraSiteConfig
 from etl_assets.core.sources.jira.specs import ISSUES
 from etl_assets.core.store import ops
-from etl_assets.core.tenants import JiraSiteConfig, Tenant
+from etl_assets.core.tenants import Tenant
 from etl_assets.defs.names import raw_run_config
 from etl_assets.fakes.loopback import Fault, LoopbackServer, Request, Response
 from etl_assets_tests.test_graph import all_points, table_rows
@@ -264,7 +265,7 @@ def test_search_jql_paging_ends_correctly(pages):
 
 
 def _tenant(url: str, jql: str | None = None) -> Tenant:
-    return Tenant("acme", "Acme", JiraSiteConfig(url=url, email_env="E", token_env="T", jql=jql))
+    return Tenant("acme", "Acme", {"jira": JiraSiteConfig(url=url, email_env="E", token_env="T", jql=jql)})
 
 
 @pytest.mark.parametrize(("status", "needle"), [(410, "410 Gone"), (400, "refused the JQL")])

@@ -20,9 +20,10 @@ from etl_assets.core.sources.jira.client import JiraClient
 from etl_assets.core.sources.jira.jql import jql_datetime, tenant_jql, user_zone
 from etl_assets.core.sources.jira.sample import format_jira_timestamp, generate_sample_site, run_jql
 from etl_assets.core.sources.jira.sample.transport import sample_transport
+from etl_assets.core.sources.jira.source import JiraSiteConfig
 from etl_assets.core.sources.jira.specs import ISSUES
 from etl_assets.core.store import ops
-from etl_assets.core.tenants import JiraSiteConfig, Tenant
+from etl_assets.core.tenants import Tenant
 from etl_assets.fakes.loopback import Fault
 from etl_assets_tests.test_graph import table_rows
 
@@ -66,7 +67,7 @@ def test_the_literal_at_the_fall_back_steps_back_out_of_the_repeated_hour():
 
 
 def tenant(url: str) -> Tenant:
-    return Tenant("acme", "Acme", JiraSiteConfig(url=url, email_env="E", token_env="T"))
+    return Tenant("acme", "Acme", {"jira": JiraSiteConfig(url=url, email_env="E", token_env="T")})
 
 
 def test_the_sample_site_reads_date_literals_in_its_users_zone():

@@ -107,3 +107,32 @@ def test_names_derive_from_the_spec() -> None:
     assert names.raw_run_config(ISSUES, reconcile=True) == {
         "ops": {"jira__raw__raw_jira_issues": {"config": {"reconcile": True}}}
     }
+
+
+# The house reads sources only through their declarations (core/source_api.py's ``Source``): the
+# tenants registry and the Dagster resources must not name a source. Docstrings may give examples.
+_GENERIC_BY_DECLARATION = ("core/tenants.py", "defs/resources.py", "defs/build.py", "defs/assets.py")
+
+
+@pytest.mark.parametrize("module", _GENERIC_BY_DECLARATION)
+def test_the_registry_and_the_resources_name_no_source(module: str) -> None:
+    from etl_assets.core.catalogue import SOURCES
+
+    names = {source.name for source in SOURCES}
+    tree = ast.parse((PACKAGE / module).read_text(encoding="utf-8"))
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
+    }
+    offenders = sorted(
+        f"line {node.lineno}: {ast.unparse(node)}"
+        for node in ast.walk(tree)
+        if (isinstance(node, ast.Constant) and node.value in names and id(node) not in docstrings)
+        or (isinstance(node, ast.Attribute) and node.attr in names)
+        or (isinstance(node, ast.Name) and node.id.lower().startswith(tuple(names)))
+    )
+    assert offenders == [], f"{module} names a source: " + "; ".join(offenders)

@@ -891,7 +891,8 @@ def test_every_request_of_a_sync_validates_against_the_openapi_spec(spec_schemas
     from etl_assets.core.sources.jira.client import JiraClient
     from etl_assets.core.sources.jira.jql import approximate_count, newest_change
     from etl_assets.core.sources.jira.sample.documents import add_comments, lengthen_changelog
-    from etl_assets.core.tenants import JiraSiteConfig, Tenant
+    from etl_assets.core.sources.jira.source import JiraSiteConfig
+    from etl_assets.core.tenants import Tenant
 
     spec = load_corpus_json("jira-platform-swagger-v3.v3.json")
     site = generate_sample_site(n_projects=6, n_issues=40)
@@ -905,7 +906,7 @@ def test_every_request_of_a_sync_validates_against_the_openapi_spec(spec_schemas
         sent.append((request.method, request.url.path, dict(request.url.params), body))
         return inner.handle_request(request)
 
-    tenant = Tenant("acme", "Acme", JiraSiteConfig(url=site.base_url, email_env="E", token_env="T"))
+    tenant = Tenant("acme", "Acme", {"jira": JiraSiteConfig(url=site.base_url, email_env="E", token_env="T")})
     with httpx.Client(base_url=site.base_url, transport=httpx.MockTransport(record)) as http:
         client = JiraClient(http, "acme", site.base_url)
         for entity in CATALOGUE:

@@ -5,9 +5,10 @@ from pathlib import Path
 import pytest
 
 from etl_assets.core.errors import ConfigError
+from etl_assets.core.sources.jira.source import KEYS as JIRA_KEYS
+from etl_assets.core.sources.jira.source import jira_site
 from etl_assets.core.tenants import (
     BUNDLED_TENANTS_FILE,
-    JIRA_KEYS,
     TenantConfigError,
     TenantRegistry,
     UnknownTenantError,
@@ -34,8 +35,8 @@ def refused(path: Path) -> str:
 def test_bundled_registry_defines_sample_tenants():
     registry = TenantRegistry.load(BUNDLED_TENANTS_FILE)
     assert registry.ids == ["1", "2"]
-    assert all(t.jira.is_sample for t in registry.tenants)
-    assert registry.get("1").credentials() is None
+    assert all(t.section("jira").is_sample for t in registry.tenants)
+    assert jira_site(registry.get("1")).credentials("1") is None
 
 
 def test_live_tenant_reads_credentials_from_named_variables(tmp_path):
@@ -49,15 +50,16 @@ tenants:
 """,
     )
     tenant = TenantRegistry.load(path).get("acme-1")
-    assert (tenant.name, tenant.jira.url, tenant.jira.projects, tenant.jira.jql) == (
+    assert (tenant.name, tenant.section("jira").url, tenant.section("jira").projects, tenant.section("jira").jql) == (
         "Acme",
         "https://acme.atlassian.net",
         ("ABC",),
         "x = 1",
     )
-    assert tenant.credentials({"ACME_EMAIL": "a@b.c", "ACME_TOKEN": "tok"}) == ("a@b.c", "tok")
+    site = jira_site(tenant)
+    assert site.credentials(tenant.id, {"ACME_EMAIL": "a@b.c", "ACME_TOKEN": "tok"}) == ("a@b.c", "tok")
     with pytest.raises(TenantConfigError) as err:
-        tenant.credentials({"ACME_EMAIL": "a@b.c"})
+        site.credentials(tenant.id, {"ACME_EMAIL": "a@b.c"})
     assert "ACME_TOKEN" in str(err.value) and "acme-1" in str(err.value) and "\n" not in str(err.value)
 
 
@@ -183,7 +185,11 @@ tenants:
 """,
     )
     b = TenantRegistry.load(path).get("b")
-    assert (b.jira.url, b.jira.token_env, b.jira.projects) == ("https://acme.atlassian.net", "T", ("OPS",))
+    assert (b.section("jira").url, b.section("jira").token_env, b.section("jira").projects) == (
+        "https://acme.atlassian.net",
+        "T",
+        ("OPS",),
+    )
 
 
 def test_a_mapping_in_memory_is_held_to_the_same_schema():
@@ -211,3 +217,49 @@ def test_missing_file_is_named(tmp_path):
         str(err.value)
         == f"tenants file {tmp_path / 'absent.yaml'}: cannot be read (No such file or directory); set ETL_TENANTS_FILE"
     )
+
+
+def test_a_new_source_brings_its_own_section_and_the_registry_reads_it_unchanged():
+    """A source is added by declaring it: its keys, its parser and its client opener live in its
+    package; the registry learns its section from the declaration alone."""
+    from contextlib import nullcontext
+    from dataclasses import dataclass
+
+    from etl_assets.core.catalogue import SOURCES
+    from etl_assets.core.source_api import Section, Source
+
+    @dataclass(frozen=True)
+    class Wiki:
+        url: str
+        space: str
+
+        @property
+        def is_sample(self) -> bool:
+            return False
+
+        def secret_envs(self) -> tuple[str, ...]:
+            return ()
+
+    def parse(section: Section) -> Wiki:
+        section.check_keys(("url", "space"))
+        space = section.raw.get("space")
+        if not isinstance(space, str):
+            raise section.error("space", "wiki.space must be a space key")
+        return Wiki(section.url("url", "an http(s) URL"), space)
+
+    wiki = Source(name="wiki", title="Wiki", parse=parse, open_client=lambda *_: nullcontext())
+    data = {
+        "tenants": [
+            {"id": "a", "jira": {"url": "sample://x"}, "wiki": {"url": "https://w.example/", "space": "ENG"}},
+            {"id": "b", "jira": {"url": "sample://y"}},
+            {"id": "c", "jira": {"url": "sample://z"}, "wiki": {"url": "https://w.example", "spaces": ["ENG"]}},
+        ]
+    }
+    ok = TenantRegistry.from_mapping({"tenants": data["tenants"][:2]}, sources=(*SOURCES, wiki))
+    assert ok.get("a").section("wiki") == Wiki("https://w.example", "ENG")
+    assert ok.get("b").section("wiki") is None and ok.get("b").section("jira") is not None
+    with pytest.raises(TenantConfigError, match="unknown key 'spaces' under wiki"):
+        TenantRegistry.from_mapping(data, sources=(*SOURCES, wiki))
+    # Without the declaration the same file is refused: the registry knows only declared sources.
+    with pytest.raises(TenantConfigError, match="unknown key 'wiki' under tenants\\[0\\]"):
+        TenantRegistry.from_mapping(data)

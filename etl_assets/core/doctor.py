@@ -103,7 +103,9 @@ def _secrets(targets: DoctorTargets, tenants: Sequence[Tenant], environ: Mapping
         values.append(make_url(targets.database_url).password or "")
     except Exception:  # noqa: BLE001 - an unparsable URL has no password we could find
         pass
-    values += [environ.get(t.jira.token_env, "") for t in tenants if t.jira.token_env]
+    values += [
+        environ.get(name, "") for t in tenants for config in t.sections.values() for name in config.secret_envs()
+    ]
     return sorted({str(v) for v in values if v and len(str(v)) >= 4}, key=len, reverse=True)
 
 

@@ -163,3 +163,5 @@ class EntitySpec:
     # Keys ``page_records`` adds to each record for its parser (what the request asked for): left
     # out of a quarantined record's stored payload, which is the record as the source sent it.
     annotations: tuple[str, ...] = ()
+    # A work item (an issue, a pull request): searched together across sources (search_sources).
+    work_item: bool = False

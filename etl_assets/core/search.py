@@ -713,7 +713,13 @@ def _embed_once(embedder: Embedder, query: str) -> Callable[[], Awaitable[list[f
 
 def issue_url(tenant: Tenant, key: str) -> str:
     """The issue's page on the tenant's Jira site (``<site>/browse/<KEY>``)."""
-    return f"{tenant.jira.url.rstrip('/')}/browse/{quote(key)}"
+    return f"{site_url(tenant).rstrip('/')}/browse/{quote(key)}"
+
+
+def site_url(tenant: Tenant) -> str:
+    """The tenant's Jira site: issue hits and tenants are shown with it (every tenant has one)."""
+    site = tenant.section("jira")
+    return site.url if site is not None else ""
 
 
 def _iso(value: Any) -> str | None:
@@ -824,7 +830,7 @@ class SearchService:
 
     def list_tenants(self, principal: Principal) -> list[TenantInfo]:
         """The tenants the principal may use, in registry order."""
-        return [TenantInfo(id=t.id, name=t.name, site=t.jira.url) for t in self._allowed(principal)]
+        return [TenantInfo(id=t.id, name=t.name, site=site_url(t)) for t in self._allowed(principal)]
 
     # -- SQL, off the event loop --
 
@@ -1261,7 +1267,7 @@ class SearchService:
 # chooses collections (each belongs to one entity of one source), so it also holds for points
 # written before points carried a ``source`` payload field.
 
-CROSS_SOURCE_ENTITIES = ("issues", "github_issues", "github_pull_requests")
+CROSS_SOURCE_ENTITIES = tuple(name for name, spec in BY_NAME.items() if spec.work_item)
 
 
 @dataclass(frozen=True)

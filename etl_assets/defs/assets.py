@@ -79,10 +79,10 @@ def build_raw_asset(
             reconcile=config.reconcile,
             overlap=timedelta(minutes=config.overlap_minutes),
             reconcile_every=config.reconcile_every,
-            page_size=source.page_size,
+            page_size=source.listing_size,
         )
         meta: dict[str, Any] = {}
-        with source.open(tenant) as client:
+        with source.open(tenant, database.engine) as client:
             run = pipeline.FetchRun(database.engine, spec, tenant, client, plans)
             for plan in run:  # may add the reconciliation listing when the source's estimate says so
                 landed = ops.land_raw(

@@ -142,7 +142,7 @@ def build_change_sensor(
                         )
                     )
                     continue
-                with source.open(tenant) as client:
+                with source.open(tenant, database.engine) as client:
                     newest = newest_change(client, tenant, watermark)
             except Exception as exc:  # noqa: BLE001 - one tenant's outage must not hide the others' changes
                 decisions.append(f"tenant {tenant.id}: skipped, probe failed: {exc}")

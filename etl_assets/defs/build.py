@@ -40,7 +40,7 @@ def resources_from_settings(settings: Settings) -> dict[str, Any]:
     qdrant = settings.qdrant
     database = DatabaseResource(url=_secret("database_url", settings.database_url) or settings.database)
     return {
-        **source_resources(database),
+        **source_resources(),
         "database": database,
         "embeddings": EmbeddingsResource(
             **{
@@ -75,7 +75,7 @@ def build_definitions(
     registry = registry or TenantRegistry.load(settings.tenants_file)
     resources = resources or resources_from_settings(settings)
     # A caller naming only some sources' resources gets the others' defaults (on its database).
-    resources = {**source_resources(resources["database"]), **resources}
+    resources = {**source_resources(), **resources}
     partitions = dg.StaticPartitionsDefinition(registry.ids)
     dialect = "postgres" if settings.database.startswith("postgres") else "sqlite"
     provider_kind = "openai" if resources["embeddings"].provider == "openai" else "pytorch"

@@ -14,7 +14,7 @@ from etl_assets.core.settings import QdrantSettings
 from etl_assets.core.sources.jira.doctor import jira_checks
 from etl_assets.core.tenants import TenantRegistry, UnknownTenantError
 from etl_assets.defs import names
-from etl_assets.defs.resources import DatabaseResource, EmbeddingsResource, JiraResource, QdrantResource
+from etl_assets.defs.resources import DatabaseResource, EmbeddingsResource, QdrantResource, SourceResource
 
 
 class DoctorConfig(dg.Config):
@@ -26,7 +26,7 @@ def build_doctor_job(registry: TenantRegistry) -> dg.JobDefinition:
     async def doctor_checks(
         context: dg.OpExecutionContext,
         config: DoctorConfig,
-        jira: JiraResource,
+        jira: SourceResource,
         database: DatabaseResource,
         embeddings: EmbeddingsResource,
         qdrant: QdrantResource,

@@ -1,4 +1,4 @@
-"""Dagster resources: Jira, GitHub, the database, the embedding provider and Qdrant.
+"""Dagster resources: one per source (Jira, GitHub), the database, the embedding provider and Qdrant.
 
 Each holds a client for exactly the life of a step. The embeddings and Qdrant
 resources are async: their clients are opened and closed inside the step's own event
@@ -8,69 +8,23 @@ loop (async ``yield_for_execution``), the loop the async vector asset runs in.
 from __future__ import annotations
 
 import contextlib
-import functools
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import dagster as dg
-import httpx
 from pydantic import Field, PrivateAttr
 from qdrant_client import AsyncQdrantClient
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from etl_assets.core.catalogue import SOURCE_BY_NAME
 from etl_assets.core.embeddings.base import Embedder
 from etl_assets.core.embeddings.factory import EmbeddingSettings, open_embedder
 from etl_assets.core.settings import Settings
-from etl_assets.core.sources.github.client import API_VERSION, EtagCache, GitHubClient
-from etl_assets.core.sources.jira.client import JiraClient
+from etl_assets.core.source_api import ClientOptions, Source
 from etl_assets.core.store.db import make_engine, safe_url
 from etl_assets.core.tenants import Tenant
 from etl_assets.core.vectorstore import open_qdrant
-
-
-class JiraResource(dg.ConfigurableResource):
-    """HTTP access to each tenant's Jira Cloud site (REST v3, basic auth with e-mail + API token)."""
-
-    timeout_s: float = Field(default=30.0, description="Read timeout per request, seconds.")
-    connect_timeout_s: float = Field(default=10.0, description="Connect timeout per request, seconds.")
-    max_attempts: int = Field(default=6, description="Attempts per request on 429, 5xx and transport errors.")
-    max_wait_s: float = Field(
-        default=60.0, description="Longest single wait between attempts (Retry-After is capped here)."
-    )
-    page_size: int = Field(default=50, description="maxResults for paged endpoints.")
-
-    def serves(self, tenant: Tenant) -> bool:
-        return True  # every tenant has a Jira site
-
-    @contextlib.contextmanager
-    def open(self, tenant: Tenant) -> Iterator[JiraClient]:
-        """A client for ``tenant``'s site; its connection pool is closed when the block ends."""
-        headers = {"Accept": "application/json", "User-Agent": "etl-assets"}
-        timeout = httpx.Timeout(self.timeout_s, connect=self.connect_timeout_s)
-        if tenant.jira.is_sample:
-            from etl_assets.core.sources.jira.sample import sample_site_for, sample_transport
-
-            site = sample_site_for(tenant.jira.url)
-            http = httpx.Client(
-                base_url=site.base_url, transport=sample_transport(site), headers=headers, timeout=timeout
-            )
-        else:
-            email, token = tenant.credentials()  # type: ignore[misc]
-            http = httpx.Client(
-                base_url=tenant.jira.url, auth=httpx.BasicAuth(email, token), headers=headers, timeout=timeout
-            )
-        try:
-            yield JiraClient(
-                http=http,
-                tenant_id=tenant.id,
-                site=tenant.jira.url.split("?")[0],
-                max_attempts=self.max_attempts,
-                max_wait_s=self.max_wait_s,
-            )
-        finally:
-            http.close()
 
 
 class DatabaseResource(dg.ConfigurableResource):
@@ -115,92 +69,68 @@ class DatabaseResource(dg.ConfigurableResource):
         return "postgres" if self.url.startswith("postgres") else "sqlite"
 
 
-@functools.cache
-def _sample_org(url: str) -> Any:
-    from etl_assets.core.sources.github.sample import generate_sample_org
+class SourceResource(dg.ConfigurableResource):
+    """HTTP access to one source (``source``: ``jira``, ``github``) for each tenant that uses it.
 
-    parts = urlsplit(url)
-    q = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-    return generate_sample_org(
-        parts.netloc,
-        seed=int(q.get("seed", 7)),
-        n_repos=int(q.get("repos", 3)),
-        n_items=int(q.get("items", 24)),
-        n_comments=int(q.get("comments", 30)),
-    )
-
-
-class GitHubResource(dg.ConfigurableResource):
-    """HTTP access to each tenant's GitHub (REST v3, a token from the variable its tenants entry names).
-
-    Conditional requests keep their ETags in the database (``github_http_cache``), hence ``database``.
+    One resource class serves every source: what differs (the tenants-file section, credentials,
+    the client) is the source's own declaration (``core/sources/<name>/source.py``). Unset
+    ``max_wait_s`` / ``page_size`` take the source's defaults. A source that keeps an HTTP cache in
+    the project's database (GitHub's ETags) is opened with that database's engine.
     """
 
-    database: DatabaseResource
+    source: str = Field(description="The source this resource opens clients for: a name from the catalogue.")
     timeout_s: float = Field(default=30.0, description="Read timeout per request, seconds.")
     connect_timeout_s: float = Field(default=10.0, description="Connect timeout per request, seconds.")
     max_attempts: int = Field(default=6, description="Attempts per request on rate limits, 5xx and transport errors.")
-    max_wait_s: float = Field(
-        default=900.0,
-        description="Longest wait for a rate limit (primary reset or secondary retry-after); longer fails the step.",
+    max_wait_s: float | None = Field(
+        default=None,
+        description="Longest single wait between attempts (Retry-After, a rate limit's reset); default: the source's.",
     )
-    page_size: int = Field(default=100, description="per_page for listings (GitHub allows at most 100).")
+    page_size: int | None = Field(default=None, description="Page size of listings; default: the source's.")
+
+    @property
+    def declaration(self) -> Source:
+        try:
+            return SOURCE_BY_NAME[self.source]
+        except KeyError:
+            raise dg.DagsterInvalidConfigError(
+                f"source resource: unknown source {self.source!r} (known: {', '.join(SOURCE_BY_NAME)})", [], None
+            ) from None
+
+    @property
+    def listing_size(self) -> int:
+        """The page size listings ask for: ``page_size``, else the source's own default."""
+        return self.page_size or self.declaration.page_size
 
     def serves(self, tenant: Tenant) -> bool:
-        return tenant.github is not None
+        return tenant.section(self.source) is not None
 
     @contextlib.contextmanager
-    def open(self, tenant: Tenant) -> Iterator[GitHubClient]:
-        """A client for ``tenant``'s GitHub; its connection pool is closed when the block ends."""
-        config = tenant.github
-        if config is None:  # a tenant without GitHub: a client that lists nothing and asks nothing
-            with httpx.Client() as idle:
-                yield GitHubClient(http=idle, tenant_id=tenant.id, api="(not configured)")
-            return
-        headers = {
-            "Accept": "application/vnd.github+json",
-            "X-GitHub-Api-Version": API_VERSION,
-            "User-Agent": "etl-assets",
-        }
-        timeout = httpx.Timeout(self.timeout_s, connect=self.connect_timeout_s)
-        token = config.token(tenant.id)
-        if config.is_sample:
-            from etl_assets.core.sources.github.sample import sample_transport
-
-            site = _sample_org(config.url)
-            http = httpx.Client(
-                base_url=f"https://api.{site.org}.github.sample",
-                transport=sample_transport(site),
-                headers=headers,
-                timeout=timeout,
-                follow_redirects=True,
+    def open(self, tenant: Tenant, database: Engine | None = None) -> Iterator[Any]:
+        """A client for ``tenant`` (one that lists nothing for a tenant without this source); its
+        connections are closed when the block ends. ``database``: the project's engine, required by a
+        source that keeps state there."""
+        source = self.declaration
+        if source.uses_database and database is None:
+            raise dg.DagsterInvariantViolationError(
+                f"the {source.title} client keeps its HTTP cache in the database: open it with the database's engine"
             )
-        else:
-            http = httpx.Client(
-                base_url=config.url,
-                headers={**headers, "Authorization": f"Bearer {token}"},
-                timeout=timeout,
-                follow_redirects=True,  # a renamed repository answers 301 to its new address
-            )
-        cache = EtagCache(self.database.engine, tenant.id)
-        cache.prune()
-        try:
-            yield GitHubClient(
-                http=http,
-                tenant_id=tenant.id,
-                api=config.url.split("?")[0],
-                cache=cache,
-                secret=token,
-                max_attempts=self.max_attempts,
-                max_wait_s=self.max_wait_s,
-            )
-        finally:
-            http.close()
+        options = ClientOptions(
+            timeout_s=self.timeout_s,
+            connect_timeout_s=self.connect_timeout_s,
+            max_attempts=self.max_attempts,
+            max_wait_s=source.max_wait_s if self.max_wait_s is None else self.max_wait_s,
+            page_size=self.listing_size,
+            engine=database if source.uses_database else None,
+        )
+        with source.open_client(tenant.id, tenant.section(self.source), options) as client:
+            yield client
 
 
-def source_resources(database: DatabaseResource) -> dict[str, Any]:
-    """One resource per source, named after it: the raw assets and change sensors ask for it by name."""
-    return {"jira": JiraResource(), "github": GitHubResource(database=database)}
+def source_resources(**options: Any) -> dict[str, SourceResource]:
+    """One resource per source, named after it: the raw assets and change sensors ask for it by name.
+    ``options`` (``max_attempts=3``, …) apply to every source."""
+    return {name: SourceResource(source=name, **options) for name in SOURCE_BY_NAME}
 
 
 class EmbeddingsResource(dg.ConfigurableResource, EmbeddingSettings):

@@ -39,7 +39,7 @@ def _per_page(req: FetchRequest) -> int:
 
 
 def _repository_pages(client: GitHubClient, tenant: Tenant, per_page: int = 100) -> Iterator[RawPage]:
-    config = tenant.github
+    config = tenant.section("github")
     if config is None:
         return
     if config.org:
@@ -257,6 +257,7 @@ REPOSITORIES = EntitySpec(
 ISSUES = EntitySpec(
     source="github",
     name="github_issues",
+    work_item=True,
     item="github issue",
     title="GitHub issues",
     endpoint="GET /repos/{owner}/{repo}/issues",
@@ -277,6 +278,7 @@ ISSUES = EntitySpec(
 PULL_REQUESTS = EntitySpec(
     source="github",
     name="github_pull_requests",
+    work_item=True,
     item="pull request",
     title="GitHub pull requests",
     endpoint="GET /repos/{owner}/{repo}/pulls",

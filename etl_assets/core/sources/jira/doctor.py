@@ -21,6 +21,7 @@ from etl_assets.core.errors import ConfigError
 from etl_assets.core.http import one_line
 from etl_assets.core.sources.jira.client import JiraAuthError, JiraClient, JiraError
 from etl_assets.core.sources.jira.jql import SEARCH_PATH, tenant_jql
+from etl_assets.core.sources.jira.source import jira_site
 from etl_assets.core.tenants import Tenant
 
 MYSELF_PATH = "/rest/api/3/myself"
@@ -40,18 +41,18 @@ def open_jira(tenant: Tenant, environ: Mapping[str, str] | None = None) -> Itera
     """A client for ``tenant``'s site that fails fast (two attempts, short waits); closed on exit."""
     headers = {"Accept": "application/json", "User-Agent": "etl-assets doctor"}
     timeout = httpx.Timeout(JIRA_TIMEOUT_S, connect=10.0)
-    if tenant.jira.is_sample:
+    if jira_site(tenant).is_sample:
         from etl_assets.core.sources.jira.sample import sample_transport
 
-        site = sample_site(tenant.jira.url)
+        site = sample_site(jira_site(tenant).url)
         http = httpx.Client(base_url=site.base_url, transport=sample_transport(site), headers=headers, timeout=timeout)
     else:
-        email, token = tenant.credentials(environ)  # type: ignore[misc]
+        email, token = jira_site(tenant).credentials(tenant.id, environ)  # type: ignore[misc]
         http = httpx.Client(
-            base_url=tenant.jira.url, auth=httpx.BasicAuth(email, token), headers=headers, timeout=timeout
+            base_url=jira_site(tenant).url, auth=httpx.BasicAuth(email, token), headers=headers, timeout=timeout
         )
     try:
-        yield JiraClient(http=http, tenant_id=tenant.id, site=tenant.jira.url.split("?")[0], max_attempts=2)
+        yield JiraClient(http=http, tenant_id=tenant.id, site=jira_site(tenant).url.split("?")[0], max_attempts=2)
     finally:
         http.close()
 
@@ -65,7 +66,7 @@ def sample_site(url: str) -> Any:
 
 def check_jira(tenant: Tenant, *, opener: JiraOpener) -> list[Check]:
     """Site and credentials (``/myself``), browsing projects, and searching with the tenant's JQL."""
-    site = tenant.jira.url.split("?")[0]
+    site = jira_site(tenant).url.split("?")[0]
     try:
         context = opener(tenant)
         client = context.__enter__()
@@ -79,7 +80,7 @@ def check_jira(tenant: Tenant, *, opener: JiraOpener) -> list[Check]:
 
 def _credentials_fix(tenant: Tenant) -> str:
     return (
-        f"set {tenant.jira.email_env} to the Jira account's e-mail and {tenant.jira.token_env} to an API token "
+        f"set {jira_site(tenant).email_env} to the Jira account's e-mail and {jira_site(tenant).token_env} to an API token "
         "of that account (id.atlassian.com → Security → API tokens)"
     )
 
@@ -161,8 +162,8 @@ def _permissions_row(tenant: Tenant, client: JiraClient) -> Check:
     """Can the account read who may browse a project (the permission stage needs it)? Probed on
     the first project it sees; refused means that project's issues fail safe: operators only."""
     try:
-        if tenant.jira.projects:  # the tenant's own first project, else the first the account sees
-            key = tenant.jira.projects[0]
+        if jira_site(tenant).projects:  # the tenant's own first project, else the first the account sees
+            key = jira_site(tenant).projects[0]
         else:
             data = client.request("GET", PROJECT_SEARCH_PATH, params={"maxResults": 1}).json()
             values = data.get("values") if isinstance(data, dict) else None

@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from etl_assets.core.records import RawPage
 from etl_assets.core.sources.jira.client import JiraAuthError, JiraClient, JiraError
 from etl_assets.core.sources.jira.parsers import parse_jira_datetime
+from etl_assets.core.sources.jira.source import jira_site
 from etl_assets.core.tenants import Tenant
 
 log = logging.getLogger(__name__)
@@ -115,13 +116,13 @@ def tenant_jql(
     formats it in that zone, rounded down.
     """
     clauses: list[str] = []
-    if tenant.jira.projects:
-        bad = [p for p in tenant.jira.projects if not _PROJECT_KEY.match(p)]
+    if jira_site(tenant).projects:
+        bad = [p for p in jira_site(tenant).projects if not _PROJECT_KEY.match(p)]
         if bad:
             raise ValueError(f"tenant {tenant.id!r}: invalid project key(s) in registry: {', '.join(bad)}")
-        clauses.append(f"project in ({', '.join(_quote(p) for p in tenant.jira.projects)})")
-    if tenant.jira.jql:
-        clauses.append(f"({tenant.jira.jql})")
+        clauses.append(f"project in ({', '.join(_quote(p) for p in jira_site(tenant).projects)})")
+    if jira_site(tenant).jql:
+        clauses.append(f"({jira_site(tenant).jql})")
     if since is not None:
         clauses.append(f"updated >= {_quote(jql_datetime(since, zone))}")
     # Jira rejects an unbounded search/jql query; 'created is not EMPTY' bounds it to all issues.

@@ -25,6 +25,7 @@ from etl_assets.core.sources.jira.jql import (
     tenant_jql,
     user_zone,
 )
+from etl_assets.core.sources.jira.source import jira_site
 
 log = logging.getLogger(__name__)
 
@@ -247,12 +248,12 @@ def _field_listing(client: JiraClient, req: FetchRequest) -> tuple[RawPage | Non
     try:
         listing = client.request("GET", custom_fields.FIELD_PATH)
     except JiraAuthError as exc:
-        if exc.status == 401 or req.tenant.jira.custom_fields:
+        if exc.status == 401 or jira_site(req.tenant).custom_fields:
             raise
         log.warning("tenant %s: user/group picker fields not read (%s); access by them fails safe", req.tenant.id, exc)
         return None, None
     except JiraError as exc:
-        if req.tenant.jira.custom_fields:
+        if jira_site(req.tenant).custom_fields:
             raise
         log.warning("tenant %s: user/group picker fields not read (%s); access by them fails safe", req.tenant.id, exc)
         return None, None
@@ -270,8 +271,8 @@ def _fetch_issues(client: JiraClient, req: FetchRequest) -> Iterator[RawPage]:
     # JQL reads the watermark literal in the API user's zone: ask it once per fetch.
     zone = user_zone(client) if req.since is not None else None
     custom: tuple[str, ...] = ()
-    if req.tenant.jira.custom_fields:
-        resolved = custom_fields.resolve(req.tenant.jira.custom_fields, listing, req.tenant.id)
+    if jira_site(req.tenant).custom_fields:
+        resolved = custom_fields.resolve(jira_site(req.tenant).custom_fields, listing, req.tenant.id)
         for warning in resolved.warnings:
             log.warning("%s", warning)
         custom = resolved.ids
@@ -529,6 +530,7 @@ COMMENTS_OF_ISSUES = ChildLink(
 ISSUES = EntitySpec(
     source="jira",
     name="issues",
+    work_item=True,
     item="issue",
     title="Jira issues (work items)",
     endpoint="POST /rest/api/3/search/jql",
