@@ -313,6 +313,12 @@ class DiscardingSink:
     async def write_marker(self, marker: dict[str, Any] | None) -> None:
         return None
 
+    async def read_provider_limits(self) -> dict[str, Any] | None:
+        return None
+
+    async def write_provider_limits(self, limits: dict[str, Any]) -> None:
+        return None
+
 
 class MemoryStore(DiscardingSink):
     """A VectorCollection that keeps what the engine reads back (ids, hashes, chunk counts) and
@@ -322,6 +328,7 @@ class MemoryStore(DiscardingSink):
         super().__init__(name)
         self.points: dict[str, tuple[str | None, int | None, str | None, int | None]] = {}
         self.marker: dict[str, Any] | None = None
+        self.limits: dict[str, Any] | None = None
         self.created = False
 
     async def ensure(self, *, model: str, dimensions: int, indexes: dict[str, str] | None = None) -> bool:
@@ -370,6 +377,12 @@ class MemoryStore(DiscardingSink):
 
     async def write_marker(self, marker: dict[str, Any] | None) -> None:
         self.marker = marker
+
+    async def read_provider_limits(self) -> dict[str, Any] | None:
+        return self.limits
+
+    async def write_provider_limits(self, limits: dict[str, Any]) -> None:
+        self.limits = limits
 
 
 # -- phases (each runs in its own child process) -----------------------------------------------------

@@ -676,7 +676,7 @@ def test_requests_overlap_up_to_the_concurrency(fake):
 
     import etl_assets.core.vectorsync as vs
 
-    real = vs.embed_counted
+    real = vs.embed_or_refuse
 
     async def counting(embedder, texts, counts):
         nonlocal active, peak
@@ -687,11 +687,11 @@ def test_requests_overlap_up_to_the_concurrency(fake):
         finally:
             active -= 1
 
-    vs.embed_counted = counting
+    vs.embed_or_refuse = counting
     try:
         result = asyncio.run(Run(fake).sync(table, concurrency=4, max_batch_inputs=4))
     finally:
-        vs.embed_counted = real
+        vs.embed_or_refuse = real
     assert result.embedding_batches == 10 and peak == 4
 
 
@@ -871,9 +871,10 @@ def test_a_request_packed_before_a_limit_was_learned_is_sliced_before_it_is_sent
 
     async def go():
         async with embedder_for(fake, limiter=limiter) as e:
-            return await e._request(texts, counts), e.stats.copy()  # as if packed before the limit was known
+            # one group, as if packed before the limit was known
+            return await e._embed_group(texts, counts), e.stats.copy()
 
-    array, stats = asyncio.run(go())
+    (array, refused), stats = asyncio.run(go())
     cap = sum(counts) * share // TPM_REQUEST_SHARE
-    assert array.shape == (8, DIMS) and len(bodies) > 1 and stats.rate_limited == 0
+    assert array.shape == (8, DIMS) and not refused and len(bodies) > 1 and stats.rate_limited == 0
     assert all(sum(exact_tokens(t) for t in b["input"]) <= cap for b in bodies)

@@ -159,8 +159,8 @@ def test_key_refused_fails_at_once_naming_the_setting_not_the_key(env):
 def test_over_long_input_is_rechunked_not_dropped(env):
     """The provider counts tokens differently from us (here: twice as many), so the longest
     issues, split at our 8,192-token limit, are over its limit: it answers 400. Such an input
-    is embedded in smaller pieces, and the rows split after it in smaller chunks: every long
-    issue gets its points, and the run reports the split and the input size it learned."""
+    is handed back and its row cut again in smaller chunks, as are the rows split after it:
+    every long issue gets its points, and the run reports the split and the input size it learned."""
     assert env.materialize("1", ALL_TABLES).success
     ours = env.embeddings.token_counter
     env.embeddings.token_counter = lambda text: 2 * ours(text)
@@ -170,7 +170,8 @@ def test_over_long_input_is_rechunked_not_dropped(env):
         )
         assert result.success, failure_texts(result)
         (meta,) = [m.metadata for m in result.asset_materializations_for_node("vectors__issues_vectors")]
-        assert meta["embedding_splits"].value > 0 and meta["embedding_rechunked_inputs"].value > 0
+        assert meta["embedding_splits"].value > 0 and meta["embedding_refused_inputs"].value > 0
+        assert meta["rows_rechunked"].value > 0
         assert 0 < meta["embedding_learned_input_tokens"].value < 8192
         long_keys = set(env.tenants["1"].site.long_issue_keys)
         assert long_keys

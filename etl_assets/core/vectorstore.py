@@ -42,6 +42,9 @@ DELETE_MAX_IDS = 1000
 RETRIEVE_MAX_IDS = 1000
 # Collection metadata key under which the engine records the state it last completed.
 SYNC_MARKER_KEY = "etl_vector_sync"
+# Collection metadata key under which the engine records what it learned about the provider's
+# limits (the largest input it takes), so that later runs chunk rows to fit from the start.
+PROVIDER_LIMITS_KEY = "embedding_provider_limits"
 # Collection metadata key recording which vectors the points carry (see VectorLayout).
 VECTORS_KEY = "vectors"
 # Suffix of the collection an upgrade to named vectors fills before it replaces the original.
@@ -176,6 +179,12 @@ class VectorCollection(Protocol):
         ...
 
     async def write_marker(self, marker: dict[str, Any] | None) -> None: ...
+
+    async def read_provider_limits(self) -> dict[str, Any] | None:
+        """What earlier syncs learned about the provider's limits (see ``sync_vectors``), if anything."""
+        ...
+
+    async def write_provider_limits(self, limits: dict[str, Any]) -> None: ...
 
 
 def _approx_bytes(point: models.PointStruct) -> int:
@@ -459,6 +468,14 @@ class Collection:
 
     async def write_marker(self, marker: dict[str, Any] | None) -> None:
         await self.client.update_collection(self.name, metadata={SYNC_MARKER_KEY: marker})
+
+    async def read_provider_limits(self) -> dict[str, Any] | None:
+        info = await self.client.get_collection(self.name)
+        value = (info.config.metadata or {}).get(PROVIDER_LIMITS_KEY)
+        return value if isinstance(value, dict) else None
+
+    async def write_provider_limits(self, limits: dict[str, Any]) -> None:
+        await self.client.update_collection(self.name, metadata={PROVIDER_LIMITS_KEY: limits})
 
     async def count(self, **filters: Any) -> int:
         flt = None

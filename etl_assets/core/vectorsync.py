@@ -23,6 +23,14 @@ inputs (which become vectors) and of tokens (texts). It never grows with the ten
 reading waits. Small requests (under a TPM limit the embedder asks for slices of it) leave
 room for many of them, so the next minute's work is ready when the budget opens again.
 
+A provider may refuse a chunk as too large even alone (a gateway counting tokens its own way,
+a small context window). The embedder then hands it back with a lower input size learned from
+the refusal, and the row is cut again, all of it, at that size: each new chunk is its own
+point, the row's first chunks are dropped wherever they are in the pipeline, and its new
+points are written after the last batch (so no stale write can land after them). Rows cut from
+then on get the smaller size, and the collection records it (``read_provider_limits``), so
+that later runs cut rows to fit from the start and a no-change run compares as unchanged.
+
 Then a sweep removes points whose row is deleted or gone, points whose id is not the
 deterministic id of their row and chunk, and chunks that disagree with their row's chunk
 0 (left behind when an earlier run failed half way). When the collection holds exactly
@@ -60,7 +68,7 @@ from etl_assets.core.embeddings.base import (
     Embedder,
     EmbeddingError,
     InputTooLargeError,
-    embed_counted,
+    embed_or_refuse,
     split_counted,
 )
 from etl_assets.core.progress import Progress
@@ -100,6 +108,12 @@ class VectorSyncResult:
     # Unchanged rows whose points carried another access list than the committed one: rewritten
     # as a payload (never re-embedded).
     access_rewritten: int = 0
+    # Rows one of whose chunks the provider refused as too large even alone: cut again, all their
+    # chunks, at the smaller input size the refusal taught (each chunk its own point).
+    rows_rechunked: int = 0
+    # The size rows are cut at by the end of the step: the configured or model limit, lowered
+    # to what the provider takes once a refusal (in this run or an earlier one) taught it.
+    chunk_tokens: int = 0
     duration_s: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -127,6 +141,16 @@ class _Row:
     text: str
     digest: str
     head_id: str  # point id of chunk 0
+
+
+@dataclass
+class _Rechunked:
+    """A row cut again after the provider refused one of its chunks: its new chunks and vectors."""
+
+    row: _Row
+    old_chunks: int  # how many chunks the row was first cut into in this step
+    chunks: list[PlannedChunk] = field(default_factory=list)
+    vectors: list[Any] = field(default_factory=list)
 
 
 def content_hash(model: str, dimensions: int, text: str) -> str:
@@ -304,6 +328,12 @@ class _Sync:
         self.started = time.perf_counter()
         self.rows_done = 0
         self.chunks_left: dict[str, int] = {}
+        # Changed rows whose chunks are not all written yet, with the number of chunks they were
+        # cut into: what a refused chunk's row is cut again from.
+        self.planned: dict[str, tuple[_Row, int]] = {}
+        # Rows cut again in this step (see _rechunk): their first chunks are stale, their new
+        # points are written once every batch has finished (see write_rechunked).
+        self.rechunked: dict[str, _Rechunked] = {}
 
     # -- 1. read -------------------------------------------------------------------------
 
@@ -391,15 +421,18 @@ class _Sync:
 
     # -- 3. split --------------------------------------------------------------------------
 
+    def chunk_size(self) -> int:
+        """Tokens per chunk now. The embedder lowers its input size when the provider refused a
+        chunk as too large: rows cut from then on get smaller chunks."""
+        return max(1, min(self.chunk_tokens, self.embedder.max_input_tokens))
+
     def _split(self, changed: list[tuple[_Row, ExistingPoint | None]]) -> list[list[PlannedChunk]]:
-        out = []
-        # The embedder lowers its input size when the provider refused a chunk as too large:
-        # rows split from then on get smaller chunks.
-        size = min(self.chunk_tokens, self.embedder.max_input_tokens)
-        for r, _ in changed:
-            pieces = split_counted(self.embedder, r.text, size)
-            out.append(_chunks(self.spec, self.tenant_id, r.row, r.text, r.digest, self.embedder.model, pieces))
-        return out
+        size = self.chunk_size()
+        return [self._plan(r, size) for r, _ in changed]
+
+    def _plan(self, r: _Row, size: int) -> list[PlannedChunk]:
+        pieces = split_counted(self.embedder, r.text, size)
+        return _chunks(self.spec, self.tenant_id, r.row, r.text, r.digest, self.embedder.model, pieces)
 
     async def process(self, page: list[_Row], tg: asyncio.TaskGroup) -> None:
         self.result.pages_read += 1
@@ -414,6 +447,7 @@ class _Sync:
             self.result.rows_changed += 1
             self.expected_points += len(chunks)
             self.chunks_left[r.external_id] = len(chunks)
+            self.planned[r.external_id] = (r, len(chunks))
             if head is not None and isinstance(head.chunks, int) and head.chunks > len(chunks):
                 surplus += [
                     point_id(self.tenant_id, self.spec.name, r.external_id, i) for i in range(len(chunks), head.chunks)
@@ -453,33 +487,98 @@ class _Sync:
             await self.alive.release(len(batch), tokens)
             raise
 
-    async def embed_and_upsert(self, batch: list[PlannedChunk], tokens: int) -> None:
+    async def embed_and_upsert(self, packed: list[PlannedChunk], tokens: int) -> None:
         try:
+            # Chunks of a row cut again since they were packed are stale: not worth embedding.
+            batch = [c for c in packed if c.payload["external_id"] not in self.rechunked]
+            if not batch:
+                return
             async with self.in_flight:
-                try:
-                    vectors = await embed_counted(self.embedder, [c.text for c in batch], [c.tokens for c in batch])
-                except InputTooLargeError as exc:  # name the record, which only we know
-                    raise EmbeddingError(f"{exc} ({self._name(batch[exc.index])})") from None
-            if len(vectors) != len(batch):
-                raise EmbeddingError(
-                    f"model {self.embedder.model}: asked for {len(batch)} embeddings, got {len(vectors)}"
-                )
-            self.result.embedding_batches += 1
-            self.result.chunks_embedded += len(batch)
+                vectors, refused = await self._embed(batch)
+                self.result.embedding_batches += 1
+                self.result.chunks_embedded += len(batch) - len(refused)
+                for ext in dict.fromkeys(batch[i].payload["external_id"] for i in refused):
+                    if ext not in self.rechunked:  # another batch may have refused a chunk of it first
+                        await self._rechunk(ext)
             async with self.upserting:
                 for start in range(0, len(batch), self.upsert_points):
-                    part = batch[start : start + self.upsert_points]
+                    # Checked per part: a row may be cut again while an earlier part is written.
+                    part = [
+                        (c, vectors[start + i])
+                        for i, c in enumerate(batch[start : start + self.upsert_points])
+                        if c.payload["external_id"] not in self.rechunked
+                    ]
+                    if not part:
+                        continue
                     points = [
-                        models.PointStruct(
-                            id=c.id, vector=point_vectors(_as_list(vectors[start + i]), c), payload=c.payload
-                        )
-                        for i, c in enumerate(part)
+                        models.PointStruct(id=c.id, vector=point_vectors(_as_list(v), c), payload=c.payload)
+                        for c, v in part
                     ]
                     await self.collection.upsert(points)
                     self.result.points_upserted += len(points)
-                    self._written(part)
+                    self._written([c for c, _ in part])
         finally:
-            await self.alive.release(len(batch), tokens)
+            await self.alive.release(len(packed), tokens)
+
+    async def _embed(self, chunks: list[PlannedChunk]) -> tuple[Any, set[int]]:
+        """Vectors for ``chunks``, and the positions of those the provider refused as too large."""
+        try:
+            vectors, refused = await embed_or_refuse(
+                self.embedder, [c.text for c in chunks], [c.tokens for c in chunks]
+            )
+        except InputTooLargeError as exc:  # one token refused: name the record, which only we know
+            raise EmbeddingError(f"{exc} ({self._name(chunks[exc.index])})") from None
+        if len(vectors) != len(chunks):
+            raise EmbeddingError(f"model {self.embedder.model}: asked for {len(chunks)} embeddings, got {len(vectors)}")
+        return vectors, set(refused)
+
+    async def _rechunk(self, ext: str) -> None:
+        """Cut a row again, all of it, after the provider refused one of its chunks as too large.
+
+        The refusal lowered the embedder's input size below the refused chunk's, so the row's
+        new chunks are smaller; each becomes its own point, with the deterministic id of its row
+        and chunk. Its chunks from the first cut are stale from now on: batches drop them before
+        embedding or writing, and the new points are written by :meth:`write_rechunked` after
+        every batch has finished, so that no write of a stale chunk can land after them. A chunk
+        refused again cuts the row smaller again; only one of a single token fails.
+        """
+        row, old_chunks = self.planned.pop(ext)
+        self.chunks_left.pop(ext, None)
+        redo = self.rechunked[ext] = _Rechunked(row, old_chunks)  # before any await: claimed
+        self.result.rows_rechunked += 1
+        known: dict[str, Any] = {}  # vectors of chunk texts an earlier cut already embedded
+        while True:
+            size = self.chunk_size()
+            chunks = await asyncio.to_thread(self._plan, row, size)
+            todo = [c for c in chunks if c.text not in known]
+            vectors, refused = await self._embed(todo)
+            self.result.embedding_batches += 1
+            self.result.chunks_embedded += len(todo) - len(refused)
+            known.update((c.text, vectors[i]) for i, c in enumerate(todo) if i not in refused)
+            if not refused:
+                break
+            log.info("%s: %s cut again below %d tokens", self.collection.name, self._name(todo[min(refused)]), size)
+        redo.chunks, redo.vectors = chunks, [known[c.text] for c in chunks]
+        self.expected_points += len(chunks) - old_chunks
+
+    async def write_rechunked(self) -> None:
+        """Write the rows cut again (see :meth:`_rechunk`), and drop chunks of theirs the new cut has no use for."""
+        for ext, redo in self.rechunked.items():
+            points = [
+                models.PointStruct(id=c.id, vector=point_vectors(_as_list(v), c), payload=c.payload)
+                for c, v in zip(redo.chunks, redo.vectors, strict=True)
+            ]
+            for start in range(0, len(points), self.upsert_points):
+                await self.collection.upsert(points[start : start + self.upsert_points])
+            self.result.points_upserted += len(points)
+            if len(points) < redo.old_chunks:
+                surplus = [
+                    point_id(self.tenant_id, self.spec.name, ext, i) for i in range(len(points), redo.old_chunks)
+                ]
+                self.result.surplus_chunks_deleted += await self.collection.delete_ids(surplus)
+            self.rows_done += 1
+        if self.rechunked:
+            self.report()
 
     def _name(self, chunk: PlannedChunk) -> str:
         p = chunk.payload
@@ -497,6 +596,7 @@ class _Sync:
             if left > 0:
                 self.chunks_left[ext] = left
             elif self.chunks_left.pop(ext, None) is not None:
+                self.planned.pop(ext, None)
                 self.rows_done += 1
         self.report()
 
@@ -538,6 +638,26 @@ class _Sync:
 def _sync_state(spec: EntitySpec, tenant_id: str, embedder: Embedder, chunk_tokens: int, fingerprint: str) -> str:
     parts = ("v1", spec.name, tenant_id, embedder.model, str(embedder.dimensions), str(chunk_tokens), fingerprint)
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
+
+
+def _limits_record(embedder: Embedder, input_tokens: int) -> dict[str, Any]:
+    """What a collection records about its provider: the largest input it takes, for which model
+    and endpoint (another endpoint may take more)."""
+    return {"model": embedder.model, "endpoint": getattr(embedder, "endpoint", None), "input_tokens": input_tokens}
+
+
+def _recorded_input_tokens(limits: dict[str, Any] | None, embedder: Embedder) -> int | None:
+    """The recorded input size, if it was learned from this model on this endpoint."""
+    want = _limits_record(embedder, 0)
+    if not limits or limits.get("model") != want["model"] or limits.get("endpoint") != want["endpoint"]:
+        return None
+    value = limits.get("input_tokens")
+    return value if isinstance(value, int) and value > 0 else None
+
+
+def _lowest_of(*values: int | None) -> int | None:
+    present = [v for v in values if v is not None]
+    return min(present) if present else None
 
 
 async def _first_page(pages: Callable[[], Iterator[list[dict[str, Any]]]]) -> list[dict[str, Any]] | None:
@@ -636,7 +756,13 @@ async def sync_vectors(
     result.collection_created = await collection.ensure(
         model=embedder.model, dimensions=embedder.dimensions, indexes=dict(spec.payload_indexes)
     )
+    # The largest input the provider took, as a refusal taught an earlier run: rows are cut to fit
+    # from the start, and a row cut small then compares unchanged with what this run would cut.
+    limits = None if result.collection_created else await collection.read_provider_limits()
+    recorded = _recorded_input_tokens(limits, embedder)
     chunk_tokens = min(max_chunk_tokens or embedder.max_input_tokens, embedder.max_input_tokens)
+    chunk_tokens = _lowest_of(chunk_tokens, recorded) or chunk_tokens
+    result.chunk_tokens = chunk_tokens
 
     def new_sync(into: VectorSyncResult, **extra: Any) -> _Sync:
         return _Sync(
@@ -658,9 +784,10 @@ async def sync_vectors(
             collection, new_sync(VectorSyncResult(collection.name, embedder.model, embedder.dimensions)), pages
         )
 
-    state = None
+    state, digest = None, ""
     if fingerprint is not None:
-        state = _sync_state(spec, tenant_id, embedder, chunk_tokens, await asyncio.to_thread(fingerprint))
+        digest = await asyncio.to_thread(fingerprint)
+        state = _sync_state(spec, tenant_id, embedder, chunk_tokens, digest)
         marker = None if result.collection_created else await collection.read_marker()
         if marker is not None and marker.get("state") == state and await collection.count() == marker.get("points"):
             page = await _first_page(pages)
@@ -690,9 +817,17 @@ async def sync_vectors(
         # The failing task's own exception, raised outside the handler so that its cause and
         # context (e.g. the transport error under a qdrant-client exception) stay as they were.
         raise failure
+    await sync.write_rechunked()
+    learned = _lowest_of(recorded, getattr(embedder, "learned_input_tokens", None))
+    if learned is not None and learned != recorded:
+        await collection.write_provider_limits(_limits_record(embedder, learned))
+    result.chunk_tokens = sync.chunk_size()
     await sync.sweep(live_ids)
     sync.report()  # the final count (a ProgressLog writes it when it wrote earlier lines)
     if state is not None:
+        # With the size rows are cut at now (lowered if a refusal taught a smaller input size), which
+        # is what the next run starts from: its state then matches this one.
+        state = _sync_state(spec, tenant_id, embedder, result.chunk_tokens, digest)
         await collection.write_marker({"state": state, "points": await collection.count(), "rows": result.rows_live})
     result.duration_s = time.perf_counter() - started
     log.info(

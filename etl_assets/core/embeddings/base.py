@@ -12,10 +12,11 @@ class EmbeddingError(RuntimeError):
 
 
 class InputTooLargeError(EmbeddingError):
-    """An input the provider refuses as too large even alone and in the smallest pieces.
+    """An input the provider refuses as too large even alone.
 
-    ``index`` is its position among the texts given to ``embed_counted``, so that the caller
-    can name the record it came from.
+    Raised for an input of a single token (nothing smaller to try), or, by callers that
+    cannot re-chunk (``embed_counted``), for any input refused alone. ``index`` is its
+    position among the texts given, so that the caller can name the record it came from.
     """
 
     def __init__(self, message: str, index: int = 0) -> None:
@@ -37,8 +38,8 @@ class EmbeddingStats:
     rate_limited: int = 0  # 429 answers
     transient_errors: int = 0  # 5xx, timeouts, resets, unreadable bodies (each retried)
     waited_s: float = 0.0  # time requests waited before being sent: rate budget, 429 pauses, backoff
-    splits: int = 0  # requests refused as too large and split (in halves, or an input into pieces)
-    rechunked_inputs: int = 0  # inputs too large for the provider, embedded as the mean of their pieces
+    splits: int = 0  # refusals as too large: a request split in halves, or an input handed back to be re-chunked
+    refused_inputs: int = 0  # inputs refused as too large even alone, handed back to be re-chunked smaller
     fallback_requests: int = 0  # requests answered by the fallback endpoint
     fallback_switches: int = 0  # times the primary failed and requests moved to the fallback
     primary_recoveries: int = 0  # times the primary answered again and requests moved back
@@ -74,6 +75,24 @@ class Embedder(Protocol):
         ...
 
     async def embed(self, texts: list[str]) -> list[list[float]]: ...
+
+
+async def embed_or_refuse(
+    embedder: Embedder, texts: Sequence[str], token_counts: Sequence[int]
+) -> tuple[Sequence[Any], list[int]]:
+    """Vectors for ``texts``, and the positions of the inputs the provider refused as too large.
+
+    A provider that can refuse an input as too large even alone (a gateway, a small context
+    window) offers ``embed_or_refuse``: it hands such inputs back (their rows hold no vector)
+    after lowering its ``max_input_tokens`` below their size, so that the caller re-chunks
+    the record they came from smaller. An input of one token it cannot hand back: it raises
+    :class:`InputTooLargeError`. Other providers refuse nothing.
+    """
+    method = getattr(embedder, "embed_or_refuse", None)
+    if method is not None:
+        vectors, refused = await method(texts, token_counts)
+        return vectors, list(refused)
+    return await embed_counted(embedder, texts, token_counts), []
 
 
 async def embed_counted(embedder: Embedder, texts: Sequence[str], token_counts: Sequence[int]) -> Sequence[Any]:

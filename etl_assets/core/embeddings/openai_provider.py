@@ -19,10 +19,11 @@ differently from OpenAI (a gateway estimating characters/4, text-embeddings-infe
 (``DEFAULT_BATCH_TOKENS``), and a 400/413/422 whose message says the request is too large is
 answered by splitting: the request in halves (learning a lower cap on tokens or inputs per
 request, from the numbers in the message when it gives them, which every later request of
-this embedder respects), a single input into pieces whose token-weighted mean is its vector
-(learning a lower input size, which the engine uses to chunk the rows it splits afterwards).
-Only an input of one token that is still refused fails, as :class:`InputTooLargeError`,
-which tells the caller which input it was.
+this embedder respects); a single input refused alone is handed back to the caller
+(:meth:`OpenAIEmbedder.embed_or_refuse`) after learning a lower input size, below its own:
+the engine re-chunks the record it came from into chunks of that size, each its own point
+(never an average of pieces standing in for one chunk). Only an input of one token that is
+still refused fails, as :class:`InputTooLargeError`, which tells the caller which input it was.
 
 An optional fallback endpoint (same model) takes over after ``FALLBACK_AFTER_FAILURES``
 consecutive transient failures (5xx, timeouts, connection failures) of the primary; every
@@ -190,6 +191,7 @@ class OpenAIEmbedder:
         self.learned_batch_tokens: int | None = None
         self.learned_batch_inputs: int | None = None
         self.learned_input_tokens: int | None = None
+        self._refusal: _TooLarge | None = None  # the last refusal as too large, for messages
         # Values that must never be repeated in a message: the keys and the gateway headers.
         self._secrets = sorted({x for x in (client.api_key, *secrets) if x and len(x) >= 4}, key=len, reverse=True)
         self._on_fallback = False
@@ -211,6 +213,12 @@ class OpenAIEmbedder:
     def where(self) -> str:
         """The endpoint for messages: host and port, and the setting that chose it (no credentials)."""
         return self.primary.where
+
+    @property
+    def endpoint(self) -> str:
+        """The primary endpoint's URL without credentials or query: what learned limits are
+        recorded against (another endpoint may take more, or less)."""
+        return display_url(str(self.client.base_url)).rstrip("/")
 
     def _endpoint(self) -> Endpoint:
         """Where the next attempt goes: the primary, unless it failed and has not been retried yet."""
@@ -326,22 +334,49 @@ class OpenAIEmbedder:
         """Vectors for ``texts`` as a float32 array, one row per text, in order.
 
         ``token_counts`` (the caller usually has them) spare a second tokenization; they
-        size the reservation in the rate budget.
+        size the reservation in the rate budget. An input the provider refuses as too large
+        even alone fails as :class:`InputTooLargeError`: a caller that can cut its record
+        smaller uses :meth:`embed_or_refuse` instead.
+        """
+        texts = list(texts)
+        counts = list(token_counts) if token_counts is not None else [self.count_tokens(t) for t in texts]
+        vectors, refused = await self.embed_or_refuse(texts, counts)
+        if refused:
+            i = refused[0]
+            said = f" (HTTP {self._refusal.status}: {self._refusal.message})" if self._refusal is not None else ""
+            raise InputTooLargeError(
+                f"model {self.model}: {self.where} refuses an input of {counts[i]} tokens as too large{said}; "
+                f"it takes at most {self.max_input_tokens} tokens per input",
+                index=i,
+            )
+        return vectors
+
+    async def embed_or_refuse(
+        self, texts: Sequence[str], token_counts: Sequence[int] | None = None
+    ) -> tuple[np.ndarray, list[int]]:
+        """Vectors for ``texts``, and the positions of inputs refused as too large even alone.
+
+        A refused input's row holds zeros, not a vector: the caller cuts the record it came
+        from into chunks of at most :attr:`max_input_tokens` tokens (lowered below the refused
+        input's size by the refusal) and embeds those. Only an input of one token, which
+        cannot be cut, fails, as :class:`InputTooLargeError` naming its position.
         """
         texts = list(texts)
         if not texts:
-            return np.empty((0, self.dimensions), dtype="<f4")
+            return np.empty((0, self.dimensions), dtype="<f4"), []
         counts = list(token_counts) if token_counts is not None else [self.count_tokens(t) for t in texts]
         if len(counts) != len(texts):
             raise ValueError(f"{len(texts)} texts but {len(counts)} token counts")
-        parts = []
+        parts, refused = [], []
         for a, b in self._groups(counts):
             try:
-                parts.append(await self._embed_group(texts[a:b], counts[a:b]))
+                vectors, group_refused = await self._embed_group(texts[a:b], counts[a:b])
             except InputTooLargeError as exc:
                 exc.index += a
                 raise
-        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+            parts.append(vectors)
+            refused += [a + i for i in group_refused]
+        return (parts[0] if len(parts) == 1 else np.concatenate(parts)), refused
 
     def _groups(self, counts: list[int]) -> list[tuple[int, int]]:
         # Normally one group: the engine packs below max_batch_tokens. A batch packed before
@@ -366,15 +401,36 @@ class OpenAIEmbedder:
         groups.append((start, len(counts)))
         return groups
 
-    async def _embed_group(self, texts: list[str], counts: list[int]) -> np.ndarray:
-        """One request, or, if the provider calls it too large, its halves (or an input's pieces)."""
+    async def _embed_group(self, texts: list[str], counts: list[int]) -> tuple[np.ndarray, list[int]]:
+        """One request, or, if the provider calls it too large, its halves; an input refused
+        alone is handed back (see :meth:`embed_or_refuse`)."""
         try:
-            return await self._request(texts, counts)
+            return await self._request(texts, counts), []
+        except _Regroup:
+            # Packed before the server announced its TPM (or before a refusal taught a lower
+            # cap): as one request it would wait for a whole window to drain, or never fit.
+            return await self.embed_or_refuse(texts, counts)
         except _TooLarge as refusal:
             self.stats.splits += 1
+            self._refusal = refusal
             self._learn(refusal, counts)
             if len(texts) == 1:
-                return await self._embed_in_pieces(texts[0], counts[0], refusal)
+                if counts[0] <= 1:
+                    setting = {"tokens": "EMBEDDING_BATCH_TOKENS", "inputs": "EMBEDDING_BATCH_INPUTS"}.get(
+                        refusal.kind, "EMBEDDING_CHUNK_TOKENS"
+                    )
+                    raise InputTooLargeError(
+                        f"model {self.model}: {self.where} refuses an input of {counts[0]} token(s) as too large "
+                        f"even in the smallest pieces (HTTP {refusal.status}: {refusal.message}); check {setting}"
+                    ) from None
+                self.stats.refused_inputs += 1
+                log.info(
+                    "embeddings: an input of %d tokens refused as too large (%s); inputs now at most %d tokens",
+                    counts[0],
+                    refusal.message,
+                    self.max_input_tokens,
+                )
+                return np.zeros((1, self.dimensions), dtype="<f4"), [0]
             half = len(texts) // 2
             log.info(
                 "embeddings: %d inputs (%d tokens) refused as too large (%s); splitting",
@@ -382,16 +438,20 @@ class OpenAIEmbedder:
                 sum(counts),
                 refusal.message,
             )
-            first = await self.embed_counted(texts[:half], counts[:half])
+            first, refused_first = await self.embed_or_refuse(texts[:half], counts[:half])
             try:
-                second = await self.embed_counted(texts[half:], counts[half:])
+                second, refused_second = await self.embed_or_refuse(texts[half:], counts[half:])
             except InputTooLargeError as exc:
                 exc.index += half
                 raise
-            return np.concatenate([first, second])
+            return np.concatenate([first, second]), refused_first + [half + i for i in refused_second]
 
     def _learn(self, refusal: _TooLarge, counts: list[int]) -> None:
-        """Lower the cap the refusal is about, from its numbers if it gives them, else by half."""
+        """Lower the cap the refusal is about, from its numbers if it gives them, else by half.
+
+        A single input refused lowers the input size below its own, whatever the message
+        says, so that cutting it at :attr:`max_input_tokens` always makes it smaller.
+        """
         tokens, inputs = sum(counts), len(counts)
         numbers = sorted(set(refusal.numbers))
         if refusal.kind == "inputs" and inputs > 1:
@@ -400,27 +460,9 @@ class OpenAIEmbedder:
             self.learned_batch_inputs = _lowest(self.learned_batch_inputs, max(1, cap))
         elif refusal.kind == "tokens" and inputs > 1:
             self.learned_batch_tokens = _lowest(self.learned_batch_tokens, max(1, _scaled_cap(tokens, numbers)))
-        elif refusal.kind in ("input", "tokens") and inputs == 1:
-            self.learned_input_tokens = _lowest(self.learned_input_tokens, max(1, _scaled_cap(tokens, numbers)))
-
-    async def _embed_in_pieces(self, text: str, tokens: int, refusal: _TooLarge) -> np.ndarray:
-        """An input too large for the provider: the token-weighted mean of its pieces' vectors."""
-        size = min(self.max_input_tokens, max(1, tokens // 2))
-        pieces = self.split_counted(text, size) if tokens > 1 else [(text, tokens)]
-        if len(pieces) < 2:
-            setting = {"tokens": "EMBEDDING_BATCH_TOKENS", "inputs": "EMBEDDING_BATCH_INPUTS"}.get(
-                refusal.kind, "EMBEDDING_CHUNK_TOKENS"
-            )
-            raise InputTooLargeError(
-                f"model {self.model}: {self.where} refuses an input of {tokens} token(s) as too large even "
-                f"in the smallest pieces (HTTP {refusal.status}: {refusal.message}); check {setting}"
-            )
-        vectors = await self.embed_counted([p for p, _ in pieces], [n for _, n in pieces])
-        weights = np.asarray([n for _, n in pieces], dtype="<f4")
-        mean = (vectors.astype("<f4") * weights[:, None]).sum(axis=0)
-        norm = float(np.linalg.norm(mean))
-        self.stats.rechunked_inputs += 1
-        return (mean / norm if norm > 0 else mean).astype("<f4")[None, :]
+        elif inputs == 1:
+            cap = _scaled_cap(tokens, numbers) if refusal.kind in ("input", "tokens") else tokens // 2
+            self.learned_input_tokens = _lowest(self.learned_input_tokens, max(1, cap))
 
     async def _request(self, texts: list[str], counts: list[int]) -> np.ndarray:
         tokens = sum(counts)
@@ -433,9 +475,7 @@ class OpenAIEmbedder:
             limiter = endpoint.limiter
             cap = _lowest(limiter.request_token_cap(), self.learned_batch_tokens)
             if (len(texts) > 1 and cap is not None and tokens > cap) or len(texts) > self.max_batch_inputs:
-                # Packed before the server announced its TPM (or before a refusal taught a lower
-                # cap): as one request it would wait for a whole window to drain, or never fit.
-                return await self.embed_counted(texts, counts)
+                raise _Regroup  # too large for the caps known now: regrouped by _embed_group
             try:
                 reservation = await limiter.acquire(tokens)
             except ValueError as exc:  # one input larger than the whole TPM
@@ -683,6 +723,10 @@ class OpenAIEmbedder:
                 setting = "EMBEDDING_MODEL and EMBEDDING_DIMENSIONS"
             return EmbeddingError(f"{head} refused the request (HTTP {status}): {said}; check {setting}")
         return EmbeddingError(f"{head} answered HTTP {status}: {said}")
+
+
+class _Regroup(Exception):
+    """A request larger than what the caps known now allow, to be regrouped before it is sent."""
 
 
 class _Unavailable(Exception):
