@@ -15,6 +15,7 @@ import re
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -310,6 +311,127 @@ def test_rate_limit_headers_and_a_refused_key_are_reported(stack: Stack) -> None
         emb = rows(stack.doctor(OPENAI_BASE_URL=server.url + "/v1"))[("*", "embeddings")]
     assert not emb.ok and "HTTP 401" in emb.detail and "OPENAI_API_KEY" in emb.fix
     assert OPENAI_KEY not in emb.detail + emb.fix
+
+
+# -- the fallback endpoint -------------------------------------------------------------------------
+
+FALLBACK_KEY = "sk-doctor-fallback-SECRET"
+
+
+@pytest.mark.slow
+def test_a_fallback_is_probed_on_its_own_row_under_W_error(stack: Stack) -> None:
+    with FakeEmbeddings(dimensions=1536, rpm=1000, tpm=1_000_000) as fallback:
+        url = fallback.url
+        result = stack.cli(EMBEDDING_FALLBACK_BASE_URL=url, EMBEDDING_FALLBACK_API_KEY=FALLBACK_KEY)
+        assert fallback.requests == 1 and fallback.auth_headers == [f"Bearer {FALLBACK_KEY}"]
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stderr == ""
+    assert table_rows(result.stdout) == {key: "✓" for key in ALL_ROWS | {("*", "embeddings fallback")}}
+    assert stack.embeddings.requests == 1  # the primary's probe only: nothing probed twice at opening
+    (line,) = [line for line in result.stdout.splitlines() if "embeddings fallback" in line]
+    assert f"fallback {MODEL} at {url}" in line and f"model {MODEL}, {DIMS} dimensions" in line
+    assert re.search(r"\d+ ms", line) and "x-ratelimit-limit-requests" in line
+    for secret in (FALLBACK_KEY, OPENAI_KEY):
+        assert not any(form in result.stdout + result.stderr for form in secret_forms(secret))
+
+
+@pytest.mark.slow
+def test_an_unreachable_fallback_is_a_cross_and_exit_1_under_W_error(stack: Stack) -> None:
+    port = _closed_port()
+    result = stack.cli(EMBEDDING_FALLBACK_BASE_URL=f"http://127.0.0.1:{port}/v1")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stderr == ""  # the failed connection's client was closed in its loop too
+    got = table_rows(result.stdout)
+    assert got == {**{key: "✓" for key in ALL_ROWS}, ("*", "embeddings fallback"): "✗"}
+    assert f"cannot reach 127.0.0.1:{port}" in result.stdout
+    assert "fix: check EMBEDDING_FALLBACK_BASE_URL and that the endpoint is running" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("fallback", "seen"),
+    [
+        # another size: a deployment of another model, whatever "dimensions" asks for
+        (
+            {"served_model": "text-embedding-3-large", "model_dimensions": {"text-embedding-3-large": 24}},
+            "model text-embedding-3-large, 24 dimensions",
+        ),
+        # the same size, another model by name
+        ({"served_model": "some-other-embedder", "dimensions": DIMS}, "it serves some-other-embedder, the primary"),
+        # the same size and name, other vectors: not the same model
+        ({"served_model": MODEL, "dimensions": DIMS}, "differs from the primary's (cosine"),
+    ],
+    ids=["dimension", "model", "vectors"],
+)
+def test_a_fallback_of_another_model_is_a_cross_with_the_fix(stack: Stack, fallback: dict[str, Any], seen: str) -> None:
+    fallback.setdefault("dimensions", 1536)
+    with FakeEmbeddings(**fallback) as other:
+        checks = stack.doctor(EMBEDDING_FALLBACK_BASE_URL=other.url, EMBEDDING_FALLBACK_API_KEY=FALLBACK_KEY)
+        assert other.requests == 1
+    got = rows(checks)
+    assert got[("*", "embeddings")].ok
+    row = got[("*", "embeddings fallback")]
+    assert not row.ok and seen in row.detail, row.detail
+    assert row.detail.startswith(f"fallback {MODEL} at http://127.0.0.1:")
+    assert "point EMBEDDING_FALLBACK_BASE_URL at an endpoint serving text-embedding-3-small with 64" in row.fix
+    assert [c.name for c in checks if not c.ok] == ["embeddings fallback"]
+
+
+def test_a_refused_fallback_key_names_its_setting_and_is_never_shown(stack: Stack) -> None:
+    def refuse(req: Request) -> Response:
+        said = f"Incorrect API key provided: {req.headers.get('authorization', '')[7:]}"
+        return Response.json({"error": {"message": said, "type": "invalid_request_error"}}, 401)
+
+    with LoopbackServer(refuse) as server:
+        checks = stack.doctor(EMBEDDING_FALLBACK_BASE_URL=server.url + "/v1", EMBEDDING_FALLBACK_API_KEY=FALLBACK_KEY)
+    row = rows(checks)[("*", "embeddings fallback")]
+    assert not row.ok and "HTTP 401" in row.detail and "EMBEDDING_FALLBACK_API_KEY" in row.fix
+    text = "\n".join(f"{c.detail} {c.fix}" for c in checks)
+    assert not any(form in text for form in secret_forms(FALLBACK_KEY))
+
+
+def test_a_fallback_probed_from_dagster_closes_its_connections(stack: Stack) -> None:
+    # The doctor job's embeddings resource opens the embedder (its own probes drop an unreachable
+    # fallback for syncs); the doctor still probes the configured fallback and reports it.
+    registry = TenantRegistry.load(stack.tenants_file())
+    env = stack.env()
+    dead = f"http://127.0.0.1:{_closed_port()}/v1"
+    with FakeEmbeddings(dimensions=1536) as fallback:
+        resources: dict[str, Any] = {
+            "jira": SourceResource(source="jira", max_attempts=2, max_wait_s=0.1),
+            "database": DatabaseResource(url=stack.database_url),
+            "qdrant": QdrantResource(url=stack.qdrant.url, api_key=QDRANT_KEY),
+        }
+        os.environ.update({k: env[k] for k in ("T1_JIRA_EMAIL", "T1_JIRA_TOKEN")})
+        try:
+            outcome = {}
+            for name, url in (("good", fallback.url), ("dead", dead)):
+                resources["embeddings"] = EmbeddingsResource(
+                    provider="openai",
+                    api_key=OPENAI_KEY,
+                    base_url=stack.embeddings.url,
+                    model=MODEL,
+                    dimensions=DIMS,
+                    fallback_base_url=url,
+                    fallback_api_key=FALLBACK_KEY,
+                )
+                defs = build_definitions(registry=registry, resources=resources, env=env)
+                job = defs.resolve_job_def(names.DOCTOR_JOB)
+                outcome[name] = job.execute_in_process(
+                    raise_on_error=False, run_config={"ops": {names.DOCTOR_OP: {"config": {"tenant": "1"}}}}
+                )
+        finally:
+            for k in ("T1_JIRA_EMAIL", "T1_JIRA_TOKEN"):
+                os.environ.pop(k, None)
+        assert fallback.requests == 2  # the resource's probe at opening, and the doctor's
+        deadline = time.monotonic() + 5
+        while fallback.server.connections_active and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert fallback.server.connections_active == 0
+    assert outcome["good"].success
+    assert not outcome["dead"].success
+    failure = outcome["dead"].get_step_failure_events()[0].step_failure_data.error
+    assert failure is not None and "tenant * embeddings fallback" in failure.message
+    assert "EMBEDDING_FALLBACK_BASE_URL" in failure.message and FALLBACK_KEY not in failure.message
 
 
 def test_a_collection_built_with_another_model_is_a_cross(stack: Stack) -> None:

