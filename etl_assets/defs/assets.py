@@ -15,6 +15,7 @@ from etl_assets.core.embeddings.base import EmbeddingError
 from etl_assets.core.progress import ProgressLog, counted
 from etl_assets.core.records import EntitySpec
 from etl_assets.core.store import ops
+from etl_assets.core.store.retention import RawRetention
 from etl_assets.core.tenants import TenantRegistry
 from etl_assets.core.vectorstore import Collection, QdrantServerError, collection_name, server_errors_named
 from etl_assets.core.vectorsync import sync_vectors
@@ -153,8 +154,10 @@ def build_table_asset(
     partitions: dg.PartitionsDefinition,
     dialect: str,
     catalogue: dict[str, EntitySpec],
+    retention: RawRetention | None = None,
 ) -> dg.AssetsDefinition:
     key = table_key(spec)
+    keep = (retention or RawRetention()).of(spec.name)
     checks = dict(TABLE_CHECKS)
     if spec.references:
         checks["references_resolve"] = pipeline.references_description(spec)
@@ -179,13 +182,15 @@ def build_table_asset(
         description=(
             f"{spec.title}: normalized rows in table `{spec.table.name}`, one per `(tenant_id, external_id)`, "
             "upserted from the pending raw batches in one transaction that commits before the asset "
-            "returns; rows whose source object disappeared are marked deleted."
+            "returns; rows whose source object disappeared are marked deleted. After the commit, consumed raw "
+            f"batches beyond the retention ({keep.describe()}) are pruned."
         ),
     )
     def table_asset(context: dg.AssetExecutionContext, database: DatabaseResource) -> dg.MaterializeResult:
         tenant = registry.get(context.partition_key)
         started = time.perf_counter()
-        result = ops.build_table(database.engine, spec, tenant.id)  # committed when this returns
+        # Committed when this returns; the raw retention is applied after the commit.
+        result = ops.build_table(database.engine, spec, tenant.id, retention=keep)
         for reason in result.rejected_reasons[:20]:
             context.log.warning(f"{spec.name}: rejected a record: {reason}")
         outcomes = pipeline.table_checks(database.engine, spec, tenant.id, catalogue)

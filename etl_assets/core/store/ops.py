@@ -22,10 +22,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from etl_assets.core.records import ChildLink, EntitySpec, RawPage, RecordError
 from etl_assets.core.store import migrations, schema
+from etl_assets.core.store.retention import Keep, PruneResult, prune_raw
 
 log = logging.getLogger(__name__)
-
-KEEP_CONSUMED_BATCHES = 3  # raw history kept per tenant and entity, for audit and replay
 
 
 def utcnow() -> datetime:
@@ -141,13 +140,12 @@ def record_raw(
 ) -> int:
     """Land ``pages`` as a batch already consumed, in the caller's transaction: for a stage that
     parses what it fetched and commits the result in that same transaction (the permission
-    rules). The newest batches are kept as the table steps keep theirs. Returns the batch id."""
+    rules). The caller prunes after its commit (``retention.prune_raw``), as the table steps do.
+    Returns the batch id."""
     fetched = list(pages)
-    batch_id = _insert_batch(
+    return _insert_batch(
         conn, tenant_id, entity, fetched, kind="full", records=len(fetched), run_id=run_id, consumed_at=utcnow()
     )
-    _prune_raw(conn, tenant_id, entity)
-    return batch_id
 
 
 # -- table build ----------------------------------------------------------------------------
@@ -168,11 +166,16 @@ class TableResult:
     rejected_reasons: list[str] = field(default_factory=list)
     # Figures of child entities written in the same transaction, e.g. comments_inserted.
     children: dict[str, int] = field(default_factory=dict)
+    # The raw retention applied after the commit (None: not applied).
+    pruned: PruneResult | None = None
 
     def metadata(self) -> dict[str, Any]:
-        out = {k: v for k, v in asdict(self).items() if k not in ("rejected_reasons", "children")}
+        skip = ("rejected_reasons", "children", "pruned")
+        out = {k: v for k, v in asdict(self).items() if k not in skip}
         out["watermark"] = self.watermark.isoformat() if self.watermark else None
         out.update(self.children)
+        if self.pruned is not None:
+            out.update(self.pruned.metadata())
         return out
 
 
@@ -292,8 +295,16 @@ def _older(spec: EntitySpec, record: Any, held: Any) -> bool:
     return new is not None and old is not None and new < old
 
 
-def build_table(engine: Engine, spec: EntitySpec, tenant_id: str) -> TableResult:
-    """Consume the pending raw batches for ``tenant_id`` into ``spec.table``, in one transaction."""
+def build_table(engine: Engine, spec: EntitySpec, tenant_id: str, *, retention: Keep | None = None) -> TableResult:
+    """Consume the pending raw batches for ``tenant_id`` into ``spec.table``, in one transaction;
+    then, after the commit, prune the consumed raw batches that ``retention`` does not keep
+    (default: :class:`~etl_assets.core.store.retention.Keep`'s)."""
+    result = _build_table(engine, spec, tenant_id)
+    result.pruned = prune_raw(engine, tenant_id, spec.name, retention or Keep())
+    return result
+
+
+def _build_table(engine: Engine, spec: EntitySpec, tenant_id: str) -> TableResult:
     table = spec.table
     result = TableResult()
     with engine.begin() as conn:
@@ -434,7 +445,6 @@ def build_table(engine: Engine, spec: EntitySpec, tenant_id: str) -> TableResult
         if batches:
             b = schema.raw_batches
             conn.execute(update(b).where(b.c.id.in_([bid for bid, _ in batches])).values(consumed_at=now))
-            _prune_raw(conn, tenant_id, spec.name)
         result.rejected = len(result.rejected_reasons)
         result.live_rows = conn.execute(
             select(func.count()).select_from(table).where(table.c.tenant_id == tenant_id, table.c.deleted_at.is_(None))
@@ -563,23 +573,6 @@ class _Children:
                     select(func.count()).select_from(table).where(*cond, link.spec.indexed(table))
                 ).scalar_one()
                 self.result.children[f"{link.spec.name}_not_indexed"] = live - indexed
-
-
-def _prune_raw(conn: Connection, tenant_id: str, entity: str) -> None:
-    b = schema.raw_batches
-    old = [
-        bid
-        for (bid,) in conn.execute(
-            select(b.c.id)
-            .where(b.c.tenant_id == tenant_id, b.c.entity == entity, b.c.consumed_at.is_not(None))
-            .order_by(b.c.id.desc())
-            .offset(KEEP_CONSUMED_BATCHES)
-        )
-    ]
-    if old:
-        p = schema.raw_jira_pages
-        conn.execute(p.delete().where(p.c.batch_id.in_(old)))
-        conn.execute(b.delete().where(b.c.id.in_(old)))
 
 
 # -- sync state (watermarks) --------------------------------------------------------------------
