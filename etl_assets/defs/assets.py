@@ -86,6 +86,24 @@ def build_raw_asset(
         with source.open(tenant) as client:
             run = pipeline.FetchRun(database.engine, spec, tenant, client, plans)
             for plan in run:  # may add the reconciliation listing when the source's estimate says so
+                # A full read of an entity that can fan out (a first sync, a full re-sync, a resume)
+                # is fetched in parallel and landed as it arrives; a small listing keeps the paged path.
+                options = getattr(source, "fan_out_options", None)
+                if plan.kind == "full" and spec.fan_out is not None and options is not None:
+                    fanned = pipeline.fetch_fanned_out(
+                        database.engine,
+                        spec,
+                        tenant,
+                        client,
+                        options=options(),
+                        overlap=timedelta(minutes=config.overlap_minutes),
+                        page_size=source.page_size,
+                        run_id=context.run.run_id,
+                        progress=ProgressLog(context.log),
+                    )
+                    if fanned is not None:
+                        meta |= fanned.metadata()
+                        continue
                 landed = ops.land_raw(
                     database.engine,
                     spec,

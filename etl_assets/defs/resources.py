@@ -22,6 +22,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from etl_assets.core.embeddings.base import Embedder
 from etl_assets.core.embeddings.factory import EmbeddingSettings, open_embedder
+from etl_assets.core.pipeline import FanOutOptions
 from etl_assets.core.settings import Settings
 from etl_assets.core.sources.github.client import API_VERSION, EtagCache, GitHubClient
 from etl_assets.core.sources.jira.client import JiraClient
@@ -40,9 +41,18 @@ class JiraResource(dg.ConfigurableResource):
         default=60.0, description="Longest single wait between attempts (Retry-After is capped here)."
     )
     page_size: int = Field(default=50, description="maxResults for paged endpoints.")
+    fan_out_concurrency: int = Field(
+        default=8, ge=1, description="A full read's most bulkfetch requests in flight (adapts to 429s below it)."
+    )
+    fan_out_min_issues: int = Field(
+        default=2000, ge=0, description="A full read of fewer issues keeps the paged search (no fan-out)."
+    )
 
     def serves(self, tenant: Tenant) -> bool:
         return True  # every tenant has a Jira site
+
+    def fan_out_options(self) -> FanOutOptions:
+        return FanOutOptions(concurrency=self.fan_out_concurrency, min_records=self.fan_out_min_issues)
 
     @contextlib.contextmanager
     def open(self, tenant: Tenant) -> Iterator[JiraClient]:

@@ -112,27 +112,132 @@ def _insert_batch(
     ).inserted_primary_key
     assert inserted is not None  # a single-row INSERT always reports its key
     batch_id = int(inserted[0])
-    if fetched:
-        conn.execute(
-            insert(schema.raw_jira_pages),
-            [
-                {
-                    "batch_id": batch_id,
-                    "tenant_id": tenant_id,
-                    "entity": entity,
-                    "page_no": i,
-                    "method": p.method,
-                    "path": p.path,
-                    "params": p.params,
-                    "status": p.status,
-                    "fetched_at": p.fetched_at,
-                    "content_hash": p.content_hash,
-                    "body": p.body,
-                }
-                for i, p in enumerate(fetched)
-            ],
-        )
+    _insert_pages(conn, batch_id, tenant_id, entity, fetched, 0)
     return batch_id
+
+
+def _insert_pages(
+    conn: Connection, batch_id: int, tenant_id: str, entity: str, fetched: list[RawPage], first: int
+) -> None:
+    if not fetched:
+        return
+    conn.execute(
+        insert(schema.raw_jira_pages),
+        [
+            {
+                "batch_id": batch_id,
+                "tenant_id": tenant_id,
+                "entity": entity,
+                "page_no": first + i,
+                "method": p.method,
+                "path": p.path,
+                "params": p.params,
+                "status": p.status,
+                "fetched_at": p.fetched_at,
+                "content_hash": p.content_hash,
+                "body": p.body,
+            }
+            for i, p in enumerate(fetched)
+        ],
+    )
+
+
+# -- fan-out landing: a big read landed as it arrives, visible to the table step once complete -------
+
+# A fan-out lands two batches: the id listing ("listing", sealed as "ids": what is live) and the
+# records fetched for those ids ("fetching", sealed as "incremental"), appended to as each answer
+# arrives — each append is a checkpoint a resumed run starts from.
+UNSEALED_KINDS = ("listing", "fetching")
+
+
+@dataclass(frozen=True)
+class FanOutBatches:
+    listing: int
+    content: int
+    started_at: datetime  # when the listing was landed: the catch-up re-reads from here
+
+
+def unsealed_fan_out(engine: Engine, tenant_id: str, entity: str) -> FanOutBatches | None:
+    """The fan-out of ``tenant_id``'s ``entity`` a killed or failed run left unfinished, if any."""
+    b = schema.raw_batches
+    mine = (b.c.tenant_id == tenant_id, b.c.entity == entity, b.c.consumed_at.is_(None))
+    with engine.connect() as conn:
+        listing = conn.execute(
+            select(b.c.id, b.c.fetched_at).where(*mine, b.c.kind == "listing").order_by(b.c.id.desc()).limit(1)
+        ).first()
+        if listing is None:
+            return None
+        content = conn.execute(
+            select(b.c.id).where(*mine, b.c.kind == "fetching", b.c.id > listing.id).order_by(b.c.id).limit(1)
+        ).scalar_one_or_none()
+    if content is None:  # never happens: both are landed in one transaction
+        return None
+    return FanOutBatches(int(listing.id), int(content), as_utc(listing.fetched_at))  # type: ignore[arg-type]
+
+
+def start_fan_out(
+    engine: Engine, spec: EntitySpec, tenant_id: str, listing: list[RawPage], *, run_id: str | None = None
+) -> FanOutBatches:
+    """Land the id listing and an empty batch for the records, in one transaction; neither is seen
+    by the table step until :func:`seal_fan_out`."""
+    records = sum(len(spec.records(page.json())) for page in listing)
+    with engine.begin() as conn:
+        listing_id = _insert_batch(conn, tenant_id, spec.name, listing, kind="listing", records=records, run_id=run_id)
+        content_id = _insert_batch(conn, tenant_id, spec.name, [], kind="fetching", records=0, run_id=run_id)
+        started = conn.execute(
+            select(schema.raw_batches.c.fetched_at).where(schema.raw_batches.c.id == listing_id)
+        ).scalar_one()
+    return FanOutBatches(listing_id, content_id, as_utc(started))  # type: ignore[arg-type]
+
+
+def _batch_record_ids(conn: Connection, spec: EntitySpec, batch_id: int) -> Iterator[str]:
+    for _path, _params, body in _batch_bodies(conn, batch_id):
+        for record in spec.records(json.loads(body)):
+            key = _record_key(record)
+            if key is not None:
+                yield key
+
+
+def fan_out_ids(engine: Engine, spec: EntitySpec, batches: FanOutBatches) -> tuple[list[str], set[str]]:
+    """The ids the listing holds (in its order), and those whose records have landed already."""
+    with engine.connect() as conn:
+        listed = list(dict.fromkeys(_batch_record_ids(conn, spec, batches.listing)))
+        landed = set(_batch_record_ids(conn, spec, batches.content))
+    return listed, landed
+
+
+def append_fan_out(
+    engine: Engine, spec: EntitySpec, tenant_id: str, batches: FanOutBatches, pages: list[RawPage]
+) -> int:
+    """Append ``pages`` to the fan-out's records batch in one transaction (a checkpoint); the records
+    they hold."""
+    if not pages:
+        return 0
+    records = sum(len(spec.records(page.json())) for page in pages)
+    b, p = schema.raw_batches, schema.raw_jira_pages
+    with engine.begin() as conn:
+        # Taken in the transaction, so the page numbers stay in landing order.
+        start = conn.execute(
+            select(func.coalesce(func.max(p.c.page_no) + 1, 0)).where(
+                p.c.tenant_id == tenant_id, p.c.batch_id == batches.content
+            )
+        ).scalar_one()
+        _insert_pages(conn, batches.content, tenant_id, spec.name, pages, int(start))
+        conn.execute(
+            update(b)
+            .where(b.c.id == batches.content)
+            .values(pages=b.c.pages + len(pages), records=b.c.records + records)
+        )
+    return records
+
+
+def seal_fan_out(engine: Engine, batches: FanOutBatches) -> None:
+    """Make the fan-out's two batches visible to the table step, at once: the listing says what is
+    live, the records batch (landed after it) what each record holds."""
+    b = schema.raw_batches
+    with engine.begin() as conn:
+        conn.execute(update(b).where(b.c.id == batches.listing).values(kind="ids"))
+        conn.execute(update(b).where(b.c.id == batches.content).values(kind="incremental"))
 
 
 def record_raw(
@@ -180,11 +285,18 @@ class TableResult:
 
 
 def _pending_batches(conn: Connection, tenant_id: str, entity: str) -> list[Any]:
+    """The batches the table step consumes: landed, not consumed, and not part of a fan-out still
+    fetching (those become visible all at once when it is sealed)."""
     b = schema.raw_batches
     return list(
         conn.execute(
             select(b.c.id, b.c.kind)
-            .where(b.c.tenant_id == tenant_id, b.c.entity == entity, b.c.consumed_at.is_(None))
+            .where(
+                b.c.tenant_id == tenant_id,
+                b.c.entity == entity,
+                b.c.consumed_at.is_(None),
+                b.c.kind.not_in(UNSEALED_KINDS),
+            )
             .order_by(b.c.id)
         )
     )
