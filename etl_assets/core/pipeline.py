@@ -203,16 +203,16 @@ def fetch_fanned_out(
         if len(_ids(spec, listing)) < options.min_records:
             return None
         batches = ops.start_fan_out(engine, spec, tenant.id, listing, run_id=run_id)
-    listed, landed = ops.fan_out_ids(engine, spec, batches)
+    listed, landed = ops.fan_out_ids(engine, spec, tenant.id, batches)
     todo = [i for i in listed if i not in landed]
     result = FanOutResult(resumed, len(listed), len(landed & set(listed)))
     result.listing_batch, result.batch_id = batches.listing, batches.content
     started = time.perf_counter()
 
-    def land(pages: list[RawPage]) -> int:
+    def land(pages: list[RawPage], records: int | None = None) -> int:
         result.pages += len(pages)
         result.bytes += sum(len(p.body) for p in pages)
-        return ops.append_fan_out(engine, spec, tenant.id, batches, pages)
+        return ops.append_fan_out(engine, spec, tenant.id, batches, pages, records)
 
     first, ask = fan.begin(client, FetchRequest(tenant, page_size=page_size))
     land(first)
@@ -222,9 +222,9 @@ def fetch_fanned_out(
     if observed:
         client.observe = limit.observe
     try:
-        for _chunk, pages in run_fanned_out(chunks, lambda ids: fan.fetch(client, ask, ids), limit):
+        for _chunk, (pages, records) in run_fanned_out(chunks, lambda ids: fan.fetch(client, ask, ids), limit):
             result.requests += 1
-            result.records += land(pages)
+            result.records += land(pages, records)
             if progress is not None:
                 progress(
                     Progress(

@@ -124,8 +124,9 @@ class FanOut:
     # chunk's request asks for (passed to ``fetch`` unchanged)
     begin: Callable[[Any, FetchRequest], tuple[list[RawPage], Any]]
     # (client, what ``begin`` returned, ids) -> every page of those records (with their follow-up
-    # pages, e.g. comments beyond the embedded ones). Runs on several threads at once.
-    fetch: Callable[[Any, Any, list[str]], list[RawPage]]
+    # pages, e.g. comments beyond the embedded ones) and how many records they hold. Runs on
+    # several threads at once.
+    fetch: Callable[[Any, Any, list[str]], tuple[list[RawPage], int]]
     chunk: int = 100  # ids per request (the endpoint's maximum)
 
 

@@ -190,30 +190,36 @@ def start_fan_out(
     return FanOutBatches(listing_id, content_id, as_utc(started))  # type: ignore[arg-type]
 
 
-def _batch_record_ids(conn: Connection, spec: EntitySpec, batch_id: int) -> Iterator[str]:
-    for _path, _params, body in _batch_bodies(conn, batch_id):
+def _batch_record_ids(conn: Connection, spec: EntitySpec, tenant_id: str, batch_id: int) -> Iterator[str]:
+    for _no, _path, _params, body in _batch_pages(conn, tenant_id, batch_id):
         for record in spec.records(json.loads(body)):
             key = _record_key(record)
             if key is not None:
                 yield key
 
 
-def fan_out_ids(engine: Engine, spec: EntitySpec, batches: FanOutBatches) -> tuple[list[str], set[str]]:
+def fan_out_ids(engine: Engine, spec: EntitySpec, tenant_id: str, batches: FanOutBatches) -> tuple[list[str], set[str]]:
     """The ids the listing holds (in its order), and those whose records have landed already."""
     with engine.connect() as conn:
-        listed = list(dict.fromkeys(_batch_record_ids(conn, spec, batches.listing)))
-        landed = set(_batch_record_ids(conn, spec, batches.content))
+        listed = list(dict.fromkeys(_batch_record_ids(conn, spec, tenant_id, batches.listing)))
+        landed = set(_batch_record_ids(conn, spec, tenant_id, batches.content))
     return listed, landed
 
 
 def append_fan_out(
-    engine: Engine, spec: EntitySpec, tenant_id: str, batches: FanOutBatches, pages: list[RawPage]
+    engine: Engine,
+    spec: EntitySpec,
+    tenant_id: str,
+    batches: FanOutBatches,
+    pages: list[RawPage],
+    records: int | None = None,
 ) -> int:
     """Append ``pages`` to the fan-out's records batch in one transaction (a checkpoint); the records
-    they hold."""
+    they hold (``records`` when the caller counted them already)."""
     if not pages:
         return 0
-    records = sum(len(spec.records(page.json())) for page in pages)
+    if records is None:
+        records = sum(len(spec.records(page.json())) for page in pages)
     b, p = schema.raw_batches, schema.raw_jira_pages
     with engine.begin() as conn:
         # Taken in the transaction, so the page numbers stay in landing order.
@@ -302,11 +308,27 @@ def _pending_batches(conn: Connection, tenant_id: str, entity: str) -> list[Any]
     )
 
 
-def _batch_bodies(conn: Connection, batch_id: int) -> Iterator[tuple[str, Any, str]]:
+PAGES_PER_READ = 20  # raw pages held at once while a batch is read (a bulk page is about 1 MB)
+
+
+def _batch_pages(
+    conn: Connection, tenant_id: str, batch_id: int, only: set[int] | None = None
+) -> Iterator[tuple[int, str, Any, str]]:
+    """``(page_no, path, params, body)`` of a batch in landing order (only the pages ``only`` names,
+    if given), read a few pages at a time: a driver that buffers a whole result (psycopg2) must not
+    hold a 100,000-issue batch at once."""
     p = schema.raw_jira_pages
-    yield from conn.execute(
-        select(p.c.path, p.c.params, p.c.body).where(p.c.batch_id == batch_id).order_by(p.c.page_no)
-    )
+    mine = (p.c.tenant_id == tenant_id, p.c.batch_id == batch_id)
+    numbers = [n for (n,) in conn.execute(select(p.c.page_no).where(*mine).order_by(p.c.page_no))]
+    if only is not None:
+        numbers = [n for n in numbers if n in only]
+    for start in range(0, len(numbers), PAGES_PER_READ):
+        group = numbers[start : start + PAGES_PER_READ]
+        yield from conn.execute(
+            select(p.c.page_no, p.c.path, p.c.params, p.c.body)
+            .where(*mine, p.c.page_no.in_(group))
+            .order_by(p.c.page_no)
+        )
 
 
 def _upsert(conn: Connection, table: Any, rows: list[dict[str, Any]]) -> None:
@@ -400,13 +422,6 @@ def _non_finite_path(value: Any) -> tuple[str, float] | None:
     return None
 
 
-def _older(spec: EntitySpec, record: Any, held: Any) -> bool:
-    if spec.version is None:
-        return False
-    new, old = spec.version(record), spec.version(held)
-    return new is not None and old is not None and new < old
-
-
 def build_table(engine: Engine, spec: EntitySpec, tenant_id: str, *, retention: Keep | None = None) -> TableResult:
     """Consume the pending raw batches for ``tenant_id`` into ``spec.table``, in one transaction;
     then, after the commit, prune the consumed raw batches that ``retention`` does not keep
@@ -416,24 +431,31 @@ def build_table(engine: Engine, spec: EntitySpec, tenant_id: str, *, retention: 
     return result
 
 
+def _page_records(spec: EntitySpec, data: Any, params: Any) -> list[Any]:
+    if spec.page_records is not None:
+        return spec.page_records(data, params if isinstance(params, dict) else {})
+    return spec.records(data)
+
+
 def _build_table(engine: Engine, spec: EntitySpec, tenant_id: str) -> TableResult:
+    """Two passes over the pending pages, so that memory holds where each record is, not the records:
+    the first finds each id's newest copy, the listings and the child pages; the second reads again
+    only the pages holding a chosen copy and writes rows 500 at a time."""
     table = spec.table
     result = TableResult()
     with engine.begin() as conn:
         batches = _pending_batches(conn, tenant_id, spec.name)
         result.batches = len(batches)
-        latest: dict[str, tuple[Any, int]] = {}  # external id -> (record, batch) — newest batch wins
-        non_finite_batches: set[int] = set()  # batches with a NaN/Infinity somewhere in a body
+        # external id -> (batch, page, index in the page, version) of its newest copy
+        chosen: dict[str, tuple[int, int, int, Any]] = {}
         live_listing: set[str] | None = None  # ids in the newest complete listing, if any
         listing_batch = -1
         # (child entity, batch, parent id) -> child records fetched on pages of their own
         paged: dict[tuple[str, int, str], list[Any]] = {}
         for batch_id, kind in batches:
             listed: set[str] = set()
-            for path, params, body in _batch_bodies(conn, batch_id):
-                data, has_non_finite = _loads_noting_non_finite(body)
-                if has_non_finite:
-                    non_finite_batches.add(batch_id)
+            for page_no, path, params, body in _batch_pages(conn, tenant_id, batch_id):
+                data = json.loads(body)
                 for link in spec.children:
                     found_children = link.page(path, data)
                     if found_children is not None:
@@ -442,12 +464,7 @@ def _build_table(engine: Engine, spec: EntitySpec, tenant_id: str) -> TableResul
                     found_part = part.page(path, data)
                     if found_part is not None:
                         paged.setdefault((f"part:{n}", batch_id, found_part[0]), []).extend(found_part[1])
-                records = (
-                    spec.page_records(data, params if isinstance(params, dict) else {})
-                    if spec.page_records is not None
-                    else spec.records(data)
-                )
-                for record in records:
+                for index, record in enumerate(_page_records(spec, data, params)):
                     key = _record_key(record)
                     if key is not None:
                         listed.add(key)
@@ -467,11 +484,17 @@ def _build_table(engine: Engine, spec: EntitySpec, tenant_id: str) -> TableResul
                             )
                         )
                         continue
-                    if key in latest and _older(spec, record, latest[key][0]):
+                    version = spec.version(record) if spec.version is not None else None
+                    held = chosen.get(key)
+                    if held is not None and version is not None and held[3] is not None and version < held[3]:
                         continue  # an overlapping window brought an older copy of what we already hold
-                    latest[key] = (record, batch_id)
+                    chosen[key] = (batch_id, page_no, index, version)
             if kind in ("full", "ids"):
                 live_listing, listing_batch = listed, batch_id
+        # (batch, page) -> {index in the page: external id} of the copies chosen
+        wanted: dict[tuple[int, int], dict[int, str]] = {}
+        for key, (batch_id, page_no, index, _version) in chosen.items():
+            wanted.setdefault((batch_id, page_no), {})[index] = key
 
         existing = {
             row.external_id: row
@@ -486,7 +509,7 @@ def _build_table(engine: Engine, spec: EntitySpec, tenant_id: str) -> TableResul
         kids = _Children(conn, spec, tenant_id, now, result)
         for part in spec.parts:
             result.children[f"{spec.name}_with_{part.incomplete_column}"] = 0
-        for key, (record, batch_id) in latest.items():
+        for batch_id, record, key, non_finite in _chosen_records(conn, spec, tenant_id, batches, wanted):
             if live_listing is not None and batch_id < listing_batch and key not in live_listing:
                 continue  # changed earlier, then gone from a later listing: the deletion below wins
             notes: dict[str, str | None] = {}
@@ -503,7 +526,7 @@ def _build_table(engine: Engine, spec: EntitySpec, tenant_id: str) -> TableResul
                 row[column] = None if note is None else note[:1000]
                 if note is not None:
                     result.children[f"{spec.name}_with_{column}"] += 1
-            found = _non_finite_path(record) if batch_id in non_finite_batches else None
+            found = _non_finite_path(record) if non_finite else None
             if found is not None:
                 ext = row["external_id"]  # validated by the parser: fits the rejected_records column
                 reason = (
@@ -537,10 +560,14 @@ def _build_table(engine: Engine, spec: EntitySpec, tenant_id: str) -> TableResul
                     "deleted_at": None,
                 }
             )
+            if len(upserts) >= 500:
+                _upsert(conn, table, upserts)
+                upserts.clear()
+            kids.flush()
         _upsert(conn, table, upserts)
 
         if live_listing is not None:
-            newer = {k for k, (_, b) in latest.items() if b > listing_batch}
+            newer = {k for k, (b, _page, _index, _version) in chosen.items() if b > listing_batch}
             gone = [
                 k for k, row in existing.items() if row.deleted_at is None and k not in live_listing and k not in newer
             ]
@@ -564,6 +591,26 @@ def _build_table(engine: Engine, spec: EntitySpec, tenant_id: str) -> TableResul
         if "updated" in table.c:
             result.watermark = _advance_watermark(conn, spec, tenant_id, is_reconcile=live_listing is not None)
     return result
+
+
+def _chosen_records(
+    conn: Connection,
+    spec: EntitySpec,
+    tenant_id: str,
+    batches: list[Any],
+    wanted: dict[tuple[int, int], dict[int, str]],
+) -> Iterator[tuple[int, Any, str, bool]]:
+    """``(batch, record, external id, whether its page held a non-finite number)`` of each chosen
+    copy, read again page by page (only pages that hold one)."""
+    for batch_id, kind in batches:
+        if kind == "ids":
+            continue
+        pages = {page for (batch, page) in wanted if batch == batch_id}
+        for page_no, _path, params, body in _batch_pages(conn, tenant_id, batch_id, pages):
+            data, non_finite = _loads_noting_non_finite(body)
+            records = _page_records(spec, data, params)
+            for index, key in sorted(wanted[(batch_id, page_no)].items()):
+                yield batch_id, records[index], key, non_finite
 
 
 class _Children:
@@ -665,10 +712,18 @@ class _Children:
                 k for k, r in self.existing[link.spec.name].items() if r.parent in gone and r.deleted_at is None
             ]
 
+    def flush(self, at_least: int = 500) -> None:
+        """Write the child rows collected so far (when there are ``at_least``): memory stays bounded."""
+        for link in self.spec.children:
+            rows = self.rows[link.spec.name]
+            if len(rows) >= at_least:
+                _upsert(self.conn, link.spec.table, rows)
+                rows.clear()
+
     def finish(self) -> None:
+        self.flush(at_least=1)
         for link in self.spec.children:
             table = link.spec.table
-            _upsert(self.conn, table, self.rows[link.spec.name])
             doomed = sorted(set(self.doomed[link.spec.name]))
             for start in range(0, len(doomed), 500):
                 self.conn.execute(
@@ -807,7 +862,7 @@ def live_rows_after_pending(engine: Engine, spec: EntitySpec, tenant_id: str) ->
         ).scalar_one()
         pending: set[str] = set()
         for batch_id, _kind in _pending_batches(conn, tenant_id, spec.name):
-            for _path, _params, body in _batch_bodies(conn, batch_id):
+            for _no, _path, _params, body in _batch_pages(conn, tenant_id, batch_id):
                 pending.update(k for k in map(_record_key, spec.records(json.loads(body))) if k is not None)
         ids = sorted(pending)
         known = 0

@@ -301,10 +301,10 @@ def _issue_ask(client: JiraClient, req: FetchRequest) -> tuple[RawPage | None, _
     return listing_page, _IssueAsk((*ISSUE_FIELDS, *custom, *extra), bool(custom), asked)
 
 
-def _follow_ups(client: JiraClient, page: RawPage) -> Iterator[RawPage]:
+def _follow_ups(client: JiraClient, data: Any) -> Iterator[RawPage]:
     """Jira embeds only the first comments and histories of an issue: page through the rest of
-    each capped list, for every issue of ``page``."""
-    for issue in _issues(page.json()):
+    each capped list, for every issue of a page (``data``: its parsed body)."""
+    for issue in _issues(data):
         comments, total = _embedded_comments(issue)
         if total is not None and total > len(comments) and isinstance(issue.get("id"), str | int):
             yield from comment_pages(client, str(issue["id"]), len(comments), total, str(issue.get("key")))
@@ -331,7 +331,7 @@ def _fetch_issues(client: JiraClient, req: FetchRequest) -> Iterator[RawPage]:
         expand="changelog,names,schema" if ask.custom else "changelog",
     ):
         yield dataclasses.replace(page, params={**page.params, **ask.asked})
-        yield from _follow_ups(client, page)
+        yield from _follow_ups(client, page.json())
 
 
 def _list_issue_ids(client: JiraClient, req: FetchRequest) -> Iterator[RawPage]:
@@ -355,9 +355,9 @@ def _fan_out_begin(client: JiraClient, req: FetchRequest) -> tuple[list[RawPage]
     return ([listing_page] if listing_page is not None else []), ask
 
 
-def _bulk_fetch(client: JiraClient, ask: _IssueAsk, ids: list[str]) -> list[RawPage]:
+def _bulk_fetch(client: JiraClient, ask: _IssueAsk, ids: list[str]) -> tuple[list[RawPage], int]:
     """``POST /issue/bulkfetch`` for ``ids`` (at most 100) with the fields and expansions a search
-    page asks for, and the follow-up pages of their comments and changelogs.
+    page asks for, and the follow-up pages of their comments and changelogs; and the issues they hold.
 
     Ids Jira reports in ``issueErrors`` (a retriable error on its side) are asked for once more;
     still failing, the step fails naming them, and the next run (resuming) asks again. An id that
@@ -369,15 +369,16 @@ def _bulk_fetch(client: JiraClient, ask: _IssueAsk, ids: list[str]) -> list[RawP
         "expand": ["changelog", "names", "schema"] if ask.custom else ["changelog"],
     }
     pages: list[RawPage] = []
+    records = 0
     for attempt in range(2):
-        page = client.request("POST", BULKFETCH_PATH, json_body=body)
+        page, data = client.request_parsed("POST", BULKFETCH_PATH, json_body=body)
         pages.append(dataclasses.replace(page, params={**page.params, **ask.asked}))
-        pages.extend(_follow_ups(client, page))
-        data = page.json()
+        pages.extend(_follow_ups(client, data))
+        records += len(_issues(data))
         errors = data.get("issueErrors") if isinstance(data, dict) else None
         failed = [str(e.get("id")) for e in errors or [] if isinstance(e, dict) and e.get("id") is not None]
         if not failed:
-            return pages
+            return pages, records
         if attempt == 0:
             body = {**body, "issueIdsOrKeys": failed}
     messages = "; ".join(f"{e.get('id')}: {e.get('errorMessage')}" for e in (errors or [])[:5] if isinstance(e, dict))
