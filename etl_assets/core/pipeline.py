@@ -5,13 +5,16 @@ Kept free of Dagster so they can be tested, and reused by the CLI, without it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import Engine, select
 
+from etl_assets.core.fanout import AdaptiveLimit, LimitStats, run_fanned_out
+from etl_assets.core.progress import Progress
 from etl_assets.core.records import EntitySpec, FetchRequest, RawPage
 from etl_assets.core.store import ops
 from etl_assets.core.tenants import Tenant
@@ -41,6 +44,10 @@ def plan_fetches(
     if not spec.incremental:
         return [FetchPlan("full", FetchRequest(tenant, page_size=page_size))], ops.SyncState(None, 0, None)
     state = ops.read_sync_state(engine, tenant.id, spec.name)
+    if spec.fan_out is not None and ops.unsealed_fan_out(engine, tenant.id, spec.name) is not None:
+        # A fan-out a killed or failed run left unfinished: resume it (it is a full fetch, and its
+        # catch-up covers what changed meanwhile) before anything else.
+        return [FetchPlan("full", FetchRequest(tenant, page_size=page_size), "resume the unfinished fan-out")], state
     if full_resync or state.watermark is None:
         # Everything, and what is not in it is gone: a full fetch is its own reconciliation.
         return [FetchPlan("full", FetchRequest(tenant, page_size=page_size))], state
@@ -110,6 +117,134 @@ class FetchRun:
 
 def fetch(spec: EntitySpec, client: Any, plan: FetchPlan) -> Iterator[RawPage]:
     return spec.fetch(client, plan.request)
+
+
+# -- fan-out: a big full read, parallel and resumable ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FanOutOptions:
+    """How a full read fans out (the source resource's settings)."""
+
+    concurrency: int = 8  # most requests in flight (the adaptive limit starts at half)
+    min_records: int = 2000  # smaller listings keep the simple paged path
+
+
+@dataclass
+class FanOutResult:
+    resumed: bool
+    listed: int  # ids in the listing
+    landed_before: int  # ids whose records a previous run had landed (a resume)
+    requests: int = 0  # chunk requests (each with its follow-up pages)
+    records: int = 0
+    pages: int = 0
+    bytes: int = 0
+    catch_up_records: int = 0
+    listing_batch: int = 0
+    batch_id: int = 0
+    fetch_s: float = 0.0
+    limit: LimitStats = field(default_factory=LimitStats)
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "fan_out": "resumed" if self.resumed else "started",
+            "fan_out_listed": self.listed,
+            "fan_out_landed_before": self.landed_before,
+            "fan_out_requests": self.requests,
+            "fan_out_fetch_s": round(self.fetch_s, 3),
+            "catch_up_records": self.catch_up_records,
+            "ids_batch_id": self.listing_batch,
+            "batch_id": self.batch_id,
+            "pages": self.pages,
+            "records": self.records,
+            "bytes": self.bytes,
+            **self.limit.metadata("fan_out"),
+        }
+
+
+def _ids(spec: EntitySpec, pages: list[RawPage]) -> list[str]:
+    out: list[str] = []
+    for page in pages:
+        out += [str(r["id"]) for r in spec.records(page.json()) if isinstance(r, dict) and r.get("id") is not None]
+    return out
+
+
+def fetch_fanned_out(
+    engine: Engine,
+    spec: EntitySpec,
+    tenant: Tenant,
+    client: Any,
+    *,
+    options: FanOutOptions,
+    overlap: timedelta = timedelta(minutes=10),
+    page_size: int = 50,
+    run_id: str | None = None,
+    progress: Callable[[Progress], None] | None = None,
+) -> FanOutResult | None:
+    """A full read of ``spec`` as a fan-out (``spec.fan_out``), landed as it arrives; None when the
+    listing is smaller than ``options.min_records`` (nothing landed: take the paged path).
+
+    1. List the live ids cheaply and land the listing (or find the listing of an unfinished
+       fan-out: then only ids without landed records are fetched — a resume).
+    2. Fetch the records of ``chunk`` ids per request, up to ``options.concurrency`` requests at
+       once under an :class:`~etl_assets.core.fanout.AdaptiveLimit`; land each answer as it
+       arrives (a checkpoint: a kill loses only the requests in flight).
+    3. Catch up: records are fetched at different moments, so what changed since the listing
+       began (less ``overlap``) is read once more, the way an incremental sync reads it; the
+       watermark the table step derives is then true for every record.
+    4. Seal: the listing and the records become visible to the table step together.
+    """
+    fan = spec.fan_out
+    assert fan is not None, f"{spec.name} has no fan-out"
+    batches = ops.unsealed_fan_out(engine, tenant.id, spec.name)
+    resumed = batches is not None
+    if batches is None:
+        listing = list(fan.list_ids(client, FetchRequest(tenant, ids_only=True, page_size=page_size)))
+        if len(_ids(spec, listing)) < options.min_records:
+            return None
+        batches = ops.start_fan_out(engine, spec, tenant.id, listing, run_id=run_id)
+    listed, landed = ops.fan_out_ids(engine, spec, tenant.id, batches)
+    todo = [i for i in listed if i not in landed]
+    result = FanOutResult(resumed, len(listed), len(landed & set(listed)))
+    result.listing_batch, result.batch_id = batches.listing, batches.content
+    started = time.perf_counter()
+
+    def land(pages: list[RawPage], records: int | None = None) -> int:
+        result.pages += len(pages)
+        result.bytes += sum(len(p.body) for p in pages)
+        return ops.append_fan_out(engine, spec, tenant.id, batches, pages, records)
+
+    first, ask = fan.begin(client, FetchRequest(tenant, page_size=page_size))
+    land(first)
+    limit = AdaptiveLimit(options.concurrency)
+    chunks = [todo[i : i + fan.chunk] for i in range(0, len(todo), fan.chunk)]
+    observed = hasattr(client, "observe")
+    if observed:
+        client.observe = limit.observe
+    try:
+        for _chunk, (pages, records) in run_fanned_out(chunks, lambda ids: fan.fetch(client, ask, ids), limit):
+            result.requests += 1
+            result.records += land(pages, records)
+            if progress is not None:
+                progress(
+                    Progress(
+                        f"{spec.name} of tenant {tenant.id} (fan-out)",
+                        result.landed_before + result.records,
+                        len(listed),
+                        time.perf_counter() - started,
+                        "records",
+                    )
+                )
+    finally:
+        if observed:
+            client.observe = None
+    result.fetch_s = time.perf_counter() - started
+    result.limit = limit.stats
+    catch_up = list(spec.fetch(client, FetchRequest(tenant, since=batches.started_at - overlap, page_size=page_size)))
+    result.catch_up_records = land(catch_up)
+    result.records += result.catch_up_records
+    ops.seal_fan_out(engine, batches)
+    return result
 
 
 @dataclass(frozen=True)

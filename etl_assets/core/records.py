@@ -114,6 +114,23 @@ class PagedPart:
 
 
 @dataclass(frozen=True)
+class FanOut:
+    """How a source reads a big listing in parallel (a first sync, a full re-sync): ids first, then
+    the records of a chunk of ids per request (``core.pipeline.fetch_fanned_out`` runs it)."""
+
+    # (the source's client, request) -> pages listing the live ids cheaply (ids only, large pages)
+    list_ids: Callable[[Any, FetchRequest], Iterator[RawPage]]
+    # (client, request) -> pages landed before the records (e.g. a field listing), and what every
+    # chunk's request asks for (passed to ``fetch`` unchanged)
+    begin: Callable[[Any, FetchRequest], tuple[list[RawPage], Any]]
+    # (client, what ``begin`` returned, ids) -> every page of those records (with their follow-up
+    # pages, e.g. comments beyond the embedded ones) and how many records they hold. Runs on
+    # several threads at once.
+    fetch: Callable[[Any, Any, list[str]], tuple[list[RawPage], int]]
+    chunk: int = 100  # ids per request (the endpoint's maximum)
+
+
+@dataclass(frozen=True)
 class EntitySpec:
     source: str  # the package under core/sources/ it comes from; part of asset keys and point ids
     name: str  # table name and the last part of the collection name
@@ -165,3 +182,5 @@ class EntitySpec:
     annotations: tuple[str, ...] = ()
     # A work item (an issue, a pull request): searched together across sources (search_sources).
     work_item: bool = False
+    # A parallel, resumable way to read everything (see FanOut); None: full listings are paged.
+    fan_out: FanOut | None = None

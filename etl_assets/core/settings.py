@@ -40,6 +40,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 from etl_assets.core.errors import ConfigError
+from etl_assets.core.store.retention import RawRetention
 
 # Package data: installed next to the code, in a checkout and in site-packages alike.
 BUNDLED_TENANTS_FILE = Path(__file__).resolve().parent.parent / "tenants.yaml"
@@ -506,6 +507,24 @@ class Settings(_FromLoadOnly):
         validation_alias="ETL_AUTOMATION_INTERVAL_S",
         description="ETL_AUTOMATION_INTERVAL_S: minimum interval of the vectors_follow_tables sensor, seconds.",
     )
+    raw_keep_batches: str | None = Field(
+        default=None,
+        validation_alias="ETL_RAW_KEEP_BATCHES",
+        description="ETL_RAW_KEEP_BATCHES: consumed raw batches kept per tenant and entity (default 3): N for "
+        "every entity and/or entity=N, separated by commas, e.g. '3,issues=10'.",
+    )
+    raw_keep_days: str | None = Field(
+        default=None,
+        validation_alias="ETL_RAW_KEEP_DAYS",
+        description="ETL_RAW_KEEP_DAYS: no consumed raw batch older than this many days (default: no age limit); "
+        "N and/or entity=N, e.g. 'issues=30'.",
+    )
+    maintenance_cron: str = Field(
+        default="15 4 * * 0",
+        validation_alias="ETL_MAINTENANCE_CRON",
+        description="ETL_MAINTENANCE_CRON: cron of the raw_maintenance schedule (SQLite: VACUUM when pruning "
+        "freed 10 % of the file; PostgreSQL: nothing, autovacuum).",
+    )
     embedding: EmbeddingSettings = Field(
         default_factory=EmbeddingSettings,
         description="EMBEDDING_*, OPENAI_API_KEY, OPENAI_BASE_URL: see EmbeddingSettings.",
@@ -524,7 +543,19 @@ class Settings(_FromLoadOnly):
             value, "use the http(s) URL of a Qdrant server, or unset it to use the local folder QDRANT_PATH"
         )
 
-    @field_validator("sync_cron", "reconcile_cron", "permissions_cron")
+    @field_validator("raw_keep_batches")
+    @classmethod
+    def _keep_batches(cls, value: str | None) -> str | None:
+        RawRetention.parse(value, None)  # a ValueError names the part it cannot read
+        return value
+
+    @field_validator("raw_keep_days")
+    @classmethod
+    def _keep_days(cls, value: str | None) -> str | None:
+        RawRetention.parse(None, value)
+        return value
+
+    @field_validator("sync_cron", "reconcile_cron", "permissions_cron", "maintenance_cron")
     @classmethod
     def _cron(cls, value: str) -> str:
         if not _CRON.fullmatch(value.strip()):
@@ -568,6 +599,11 @@ class Settings(_FromLoadOnly):
     def database(self) -> str:
         """The SQLAlchemy URL to use: DATABASE_URL, else SQLite under the data directory."""
         return self.database_url or f"sqlite:///{self.data_dir / 'etl.db'}"
+
+    @property
+    def raw_retention(self) -> RawRetention:
+        """How long consumed raw batches are kept, per entity (``ETL_RAW_KEEP_BATCHES`` / ``_DAYS``)."""
+        return RawRetention.parse(self.raw_keep_batches, self.raw_keep_days)
 
     @property
     def qdrant(self) -> QdrantSettings:

@@ -15,6 +15,7 @@ from etl_assets.core.embeddings.base import EmbeddingError
 from etl_assets.core.progress import ProgressLog, counted
 from etl_assets.core.records import EntitySpec
 from etl_assets.core.store import ops
+from etl_assets.core.store.retention import RawRetention
 from etl_assets.core.tenants import TenantRegistry
 from etl_assets.core.vectorstore import Collection, QdrantServerError, collection_name, server_errors_named
 from etl_assets.core.vectorsync import sync_vectors
@@ -85,6 +86,23 @@ def build_raw_asset(
         with source.open(tenant, database.engine) as client:
             run = pipeline.FetchRun(database.engine, spec, tenant, client, plans)
             for plan in run:  # may add the reconciliation listing when the source's estimate says so
+                # A full read of an entity that can fan out (a first sync, a full re-sync, a resume)
+                # is fetched in parallel and landed as it arrives; a small listing keeps the paged path.
+                if plan.kind == "full" and spec.fan_out is not None:
+                    fanned = pipeline.fetch_fanned_out(
+                        database.engine,
+                        spec,
+                        tenant,
+                        client,
+                        options=source.fan_out_options(),
+                        overlap=timedelta(minutes=config.overlap_minutes),
+                        page_size=source.page_size,
+                        run_id=context.run.run_id,
+                        progress=ProgressLog(context.log),
+                    )
+                    if fanned is not None:
+                        meta |= fanned.metadata()
+                        continue
                 landed = ops.land_raw(
                     database.engine,
                     spec,
@@ -153,8 +171,10 @@ def build_table_asset(
     partitions: dg.PartitionsDefinition,
     dialect: str,
     catalogue: dict[str, EntitySpec],
+    retention: RawRetention | None = None,
 ) -> dg.AssetsDefinition:
     key = table_key(spec)
+    keep = (retention or RawRetention()).of(spec.name)
     checks = dict(TABLE_CHECKS)
     if spec.references:
         checks["references_resolve"] = pipeline.references_description(spec)
@@ -179,13 +199,15 @@ def build_table_asset(
         description=(
             f"{spec.title}: normalized rows in table `{spec.table.name}`, one per `(tenant_id, external_id)`, "
             "upserted from the pending raw batches in one transaction that commits before the asset "
-            "returns; rows whose source object disappeared are marked deleted."
+            "returns; rows whose source object disappeared are marked deleted. After the commit, consumed raw "
+            f"batches beyond the retention ({keep.describe()}) are pruned."
         ),
     )
     def table_asset(context: dg.AssetExecutionContext, database: DatabaseResource) -> dg.MaterializeResult:
         tenant = registry.get(context.partition_key)
         started = time.perf_counter()
-        result = ops.build_table(database.engine, spec, tenant.id)  # committed when this returns
+        # Committed when this returns; the raw retention is applied after the commit.
+        result = ops.build_table(database.engine, spec, tenant.id, retention=keep)
         for reason in result.rejected_reasons[:20]:
             context.log.warning(f"{spec.name}: rejected a record: {reason}")
         outcomes = pipeline.table_checks(database.engine, spec, tenant.id, catalogue)

@@ -9,11 +9,13 @@ import dagster as dg
 
 from etl_assets.core.catalogue import CATALOGUE
 from etl_assets.core.records import EntitySpec
-from etl_assets.core.settings import Settings
+from etl_assets.core.settings import Settings, SettingsError
+from etl_assets.core.sources.jira.permission_sync import RAW_ENTITY as PERMISSIONS_RAW_ENTITY
 from etl_assets.core.tenants import TenantRegistry
 from etl_assets.defs.assets import build_raw_asset, build_table_asset, build_vector_asset
 from etl_assets.defs.automation import build_automation
 from etl_assets.defs.doctor import build_doctor_job
+from etl_assets.defs.maintenance import build_maintenance_job, build_maintenance_schedule
 from etl_assets.defs.permissions import build_permission_assets, build_permissions_job, build_permissions_schedule
 from etl_assets.defs.reindex import build_reindex_job
 from etl_assets.defs.resources import (
@@ -86,6 +88,14 @@ def build_definitions(
             missing.append(spec.parent)
         if missing:
             raise ValueError(f"entity {spec.name!r} references {', '.join(missing)}, which the catalogue lacks")
+    retention = settings.raw_retention
+    landed = {s.name for s in catalogue if s.parent is None} | {PERMISSIONS_RAW_ENTITY}
+    unknown = sorted(retention.entities - landed)
+    if unknown:
+        raise SettingsError(
+            f"ETL_RAW_KEEP_BATCHES / ETL_RAW_KEEP_DAYS name {', '.join(unknown)}, which no raw step lands "
+            f"(entities: {', '.join(sorted(landed))})"
+        )
     assets: list[dg.AssetsDefinition] = []
     for spec in catalogue:
         if spec.parent is not None:
@@ -94,7 +104,7 @@ def build_definitions(
             assets.append(build_vector_asset(spec, registry, partitions, provider_kind, by_name[spec.parent]))
             continue
         assets.append(build_raw_asset(spec, registry, partitions))
-        assets.append(build_table_asset(spec, registry, partitions, dialect, by_name))
+        assets.append(build_table_asset(spec, registry, partitions, dialect, by_name, retention))
         assets.append(build_vector_asset(spec, registry, partitions, provider_kind))
     jobs, schedules, sensors = build_automation(
         catalogue,
@@ -106,11 +116,13 @@ def build_definitions(
     )
     if "issues" in by_name and "projects" in by_name:
         # Jira's access rules: who may find each issue and comment (docs/permissions.md).
-        assets += build_permission_assets(registry, partitions)
+        assets += build_permission_assets(registry, partitions, retention)
         permissions_job = build_permissions_job()
         jobs.append(permissions_job)
         schedules.append(build_permissions_schedule(permissions_job, registry, settings.permissions_cron))
-    all_jobs: list[Any] = [*jobs, build_doctor_job(registry), build_reindex_job(registry)]
+    maintenance = build_maintenance_job()
+    schedules.append(build_maintenance_schedule(maintenance, settings.maintenance_cron))
+    all_jobs: list[Any] = [*jobs, build_doctor_job(registry), build_reindex_job(registry), maintenance]
     executor = dg.in_process_executor if settings.executor_kind == "in_process" else dg.multiprocess_executor
     return dg.Definitions(
         assets=assets,

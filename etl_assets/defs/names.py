@@ -104,3 +104,8 @@ PERMISSIONS_TABLE = dg.AssetKey(["tables", "permissions_table"])
 ACCESS_PAYLOADS = dg.AssetKey(["vectors", "access_payloads"])
 PERMISSIONS_JOB = "jira_permissions_sync"
 PERMISSIONS_SCHEDULE = "permissions_all_tenants"
+
+# Database maintenance: space freed by raw retention given back (SQLite), on a schedule.
+MAINTENANCE_JOB = "raw_maintenance"
+MAINTENANCE_OP = "reclaim_raw_space"
+MAINTENANCE_SCHEDULE = "raw_maintenance_weekly"

@@ -27,7 +27,8 @@ from etl_assets.core.access_sync import DEFAULT_ENTITIES, ensure_access_index
 from etl_assets.core.catalogue import BY_NAME
 from etl_assets.core.edge_client import EdgeQdrantClient
 from etl_assets.core.sources.jira import permission_tables
-from etl_assets.core.sources.jira.permission_sync import apply_pending_access, sync_permission_tables
+from etl_assets.core.sources.jira.permission_sync import RAW_ENTITY, apply_pending_access, sync_permission_tables
+from etl_assets.core.store.retention import RawRetention
 from etl_assets.core.tenants import TenantRegistry
 from etl_assets.core.vectorstore import collection_name, server_errors_named
 from etl_assets.defs import names
@@ -38,7 +39,11 @@ from etl_assets.defs.resources import DatabaseResource, QdrantResource
 POINT_KINDS = DEFAULT_ENTITIES
 
 
-def build_permission_assets(registry: TenantRegistry, partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
+def build_permission_assets(
+    registry: TenantRegistry, partitions: dg.PartitionsDefinition, retention: RawRetention | None = None
+) -> list[dg.AssetsDefinition]:
+    keep = (retention or RawRetention()).of(RAW_ENTITY)
+
     @dg.asset(
         key=names.PERMISSIONS_TABLE,
         deps=[names.table_key(BY_NAME["projects"]), names.table_key(BY_NAME["issues"])],
@@ -63,7 +68,7 @@ def build_permission_assets(registry: TenantRegistry, partitions: dg.PartitionsD
             issues = permission_tables.issue_facts(conn, tenant.id)
         with context.resources.jira.open(tenant) as client:
             result = sync_permission_tables(
-                database.engine, client, tenant.id, projects, issues, run_id=context.run.run_id
+                database.engine, client, tenant.id, projects, issues, run_id=context.run.run_id, retention=keep
             )
         for project, reason in sorted(result.fail_safe_projects.items()):
             context.log.warning(f"tenant {tenant.id}: project {project} fails safe (operators only): {reason}")
@@ -77,6 +82,7 @@ def build_permission_assets(registry: TenantRegistry, partitions: dg.PartitionsD
             "jira_requests": result.jira_requests,
             "raw_batch_id": result.raw_batch,
             "raw_pages": result.raw_pages,
+            **(result.pruned.metadata() if result.pruned else {}),
             "duration_s": round(time.perf_counter() - started, 3),
         }
         if result.fail_safe_projects:

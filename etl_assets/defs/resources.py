@@ -20,6 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from etl_assets.core.catalogue import SOURCE_BY_NAME
 from etl_assets.core.embeddings.base import Embedder
 from etl_assets.core.embeddings.factory import EmbeddingSettings, open_embedder
+from etl_assets.core.pipeline import FanOutOptions
 from etl_assets.core.settings import Settings
 from etl_assets.core.source_api import ClientOptions, Source
 from etl_assets.core.store.db import make_engine, safe_url
@@ -87,6 +88,14 @@ class SourceResource(dg.ConfigurableResource):
         description="Longest single wait between attempts (Retry-After, a rate limit's reset); default: the source's.",
     )
     page_size: int | None = Field(default=None, description="Page size of listings; default: the source's.")
+    fan_out_concurrency: int = Field(
+        default=8, ge=1, description="A full read's most fan-out requests in flight (adapts to 429s below it)."
+    )
+    fan_out_min_records: int = Field(
+        default=2000,
+        ge=0,
+        description="A full read of fewer records keeps the paged listing (entities that can fan out: Jira issues).",
+    )
 
     @property
     def declaration(self) -> Source:
@@ -104,6 +113,9 @@ class SourceResource(dg.ConfigurableResource):
 
     def serves(self, tenant: Tenant) -> bool:
         return tenant.section(self.source) is not None
+
+    def fan_out_options(self) -> FanOutOptions:
+        return FanOutOptions(concurrency=self.fan_out_concurrency, min_records=self.fan_out_min_records)
 
     @contextlib.contextmanager
     def open(self, tenant: Tenant, database: Engine | None = None) -> Iterator[Any]:

@@ -22,10 +22,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from etl_assets.core.records import ChildLink, EntitySpec, RawPage, RecordError
 from etl_assets.core.store import migrations, schema
+from etl_assets.core.store.retention import Keep, PruneResult, prune_raw
 
 log = logging.getLogger(__name__)
-
-KEEP_CONSUMED_BATCHES = 3  # raw history kept per tenant and entity, for audit and replay
 
 
 def utcnow() -> datetime:
@@ -113,27 +112,138 @@ def _insert_batch(
     ).inserted_primary_key
     assert inserted is not None  # a single-row INSERT always reports its key
     batch_id = int(inserted[0])
-    if fetched:
-        conn.execute(
-            insert(schema.raw_jira_pages),
-            [
-                {
-                    "batch_id": batch_id,
-                    "tenant_id": tenant_id,
-                    "entity": entity,
-                    "page_no": i,
-                    "method": p.method,
-                    "path": p.path,
-                    "params": p.params,
-                    "status": p.status,
-                    "fetched_at": p.fetched_at,
-                    "content_hash": p.content_hash,
-                    "body": p.body,
-                }
-                for i, p in enumerate(fetched)
-            ],
-        )
+    _insert_pages(conn, batch_id, tenant_id, entity, fetched, 0)
     return batch_id
+
+
+def _insert_pages(
+    conn: Connection, batch_id: int, tenant_id: str, entity: str, fetched: list[RawPage], first: int
+) -> None:
+    if not fetched:
+        return
+    conn.execute(
+        insert(schema.raw_jira_pages),
+        [
+            {
+                "batch_id": batch_id,
+                "tenant_id": tenant_id,
+                "entity": entity,
+                "page_no": first + i,
+                "method": p.method,
+                "path": p.path,
+                "params": p.params,
+                "status": p.status,
+                "fetched_at": p.fetched_at,
+                "content_hash": p.content_hash,
+                "body": p.body,
+            }
+            for i, p in enumerate(fetched)
+        ],
+    )
+
+
+# -- fan-out landing: a big read landed as it arrives, visible to the table step once complete -------
+
+# A fan-out lands two batches: the id listing ("listing", sealed as "ids": what is live) and the
+# records fetched for those ids ("fetching", sealed as "incremental"), appended to as each answer
+# arrives — each append is a checkpoint a resumed run starts from.
+UNSEALED_KINDS = ("listing", "fetching")
+
+
+@dataclass(frozen=True)
+class FanOutBatches:
+    listing: int
+    content: int
+    started_at: datetime  # when the listing was landed: the catch-up re-reads from here
+
+
+def unsealed_fan_out(engine: Engine, tenant_id: str, entity: str) -> FanOutBatches | None:
+    """The fan-out of ``tenant_id``'s ``entity`` a killed or failed run left unfinished, if any."""
+    b = schema.raw_batches
+    mine = (b.c.tenant_id == tenant_id, b.c.entity == entity, b.c.consumed_at.is_(None))
+    with engine.connect() as conn:
+        listing = conn.execute(
+            select(b.c.id, b.c.fetched_at).where(*mine, b.c.kind == "listing").order_by(b.c.id.desc()).limit(1)
+        ).first()
+        if listing is None:
+            return None
+        content = conn.execute(
+            select(b.c.id).where(*mine, b.c.kind == "fetching", b.c.id > listing.id).order_by(b.c.id).limit(1)
+        ).scalar_one_or_none()
+    if content is None:  # never happens: both are landed in one transaction
+        return None
+    return FanOutBatches(int(listing.id), int(content), as_utc(listing.fetched_at))  # type: ignore[arg-type]
+
+
+def start_fan_out(
+    engine: Engine, spec: EntitySpec, tenant_id: str, listing: list[RawPage], *, run_id: str | None = None
+) -> FanOutBatches:
+    """Land the id listing and an empty batch for the records, in one transaction; neither is seen
+    by the table step until :func:`seal_fan_out`."""
+    records = sum(len(spec.records(page.json())) for page in listing)
+    with engine.begin() as conn:
+        listing_id = _insert_batch(conn, tenant_id, spec.name, listing, kind="listing", records=records, run_id=run_id)
+        content_id = _insert_batch(conn, tenant_id, spec.name, [], kind="fetching", records=0, run_id=run_id)
+        started = conn.execute(
+            select(schema.raw_batches.c.fetched_at).where(schema.raw_batches.c.id == listing_id)
+        ).scalar_one()
+    return FanOutBatches(listing_id, content_id, as_utc(started))  # type: ignore[arg-type]
+
+
+def _batch_record_ids(conn: Connection, spec: EntitySpec, tenant_id: str, batch_id: int) -> Iterator[str]:
+    for _no, _path, _params, body in _batch_pages(conn, tenant_id, batch_id):
+        for record in spec.records(json.loads(body)):
+            key = _record_key(record)
+            if key is not None:
+                yield key
+
+
+def fan_out_ids(engine: Engine, spec: EntitySpec, tenant_id: str, batches: FanOutBatches) -> tuple[list[str], set[str]]:
+    """The ids the listing holds (in its order), and those whose records have landed already."""
+    with engine.connect() as conn:
+        listed = list(dict.fromkeys(_batch_record_ids(conn, spec, tenant_id, batches.listing)))
+        landed = set(_batch_record_ids(conn, spec, tenant_id, batches.content))
+    return listed, landed
+
+
+def append_fan_out(
+    engine: Engine,
+    spec: EntitySpec,
+    tenant_id: str,
+    batches: FanOutBatches,
+    pages: list[RawPage],
+    records: int | None = None,
+) -> int:
+    """Append ``pages`` to the fan-out's records batch in one transaction (a checkpoint); the records
+    they hold (``records`` when the caller counted them already)."""
+    if not pages:
+        return 0
+    if records is None:
+        records = sum(len(spec.records(page.json())) for page in pages)
+    b, p = schema.raw_batches, schema.raw_jira_pages
+    with engine.begin() as conn:
+        # Taken in the transaction, so the page numbers stay in landing order.
+        start = conn.execute(
+            select(func.coalesce(func.max(p.c.page_no) + 1, 0)).where(
+                p.c.tenant_id == tenant_id, p.c.batch_id == batches.content
+            )
+        ).scalar_one()
+        _insert_pages(conn, batches.content, tenant_id, spec.name, pages, int(start))
+        conn.execute(
+            update(b)
+            .where(b.c.id == batches.content)
+            .values(pages=b.c.pages + len(pages), records=b.c.records + records)
+        )
+    return records
+
+
+def seal_fan_out(engine: Engine, batches: FanOutBatches) -> None:
+    """Make the fan-out's two batches visible to the table step, at once: the listing says what is
+    live, the records batch (landed after it) what each record holds."""
+    b = schema.raw_batches
+    with engine.begin() as conn:
+        conn.execute(update(b).where(b.c.id == batches.listing).values(kind="ids"))
+        conn.execute(update(b).where(b.c.id == batches.content).values(kind="incremental"))
 
 
 def record_raw(
@@ -141,13 +251,12 @@ def record_raw(
 ) -> int:
     """Land ``pages`` as a batch already consumed, in the caller's transaction: for a stage that
     parses what it fetched and commits the result in that same transaction (the permission
-    rules). The newest batches are kept as the table steps keep theirs. Returns the batch id."""
+    rules). The caller prunes after its commit (``retention.prune_raw``), as the table steps do.
+    Returns the batch id."""
     fetched = list(pages)
-    batch_id = _insert_batch(
+    return _insert_batch(
         conn, tenant_id, entity, fetched, kind="full", records=len(fetched), run_id=run_id, consumed_at=utcnow()
     )
-    _prune_raw(conn, tenant_id, entity)
-    return batch_id
 
 
 # -- table build ----------------------------------------------------------------------------
@@ -168,30 +277,58 @@ class TableResult:
     rejected_reasons: list[str] = field(default_factory=list)
     # Figures of child entities written in the same transaction, e.g. comments_inserted.
     children: dict[str, int] = field(default_factory=dict)
+    # The raw retention applied after the commit (None: not applied).
+    pruned: PruneResult | None = None
 
     def metadata(self) -> dict[str, Any]:
-        out = {k: v for k, v in asdict(self).items() if k not in ("rejected_reasons", "children")}
+        skip = ("rejected_reasons", "children", "pruned")
+        out = {k: v for k, v in asdict(self).items() if k not in skip}
         out["watermark"] = self.watermark.isoformat() if self.watermark else None
         out.update(self.children)
+        if self.pruned is not None:
+            out.update(self.pruned.metadata())
         return out
 
 
 def _pending_batches(conn: Connection, tenant_id: str, entity: str) -> list[Any]:
+    """The batches the table step consumes: landed, not consumed, and not part of a fan-out still
+    fetching (those become visible all at once when it is sealed)."""
     b = schema.raw_batches
     return list(
         conn.execute(
             select(b.c.id, b.c.kind)
-            .where(b.c.tenant_id == tenant_id, b.c.entity == entity, b.c.consumed_at.is_(None))
+            .where(
+                b.c.tenant_id == tenant_id,
+                b.c.entity == entity,
+                b.c.consumed_at.is_(None),
+                b.c.kind.not_in(UNSEALED_KINDS),
+            )
             .order_by(b.c.id)
         )
     )
 
 
-def _batch_bodies(conn: Connection, batch_id: int) -> Iterator[tuple[str, Any, str]]:
+PAGES_PER_READ = 20  # raw pages held at once while a batch is read (a bulk page is about 1 MB)
+
+
+def _batch_pages(
+    conn: Connection, tenant_id: str, batch_id: int, only: set[int] | None = None
+) -> Iterator[tuple[int, str, Any, str]]:
+    """``(page_no, path, params, body)`` of a batch in landing order (only the pages ``only`` names,
+    if given), read a few pages at a time: a driver that buffers a whole result (psycopg2) must not
+    hold a 100,000-issue batch at once."""
     p = schema.raw_jira_pages
-    yield from conn.execute(
-        select(p.c.path, p.c.params, p.c.body).where(p.c.batch_id == batch_id).order_by(p.c.page_no)
-    )
+    mine = (p.c.tenant_id == tenant_id, p.c.batch_id == batch_id)
+    numbers = [n for (n,) in conn.execute(select(p.c.page_no).where(*mine).order_by(p.c.page_no))]
+    if only is not None:
+        numbers = [n for n in numbers if n in only]
+    for start in range(0, len(numbers), PAGES_PER_READ):
+        group = numbers[start : start + PAGES_PER_READ]
+        yield from conn.execute(
+            select(p.c.page_no, p.c.path, p.c.params, p.c.body)
+            .where(*mine, p.c.page_no.in_(group))
+            .order_by(p.c.page_no)
+        )
 
 
 def _upsert(conn: Connection, table: Any, rows: list[dict[str, Any]]) -> None:
@@ -285,32 +422,40 @@ def _non_finite_path(value: Any) -> tuple[str, float] | None:
     return None
 
 
-def _older(spec: EntitySpec, record: Any, held: Any) -> bool:
-    if spec.version is None:
-        return False
-    new, old = spec.version(record), spec.version(held)
-    return new is not None and old is not None and new < old
+def build_table(engine: Engine, spec: EntitySpec, tenant_id: str, *, retention: Keep | None = None) -> TableResult:
+    """Consume the pending raw batches for ``tenant_id`` into ``spec.table``, in one transaction;
+    then, after the commit, prune the consumed raw batches that ``retention`` does not keep
+    (default: :class:`~etl_assets.core.store.retention.Keep`'s)."""
+    result = _build_table(engine, spec, tenant_id)
+    result.pruned = prune_raw(engine, tenant_id, spec.name, retention or Keep())
+    return result
 
 
-def build_table(engine: Engine, spec: EntitySpec, tenant_id: str) -> TableResult:
-    """Consume the pending raw batches for ``tenant_id`` into ``spec.table``, in one transaction."""
+def _page_records(spec: EntitySpec, data: Any, params: Any) -> list[Any]:
+    if spec.page_records is not None:
+        return spec.page_records(data, params if isinstance(params, dict) else {})
+    return spec.records(data)
+
+
+def _build_table(engine: Engine, spec: EntitySpec, tenant_id: str) -> TableResult:
+    """Two passes over the pending pages, so that memory holds where each record is, not the records:
+    the first finds each id's newest copy, the listings and the child pages; the second reads again
+    only the pages holding a chosen copy and writes rows 500 at a time."""
     table = spec.table
     result = TableResult()
     with engine.begin() as conn:
         batches = _pending_batches(conn, tenant_id, spec.name)
         result.batches = len(batches)
-        latest: dict[str, tuple[Any, int]] = {}  # external id -> (record, batch) — newest batch wins
-        non_finite_batches: set[int] = set()  # batches with a NaN/Infinity somewhere in a body
+        # external id -> (batch, page, index in the page, version) of its newest copy
+        chosen: dict[str, tuple[int, int, int, Any]] = {}
         live_listing: set[str] | None = None  # ids in the newest complete listing, if any
         listing_batch = -1
         # (child entity, batch, parent id) -> child records fetched on pages of their own
         paged: dict[tuple[str, int, str], list[Any]] = {}
         for batch_id, kind in batches:
             listed: set[str] = set()
-            for path, params, body in _batch_bodies(conn, batch_id):
-                data, has_non_finite = _loads_noting_non_finite(body)
-                if has_non_finite:
-                    non_finite_batches.add(batch_id)
+            for page_no, path, params, body in _batch_pages(conn, tenant_id, batch_id):
+                data = json.loads(body)
                 for link in spec.children:
                     found_children = link.page(path, data)
                     if found_children is not None:
@@ -319,12 +464,7 @@ def build_table(engine: Engine, spec: EntitySpec, tenant_id: str) -> TableResult
                     found_part = part.page(path, data)
                     if found_part is not None:
                         paged.setdefault((f"part:{n}", batch_id, found_part[0]), []).extend(found_part[1])
-                records = (
-                    spec.page_records(data, params if isinstance(params, dict) else {})
-                    if spec.page_records is not None
-                    else spec.records(data)
-                )
-                for record in records:
+                for index, record in enumerate(_page_records(spec, data, params)):
                     key = _record_key(record)
                     if key is not None:
                         listed.add(key)
@@ -344,11 +484,17 @@ def build_table(engine: Engine, spec: EntitySpec, tenant_id: str) -> TableResult
                             )
                         )
                         continue
-                    if key in latest and _older(spec, record, latest[key][0]):
+                    version = spec.version(record) if spec.version is not None else None
+                    held = chosen.get(key)
+                    if held is not None and version is not None and held[3] is not None and version < held[3]:
                         continue  # an overlapping window brought an older copy of what we already hold
-                    latest[key] = (record, batch_id)
+                    chosen[key] = (batch_id, page_no, index, version)
             if kind in ("full", "ids"):
                 live_listing, listing_batch = listed, batch_id
+        # (batch, page) -> {index in the page: external id} of the copies chosen
+        wanted: dict[tuple[int, int], dict[int, str]] = {}
+        for key, (batch_id, page_no, index, _version) in chosen.items():
+            wanted.setdefault((batch_id, page_no), {})[index] = key
 
         existing = {
             row.external_id: row
@@ -363,7 +509,7 @@ def build_table(engine: Engine, spec: EntitySpec, tenant_id: str) -> TableResult
         kids = _Children(conn, spec, tenant_id, now, result)
         for part in spec.parts:
             result.children[f"{spec.name}_with_{part.incomplete_column}"] = 0
-        for key, (record, batch_id) in latest.items():
+        for batch_id, record, key, non_finite in _chosen_records(conn, spec, tenant_id, batches, wanted):
             if live_listing is not None and batch_id < listing_batch and key not in live_listing:
                 continue  # changed earlier, then gone from a later listing: the deletion below wins
             notes: dict[str, str | None] = {}
@@ -380,7 +526,7 @@ def build_table(engine: Engine, spec: EntitySpec, tenant_id: str) -> TableResult
                 row[column] = None if note is None else note[:1000]
                 if note is not None:
                     result.children[f"{spec.name}_with_{column}"] += 1
-            found = _non_finite_path(record) if batch_id in non_finite_batches else None
+            found = _non_finite_path(record) if non_finite else None
             if found is not None:
                 ext = row["external_id"]  # validated by the parser: fits the rejected_records column
                 reason = (
@@ -414,10 +560,14 @@ def build_table(engine: Engine, spec: EntitySpec, tenant_id: str) -> TableResult
                     "deleted_at": None,
                 }
             )
+            if len(upserts) >= 500:
+                _upsert(conn, table, upserts)
+                upserts.clear()
+            kids.flush()
         _upsert(conn, table, upserts)
 
         if live_listing is not None:
-            newer = {k for k, (_, b) in latest.items() if b > listing_batch}
+            newer = {k for k, (b, _page, _index, _version) in chosen.items() if b > listing_batch}
             gone = [
                 k for k, row in existing.items() if row.deleted_at is None and k not in live_listing and k not in newer
             ]
@@ -434,7 +584,6 @@ def build_table(engine: Engine, spec: EntitySpec, tenant_id: str) -> TableResult
         if batches:
             b = schema.raw_batches
             conn.execute(update(b).where(b.c.id.in_([bid for bid, _ in batches])).values(consumed_at=now))
-            _prune_raw(conn, tenant_id, spec.name)
         result.rejected = len(result.rejected_reasons)
         result.live_rows = conn.execute(
             select(func.count()).select_from(table).where(table.c.tenant_id == tenant_id, table.c.deleted_at.is_(None))
@@ -442,6 +591,26 @@ def build_table(engine: Engine, spec: EntitySpec, tenant_id: str) -> TableResult
         if "updated" in table.c:
             result.watermark = _advance_watermark(conn, spec, tenant_id, is_reconcile=live_listing is not None)
     return result
+
+
+def _chosen_records(
+    conn: Connection,
+    spec: EntitySpec,
+    tenant_id: str,
+    batches: list[Any],
+    wanted: dict[tuple[int, int], dict[int, str]],
+) -> Iterator[tuple[int, Any, str, bool]]:
+    """``(batch, record, external id, whether its page held a non-finite number)`` of each chosen
+    copy, read again page by page (only pages that hold one)."""
+    for batch_id, kind in batches:
+        if kind == "ids":
+            continue
+        pages = {page for (batch, page) in wanted if batch == batch_id}
+        for page_no, _path, params, body in _batch_pages(conn, tenant_id, batch_id, pages):
+            data, non_finite = _loads_noting_non_finite(body)
+            records = _page_records(spec, data, params)
+            for index, key in sorted(wanted[(batch_id, page_no)].items()):
+                yield batch_id, records[index], key, non_finite
 
 
 class _Children:
@@ -543,10 +712,18 @@ class _Children:
                 k for k, r in self.existing[link.spec.name].items() if r.parent in gone and r.deleted_at is None
             ]
 
+    def flush(self, at_least: int = 500) -> None:
+        """Write the child rows collected so far (when there are ``at_least``): memory stays bounded."""
+        for link in self.spec.children:
+            rows = self.rows[link.spec.name]
+            if len(rows) >= at_least:
+                _upsert(self.conn, link.spec.table, rows)
+                rows.clear()
+
     def finish(self) -> None:
+        self.flush(at_least=1)
         for link in self.spec.children:
             table = link.spec.table
-            _upsert(self.conn, table, self.rows[link.spec.name])
             doomed = sorted(set(self.doomed[link.spec.name]))
             for start in range(0, len(doomed), 500):
                 self.conn.execute(
@@ -563,23 +740,6 @@ class _Children:
                     select(func.count()).select_from(table).where(*cond, link.spec.indexed(table))
                 ).scalar_one()
                 self.result.children[f"{link.spec.name}_not_indexed"] = live - indexed
-
-
-def _prune_raw(conn: Connection, tenant_id: str, entity: str) -> None:
-    b = schema.raw_batches
-    old = [
-        bid
-        for (bid,) in conn.execute(
-            select(b.c.id)
-            .where(b.c.tenant_id == tenant_id, b.c.entity == entity, b.c.consumed_at.is_not(None))
-            .order_by(b.c.id.desc())
-            .offset(KEEP_CONSUMED_BATCHES)
-        )
-    ]
-    if old:
-        p = schema.raw_jira_pages
-        conn.execute(p.delete().where(p.c.batch_id.in_(old)))
-        conn.execute(b.delete().where(b.c.id.in_(old)))
 
 
 # -- sync state (watermarks) --------------------------------------------------------------------
@@ -702,7 +862,7 @@ def live_rows_after_pending(engine: Engine, spec: EntitySpec, tenant_id: str) ->
         ).scalar_one()
         pending: set[str] = set()
         for batch_id, _kind in _pending_batches(conn, tenant_id, spec.name):
-            for _path, _params, body in _batch_bodies(conn, batch_id):
+            for _no, _path, _params, body in _batch_pages(conn, tenant_id, batch_id):
                 pending.update(k for k in map(_record_key, spec.records(json.loads(body))) if k is not None)
         ids = sorted(pending)
         known = 0

@@ -12,6 +12,7 @@ import base64
 import json
 import logging
 import random
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -59,6 +60,15 @@ class JiraStats:
     retries: int = 0
     throttled: int = 0
     waited_s: float = 0.0
+    # The counts are bumped from the fan-out's threads too (``core.fanout``).
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, *, requests: int = 0, retries: int = 0, throttled: int = 0, waited_s: float = 0.0) -> None:
+        with self._lock:
+            self.requests += requests
+            self.retries += retries
+            self.throttled += throttled
+            self.waited_s += waited_s
 
 
 def _error_messages(response: httpx.Response) -> str:
@@ -113,6 +123,8 @@ class JiraClient:
     backoff_base_s: float = 0.5
     stats: JiraStats = field(default_factory=JiraStats)
     sleep: Callable[[float], None] | None = None  # injected by tests; tenacity's sleep by default
+    # Told every answer's status and headers (retries included): the fan-out's adaptive limit.
+    observe: Callable[[int, httpx.Headers], None] | None = None
 
     def describe(self, method: str, path: str) -> str:
         return f"tenant {self.tenant_id!r} site {self.site}: {method} {path}"
@@ -126,18 +138,24 @@ class JiraClient:
             wait = self.backoff_base_s * 2 ** (state.attempt_number - 1)
             wait = random.uniform(0, wait)  # full jitter keeps retrying tenants from stampeding
         wait = min(wait, self.max_wait_s)
-        self.stats.retries += 1
-        self.stats.waited_s += wait
+        self.stats.add(retries=1, waited_s=wait)
         return wait
 
     def request(
         self, method: str, path: str, *, params: dict[str, Any] | None = None, json_body: Any = None
     ) -> RawPage:
+        return self.request_parsed(method, path, params=params, json_body=json_body)[0]
+
+    def request_parsed(
+        self, method: str, path: str, *, params: dict[str, Any] | None = None, json_body: Any = None
+    ) -> tuple[RawPage, Any]:
+        """:meth:`request`, with the body as parsed when it was checked: a megabyte of issues costs
+        tens of milliseconds to parse, so a caller that reads it uses this copy (its own)."""
         params = {k: v for k, v in (params or {}).items() if v is not None}
         what = self.describe(method, path)
 
-        def attempt() -> RawPage:
-            self.stats.requests += 1
+        def attempt() -> tuple[RawPage, Any]:
+            self.stats.add(requests=1)
             try:
                 response = self.http.request(method, path, params=params or None, json=json_body)
             except httpx.TimeoutException as exc:
@@ -145,6 +163,8 @@ class JiraClient:
             except httpx.TransportError as exc:
                 raise _Retryable(f"{what}: connection failed ({transport_reason(exc)})", None) from None
             status = response.status_code
+            if self.observe is not None:
+                self.observe(status, response.headers)
             if status in (401, 403):
                 raise JiraAuthError(
                     f"{what}: HTTP {status} — the credentials were refused or lack permission "
@@ -153,7 +173,7 @@ class JiraClient:
                 )
             if status in RETRY_STATUSES:
                 if status == 429:
-                    self.stats.throttled += 1
+                    self.stats.add(throttled=1)
                 raise _Retryable(
                     f"{what}: HTTP {status} ({_error_messages(response)})",
                     parse_retry_after(response.headers),
@@ -162,7 +182,7 @@ class JiraClient:
                 raise JiraError(f"{what}: HTTP {status} — {_error_messages(response)}", status=status)
             body = response.text
             try:
-                json.loads(body)
+                parsed = json.loads(body)
             except ValueError:
                 # A truncated body is a transport fault more often than a real answer.
                 raise _Retryable(f"{what}: response is not valid JSON ({len(body)} bytes)", None) from None
@@ -172,9 +192,10 @@ class JiraClient:
                     f"{what}: response nests too deeply for the JSON decoder ({len(body)} bytes); "
                     "a record in it is malformed"
                 ) from None
-            return RawPage(
+            page = RawPage(
                 method, path, params | ({"body": json_body} if json_body else {}), status, body, datetime.now(UTC)
             )
+            return page, parsed
 
         retrying = Retrying(
             retry=retry_if_exception(lambda e: isinstance(e, _Retryable)),

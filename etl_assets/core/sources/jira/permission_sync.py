@@ -23,6 +23,7 @@ from etl_assets.core.sources.jira import permission_tables as pt
 from etl_assets.core.sources.jira.client import JiraClient
 from etl_assets.core.sources.jira.permissions import fetch_permissions
 from etl_assets.core.store.ops import record_raw
+from etl_assets.core.store.retention import Keep, PruneResult, prune_raw
 
 RAW_ENTITY = "permissions"  # the raw_batches entity the permission responses are landed under
 
@@ -41,6 +42,7 @@ class PermissionSyncResult:
     raw_batch: int  # the landed responses (raw_batches / raw_jira_pages, entity "permissions")
     raw_pages: int
     pending: dict[AccessList, list[str]] = field(default_factory=dict)
+    pruned: PruneResult | None = None  # the raw retention applied after the commit
 
 
 def sync_permission_tables(
@@ -51,8 +53,10 @@ def sync_permission_tables(
     issues: Sequence[IssueFacts],
     *,
     run_id: str | None = None,
+    retention: Keep | None = None,
 ) -> PermissionSyncResult:
-    """Fetch the tenant's rules, then commit them and every point's access list in one transaction."""
+    """Fetch the tenant's rules, then commit them and every point's access list in one transaction;
+    after the commit, prune the landed responses ``retention`` does not keep."""
     before = client.stats.requests
     fetched = fetch_permissions(client, projects, issues)
     access = compute_access(fetched.snapshot, issues)
@@ -61,6 +65,7 @@ def sync_permission_tables(
         raw_batch = record_raw(conn, tenant_id, RAW_ENTITY, fetched.pages, run_id=run_id)
         pt.save_snapshot(conn, tenant_id, fetched)
         pending = pt.save_access(conn, tenant_id, access)
+    pruned = prune_raw(engine, tenant_id, RAW_ENTITY, retention or Keep())
     return PermissionSyncResult(
         points=len(access),
         changed=sum(len(keys) for keys in pending.values()),
@@ -72,6 +77,7 @@ def sync_permission_tables(
         raw_batch=raw_batch,
         raw_pages=len(fetched.pages),
         pending=pending,
+        pruned=pruned,
     )
 
 

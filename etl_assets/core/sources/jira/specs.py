@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 from typing import Any
 
-from etl_assets.core.records import ChildLink, ChildRecords, EntitySpec, FetchRequest, PagedPart, RawPage
+from etl_assets.core.records import ChildLink, ChildRecords, EntitySpec, FanOut, FetchRequest, PagedPart, RawPage
 from etl_assets.core.sources.jira import custom_fields, parsers, permission_tables, tables
 from etl_assets.core.sources.jira.client import JiraAuthError, JiraClient, JiraError
 from etl_assets.core.sources.jira.jql import (
@@ -77,7 +77,21 @@ def _issues_named(data: Any) -> list[Any]:
         data.get("schema") if isinstance(data, dict) else None,
     )
     if not isinstance(names, dict):
-        return issues
+        # A bulk fetch's issues carry their own names/schema (of every field): kept as a search's are.
+        return [_own_names(issue) for issue in issues]
+    return _page_names(issues, names, schema)
+
+
+def _own_names(issue: Any) -> Any:
+    """An issue with its own ``names``/``schema`` (``POST /issue/bulkfetch``, ``GET /issue``) in the
+    form a search page's give it: only its custom fields, and no keys when it has none."""
+    if not isinstance(issue, dict) or not isinstance(issue.get("names"), dict):
+        return issue
+    own = {k: v for k, v in issue.items() if k not in ("names", "schema")}
+    return _page_names([own], issue["names"], issue.get("schema"))[0]
+
+
+def _page_names(issues: list[Any], names: dict[str, Any], schema: Any) -> list[Any]:
     out = []
     for issue in issues:
         fields = issue.get("fields") if isinstance(issue, dict) else None
@@ -260,16 +274,19 @@ def _field_listing(client: JiraClient, req: FetchRequest) -> tuple[RawPage | Non
     return listing, listing.json()
 
 
-def _fetch_issues(client: JiraClient, req: FetchRequest) -> Iterator[RawPage]:
-    if req.ids_only:
-        yield from search_pages(client, tenant_jql(req.tenant, order="ORDER BY key ASC"), fields=["id"], page_size=1000)
-        return
-    # The field listing is landed with the issues (it says what the names meant at fetch time).
+@dataclasses.dataclass(frozen=True)
+class _IssueAsk:
+    """What every issue request of one fetch asks for, and what its pages carry beside their body."""
+
+    fields: tuple[str, ...]
+    custom: bool  # the tenant renders custom fields: names and schema are asked for too
+    asked: dict[str, Any]
+
+
+def _issue_ask(client: JiraClient, req: FetchRequest) -> tuple[RawPage | None, _IssueAsk]:
+    """The field listing (landed with the issues: it says what the names meant at fetch time) and
+    the fields the issue requests ask for."""
     listing_page, listing = _field_listing(client, req)
-    if listing_page is not None:
-        yield listing_page
-    # JQL reads the watermark literal in the API user's zone: ask it once per fetch.
-    zone = user_zone(client) if req.since is not None else None
     custom: tuple[str, ...] = ()
     if jira_site(req.tenant).custom_fields:
         resolved = custom_fields.resolve(jira_site(req.tenant).custom_fields, listing, req.tenant.id)
@@ -278,28 +295,95 @@ def _fetch_issues(client: JiraClient, req: FetchRequest) -> Iterator[RawPage]:
         custom = resolved.ids
     pickers = custom_fields.access_fields(listing) if listing_page is not None else None
     extra = [f for f in (pickers or {}) if f not in custom]
-    # What each search page asked for beyond its body, landed with it: which custom fields are
+    # What each issue page asked for beyond its body, landed with it: which custom fields are
     # the tenant's (rendered into the text) and which are read only for access (never rendered);
     # ``access_fields`` None: the site's pickers could not be listed.
     asked = {ASKED_RENDERED: list(custom), ASKED_ACCESS: pickers}
+    return listing_page, _IssueAsk((*ISSUE_FIELDS, *custom, *extra), bool(custom), asked)
+
+
+def _follow_ups(client: JiraClient, data: Any) -> Iterator[RawPage]:
+    """Jira embeds only the first comments and histories of an issue: page through the rest of
+    each capped list, for every issue of a page (``data``: its parsed body)."""
+    for issue in _issues(data):
+        comments, total = _embedded_comments(issue)
+        if total is not None and total > len(comments) and isinstance(issue.get("id"), str | int):
+            yield from comment_pages(client, str(issue["id"]), len(comments), total, str(issue.get("key")))
+        histories, changes = _embedded_histories(issue)
+        if changes is not None and changes > len(histories) and isinstance(issue.get("id"), str | int):
+            yield from changechangelogpages(client, str(issue["id"]), changes, str(issue.get("key")))
+
+
+def _fetch_issues(client: JiraClient, req: FetchRequest) -> Iterator[RawPage]:
+    if req.ids_only:
+        yield from _list_issue_ids(client, req)
+        return
+    listing_page, ask = _issue_ask(client, req)
+    if listing_page is not None:
+        yield listing_page
+    # JQL reads the watermark literal in the API user's zone: ask it once per fetch.
+    zone = user_zone(client) if req.since is not None else None
     for page in search_pages(
         client,
         tenant_jql(req.tenant, since=req.since, zone=zone),
-        fields=(*ISSUE_FIELDS, *custom, *extra),
+        fields=ask.fields,
         page_size=min(req.page_size, 100),
         # names,schema: what each custom field is called and its type, for rendering it as text.
-        expand="changelog,names,schema" if custom else "changelog",
+        expand="changelog,names,schema" if ask.custom else "changelog",
     ):
-        yield dataclasses.replace(page, params={**page.params, **asked})
-        # Jira embeds only the first comments of an issue; page through the rest of each capped list.
-        for issue in _issues(page.json()):
-            comments, total = _embedded_comments(issue)
-            if total is not None and total > len(comments) and isinstance(issue.get("id"), str | int):
-                yield from comment_pages(client, str(issue["id"]), len(comments), total, str(issue.get("key")))
-            # Likewise the changelog beyond the histories the search embeds.
-            histories, changes = _embedded_histories(issue)
-            if changes is not None and changes > len(histories) and isinstance(issue.get("id"), str | int):
-                yield from changechangelogpages(client, str(issue["id"]), changes, str(issue.get("key")))
+        yield dataclasses.replace(page, params={**page.params, **ask.asked})
+        yield from _follow_ups(client, page.json())
+
+
+def _list_issue_ids(client: JiraClient, req: FetchRequest) -> Iterator[RawPage]:
+    """The tenant's live issue ids, 1,000 a page (the id-only search's cheap listing)."""
+    yield from search_pages(client, tenant_jql(req.tenant, order="ORDER BY key ASC"), fields=["id"], page_size=1000)
+
+
+BULKFETCH_PATH = "/rest/api/3/issue/bulkfetch"
+BULKFETCH_MAX = 100  # issueIdsOrKeys per request (the endpoint's documented maximum)
+ID_LISTING_PAGE = 5000  # search/jql returns up to 5,000 issues a page when only ids are asked for
+
+
+def _fan_out_ids(client: JiraClient, req: FetchRequest) -> Iterator[RawPage]:
+    yield from search_pages(
+        client, tenant_jql(req.tenant, order="ORDER BY key ASC"), fields=["id"], page_size=ID_LISTING_PAGE
+    )
+
+
+def _fan_out_begin(client: JiraClient, req: FetchRequest) -> tuple[list[RawPage], _IssueAsk]:
+    listing_page, ask = _issue_ask(client, req)
+    return ([listing_page] if listing_page is not None else []), ask
+
+
+def _bulk_fetch(client: JiraClient, ask: _IssueAsk, ids: list[str]) -> tuple[list[RawPage], int]:
+    """``POST /issue/bulkfetch`` for ``ids`` (at most 100) with the fields and expansions a search
+    page asks for, and the follow-up pages of their comments and changelogs; and the issues they hold.
+
+    Ids Jira reports in ``issueErrors`` (a retriable error on its side) are asked for once more;
+    still failing, the step fails naming them, and the next run (resuming) asks again. An id that
+    is simply absent (deleted since the listing, or no longer visible) is not an error.
+    """
+    body: dict[str, Any] = {
+        "issueIdsOrKeys": ids,
+        "fields": list(ask.fields),
+        "expand": ["changelog", "names", "schema"] if ask.custom else ["changelog"],
+    }
+    pages: list[RawPage] = []
+    records = 0
+    for attempt in range(2):
+        page, data = client.request_parsed("POST", BULKFETCH_PATH, json_body=body)
+        pages.append(dataclasses.replace(page, params={**page.params, **ask.asked}))
+        pages.extend(_follow_ups(client, data))
+        records += len(_issues(data))
+        errors = data.get("issueErrors") if isinstance(data, dict) else None
+        failed = [str(e.get("id")) for e in errors or [] if isinstance(e, dict) and e.get("id") is not None]
+        if not failed:
+            return pages, records
+        if attempt == 0:
+            body = {**body, "issueIdsOrKeys": failed}
+    messages = "; ".join(f"{e.get('id')}: {e.get('errorMessage')}" for e in (errors or [])[:5] if isinstance(e, dict))
+    raise JiraError(f"{client.describe('POST', BULKFETCH_PATH)}: {len(failed)} issues not returned twice ({messages})")
 
 
 def _issue_records(data: Any, asked: Mapping[str, Any]) -> list[Any]:
@@ -601,6 +685,7 @@ ISSUES = EntitySpec(
     ),
     children=(COMMENTS_OF_ISSUES,),
     parts=(PagedPart(page=_changechangelogpage, merge=_merge_changelog, incomplete_column="history_incomplete"),),
+    fan_out=FanOut(list_ids=_fan_out_ids, begin=_fan_out_begin, fetch=_bulk_fetch, chunk=BULKFETCH_MAX),
 )
 
 SPECS: tuple[EntitySpec, ...] = (PROJECTS, WITS, STATUSES, ISSUES, COMMENTS)

@@ -14,6 +14,7 @@ Served endpoints (everything else is a 404):
 * ``GET  /rest/api/3/issuetype``, ``GET /rest/api/3/status``
 * ``GET|POST /rest/api/3/search/jql``  enhanced search, ``nextPageToken`` paging, the
   JQL subset of :mod:`.jql`
+* ``POST /rest/api/3/issue/bulkfetch``  up to 100 issues by id or key, ascending id order
 * ``POST /rest/api/3/search/approximate-count``
 * ``GET  /rest/api/3/myself``, ``GET /rest/api/3/serverInfo``
 * ``GET|POST /rest/api/{2,3,latest}/search``  410 Gone, as on Jira Cloud since CHANGE-2046
@@ -55,6 +56,8 @@ _SEARCH_BODY_KEYS = {
     "fieldsByKeys",
     "reconcileIssues",
 }
+_BULKFETCH_BODY_KEYS = {"expand", "fields", "fieldsByKeys", "issueIdsOrKeys", "properties"}
+_BULKFETCH_MAX = 100
 _PROJECT_EXPANDS = {"description", "lead", "issueTypes", "url", "insight"}
 _PROJECT_ORDER = {
     "key",
@@ -106,6 +109,11 @@ class JiraSiteHandler:
         self.page_size_cap = page_size_cap
         self.clock = clock or (lambda: datetime.now(UTC))
         self._prefix = urlsplit(site.base_url).path.rstrip("/")
+        # A search's hits, kept for its later pages (a cursor, as Jira's nextPageToken is): the
+        # first page evaluates the JQL, the others page through what it found. A few at a time.
+        self._cursors: dict[str, list[dict[str, Any]]] = {}
+        # id and key -> issue, rebuilt when the site's issue list changed (bulk fetches look up 100)
+        self._index: tuple[int, int, dict[str, dict[str, Any]]] = (0, -1, {})
 
     # ---- entry point -----------------------------------------------------------------
 
@@ -138,6 +146,7 @@ class JiraSiteHandler:
             "/rest/api/3/status": ({"GET"}, self._statuses),
             "/rest/api/3/search/jql": ({"GET", "POST"}, self._search_jql),
             "/rest/api/3/search/approximate-count": ({"POST"}, self._approximate_count),
+            "/rest/api/3/issue/bulkfetch": ({"POST"}, self._bulkfetch),
             "/rest/api/3/myself": ({"GET"}, self._myself),
             "/rest/api/3/field": ({"GET"}, lambda method, query, body: self._fields()),
             "/rest/api/3/serverInfo": ({"GET"}, self._server_info),
@@ -158,6 +167,8 @@ class JiraSiteHandler:
                 raise _HttpError(405, [f"Method '{method}' is not allowed on {route}."])
             return 200, self._changelog(changelog.group(1), query)
         match = re.fullmatch(r"/rest/api/3/(project|issue)/([^/]+)", route)
+        if match and match.group(2) == "bulkfetch":
+            raise _HttpError(405, [f"Method '{method}' is not allowed on {route}."])
         if match and method == "GET":
             if match.group(1) == "project":
                 return 200, self._project_get(match.group(2), query)
@@ -398,7 +409,10 @@ class JiraSiteHandler:
             raise _HttpError(400, ["The maxResults parameter must be greater than 0."])
         id_only = wanted is not None and not wanted
         size = min(size, 5000 if id_only else self.page_size_cap)
-        hits = run_jql(self.site, jql, now=self.clock())
+        cursor = request["nextPageToken"]
+        hits = self._cursors.get(cursor) if cursor else None
+        if hits is None:
+            hits = run_jql(self.site, jql, now=self.clock())
         page = hits[offset : offset + size]
         expand = set(_split_fields(request.get("expand")))
         out: dict[str, Any] = {"issues": [_issue_view(i, wanted, changelog="changelog" in expand) for i in page]}
@@ -411,9 +425,69 @@ class JiraSiteHandler:
         if offset + len(page) < len(hits):
             out["nextPageToken"] = _encode_token(offset + len(page), jql)
             out["isLast"] = False
+            if cursor:
+                self._cursors.pop(cursor, None)
+            self._cursors[out["nextPageToken"]] = hits
+            while len(self._cursors) > 8:
+                self._cursors.pop(next(iter(self._cursors)))
         else:
             out["isLast"] = True
         return out
+
+    def _issue_index(self) -> dict[str, dict[str, Any]]:
+        issues = self.site.issues
+        ident, size, index = self._index
+        if ident != id(issues) or size != len(issues):
+            index = {}
+            for issue in issues:
+                index[issue["id"]] = issue
+                index[issue["key"]] = issue
+            self._index = (id(issues), len(issues), index)
+        return index
+
+    def _bulkfetch(self, method: str, query: dict[str, str], body: bytes | None) -> Any:
+        """``POST /rest/api/3/issue/bulkfetch``: BulkFetchIssueRequestBean in, BulkIssueResults out.
+
+        Issues by id or key (a key case-insensitively), in ascending id order; ids of issues
+        that do not exist are left out silently (Jira lists only retriable failures in
+        ``issueErrors``). ``expand`` is a list here, unlike the search's comma string;
+        ``names``/``schema`` are per issue (an IssueBean's own).
+        """
+        try:
+            payload = json.loads(body or b"{}")
+        except (ValueError, UnicodeDecodeError):
+            raise _HttpError(400, [_INVALID_PAYLOAD]) from None
+        if not isinstance(payload, dict) or set(payload) - _BULKFETCH_BODY_KEYS:
+            raise _HttpError(400, [_INVALID_PAYLOAD])
+        wanted_ids = payload.get("issueIdsOrKeys")
+        fields = payload.get("fields")
+        expand = payload.get("expand")
+        lists = (wanted_ids, fields if fields is not None else [], expand if expand is not None else [])
+        if not all(isinstance(v, list) and all(isinstance(x, str) for x in v) for v in lists):
+            raise _HttpError(400, [_INVALID_PAYLOAD])
+        if not wanted_ids:
+            raise _HttpError(400, ["At least one issue ID or key must be provided."])
+        if len(wanted_ids) > _BULKFETCH_MAX:
+            raise _HttpError(400, [f"The number of issues requested exceeds the maximum of {_BULKFETCH_MAX}."])
+        index = self._issue_index()
+        found: dict[str, dict[str, Any]] = {}
+        for ident in wanted_ids:
+            issue = index.get(ident) or index.get(ident.upper())
+            if issue is not None:
+                found[issue["id"]] = issue
+        wanted = _field_selection([p for f in (fields or ["*navigable"]) for p in _split_fields(f)])
+        expands = set(expand or [])
+        known = {f["id"]: f for f in self._fields()}
+        issues = []
+        for _, issue in sorted(found.items(), key=lambda item: int(item[0]) if item[0].isdigit() else 0):
+            view = _issue_view(issue, wanted, changelog="changelog" in expands)
+            shown = sorted(k for k in view["fields"] if k in known)
+            if "names" in expands:
+                view["names"] = {k: known[k]["name"] for k in shown}
+            if "schema" in expands:
+                view["schema"] = {k: known[k]["schema"] for k in shown}
+            issues.append(view)
+        return {"issues": issues, "issueErrors": []}
 
     def _approximate_count(self, method: str, query: dict[str, str], body: bytes | None) -> Any:
         try:
