@@ -96,7 +96,7 @@ def build_raw_asset(
                         client,
                         options=source.fan_out_options(),
                         overlap=timedelta(minutes=config.overlap_minutes),
-                        page_size=source.page_size,
+                        page_size=source.listing_size,
                         run_id=context.run.run_id,
                         progress=ProgressLog(context.log),
                     )
