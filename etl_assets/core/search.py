@@ -88,8 +88,8 @@ class SearchMode(StrEnum):
 
 # Hybrid fusion of the dense and the sparse leg. benchmarks/retrieval.py measures RRF and DBSF
 # on the sample's labelled queries (README, "Hybrid retrieval"): with the thresholds below, as
-# searches are served, the two tie (nDCG@10 0.819 vs 0.819, MRR@10 0.939 vs 0.934 over 90
-# queries); without thresholds DBSF leads (0.861 vs 0.841). RRF is kept: it fuses ranks, so a
+# searches are served, the two tie (nDCG@10 0.821 vs 0.821, MRR@10 0.939 vs 0.937 over 90
+# queries); without thresholds DBSF leads (0.848 vs 0.840). RRF is kept: it fuses ranks, so a
 # leg the threshold leaves with one or two candidates still counts as much as it should,
 # where DBSF gives a lone candidate a flat 0.5 whatever its score.
 FUSION = models.Fusion.RRF
