@@ -197,3 +197,9 @@ def test_rich_text_fields_are_parts_of_their_own_and_the_rest_are_filter_fields(
         "cf_target_date": ("datetime", "Target date"),
     }
     assert ISSUES.payload(row)["cf_target_date"] == "2026-05-01T00:00:00+00:00"
+
+
+def test_a_row_committed_before_kinds_were_recorded_indexes_only_its_numbers():
+    old = {"Story Points": {"text": "5", "value": 5}, "Target date": {"text": "2026-03-04", "value": "2026-03-04"}}
+    # The text could be a date or an option: no index is guessed for it (the first one would stay).
+    assert custom_fields.filter_fields(old) == {"cf_story_points": ("float", "Story Points")}

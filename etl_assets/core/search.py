@@ -398,8 +398,8 @@ class FieldFilter:
             names = ", ".join(sorted({name for _, name in fields.values()}, key=str.lower)) or "none yet"
             raise InvalidRequestError(
                 f"cannot filter on custom field {self.name!r}: {collection} has no payload index for it (filterable: "
-                f"{names}); a field listed in the tenant's jira.custom_fields gets one when vectors/issues_vectors "
-                "indexes its single values (a number, a date, one option or user)"
+                f"{names}); a custom field the tenant lists gets one when the collection's vector step indexes "
+                "its single values (a number, a date, one option or user)"
             )
         kind, name = fields[key]
         if kind == "keyword":

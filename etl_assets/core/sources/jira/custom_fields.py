@@ -199,16 +199,21 @@ def slug(name: str) -> str:
 
 def filter_fields(parsed: Mapping[str, Any] | None) -> dict[str, tuple[str, str]]:
     """The payload fields of one issue's parsed custom fields (:func:`parse`) that a search can
-    filter on: ``{cf_<name>: (index kind, name)}``. A row committed before kinds were recorded
-    has its kind read from its value (a number is a ``float``, the rest ``keyword``)."""
+    filter on: ``{cf_<name>: (index kind, name)}``.
+
+    A row committed before kinds were recorded says nothing of its field's type: a number is a
+    ``float``, but a text may be a date as well as an option, and the first index created for a
+    field is the one it keeps; so such a text is no filter field until the issue is fetched again
+    (a full re-sync types every row)."""
     out: dict[str, tuple[str, str]] = {}
     for name, v in (parsed or {}).items():
         if not isinstance(v, dict) or v.get("value") is None:
             continue
-        kind = v.get("kind")
+        kind, value = v.get("kind"), v["value"]
         if kind not in ("float", "datetime", "keyword"):
-            value = v["value"]
-            kind = "float" if isinstance(value, int | float) and not isinstance(value, bool) else "keyword"
+            if not isinstance(value, int | float) or isinstance(value, bool):
+                continue
+            kind = "float"
         out[slug(str(name))] = (str(kind), str(name))
     return out
 
