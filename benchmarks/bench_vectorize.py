@@ -46,7 +46,7 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -319,6 +319,9 @@ class DiscardingSink:
     async def write_provider_limits(self, limits: dict[str, Any]) -> None:
         return None
 
+    async def ensure_row_filters(self, fields: Mapping[str, tuple[str, str]]) -> list[str]:
+        return []
+
 
 class MemoryStore(DiscardingSink):
     """A VectorCollection that keeps what the engine reads back (ids, hashes, chunk counts) and
@@ -552,12 +555,19 @@ def phase_baseline(db_url: str, url: str, args: dict[str, Any]) -> dict[str, Any
             await collection.ensure(model=MODEL, dimensions=args["dimensions"])
             started = time.perf_counter()
             for row in rows:
-                (chunk,) = plan_row(ISSUES, TENANT, row, _Counts(), 10**9)  # type: ignore[arg-type]
-                answer = await oai.embeddings.create(model=MODEL, input=[chunk.text], dimensions=args["dimensions"])
+                # One request per row: its parts (text, history, rich-text fields) are its inputs.
+                chunks = plan_row(ISSUES, TENANT, row, _Counts(), 10**9)  # type: ignore[arg-type]
+                answer = await oai.embeddings.create(
+                    model=MODEL, input=[c.text for c in chunks], dimensions=args["dimensions"]
+                )
                 requests += 1
                 tokens += answer.usage.total_tokens
-                vector = list(map(float, answer.data[0].embedding))
-                await collection.upsert([models.PointStruct(id=chunk.id, vector=vector, payload=chunk.payload)])
+                await collection.upsert(
+                    [
+                        models.PointStruct(id=c.id, vector=list(map(float, d.embedding)), payload=c.payload)
+                        for c, d in zip(chunks, answer.data, strict=True)
+                    ]
+                )
             seconds = time.perf_counter() - started
         finally:
             await oai.close()

@@ -6,7 +6,8 @@ Counts the requests the issue fetch sends to the sample site (through the real c
 site's REST handler): "before" is the search alone with the fields the sync asked for before
 comments and history ("summary", ..., "parent"); "after" is today's fetch: comments embedded in
 the search response and paged past the first 20 (GET /issue/{id}/comment, 100 a page), the
-changelog by expand=changelog, and, for a tenant listing custom fields, one GET /field. The cost
+changelog by expand=changelog (paged past what the search embeds on GET /issue/{id}/changelog),
+and one GET /field (a tenant's custom fields, and the user/group pickers access depends on). The cost
 of the alternative for the history, POST /changelog/bulkfetch, is at least one request more per
 search page (it takes the page's issue ids), printed as that lower bound.
 """
@@ -15,6 +16,8 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
+from collections import Counter
 
 import httpx
 
@@ -46,8 +49,18 @@ BEFORE_FIELDS = (
 )
 
 
-def count(site, fetch) -> tuple[int, int]:
-    with httpx.Client(base_url=site.base_url, transport=sample_transport(site)) as http:
+_ID = re.compile(r"/\d{4,}(?=/|$)")  # an issue id, not the API version
+
+
+def count(site, fetch, paths: Counter[str] | None = None) -> tuple[int, int]:
+    transport = sample_transport(site)
+
+    def record(request: httpx.Request) -> httpx.Response:
+        if paths is not None:  # one bucket per endpoint: ids in the path become {id}
+            paths[f"{request.method} {_ID.sub('/{id}', request.url.path)}"] += 1
+        return transport.handle_request(request)
+
+    with httpx.Client(base_url=site.base_url, transport=httpx.MockTransport(record)) as http:
         client = JiraClient(http, "bench", site.base_url)
         size = sum(len(p.body) for p in fetch(client))
         return client.stats.requests, size
@@ -72,7 +85,8 @@ def main() -> None:
     )
     jql = tenant_jql(plain)
     before, before_bytes = count(site, lambda c: search_pages(c, jql, fields=BEFORE_FIELDS, page_size=args.page_size))
-    after, after_bytes = count(site, lambda c: ISSUES.fetch(c, FetchRequest(plain, page_size=args.page_size)))
+    paths: Counter[str] = Counter()
+    after, after_bytes = count(site, lambda c: ISSUES.fetch(c, FetchRequest(plain, page_size=args.page_size)), paths)
     with_cf, _ = count(site, lambda c: ISSUES.fetch(c, FetchRequest(custom, page_size=args.page_size)))
     pages = math.ceil(n / args.page_size)
     comments = sum(len(i["fields"]["comment"]["comments"]) for i in site.issues)
@@ -83,7 +97,8 @@ def main() -> None:
     print(
         f"after (comments paged, expand=changelog):   {after:4d} requests = {100 * after / n:.2f} per 100 issues, {after_bytes / 1e6:.2f} MB"
     )
-    print(f"after, with custom fields (+ GET /field):   {with_cf:4d} requests = {100 * with_cf / n:.2f} per 100 issues")
+    print("  of which: " + ", ".join(f"{path} {k}" for path, k in sorted(paths.items())))
+    print(f"after, with custom fields:                  {with_cf:4d} requests = {100 * with_cf / n:.2f} per 100 issues")
     print(
         f"changelog by bulkfetch instead: >= {after + pages:4d} requests = {100 * (after + pages) / n:.2f} per 100 issues"
     )

@@ -398,7 +398,15 @@ def _search(args: argparse.Namespace) -> int:
     from etl_assets.core.catalogue import BY_NAME
     from etl_assets.core.embeddings.base import ModelMismatchError
     from etl_assets.core.embeddings.factory import open_embedder
-    from etl_assets.core.search import SearchError, check_query, issue_keys, resolve_access, search, search_sources
+    from etl_assets.core.search import (
+        FieldFilter,
+        SearchError,
+        check_query,
+        issue_keys,
+        resolve_access,
+        search,
+        search_sources,
+    )
     from etl_assets.core.settings import Settings
     from etl_assets.core.store.db import make_engine
     from etl_assets.core.tenants import TenantRegistry, UnknownTenantError
@@ -412,6 +420,7 @@ def _search(args: argparse.Namespace) -> int:
     try:
         check_query(query)
         requested = parse_sources(args.source)
+        custom = [FieldFilter.parse(text) for text in args.field or ()]
     except (SearchError, ValueError) as exc:
         return fail(str(exc))
     settings = Settings.load()
@@ -429,11 +438,12 @@ def _search(args: argparse.Namespace) -> int:
         return fail(
             f"--entity {args.entity} is a {BY_NAME[args.entity].source} entity, not of --source {','.join(requested)}"
         )
-    if (args.project or args.status_category) and requested is not None and requested != ["jira"]:
-        return fail("--project and --status-category filter Jira issues only: use them with --source jira")
+    jira_filter = bool(args.project or args.status_category or custom)
+    if jira_filter and requested is not None and requested != ["jira"]:
+        return fail("--project, --status-category and --field filter Jira issues only: use them with --source jira")
     # Across sources unless one entity was asked for, or only Jira is searched (a Jira-only tenant,
     # or a Jira filter): then the Jira issue search as it always was, with its exact-key notes.
-    sources = requested or (["jira"] if args.project or args.status_category else has)
+    sources = requested or (["jira"] if jira_filter else has)
     across = args.entity is None and (requested is not None or sources != ["jira"])
     qd = settings.qdrant
     access: frozenset[str] | None = None
@@ -472,6 +482,7 @@ def _search(args: argparse.Namespace) -> int:
                 entity=entity,
                 project=args.project,
                 status_category=args.status_category,
+                custom_fields=custom,
                 **common,
             )
 
@@ -572,6 +583,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--project", help="only issues of this project key")
     s.add_argument("--status-category", choices=["new", "indeterminate", "done"], help="only this status category")
+    s.add_argument(
+        "--field",
+        action="append",
+        metavar="NAME=VALUE",
+        help="only issues whose custom field (the tenant's jira.custom_fields, by name) matches: 'Team=Falcon', "
+        "'Story Points>=5', 'Target date<2026-07-01' (=, >=, >, <=, <; repeatable, all must hold)",
+    )
     s.add_argument("-k", type=_positive, default=10, help="number of hits")
     s.add_argument(
         "--mode",

@@ -54,6 +54,7 @@ from etl_assets.core.errors import ConfigError
 from etl_assets.core.search import (
     MAX_COMMENTS,
     PASSAGE_CHARS,
+    FieldFilter,
     IssueDetail,
     IssueFilters,
     Principal,
@@ -414,6 +415,15 @@ def build_server(
         updated_before: Annotated[
             str | None, Field(description="only issues updated before this ISO 8601 date or time (UTC)")
         ] = None,
+        custom_fields: Annotated[
+            list[Annotated[str, Field(max_length=500)]] | None,
+            Field(
+                description="only issues whose custom fields (the tenant's configured ones, by name) match every "
+                "filter: 'Team=Falcon' (text: '=' only, exact value), 'Story Points>=5', 'Target date<2026-07-01' "
+                "(numbers and dates: =, >=, >, <=, <)",
+                max_length=20,
+            ),
+        ] = None,
         mode: Annotated[
             SearchMode,
             Field(
@@ -424,6 +434,10 @@ def build_server(
         limit: Annotated[int, Field(description=f"number of hits, 1 to {limits.max_results}")] = 10,
     ) -> SearchResult:
         _check_size(query, limit)
+        try:
+            custom = tuple(FieldFilter.parse(text) for text in custom_fields or ())
+        except SearchError as exc:
+            raise ToolError(str(exc)) from None
         filters = IssueFilters(
             project=project or None,
             issue_type=issue_type or None,
@@ -431,6 +445,7 @@ def build_server(
             assignee=assignee or None,
             updated_after=_parse_time("updated_after", updated_after),
             updated_before=_parse_time("updated_before", updated_before),
+            custom_fields=custom,
         )
         return await runtime.run(
             "search_issues",

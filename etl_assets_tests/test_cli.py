@@ -154,6 +154,21 @@ def test_search_refuses_an_empty_query(tmp_path, query):
     assert "query is empty" in line
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--field", "Story Points"), "custom field filter 'Story Points' is not NAME=VALUE"),
+        (("--field", "Team=Falcon", "--source", "github"), "--field filter Jira issues only"),
+    ],
+)
+def test_search_refuses_a_malformed_custom_field_filter_before_opening_anything(tmp_path, args, message):
+    done = _cli("search", "login", "--tenant", "1", "--unrestricted", *args, cwd=tmp_path, env=_env())
+    assert done.returncode == 2, done.stderr
+    [line] = done.stderr.splitlines()
+    assert message in line
+    assert not (tmp_path / ".data").exists()
+
+
 def test_search_entities_come_from_the_catalogue(capsys):
     from etl_assets.cli import build_parser
 
@@ -334,6 +349,18 @@ def test_search_runs_as_a_jira_user_sees_only_what_they_may_open_and_refuses_an_
     assert "tenant '2'" in unknown.stderr and "nobody@example.com" in unknown.stderr
     neither = _cli(*query, cwd=root, env=env)
     assert neither.returncode == 2 and "--as" in neither.stderr and "--unrestricted" in neither.stderr
+
+
+@pytest.mark.slow
+def test_a_custom_field_filter_the_tenant_cannot_serve_is_one_line(demo):
+    done, root, env = demo
+    assert done.returncode == 0
+    # The bundled tenant 2 lists no custom fields: its issues collection has none to filter on.
+    refused = _cli("search", "login", "--tenant", "2", "--as", ADMIN, "--field", "Story Points>=5", cwd=root, env=env)
+    assert refused.returncode == 2 and refused.stdout == ""
+    [line] = refused.stderr.splitlines()
+    assert "cannot filter on custom field 'Story Points': client_2_issues has no payload index for it" in line
+    assert "(filterable: none yet)" in line and "a custom field the tenant lists gets one" in line
 
 
 @pytest.mark.slow

@@ -90,9 +90,10 @@ def test_real_values_render_without_error_and_a_shape_change_is_just_new_text():
     first = ISSUES.parse(record)
     record["fields"]["customfield_1"] = 42
     second = ISSUES.parse(record)
-    assert first["custom_fields"] == {"Team": {"text": "Falcon", "value": "Falcon"}}
-    assert second["custom_fields"] == {"Team": {"text": "42", "value": 42}}
-    assert "Team: 42" in ISSUES.text(second) and ISSUES.payload(second)["cf_team"] == 42
+    assert first["custom_fields"] == {"Team": {"text": "Falcon", "value": "Falcon", "kind": "keyword"}}
+    # The schema still says option: the filter value stays text, so one keyword index serves both runs.
+    assert second["custom_fields"] == {"Team": {"text": "42", "value": "42", "kind": "keyword"}}
+    assert "Team: 42" in ISSUES.text(second) and ISSUES.payload(second)["cf_team"] == "42"
 
 
 def test_tenants_file_custom_fields_are_checked():
@@ -131,3 +132,74 @@ def test_sample_fetch_renders_configured_fields_into_text_and_payload():
     teams = {r["custom_fields"]["Team"]["text"] for r in with_fields if "Team" in r["custom_fields"]}
     assert teams <= {"Falcon", "Otter", "Lynx"} and teams
     json.dumps([ISSUES.payload(r) for r in rows])  # every payload is JSON
+
+
+@pytest.mark.parametrize(
+    ("value", "schema", "kind", "single"),
+    [
+        (5, {"type": "number"}, "float", 5),
+        (2.5, {"type": "number"}, "float", 2.5),
+        ("2026-03-04", {"type": "date"}, "datetime", "2026-03-04T00:00:00+00:00"),
+        ("2022-12-09T00:00:00.000-0800", {"type": "datetime"}, "datetime", "2022-12-09T00:00:00-08:00"),
+        ("someday", {"type": "date"}, "datetime", None),  # not a date: text only, never an error
+        ({"value": "Falcon", "id": "1"}, {"type": "option"}, "keyword", "Falcon"),
+        (42, {"type": "option"}, "keyword", "42"),  # the site changed the field's values, not its type
+        ({"accountId": "1", "displayName": "Ana Silva"}, {"type": "user"}, "keyword", "Ana Silva"),
+        ([{"value": "EU"}, {"value": "US"}], {"type": "array", "items": "option"}, "keyword", None),
+        (
+            {"type": "doc", "content": [{"type": "paragraph", "content": [{"type": "text", "text": "Hi"}]}]},
+            {"type": "string"},
+            "keyword",
+            None,
+        ),
+        (7, None, "float", 7),  # no schema: the value decides
+    ],
+)
+def test_single_values_are_filter_values_of_their_fields_index_kind(value, schema, kind, single):
+    assert custom_fields.index_kind(value, schema) == kind
+    assert custom_fields.scalar(value, custom_fields.render(value, schema), kind) == single
+
+
+def test_rich_text_fields_are_parts_of_their_own_and_the_rest_are_filter_fields():
+    record = {
+        "id": "1",
+        "key": "A-1",
+        "names": {"customfield_1": "Root cause", "customfield_2": "Story Points", "customfield_3": "Target date"},
+        "schema": {
+            "customfield_1": {"type": "string"},
+            "customfield_2": {"type": "number"},
+            "customfield_3": {"type": "date"},
+        },
+        "fields": {
+            "summary": "Checkout fails",
+            "updated": "2026-01-01T00:00:00.000+0000",
+            "description": {
+                "type": "doc",
+                "version": 1,
+                "content": [{"type": "paragraph", "content": [{"type": "text", "text": "Long story."}]}],
+            },
+            "customfield_1": {
+                "type": "doc",
+                "version": 1,
+                "content": [{"type": "paragraph", "content": [{"type": "text", "text": "An expired certificate."}]}],
+            },
+            "customfield_2": 3,
+            "customfield_3": "2026-05-01",
+        },
+    }
+    row = ISSUES.parse(record)
+    parts = ISSUES.sections(row)
+    assert parts[0].startswith("A-1: Checkout fails") and "Story Points: 3" in parts[0] and "Long story." in parts[0]
+    assert "Root cause" not in parts[0] and parts[1] == "Root cause: An expired certificate."
+    assert ISSUES.text(row) == "\n\n".join(parts)
+    assert ISSUES.row_filters(row) == {
+        "cf_story_points": ("float", "Story Points"),
+        "cf_target_date": ("datetime", "Target date"),
+    }
+    assert ISSUES.payload(row)["cf_target_date"] == "2026-05-01T00:00:00+00:00"
+
+
+def test_a_row_committed_before_kinds_were_recorded_indexes_only_its_numbers():
+    old = {"Story Points": {"text": "5", "value": 5}, "Target date": {"text": "2026-03-04", "value": "2026-03-04"}}
+    # The text could be a date or an option: no index is guessed for it (the first one would stay).
+    assert custom_fields.filter_fields(old) == {"cf_story_points": ("float", "Story Points")}

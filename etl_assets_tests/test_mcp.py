@@ -399,6 +399,15 @@ def test_http_tools_filters_and_tenant_sets(indexed: Indexed, http: HttpServer) 
                 "after": await hits(tenant="1", updated_after=middle),
                 "before": await hits(tenant="1", updated_before=middle),
                 "assignee": await hits(tenant="1", assignee=assignee) if assignee else None,
+                "points": await hits(tenant="1", custom_fields=["Story Points>=5"]),
+                "unknown_field": error_text(
+                    await client.call_tool(
+                        "search_issues", {"query": "x", "tenant": "1", "custom_fields": ["Team=Falcon"]}
+                    )
+                ),
+                "bad_filter": error_text(
+                    await client.call_tool("search_issues", {"query": "x", "tenant": "1", "custom_fields": ["Team"]})
+                ),
                 "assignee_name": assignee,
                 "no_tenant": error_text(await client.call_tool("search_issues", {"query": "x"})),
                 "tenants": structured(await client.call_tool("list_tenants", {}))["tenants"],
@@ -424,6 +433,15 @@ def test_http_tools_filters_and_tenant_sets(indexed: Indexed, http: HttpServer) 
     assert len({h["project"] for h in unfiltered}) > 1 and len({h["status_category"] for h in unfiltered}) > 1
     if out["assignee_name"]:
         assert out["assignee"] and set(out["assignee_rows"]) == {out["assignee_name"]}
+    # Custom fields by name (tenant 1 lists "Story Points" and "Root cause"): only issues with 5 or more points.
+    big = {
+        p["key"] for p in payloads if isinstance(p.get("cf_story_points"), int | float) and p["cf_story_points"] >= 5
+    }
+    assert out["points"] and {h["key"] for h in out["points"]} <= big
+    assert any(p.get("cf_story_points") is not None and p["key"] not in big for p in payloads)  # the filter narrowed
+    assert out["unknown_field"].startswith("cannot filter on custom field 'Team': client_1_issues has no payload index")
+    assert "(filterable: Story Points)" in out["unknown_field"] and "\n" not in out["unknown_field"]
+    assert "is not NAME=VALUE" in out["bad_filter"]
     assert out["no_tenant"] == "name a tenant: this principal may use 1, 2"
     assert [t["id"] for t in out["tenants"]] == ["1", "2"]
     assert out["projects_2"]["tenant"] == "2" and out["projects_2"]["projects"]

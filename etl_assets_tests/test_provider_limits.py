@@ -373,7 +373,14 @@ def test_a_small_context_window_lands_long_issues_as_several_searchable_points(e
         by_key.setdefault(p.payload["key"], []).append(p)
     engine = create_engine(env.database_url)
     try:
-        texts = {r["key"]: row_text(ISSUES, r) for page in ops.iter_rows(engine, ISSUES, "1") for r in page}
+        # An issue is chunked part by part (its text, its history digest: ISSUES.sections), none
+        # spanning two: its chunks add up to its parts, without the blank lines that join them.
+        assert ISSUES.sections is not None
+        texts = {
+            r["key"]: "".join(p.strip() for p in ISSUES.sections(r))
+            for page in ops.iter_rows(engine, ISSUES, "1")
+            for r in page
+        }
     finally:
         engine.dispose()
     long_keys = env.tenants["1"].site.long_issue_keys

@@ -25,7 +25,7 @@ from __future__ import annotations
 import contextlib
 import math
 import re
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -403,24 +403,45 @@ async def evaluate_documents(
 ) -> RetrievalReport:
     """Like :func:`evaluate_retrieval`, with the child entities (comments) indexed in their own
     collections and an issue ranked by its best passage, its own or a child's (as search does)."""
+    reports = await evaluate_document_sets(
+        spec, records, {"queries": queries}, embedder, k=k, tenant_id=tenant_id, modes=(mode,)
+    )
+    return reports[mode.value]["queries"]
+
+
+async def evaluate_document_sets(
+    spec: EntitySpec,
+    records: Iterable[Any],
+    sets: Mapping[str, list[tuple[str, list[str]]]],
+    embedder: Embedder,
+    *,
+    k: int = 5,
+    tenant_id: str = "eval",
+    modes: Sequence[SearchMode] = (SearchMode.DENSE,),
+) -> dict[str, dict[str, RetrievalReport]]:
+    """:func:`evaluate_documents` for several query sets and modes over one index: mode -> set -> report."""
     names = [spec.name, *(link.spec.name for link in spec.children)]
+    out: dict[str, dict[str, RetrievalReport]] = {}
     async with indexed(spec, records, embedder, tenant_id=tenant_id, with_children=True) as client:
-        outcomes = []
-        for query, relevant in queries:
-            best: dict[str, float] = {}
-            for name in names:
-                for hit in await search(
-                    client,
-                    embedder,
-                    query,
-                    tenant_id=tenant_id,
-                    access=None,
-                    entity=name,
-                    k=k * 4,
-                    mode=mode,
-                    thresholds=NO_THRESHOLDS,
-                ):
-                    best[hit.key] = max(best.get(hit.key, -1.0), hit.score)
-            ranked = sorted(best, key=lambda key: best[key], reverse=True)[:k]
-            outcomes.append(QueryOutcome(query, relevant, ranked))
-    return RetrievalReport(embedder.model, k, outcomes, mode.value)
+        for mode in modes:
+            for label, queries in sets.items():
+                outcomes = []
+                for query, relevant in queries:
+                    best: dict[str, float] = {}
+                    for name in names:
+                        for hit in await search(
+                            client,
+                            embedder,
+                            query,
+                            tenant_id=tenant_id,
+                            access=None,
+                            entity=name,
+                            k=k * 4,
+                            mode=mode,
+                            thresholds=NO_THRESHOLDS,
+                        ):
+                            best[hit.key] = max(best.get(hit.key, -1.0), hit.score)
+                    ranked = sorted(best, key=lambda key: best[key], reverse=True)[:k]
+                    outcomes.append(QueryOutcome(query, relevant, ranked, label))
+                out.setdefault(mode.value, {})[label] = RetrievalReport(embedder.model, k, outcomes, mode.value)
+    return out

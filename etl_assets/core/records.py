@@ -145,6 +145,16 @@ class EntitySpec:
     payload: Callable[[Mapping[str, Any]], dict[str, Any]]  # display/filter fields on each point
     references: tuple[tuple[str, str], ...] = ()  # (column, referenced entity) by (tenant, source id)
     payload_indexes: Mapping[str, str] = field(default_factory=dict)  # payload field -> Qdrant schema
+    # Filter fields that differ per row and per tenant (a tenant's Jira custom fields): row ->
+    # {payload field: (index kind, the name a search filters it by)}. The vector sync creates their
+    # payload indexes when it first meets them and records them in the collection's metadata,
+    # where a search looks a filter's name up (vectorstore.ROW_FILTERS_KEY).
+    row_filters: Callable[[Mapping[str, Any]], Mapping[str, tuple[str, str]]] | None = None
+    # The parts of ``text`` that are chunked apart, in order (a Jira issue: its fields and
+    # description, each rich-text custom field, its history; ``text`` is the parts joined by blank
+    # lines): a short part about something else, embedded inside a chunk of a long one, is
+    # averaged away. None: ``text`` is chunked as one.
+    sections: Callable[[Mapping[str, Any]], Sequence[str]] | None = None
     incremental: bool = False  # fetched by watermark; deletions found by reconciliation
     # The source has no cheap id listing (GitHub): its reconciliation fetches whole records and
     # applies them as a full listing, so what changed without a newer timestamp converges too.

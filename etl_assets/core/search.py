@@ -25,9 +25,9 @@ import functools
 import math
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, Literal, TypeVar
 from urllib.parse import quote
@@ -51,6 +51,7 @@ from etl_assets.core.vectorstore import (
     collection_name,
     layout_of,
     payload_schema,
+    recorded_filters,
 )
 
 T = TypeVar("T")
@@ -87,8 +88,8 @@ class SearchMode(StrEnum):
 
 # Hybrid fusion of the dense and the sparse leg. benchmarks/retrieval.py measures RRF and DBSF
 # on the sample's labelled queries (README, "Hybrid retrieval"): with the thresholds below, as
-# searches are served, the two tie (nDCG@10 0.819 vs 0.819, MRR@10 0.939 vs 0.934 over 90
-# queries); without thresholds DBSF leads (0.861 vs 0.841). RRF is kept: it fuses ranks, so a
+# searches are served, the two tie (nDCG@10 0.821 vs 0.821, MRR@10 0.939 vs 0.937 over 90
+# queries); without thresholds DBSF leads (0.848 vs 0.840). RRF is kept: it fuses ranks, so a
 # leg the threshold leaves with one or two candidates still counts as much as it should,
 # where DBSF gives a lone candidate a flat 0.5 whatever its score.
 FUSION = models.Fusion.RRF
@@ -101,22 +102,23 @@ FUSION = models.Fusion.RRF
 # the 90 labelled queries and the best scores of the 12 nonsense queries
 # (``evaluation.NONSENSE_QUERIES``): where the two ranges are apart, their midpoint; where
 # they overlap, just above the best nonsense score (nonsense must return nothing).
-# all-MiniLM-L6-v2: nonsense reaches 0.363 (gibberish and off-topic queries) while real
-# queries' relevant rank-1 hits go down to 0.220 (bare keys, other languages) -> 0.372, which
-# leaves 10 of the 90 queries without a relevant rank-1 hit in dense mode.
-# BM25: nonsense reaches 13.32 (a French query, on French issues' common words), relevant
-# rank-1 hits go down to 6.46 -> 13.583. A BM25 score grows with the collection's IDF, whose
-# ceiling (a term in one point) is ln(1 + (N - 0.5) / 1.5) for N points: so the sparse
-# threshold is kept in units of that ceiling ("rare terms' worth": 13.583 / 5.993 for the
-# sample's 600 points = 2.27) and scaled to each collection's size at query time.
-# (Derived again after issue texts gained comments' links, custom fields and a history digest.)
+# all-MiniLM-L6-v2: nonsense reaches 0.373 (a French query, on a French issue's fields) while
+# real queries' relevant rank-1 hits go down to 0.230 (bare keys, other languages) -> 0.381,
+# which leaves 11 of the 90 queries without a relevant rank-1 hit in dense mode.
+# BM25: nonsense reaches 15.10 (the French query, on common words of French and Spanish
+# issues), relevant rank-1 hits go down to 7.33 -> 15.407. A BM25 score grows with the
+# collection's IDF, whose ceiling (a term in one point) is ln(1 + (N - 0.5) / 1.5) for N points:
+# so the sparse threshold is kept in units of that ceiling ("rare terms' worth": 15.407 / 6.364
+# for the sample's 870 points = 2.42) and scaled to each collection's size at query time.
+# (Derived again after an issue's history digest and rich-text custom fields became chunks of
+# their own: short chunks score higher on BM25 and on a language's common words.)
 # Re-run the benchmark on a tenant's own labelled queries to re-derive both.
 # Dense thresholds belong to one model; a model without one here gets none (every dense
 # hit clears the dense leg).
 DENSE_MIN_SCORE: dict[str, float] = {
-    "sentence-transformers/all-MiniLM-L6-v2": 0.372,
+    "sentence-transformers/all-MiniLM-L6-v2": 0.381,
 }
-SPARSE_MIN_RARE_TERMS = 2.27
+SPARSE_MIN_RARE_TERMS = 2.42
 
 
 def rare_idf(points: int) -> float:
@@ -357,6 +359,86 @@ class TenantInfo(_Result):
 # -- filters -----------------------------------------------------------------------------------------
 
 
+_FIELD_FILTER = re.compile(r"^\s*(?P<name>[^<>=]*[^<>=\s])\s*(?P<op>>=|<=|=|>|<)\s*(?P<value>.*?)\s*$")
+_RANGE_OPS = {">=": "gte", "<=": "lte", ">": "gt", "<": "lt"}
+
+
+@dataclass(frozen=True)
+class FieldFilter:
+    """A filter on one of the tenant's custom fields, by the field's name: ``Story Points>=5``,
+    ``Team=Falcon``, ``Target date<2026-07-01``. A text field (an option, a user) takes ``=`` and
+    matches the value exactly as Jira shows it; a number or date field takes ``=``, ``>=``, ``>``,
+    ``<=`` and ``<`` (a date alone means that whole day, UTC, for ``=``)."""
+
+    name: str
+    op: str
+    value: str
+
+    @classmethod
+    def parse(cls, text: str) -> FieldFilter:
+        """``NAME<op>VALUE`` as a filter; :class:`InvalidRequestError` when it is not one."""
+        match = _FIELD_FILTER.match(text)
+        if match is None or not match["value"]:
+            raise InvalidRequestError(
+                f"custom field filter {text!r} is not NAME=VALUE (or NAME>=VALUE, >, <=, <), e.g. 'Story Points>=5'"
+            )
+        return cls(match["name"], match["op"], match["value"])
+
+    def __str__(self) -> str:
+        return f"{self.name}{self.op}{self.value}"
+
+    def condition(self, fields: Mapping[str, tuple[str, str]], collection: str) -> models.FieldCondition:
+        """The Qdrant condition on the payload field this filter names among ``fields`` (the
+        collection's recorded filter fields: {payload field: (index kind, name)})."""
+        wanted = " ".join(self.name.split()).lower()
+        key = next(
+            (k for k, (_, name) in fields.items() if " ".join(name.split()).lower() == wanted or k == self.name), None
+        )
+        if key is None:
+            names = ", ".join(sorted({name for _, name in fields.values()}, key=str.lower)) or "none yet"
+            raise InvalidRequestError(
+                f"cannot filter on custom field {self.name!r}: {collection} has no payload index for it (filterable: "
+                f"{names}); a custom field the tenant lists gets one when the collection's vector step indexes "
+                "its single values (a number, a date, one option or user)"
+            )
+        kind, name = fields[key]
+        if kind == "keyword":
+            if self.op != "=":
+                raise InvalidRequestError(
+                    f"custom field {name!r} holds text: filter it with '=' (e.g. '{name}={self.value}'), not {self.op!r}"
+                )
+            return models.FieldCondition(key=key, match=models.MatchValue(value=self.value))
+        if kind in ("float", "integer"):
+            try:
+                number = float(self.value)
+            except ValueError:
+                raise InvalidRequestError(f"custom field {name!r} holds numbers: {self.value!r} is not one") from None
+            if not math.isfinite(number):
+                raise InvalidRequestError(f"custom field {name!r} holds numbers: {self.value!r} is not a finite one")
+            bounds = {"gte": number, "lte": number} if self.op == "=" else {_RANGE_OPS[self.op]: number}
+            return models.FieldCondition(key=key, range=models.Range(**bounds))
+        if kind == "datetime":
+            try:
+                when = _aware(datetime.fromisoformat(self.value.replace("Z", "+00:00")))
+            except ValueError:
+                raise InvalidRequestError(
+                    f"custom field {name!r} holds dates: {self.value!r} is not an ISO 8601 date or time "
+                    "(e.g. 2026-07-01 or 2026-07-01T09:30:00Z)"
+                ) from None
+            times: dict[str, datetime] = {_RANGE_OPS.get(self.op, "gte"): when}
+            if self.op == "=":  # a date alone is that whole day
+                times |= {"lt": when + timedelta(days=1)} if len(self.value.strip()) == 10 else {"lte": when}
+            return models.FieldCondition(key=key, range=models.DatetimeRange(**times))
+        raise InvalidRequestError(f"custom field {name!r} is indexed as {kind}, which no filter here reads")
+
+
+def field_conditions(
+    filters: Sequence[FieldFilter], fields: Mapping[str, tuple[str, str]], collection: str
+) -> list[models.Condition]:
+    """The conditions of custom-field ``filters`` on a collection recording ``fields`` (see FieldFilter)."""
+    return [f.condition(fields, collection) for f in filters]
+
+
 @dataclass(frozen=True)
 class IssueFilters:
     """Narrowing of ``search_issues``; every field left None matches everything."""
@@ -367,6 +449,8 @@ class IssueFilters:
     assignee: str | None = None
     updated_after: datetime | None = None
     updated_before: datetime | None = None
+    # Filters on the tenant's custom fields by name (every one must hold); comments do not carry them.
+    custom_fields: tuple[FieldFilter, ...] = ()
 
 
 def _match(key: str, value: Any) -> models.FieldCondition:
@@ -391,10 +475,14 @@ def issue_filter(
     external_ids: Sequence[str] | None = None,
     *,
     access: Collection[str] | None,
+    fields: Mapping[str, tuple[str, str]] | None = None,
+    collection: str = "",
 ) -> models.Filter:
     """The Qdrant payload filter for ``filters`` within one tenant (plus resolved ``external_ids``),
-    admitting only points ``access`` may see (None: unrestricted)."""
+    admitting only points ``access`` may see (None: unrestricted). Custom-field filters are looked
+    up in ``fields``, the filter fields ``collection`` records."""
     must = tenant_filter(tenant_id, access)
+    must += field_conditions(filters.custom_fields, fields or {}, collection)
     if filters.project:
         must.append(_match("project_key", filters.project))
     if filters.issue_type:
@@ -422,12 +510,20 @@ FILTERED_FIELDS = ("tenant_id", "external_id", "key", "project_key", "type", "st
 
 
 def _legacy_filter(
-    tenant_id: str, project: str | None, status_category: str | None, access: Collection[str] | None
+    tenant_id: str,
+    project: str | None,
+    status_category: str | None,
+    access: Collection[str] | None,
+    custom: Sequence[FieldFilter] = (),
+    fields: Mapping[str, tuple[str, str]] | None = None,
+    collection: str = "",
 ) -> models.Filter:
     return issue_filter(
         tenant_id,
-        IssueFilters(project=project, status_category=status_category),  # type: ignore[arg-type]
+        IssueFilters(project=project, status_category=status_category, custom_fields=tuple(custom)),  # type: ignore[arg-type]
         access=access,
+        fields=fields,
+        collection=collection,
     )
 
 
@@ -448,7 +544,8 @@ class Hit:
 
 async def _check_model(
     client: AsyncQdrantClient, embedder: Embedder, name: str, entity: str, tenant_id: str
-) -> VectorLayout:
+) -> tuple[VectorLayout, dict[str, tuple[str, str]]]:
+    """The collection's layout and its recorded row filter fields, once its model is checked."""
     if not await client.collection_exists(name):
         raise NotIndexedError(
             f"collection {name} does not exist yet: materialize vectors/{entity}_vectors for tenant {tenant_id}"
@@ -461,7 +558,7 @@ async def _check_model(
             f"collection {name} was built with {built_with!r} ({layout.size} dimensions) but the configured model is "
             f"{embedder.model!r} ({embedder.dimensions}); set EMBEDDING_PROVIDER/EMBEDDING_MODEL to match"
         )
-    return layout
+    return layout, recorded_filters(info.config.metadata)
 
 
 async def _points(client: AsyncQdrantClient, name: str) -> int:
@@ -655,6 +752,7 @@ async def search(
     entity: str = "issues",
     project: str | None = None,
     status_category: str | None = None,
+    custom_fields: Sequence[FieldFilter] = (),
     k: int = 10,
     mode: SearchMode | str = SearchMode.HYBRID,
     thresholds: Thresholds | None = None,
@@ -669,7 +767,9 @@ async def search(
     ``mode`` is dense, sparse or hybrid (the default; dense on a collection built before
     hybrid search). Hits below the calibrated "good match" thresholds are left out, so a
     nonsense query returns nothing (``thresholds=NO_THRESHOLDS`` turns that off). An issue
-    whose key the query names comes first when it is indexed.
+    whose key the query names comes first when it is indexed. ``custom_fields`` filter on the
+    tenant's custom fields by name (see :class:`FieldFilter`); a name the collection has no
+    payload index for is an :class:`InvalidRequestError` naming the ones it has.
 
     The query is embedded with the configured model, which must be the one the
     collection was built with — otherwise the scores would be meaningless
@@ -678,7 +778,8 @@ async def search(
     """
     check_query(query)
     name = collection_name(tenant_id, entity)
-    layout = await _check_model(client, embedder, name, entity, tenant_id)
+    layout, fields = await _check_model(client, embedder, name, entity, tenant_id)
+    flt = _legacy_filter(tenant_id, project, status_category, access, custom_fields, fields, name)
     chosen = effective_mode(mode, layout, name, entity)
     hits, _ = await rank(
         client,
@@ -687,7 +788,7 @@ async def search(
         name=name,
         layout=layout,
         mode=chosen,
-        flt=_legacy_filter(tenant_id, project, status_category, access),
+        flt=flt,
         k=k,
         keyed=entity == ISSUES,
         thresholds=thresholds or Thresholds.calibrated(embedder.model, await _points(client, name)),
@@ -760,7 +861,9 @@ class SearchService:
     registry: TenantRegistry
     # On a Qdrant server the filters need payload indexes; local mode has none.
     server_mode: bool = False
-    _checked: dict[str, tuple[float, VectorLayout, int]] = field(default_factory=dict, repr=False)
+    _checked: dict[str, tuple[float, VectorLayout, int, dict[str, tuple[str, str]]]] = field(
+        default_factory=dict, repr=False
+    )
     _indexed: set[str] = field(default_factory=set, repr=False)
     _access: dict[tuple[str, str], tuple[float, frozenset[str]]] = field(default_factory=dict, repr=False)
 
@@ -846,30 +949,36 @@ class SearchService:
 
     # -- search --
 
-    async def _ready(self, name: str, tenant: Tenant, entity: str = ISSUES) -> tuple[VectorLayout, int]:
-        """The collection's layout and point count (for the sparse threshold), checked once a minute."""
+    async def _ready(
+        self, name: str, tenant: Tenant, entity: str = ISSUES
+    ) -> tuple[VectorLayout, int, dict[str, tuple[str, str]]]:
+        """The collection's layout, point count (for the sparse threshold) and recorded custom filter
+        fields, checked once a minute."""
         now = time.monotonic()
         checked = self._checked.get(name)
         if checked is not None and now - checked[0] < MODEL_CHECK_TTL_S:
-            return checked[1], checked[2]
-        layout = await _check_model(self.client, self.embedder, name, entity, tenant.id)
+            return checked[1], checked[2], checked[3]
+        layout, fields = await _check_model(self.client, self.embedder, name, entity, tenant.id)
         if self.server_mode and name not in self._indexed:
             await self.ensure_payload_indexes(name, entity)
         points = await _points(self.client, name)
-        self._checked[name] = (now, layout, points)
-        return layout, points
+        self._checked[name] = (now, layout, points, fields)
+        return layout, points, fields
 
     async def ensure_payload_indexes(self, name: str, entity: str = ISSUES) -> list[str]:
         """Create the payload indexes the issue filters use where the collection lacks them
         (collections built before a field was indexed); returns the fields created. A comments
-        collection gets those of its fields the filters use."""
+        collection gets those of its fields the filters use; an issues collection also those of
+        the custom fields its metadata records (see ``vectorstore.ROW_FILTERS_KEY``)."""
         info = await self.client.get_collection(name)
         present = set((info.payload_schema or {}).keys())
         kinds = {**BASE_PAYLOAD_INDEXES, **BY_NAME[entity].payload_indexes}
+        wanted = {f: kinds[f] for f in FILTERED_FIELDS if f in kinds}
+        wanted |= {key: kind for key, (kind, _) in recorded_filters(info.config.metadata).items()}
         created = []
-        for field_name in FILTERED_FIELDS:
-            if field_name not in present and field_name in kinds:
-                await self.client.create_payload_index(name, field_name, field_schema=payload_schema(kinds[field_name]))
+        for field_name, kind in wanted.items():
+            if field_name not in present:
+                await self.client.create_payload_index(name, field_name, field_schema=payload_schema(kind))
                 created.append(field_name)
         self._indexed.add(name)
         return created
@@ -912,7 +1021,8 @@ class SearchService:
         access = await self.access_for(principal, chosen)
         dense = _embed_once(self.embedder, query)
         name = collection_name(chosen.id, ISSUES)
-        layout, points = await self._ready(name, chosen)
+        layout, points, fields = await self._ready(name, chosen)
+        field_conditions(filters.custom_fields, fields, name)  # a bad custom-field filter fails before any query
         run_mode = effective_mode(mode, layout, name, ISSUES)
         ids: list[str] | None = None
         if filters.assignee:
@@ -933,7 +1043,7 @@ class SearchService:
             name=name,
             layout=layout,
             mode=run_mode,
-            flt=issue_filter(chosen.id, filters, ids, access=access),
+            flt=issue_filter(chosen.id, filters, ids, access=access, fields=fields, collection=name),
             k=limit,
             keyed=True,
             thresholds=Thresholds.calibrated(self.embedder.model, points),
@@ -1002,15 +1112,15 @@ class SearchService:
         comment's (the comments collection is ranked in the same mode, with its own thresholds).
         An issue the query named by key stays first.
 
-        Comment points carry their issue's key, project and type; a status-category or date
-        filter (which comment points do not carry as the issue's) leaves comments out.
+        Comment points carry their issue's key, project and type; a status-category, date or
+        custom-field filter (which comment points do not carry as the issue's) leaves comments out.
         """
         name = collection_name(tenant.id, COMMENTS)
-        if filters.status_category or filters.updated_after or filters.updated_before:
+        if filters.status_category or filters.updated_after or filters.updated_before or filters.custom_fields:
             return ranked
         if not await self.client.collection_exists(name):
             return ranked
-        layout, points = await self._ready(name, tenant, COMMENTS)
+        layout, points, _ = await self._ready(name, tenant, COMMENTS)
         must = tenant_filter(tenant.id, access)
         if filters.project:
             must.append(_match("project_key", filters.project))

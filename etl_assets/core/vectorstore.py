@@ -76,14 +76,30 @@ BASE_PAYLOAD_INDEXES = {
 }
 
 
+# Collection metadata key recording the row-dependent filter fields the sync has indexed (an
+# entity spec's ``row_filters``: a tenant's custom fields): {payload field: {"kind", "name"}}.
+ROW_FILTERS_KEY = "row_filters"
+
+
 def payload_schema(kind: str) -> models.PayloadSchemaType:
     """The Qdrant schema of a payload index kind named in an entity spec."""
     return {
         "keyword": models.PayloadSchemaType.KEYWORD,
         "integer": models.PayloadSchemaType.INTEGER,
+        "float": models.PayloadSchemaType.FLOAT,
         "datetime": models.PayloadSchemaType.DATETIME,
         "bool": models.PayloadSchemaType.BOOL,
     }[kind]
+
+
+def recorded_filters(metadata: Mapping[str, Any] | None) -> dict[str, tuple[str, str]]:
+    """The row-dependent filter fields a collection's metadata records: {payload field: (kind, name)}."""
+    record = (metadata or {}).get(ROW_FILTERS_KEY)
+    out: dict[str, tuple[str, str]] = {}
+    for key, entry in (record if isinstance(record, dict) else {}).items():
+        if isinstance(entry, dict) and entry.get("kind") in ("keyword", "integer", "float", "datetime", "bool"):
+            out[str(key)] = (str(entry["kind"]), str(entry.get("name") or key))
+    return out
 
 
 @dataclass(frozen=True)
@@ -186,6 +202,10 @@ class VectorCollection(Protocol):
 
     async def write_provider_limits(self, limits: dict[str, Any]) -> None: ...
 
+    async def ensure_row_filters(self, fields: Mapping[str, tuple[str, str]]) -> list[str]:
+        """Index and record row-dependent filter fields (see :meth:`Collection.ensure_row_filters`)."""
+        ...
+
 
 def _approx_bytes(point: models.PointStruct) -> int:
     # JSON size estimate: ~12 characters per float, and the payload's strings plus a little
@@ -259,6 +279,11 @@ class Collection:
                     "set EMBEDDING_MODEL / EMBEDDING_DIMENSIONS to match, or delete the collection "
                     "in Qdrant so the next run rebuilds it"
                 )
+            # A collection built before a filter field was indexed (a spec's new field, or a custom
+            # field whose index an earlier run recorded but did not finish) gets the index now.
+            wanted = {**BASE_PAYLOAD_INDEXES, **(indexes or {})}
+            wanted |= {key: kind for key, (kind, _) in recorded_filters(meta).items()}
+            await self._add_indexes(info, wanted)
             return False
         await self._create(self.name, model=model, dimensions=dimensions, indexes=indexes)
         return True
@@ -286,9 +311,58 @@ class Collection:
             },
         )
         # qdrant-client's local mode ignores payload indexes (and warns about them); Edge builds them.
-        if not self.local or isinstance(self.client, EdgeQdrantClient):
+        if self.has_payload_indexes:
             for field_name, kind in {**BASE_PAYLOAD_INDEXES, **(indexes or {})}.items():
                 await self.client.create_payload_index(name, field_name, field_schema=payload_schema(kind))
+
+    @property
+    def has_payload_indexes(self) -> bool:
+        """A server and Qdrant Edge keep payload indexes; qdrant-client's local mode has none."""
+        return not self.local or isinstance(self.client, EdgeQdrantClient)
+
+    async def _add_indexes(self, info: models.CollectionInfo, wanted: Mapping[str, str]) -> list[str]:
+        """Create the payload indexes of ``wanted`` (field -> kind) the collection lacks; returns them.
+
+        An index that exists with another type is left as it is and named in a warning: replacing
+        it would drop the filter for every point written with the old type until it is re-written.
+        """
+        if not self.has_payload_indexes:
+            return []
+        present = info.payload_schema or {}
+        created = []
+        for field_name, kind in wanted.items():
+            schema = payload_schema(kind)
+            have = present.get(field_name)
+            if have is None:
+                await self.client.create_payload_index(self.name, field_name, field_schema=schema)
+                created.append(field_name)
+            elif have.data_type != schema:
+                log.warning(
+                    "%s: payload field %s is indexed as %s, its values are now %s; filters on it may miss points "
+                    "(delete the index in Qdrant and re-run the vector step to rebuild it)",
+                    self.name,
+                    field_name,
+                    have.data_type.value,
+                    schema.value,
+                )
+        return created
+
+    async def ensure_row_filters(self, fields: Mapping[str, tuple[str, str]]) -> list[str]:
+        """Index the row-dependent filter ``fields`` ({payload field: (kind, name)}, an entity spec's
+        ``row_filters``) and record them in the collection's metadata; returns the indexes created.
+
+        A field recorded earlier keeps its first kind (see :meth:`_add_indexes`); the record only grows,
+        so a custom field a tenant stops listing stays filterable on the points that still carry it.
+        """
+        info = await self.client.get_collection(self.name)
+        meta = info.config.metadata or {}
+        recorded = recorded_filters(meta)
+        new = {key: value for key, value in fields.items() if key not in recorded}
+        created = await self._add_indexes(info, {key: kind for key, (kind, _) in new.items()})
+        if new:
+            record = {key: {"kind": kind, "name": name} for key, (kind, name) in {**recorded, **new}.items()}
+            await self.client.update_collection(self.name, metadata={ROW_FILTERS_KEY: record})
+        return created
 
     async def layout(self) -> VectorLayout:
         return layout_of(await self.client.get_collection(self.name))
@@ -507,6 +581,7 @@ def migrated_payload_indexes(metadata: dict[str, Any]) -> dict[str, models.Paylo
 
     spec = BY_NAME.get(str(metadata.get("entity")))
     kinds = {**BASE_PAYLOAD_INDEXES, **(spec.payload_indexes if spec is not None else {})}
+    kinds |= {key: kind for key, (kind, _) in recorded_filters(metadata).items()}
     return {field_name: payload_schema(kind) for field_name, kind in kinds.items()}
 
 

@@ -114,6 +114,8 @@ class VectorSyncResult:
     # The size rows are cut at by the end of the step: the configured or model limit, lowered
     # to what the provider takes once a refusal (in this run or an earlier one) taught it.
     chunk_tokens: int = 0
+    # Payload indexes this run created for row-dependent filter fields (a tenant's custom fields).
+    payload_indexes_created: int = 0
     duration_s: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -203,13 +205,24 @@ def point_vectors(dense: list[float], chunk: PlannedChunk) -> dict[str, Any]:
     }
 
 
+def split_row(
+    spec: EntitySpec, row: dict[str, Any], text: str, embedder: Embedder, max_tokens: int
+) -> list[tuple[str, int]]:
+    """``text`` (the row's :func:`row_text`) in chunks of at most ``max_tokens`` tokens, with their
+    counts: part by part for an entity with ``sections`` (no chunk spans two), else as one."""
+    parts = [p.strip() for p in spec.sections(row)] if spec.sections is not None else []
+    if not any(parts):
+        return split_counted(embedder, text, max_tokens)
+    return [chunk for part in parts if part for chunk in split_counted(embedder, part, max_tokens)]
+
+
 def plan_row(
     spec: EntitySpec, tenant_id: str, row: dict[str, Any], embedder: Embedder, max_tokens: int
 ) -> list[PlannedChunk]:
     """The points one row becomes: its text in chunks of at most ``max_tokens`` tokens."""
     text = row_text(spec, row)
     digest = content_hash(embedder.model, embedder.dimensions, text)
-    return _chunks(spec, tenant_id, row, text, digest, embedder.model, split_counted(embedder, text, max_tokens))
+    return _chunks(spec, tenant_id, row, text, digest, embedder.model, split_row(spec, row, text, embedder, max_tokens))
 
 
 class Packer:
@@ -334,6 +347,7 @@ class _Sync:
         # Rows cut again in this step (see _rechunk): their first chunks are stale, their new
         # points are written once every batch has finished (see write_rechunked).
         self.rechunked: dict[str, _Rechunked] = {}
+        self.row_filters: dict[str, tuple[str, str]] = {}  # indexed and recorded in this run
 
     # -- 1. read -------------------------------------------------------------------------
 
@@ -431,12 +445,27 @@ class _Sync:
         return [self._plan(r, size) for r, _ in changed]
 
     def _plan(self, r: _Row, size: int) -> list[PlannedChunk]:
-        pieces = split_counted(self.embedder, r.text, size)
+        pieces = split_row(self.spec, r.row, r.text, self.embedder, size)
         return _chunks(self.spec, self.tenant_id, r.row, r.text, r.digest, self.embedder.model, pieces)
+
+    async def index_row_filters(self, page: list[_Row]) -> None:
+        """Index the row-dependent filter fields (spec ``row_filters``) this page is the first to carry,
+        before any of its points is written, so a filter on them never meets an unindexed point."""
+        if self.spec.row_filters is None:
+            return
+        new: dict[str, tuple[str, str]] = {}
+        for r in page:
+            for key, field_kind in self.spec.row_filters(r.row).items():
+                if key not in self.row_filters and key not in new:
+                    new[key] = field_kind
+        if new:
+            self.result.payload_indexes_created += len(await self.collection.ensure_row_filters(new))
+            self.row_filters |= new
 
     async def process(self, page: list[_Row], tg: asyncio.TaskGroup) -> None:
         self.result.pages_read += 1
         self.result.rows_live += len(page)
+        await self.index_row_filters(page)
         changed = await self.compare(page)
         self.report()
         if not changed:

@@ -14,6 +14,7 @@ what the real client sends is validated the way a server would. Served (everythi
 is a 404): ``GET /``, ``GET /collections``, ``GET|PUT|DELETE /collections/{name}``,
 ``PATCH /collections/{name}`` (metadata), ``GET /collections/{name}/exists``,
 ``PUT /collections/{name}/index`` (recorded, and listed in the collection's ``payload_schema``),
+``DELETE /collections/{name}/index/{field}``,
 ``POST|PUT /collections/{name}/points``, ``POST /collections/{name}/points/{delete,scroll,count}``,
 ``POST /collections/{name}/points/batch`` (update operations, e.g. set_payload),
 ``POST /collections/{name}/points/query`` (the Query API: named dense and sparse vectors,
@@ -21,7 +22,9 @@ is a 404): ``GET /``, ``GET /collections``, ``GET|PUT|DELETE /collections/{name}
 ``GET /aliases``, ``GET /collections/{name}/aliases``, ``POST /collections/aliases`` (create,
 delete and rename actions applied together, as the server does). A collection's routes accept
 an alias for its name, as the server's do. With ``require_indexes`` it behaves like a server in
-strict mode that refuses filters on fields without an index.
+strict mode that refuses filters on fields without an index of a type that serves the condition
+(a range needs an integer/float index, a datetime range a datetime index, a match on text a
+keyword index). ``indexes`` records every index created: collection -> field -> schema type.
 
 Faults: the generic ``faults`` queue of :class:`LoopbackServer` (``Fault.respond``,
 ``reset``, ...), plus ``fail_upsert`` — a predicate called with (collection, number of
@@ -235,6 +238,9 @@ class FakeQdrant:
             )
             self.indexes.setdefault(name, {})[index.field_name] = kind
             return _ok(m.UpdateResult(operation_id=0, status=m.UpdateStatus.COMPLETED))
+        if len(rest) == 2 and rest[0] == "index" and method == "DELETE":
+            self.indexes.get(name, {}).pop(rest[1], None)
+            return _ok(m.UpdateResult(operation_id=0, status=m.UpdateStatus.COMPLETED))
         if rest == ["points"] and method == "PUT":
             return self._upsert(name, req)
         if rest == ["points"] and method == "POST":
@@ -294,12 +300,16 @@ class FakeQdrant:
         raise _QdrantError(404, f"No route for {method} {req.path}")
 
     def _check_indexed(self, name: str, flt: m.Filter | None) -> None:
-        for key in sorted(_filter_keys(flt)):
-            if key not in self.indexes.get(name, {}):
+        """Strict mode: every condition needs an index on its key of a type that serves it (a range
+        on a keyword index is as unindexed as no index at all)."""
+        for condition in sorted(_filter_conditions(flt), key=lambda c: c.key):
+            usable = _usable_indexes(condition)
+            if self.indexes.get(name, {}).get(condition.key) not in usable:
+                kinds = ", ".join(k.value for k in usable)
                 raise _QdrantError(
                     400,
-                    f'Bad request: Index required but not found for "{key}" of one of the following types: '
-                    "[keyword, integer, datetime]. Help: Create an index for this key or use a different filter.",
+                    f'Bad request: Index required but not found for "{condition.key}" of one of the following types: '
+                    f"[{kinds}]. Help: Create an index for this key or use a different filter.",
                 )
 
     def _upsert(self, name: str, req: Request) -> Response:
@@ -321,20 +331,42 @@ class FakeQdrant:
         return _ok(self._local.upsert(name, points=points))
 
 
-def _filter_keys(flt: Any) -> set[str]:
-    """Payload keys a filter conditions on (nested filters included)."""
+def _filter_conditions(flt: Any) -> list[m.FieldCondition]:
+    """The field conditions of a filter (nested filters included)."""
     if flt is None:
-        return set()
+        return []
     if isinstance(flt, m.FieldCondition):
-        return {flt.key}
+        return [flt]
     if isinstance(flt, m.Filter):
-        out: set[str] = set()
+        out: list[m.FieldCondition] = []
         for clause in (flt.must, flt.should, flt.must_not):
             items = clause if isinstance(clause, list) else [clause] if clause is not None else []
             for item in items:
-                out |= _filter_keys(item)
+                out += _filter_conditions(item)
         return out
-    return set()
+    return []
+
+
+_T = m.PayloadSchemaType
+
+
+def _usable_indexes(condition: m.FieldCondition) -> tuple[m.PayloadSchemaType, ...]:
+    """The index types a server's strict mode accepts for ``condition`` (as Qdrant's error lists them)."""
+    if condition.range is not None:
+        if isinstance(condition.range, m.DatetimeRange):
+            return (_T.DATETIME,)
+        return (_T.INTEGER, _T.FLOAT)
+    match = condition.match
+    values: list[Any] = []
+    if isinstance(match, m.MatchValue):
+        values = [match.value]
+    elif isinstance(match, m.MatchAny | m.MatchExcept):
+        values = list(getattr(match, "any", None) or getattr(match, "except_", None) or [])
+    if values and all(isinstance(v, bool) for v in values):
+        return (_T.BOOL,)
+    if values and all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        return (_T.INTEGER,)
+    return (_T.KEYWORD, _T.UUID)
 
 
 def _as_query(query: Any) -> Any:

@@ -18,6 +18,11 @@ fields it carries, their names and schema types; :func:`render` turns a value in
 that schema (option, multi-option, cascading select, user(s), group, number, date/datetime,
 labels, URL, ADF text area, arrays of these) and falls back to the value's readable text for any
 shape it does not know — never an error.
+
+A field's single value (a number, a date, one option or user) is also a payload field
+``cf_<name>`` (:func:`slug`) a search can filter on, typed by the field's schema
+(:func:`index_kind`: ``float``, ``datetime`` as RFC 3339, or ``keyword``); the vector sync gives
+each such field a payload index (:func:`filter_fields`, the issues spec's ``row_filters``).
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from etl_assets.core.sources.jira.adf import adf_to_markdown
@@ -143,15 +148,46 @@ def render(value: Any, schema: Mapping[str, Any] | None) -> str:
     return text[:MAX_FIELD_TEXT]
 
 
-def scalar(value: Any, text: str) -> str | int | float | None:
-    """The value as a payload filter value, when it is one scalar (a number, a date, one option)."""
+def index_kind(value: Any, schema: Mapping[str, Any] | None) -> str:
+    """The payload index a field's single values get, by its schema type: ``float`` for a number,
+    ``datetime`` for a date or date-time, ``keyword`` for the rest (an option, a user, a URL, a
+    string). Without a schema type the value decides (a number is a number)."""
+    kind = str((schema or {}).get("type") or "")
+    if kind == "number":
+        return "float"
+    if kind in ("date", "datetime"):
+        return "datetime"
+    if not kind and isinstance(value, int | float) and not isinstance(value, bool):
+        return "float"
+    return "keyword"
+
+
+def _rfc3339(value: str) -> str | None:
+    """A Jira date (``2026-03-01``: midnight UTC) or date-time as RFC 3339, which Qdrant's datetime
+    index reads; None when it is neither."""
+    text = value.strip()
+    try:
+        if len(text) == 10:
+            return datetime.fromisoformat(text).replace(tzinfo=UTC).isoformat()
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return (parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)).isoformat()
+
+
+def scalar(value: Any, text: str, kind: str = "keyword") -> str | int | float | None:
+    """The value as a payload filter value of index ``kind`` (see :func:`index_kind`), when it is
+    one value of that kind: a number for ``float``, an RFC 3339 string for ``datetime``, one short
+    line of text for ``keyword`` (an option, a user, a number of a field typed otherwise); else None."""
     if isinstance(value, bool):
         return None
-    if isinstance(value, int | float):
-        return value
-    if isinstance(value, str | dict) and text and len(text) <= MAX_PAYLOAD_SCALAR and "\n" not in text:
-        if isinstance(value, dict) and value.get("type") == "doc":
-            return None
+    if kind == "float":
+        return value if isinstance(value, int | float) else None
+    if kind == "datetime":
+        return _rfc3339(value) if isinstance(value, str) else None
+    if isinstance(value, dict) and value.get("type") == "doc":
+        return None
+    if isinstance(value, str | dict | int | float) and text and len(text) <= MAX_PAYLOAD_SCALAR and "\n" not in text:
         return text
     return None
 
@@ -161,9 +197,32 @@ def slug(name: str) -> str:
     return "cf_" + (re.sub(r"[^0-9a-z]+", "_", name.lower()).strip("_") or "field")
 
 
+def filter_fields(parsed: Mapping[str, Any] | None) -> dict[str, tuple[str, str]]:
+    """The payload fields of one issue's parsed custom fields (:func:`parse`) that a search can
+    filter on: ``{cf_<name>: (index kind, name)}``.
+
+    A row committed before kinds were recorded says nothing of its field's type: a number is a
+    ``float``, but a text may be a date as well as an option, and the first index created for a
+    field is the one it keeps; so such a text is no filter field until the issue is fetched again
+    (a full re-sync types every row)."""
+    out: dict[str, tuple[str, str]] = {}
+    for name, v in (parsed or {}).items():
+        if not isinstance(v, dict) or v.get("value") is None:
+            continue
+        kind, value = v.get("kind"), v["value"]
+        if kind not in ("float", "datetime", "keyword"):
+            if not isinstance(value, int | float) or isinstance(value, bool):
+                continue
+            kind = "float"
+        out[slug(str(name))] = (str(kind), str(name))
+    return out
+
+
 def parse(record: Mapping[str, Any], fields: Mapping[str, Any]) -> dict[str, dict[str, Any]] | None:
-    """``{name: {"text": ..., "value": scalar or None}}`` for the custom fields the record carries
-    with a name (from ``expand=names``, attached to each issue by the issues spec); None if none."""
+    """``{name: {"text": ..., "value": scalar or None, "kind": index kind}}`` for the custom fields the
+    record carries with a name (from ``expand=names``, attached to each issue by the issues spec);
+    None if none. ``kind`` (see :func:`index_kind`) is there when ``value`` is; ``"rich": True``
+    marks a rich-text (ADF) value, which the issue's text keeps as a part of its own."""
     names = record.get("names")
     schemas = record.get("schema")
     if not isinstance(names, dict):
@@ -177,10 +236,15 @@ def parse(record: Mapping[str, Any], fields: Mapping[str, Any]) -> dict[str, dic
         text = render(value, schema if isinstance(schema, dict) else None)
         if not text:
             continue
+        # Rich text (an ADF document: a text area) is prose of its own, chunked apart from the fields.
+        rich = {"rich": True} if isinstance(value, dict) and value.get("type") == "doc" else {}
         if name in out:  # two fields of one name (see the module doc): both texts kept
-            out[name] = {"text": f"{out[name]['text']}; {text}", "value": None}
-        else:
-            out[name] = {"text": text, "value": scalar(value, text)}
+            both = {"rich": True} if out[name].get("rich") or rich else {}
+            out[name] = {"text": f"{out[name]['text']}; {text}", "value": None, **both}
+            continue
+        kind = index_kind(value, schema if isinstance(schema, dict) else None)
+        single = scalar(value, text, kind)
+        out[name] = {"text": text, "value": single, **({"kind": kind} if single is not None else {}), **rich}
     return out or None
 
 

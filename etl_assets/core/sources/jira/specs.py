@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -463,9 +463,10 @@ def _links_payload(r: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _custom_text(r: Mapping[str, Any]) -> str | None:
+def _custom_text(r: Mapping[str, Any], exclude: Collection[str] = ()) -> str | None:
     fields = r.get("custom_fields") or {}
-    return "\n".join(f"{name}: {v['text']}" for name, v in fields.items() if isinstance(v, dict)) or None
+    lines = [f"{name}: {v['text']}" for name, v in fields.items() if isinstance(v, dict) and name not in exclude]
+    return "\n".join(lines) or None
 
 
 def _custom_payload(r: Mapping[str, Any]) -> dict[str, Any]:
@@ -475,6 +476,38 @@ def _custom_payload(r: Mapping[str, Any]) -> dict[str, Any]:
         for name, v in fields.items()
         if isinstance(v, dict) and v.get("value") is not None
     }
+
+
+def _issue_sections(r: Mapping[str, Any]) -> list[str]:
+    """An issue's text in the parts chunked apart (``EntitySpec.sections``): its key, summary,
+    fields, the custom fields that hold a value (not prose), links, attachments and description;
+    then each rich-text custom field (an ADF text area such as "Root cause"); then its history digest.
+
+    A root cause or a reopening is one line about something else than the description it would
+    share a chunk with, and an embedding of that chunk averages it away: on the sample site the
+    queries only those lines answer found their issue in the top five about one time in three
+    (dense). Each part of its own, they are embedded as they read.
+    """
+    fields = r.get("custom_fields") or {}
+    rich = [name for name, v in fields.items() if isinstance(v, dict) and v.get("rich")]
+    main = _join(
+        f"{r['key']}: {r['summary']}",
+        _line("Project", r.get("project_key")),
+        _line("Type", r.get("wit_name")),
+        _line("Status", r.get("status_name")),
+        _line("Priority", r.get("priority")),
+        _line("Labels", r.get("labels")),
+        _line("Components", r.get("components")),
+        _line("Resolution", r.get("resolution")),
+        _custom_text(r, exclude=rich),
+        _links_text(r),
+        _attachments_text(r),
+        r.get("description"),
+    )
+    parts = [main, *(f"{name}: {fields[name]['text']}" for name in rich)]
+    if r.get("history"):
+        parts.append("History:\n" + r["history"])
+    return parts
 
 
 def _attachments_text(r: Mapping[str, Any]) -> str | None:
@@ -623,23 +656,8 @@ ISSUES = EntitySpec(
     fetch=_fetch_issues,
     records=_issues_named,
     page_records=_issue_records,
-    text=lambda r: _join(
-        f"{r['key']}: {r['summary']}",
-        _line("Project", r.get("project_key")),
-        _line("Type", r.get("wit_name")),
-        _line("Status", r.get("status_name")),
-        _line("Priority", r.get("priority")),
-        _line("Labels", r.get("labels")),
-        _line("Components", r.get("components")),
-        _line("Resolution", r.get("resolution")),
-        _custom_text(r),
-        _links_text(r),
-        _attachments_text(r),
-        "",
-        r.get("description"),
-        "",
-        ("History:\n" + r["history"]) if r.get("history") else None,
-    ),
+    text=lambda r: "\n\n".join(_issue_sections(r)),
+    sections=_issue_sections,
     payload=lambda r: {
         "key": r["key"],
         "summary": r["summary"],
@@ -660,6 +678,8 @@ ISSUES = EntitySpec(
         ("wit_external_id", "wits"),
         ("status_external_id", "statuses"),
     ),
+    # Its configured custom fields' single values (cf_<name>), indexed by their schema type.
+    row_filters=lambda r: custom_fields.filter_fields(r.get("custom_fields")),
     payload_indexes={
         "key": "keyword",
         "project_key": "keyword",
