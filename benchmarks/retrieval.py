@@ -1,7 +1,7 @@
 """Retrieval quality per search mode on the sample site, and the "no good match" thresholds.
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/retrieval.py [--json out.json] [--verbose] \
-        [--engine local|edge] [--sets sample,linked]
+        [--engine local|edge] [--sets sample,linked] [--model minilm|multilingual]
 
 Indexes the sample site's issues with the local model (all-MiniLM-L6-v2) and BM25, as the
 vector asset does, then runs every labelled query of ``etl_assets.core.evaluation`` (natural,
@@ -36,7 +36,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from qdrant_client import models  # noqa: E402
 
+from etl_assets.core.embeddings.base import Embedder  # noqa: E402
 from etl_assets.core.embeddings.local_provider import LocalEmbedder  # noqa: E402
+from etl_assets.core.embeddings.multilingual_provider import MultilingualEmbedder  # noqa: E402
 from etl_assets.core.evaluation import (  # noqa: E402
     NONSENSE_QUERIES,
     LabelledQuery,
@@ -87,7 +89,7 @@ def sample_benchmark() -> tuple[list[Any], list[LabelledQuery]]:
     return list(site.issues), benchmark_queries(labelled_queries(site), texts, dict(site.topics), logs)
 
 
-async def measure_linked(embedder: LocalEmbedder, verbose: bool, engine: str) -> dict[str, Any]:
+async def measure_linked(embedder: Embedder, verbose: bool, engine: str) -> dict[str, Any]:
     """The linked-issue set: figures per mode and kind, raw and with the thresholds in the code."""
     records, queries = linked_benchmark()
     out: dict[str, Any] = {"issues": len(records), "engine": engine, "queries": {}}
@@ -112,8 +114,10 @@ async def measure_linked(embedder: LocalEmbedder, verbose: bool, engine: str) ->
     return out
 
 
-async def measure(verbose: bool, engine: str = "local", sets: tuple[str, ...] = ("sample", "linked")) -> dict[str, Any]:
-    embedder = LocalEmbedder()
+async def measure(
+    verbose: bool, engine: str = "local", sets: tuple[str, ...] = ("sample", "linked"), model: str = "minilm"
+) -> dict[str, Any]:
+    embedder: Embedder = MultilingualEmbedder() if model == "multilingual" else LocalEmbedder()
     out: dict[str, Any] = {"model": embedder.model, "engine": engine}
     if "sample" in sets:
         out.update(await measure_sample(embedder, verbose, engine))
@@ -122,7 +126,7 @@ async def measure(verbose: bool, engine: str = "local", sets: tuple[str, ...] = 
     return out
 
 
-async def measure_sample(embedder: LocalEmbedder, verbose: bool, engine: str) -> dict[str, Any]:
+async def measure_sample(embedder: Embedder, verbose: bool, engine: str) -> dict[str, Any]:
     records, queries = sample_benchmark()
     nonsense = [LabelledQuery(q, (), "nonsense") for q in NONSENSE_QUERIES]
     out: dict[str, Any] = {"model": embedder.model, "issues": len(records), "queries": {}}
@@ -180,9 +184,17 @@ def main() -> None:
     parser.add_argument(
         "--engine", choices=["local", "edge"], default="local", help="the store the sets are indexed in"
     )
+    parser.add_argument(
+        "--model",
+        choices=["minilm", "multilingual"],
+        default="minilm",
+        help="the local model: all-MiniLM-L6-v2 (the default) or USE multilingual v3 (EMBEDDING_MODEL="
+        "universal-sentence-encoder-multilingual-3)",
+    )
     parser.add_argument("--sets", default="sample,linked", help="sample (the generated site), linked (real Jira data)")
     args = parser.parse_args()
-    figures = asyncio.run(measure(args.verbose, args.engine, tuple(s.strip() for s in args.sets.split(","))))
+    sets = tuple(s.strip() for s in args.sets.split(","))
+    figures = asyncio.run(measure(args.verbose, args.engine, sets, args.model))
     print(json.dumps(figures, indent=2, ensure_ascii=False))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:
