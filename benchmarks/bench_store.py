@@ -5,8 +5,16 @@ as the project does — named dense vector ``dense`` (cosine) and sparse ``bm25`
 modifier, payload with tenant, external id, project and date — through qdrant-client's API
 (``upsert`` in the batches ``vectorstore.upsert_batches`` makes), then runs dense, sparse, hybrid
 (prefetch both, RRF) and filtered dense queries. The Edge child also measures Edge's own bulk rate
-(raw ``EdgeShard.update`` with 10,000 points per call, on a shard of its own): the baseline for
-"adapter upserts >= 80 % of the engine's bulk rate".
+(raw ``EdgeShard.update`` with 10,000 points per call, on a shard of its own with the same payload
+indexes): the baseline for "adapter upserts >= 80 % of the engine's bulk rate". The two are
+interleaved, 10,000 points at a time (the adapter's 256-point calls, then the same points in one
+bulk call), so that both are measured under the same load of a shared machine.
+
+Memory is reported as RSS and split into anonymous memory (the process's own: heap, Python
+objects, what Edge keeps in RAM) and file-backed pages (Edge's segments are memory-mapped: pages
+of the page cache mapped into the process, which the kernel can drop and read again). For Edge
+a second child opens the store the writer left, as a search process (the MCP server, the CLI)
+does, and runs the same queries: its RSS is the steady state of a process that only searches.
 
     .venv/bin/python benchmarks/bench_store.py                      # 50k and 200k, dim 384 (~15 min)
     .venv/bin/python benchmarks/bench_store.py --sizes 5000 --queries 20   # a quick look
@@ -40,16 +48,21 @@ NAME = "client_bench_issues"
 PROJECTS = [f"P{i}" for i in range(20)]
 VOCAB = 30_000
 TERMS = 24
+WITH_BULK = True  # --no-bulk: no bulk baseline in the Edge writer (its memory is then the adapter's alone)
 BATCH = 256  # points per upsert call: the engine's default (vectorstore.UPSERT_MAX_POINTS); --batch
 
 
-def rss_mb() -> tuple[float, float]:
-    """(current, peak) resident set size of this process in MB, from /proc."""
+def memory_mb() -> dict[str, float]:
+    """RSS, its peak, and RSS split into anonymous and file-backed (mapped) pages, in MB."""
     fields = {}
     for line in Path("/proc/self/status").read_text().splitlines():
         key, _, value = line.partition(":")
         fields[key] = value
-    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+
+    def mb(key: str) -> float:
+        return round(int(fields[key].split()[0]) / 1024, 1)
+
+    return {"rss_mb": mb("VmRSS"), "peak_rss_mb": mb("VmHWM"), "anon_mb": mb("RssAnon"), "file_mb": mb("RssFile")}
 
 
 def batches(
@@ -106,6 +119,8 @@ async def run_engine(engine: str, n: int, dim: int, queries: int, folder: Path) 
         await client.create_payload_index(NAME, "updated", field_schema=models.PayloadSchemaType.DATETIME)
 
     spent = 0.0
+    bulk = BulkShard(folder / "bulk", dim) if engine == "edge" and WITH_BULK else None
+    pending: list[tuple[list[int], np.ndarray, list[list[int]], list[list[float]]]] = []
     for ids, x, terms, weights in batches(n, dim):
         points = [
             models.PointStruct(
@@ -118,14 +133,39 @@ async def run_engine(engine: str, n: int, dim: int, queries: int, folder: Path) 
         started = time.perf_counter()
         await client.upsert(NAME, points=points, wait=True)
         spent += time.perf_counter() - started
+        if bulk is not None:
+            pending.append((ids, x, terms, weights))  # numpy until written: lists of floats cost 10x the memory
+            if sum(len(b[0]) for b in pending) >= BULK_POINTS:  # right after the adapter wrote the same points
+                bulk.upsert(pending)
+                pending = []
     out["upsert_s"] = spent
     out["upserts_per_s"] = n / spent
+    if bulk is not None:
+        if pending:
+            bulk.upsert(pending)
+        out["bulk_upserts_per_s"] = n / bulk.spent
+        out["adapter_vs_bulk"] = round(out["upserts_per_s"] / out["bulk_upserts_per_s"], 3)
+        bulk.close()
+        shutil.rmtree(folder / "bulk", ignore_errors=True)
+    out["after_upserts"] = memory_mb()
     if engine == "edge":
         assert isinstance(client, EdgeQdrantClient)
         started = time.perf_counter()
         await client.optimize(NAME)  # what close() does at the end of the writing step
         out["index_build_s"] = time.perf_counter() - started
     out["count"] = (await client.count(NAME)).count
+    out["after_index"] = memory_mb()
+    await run_queries(client, dim, queries, out)
+    out.update(memory_mb())
+    started = time.perf_counter()
+    await client.close()
+    out["close_s"] = time.perf_counter() - started
+    return out
+
+
+async def run_queries(client: Any, dim: int, queries: int, out: dict[str, Any]) -> None:
+    """Dense, sparse, hybrid and filtered queries: p50 / p95 ms and hits per kind into ``out``."""
+    from qdrant_client import models
 
     rng = np.random.default_rng(99)
     qx = rng.standard_normal((queries, dim)).astype(np.float32)
@@ -178,58 +218,91 @@ async def run_engine(engine: str, n: int, dim: int, queries: int, folder: Path) 
         out[f"{kind}_p50_ms"] = statistics.median(times)
         out[f"{kind}_p95_ms"] = percentile(times, 0.95)
         out[f"{kind}_hits"] = hits / queries
-    out["rss_mb"], out["peak_rss_mb"] = rss_mb()
-    started = time.perf_counter()
-    await client.close()
-    out["close_s"] = time.perf_counter() - started
 
-    if engine == "edge":
-        out["bulk_upserts_per_s"] = edge_bulk_rate(n, dim, folder / "bulk")
+
+BULK_POINTS = 10_000  # points per raw EdgeShard.update call of the bulk baseline
+
+
+class BulkShard:
+    """Edge's own rate: raw EdgeShard.update with BULK_POINTS points per call, on a shard with the
+    same vectors and payload indexes as the adapter's collection (Edge maintains them on every upsert).
+    The points' conversion to Edge's objects counts, as it does for the adapter."""
+
+    def __init__(self, folder: Path, dim: int) -> None:
+        import qdrant_edge as qe
+
+        self.qe = qe
+        self.shard = qe.EdgeShard.create(
+            str(folder),
+            qe.EdgeConfig(
+                vectors={"dense": qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine)},
+                sparse_vectors={"bm25": qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)},
+            ),
+        )
+        for field in ("tenant_id", "external_id", "project"):
+            self.shard.update(qe.UpdateOperation.create_field_index(field, qe.PayloadSchemaType.Keyword))
+        self.shard.update(qe.UpdateOperation.create_field_index("updated", qe.PayloadSchemaType.Datetime))
+        self.spent = 0.0
+
+    def upsert(self, pending: list[tuple[list[int], np.ndarray, list[list[int]], list[list[float]]]]) -> None:
+        qe = self.qe
+        # As for the adapter, whose timing starts with qdrant-client's points built: vectors as lists.
+        rows = [
+            (i, v.tolist(), t, w)
+            for ids, x, terms, weights in pending
+            for i, v, t, w in zip(ids, x, terms, weights, strict=True)
+        ]
+        started = time.perf_counter()
+        points = [qe.Point(i, {"dense": v, "bm25": qe.SparseVector(t, w)}, payload(i)) for i, v, t, w in rows]
+        self.shard.update(qe.UpdateOperation.upsert_points(points))
+        self.spent += time.perf_counter() - started
+
+    def close(self) -> None:
+        self.shard.close()
+
+
+async def read_store(n: int, dim: int, queries: int, store: Path) -> dict[str, Any]:
+    """A process that only searches: open the store the Edge writer left, run the same queries."""
+    from etl_assets.core.edge_client import EdgeQdrantClient
+
+    out: dict[str, Any] = {"engine": "edge-reader", "n": n, "dim": dim, "before_open": memory_mb()}
+    client = EdgeQdrantClient(store)
+    out["count"] = (await client.count(NAME)).count
+    out["after_open"] = memory_mb()
+    await run_queries(client, dim, queries, out)
+    out.update(memory_mb())
+    await client.close()
     return out
 
 
-def edge_bulk_rate(n: int, dim: int, folder: Path) -> float:
-    """Edge's own rate: raw EdgeShard.update with 10,000 points per call, the same points, payloads and indexes."""
-    import qdrant_edge as qe
-
-    shard = qe.EdgeShard.create(
-        str(folder),
-        qe.EdgeConfig(
-            vectors={"dense": qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine)},
-            sparse_vectors={"bm25": qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)},
-        ),
-    )
-    # The same payload indexes as the adapter's collection: Edge maintains them on every upsert.
-    for field in ("tenant_id", "external_id", "project"):
-        shard.update(qe.UpdateOperation.create_field_index(field, qe.PayloadSchemaType.Keyword))
-    shard.update(qe.UpdateOperation.create_field_index("updated", qe.PayloadSchemaType.Datetime))
-    spent = 0.0
-    pending: list[Any] = []
-    for ids, x, terms, weights in batches(n, dim):
-        rows = [(i, v.tolist(), t, w) for i, v, t, w in zip(ids, x, terms, weights, strict=True)]
-        started = time.perf_counter()
-        pending += [qe.Point(i, {"dense": v, "bm25": qe.SparseVector(t, w)}, payload(i)) for i, v, t, w in rows]
-        if len(pending) >= 10_000:
-            shard.update(qe.UpdateOperation.upsert_points(pending))
-            pending = []
-        spent += time.perf_counter() - started
-    started = time.perf_counter()
-    if pending:
-        shard.update(qe.UpdateOperation.upsert_points(pending))
-    spent += time.perf_counter() - started
-    shard.close()
-    return n / spent
-
-
 def child(args: argparse.Namespace) -> None:
-    global BATCH
-    BATCH = args.batch
-    folder = Path(tempfile.mkdtemp(prefix=f"bench_store_{args.engine}_"))
-    try:
+    """One engine and size in this process; the parent's folder holds the store (the reader opens it)."""
+    global BATCH, WITH_BULK
+    BATCH, WITH_BULK = args.batch, not args.no_bulk
+    folder = Path(args.folder)
+    if args.engine == "edge-reader":
+        result = asyncio.run(read_store(args.n, args.dim, args.queries, folder / "store"))
+    else:
         result = asyncio.run(run_engine(args.engine, args.n, args.dim, args.queries, folder))
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
     print("RESULT " + json.dumps(result), flush=True)
+
+
+def run_child(engine: str, n: int, queries: int, folder: Path, args: argparse.Namespace) -> dict[str, Any] | None:
+    command = [sys.executable, __file__, "--child", engine, "--n", str(n), "--dim", str(args.dim)]
+    command += ["--queries", str(queries), "--batch", str(args.batch), "--folder", str(folder)]
+    command += ["--no-bulk"] if args.no_bulk else []
+    started = time.perf_counter()
+    proc = subprocess.run(command, capture_output=True, text=True, check=False)
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
+    if proc.returncode != 0 or line is None:
+        print(f"{engine} at {n}: failed (exit {proc.returncode}): {proc.stderr.strip()[-400:]}", flush=True)
+        return None
+    result: dict[str, Any] = json.loads(line.removeprefix("RESULT "))
+    result["wall_s"] = time.perf_counter() - started
+    result["queries"] = queries
+    print(summary(result), flush=True)
+    print("  " + json.dumps(result), flush=True)  # every figure as soon as it is known
+    return result
 
 
 def main() -> None:
@@ -241,9 +314,15 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=200, help="queries per kind for Edge")
     parser.add_argument("--local-queries", type=int, default=30, help="queries per kind for local mode (slow)")
     parser.add_argument("--batch", type=int, default=BATCH, help="points per upsert call")
+    parser.add_argument(
+        "--no-bulk", action="store_true", help="no bulk baseline: the Edge writer's memory is the adapter's alone"
+    )
     parser.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "bench_store.json"))
-    parser.add_argument("--child", dest="engine", choices=["edge", "local", "local-memory"], help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--child", dest="engine", choices=["edge", "edge-reader", "local", "local-memory"], help=argparse.SUPPRESS
+    )
     parser.add_argument("--n", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--folder", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.engine:
         child(args)
@@ -254,20 +333,16 @@ def main() -> None:
     for engine, sizes in runs:
         for n in [int(s) for s in sizes.split(",") if s.strip()]:
             queries = args.queries if engine == "edge" else args.local_queries
-            command = [sys.executable, __file__, "--child", engine, "--n", str(n), "--dim", str(args.dim)]
-            command += ["--queries", str(queries), "--batch", str(args.batch)]
-            started = time.perf_counter()
-            proc = subprocess.run(command, capture_output=True, text=True, check=False)
-            line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
-            if proc.returncode != 0 or line is None:
-                print(f"{engine} at {n}: failed (exit {proc.returncode}): {proc.stderr.strip()[-400:]}", flush=True)
-                continue
-            result = json.loads(line.removeprefix("RESULT "))
-            result["wall_s"] = time.perf_counter() - started
-            result["queries"] = queries
-            results.append(result)
-            print(summary(result), flush=True)
-            print("  " + json.dumps(result), flush=True)  # every figure as soon as it is known
+            folder = Path(tempfile.mkdtemp(prefix=f"bench_store_{engine}_"))
+            try:
+                result = run_child(engine, n, queries, folder, args)
+                if result is not None:
+                    results.append(result)
+                    if engine == "edge":
+                        reader = run_child("edge-reader", n, queries, folder, args)
+                        results += [reader] if reader is not None else []
+            finally:
+                shutil.rmtree(folder, ignore_errors=True)
 
     print()
     print(table(results))
@@ -289,29 +364,33 @@ def main() -> None:
 
 
 def summary(r: dict[str, Any]) -> str:
+    memory = f"RSS {r['rss_mb']:.0f} MB (anonymous {r['anon_mb']:.0f}, file-backed {r['file_mb']:.0f})"
+    if r["engine"] == "edge-reader":
+        return f"edge-reader n={r['n']}: opened and searched, {memory}, dense p50 {r['dense_p50_ms']:.1f} ms"
     extra = ""
-    if r["engine"] == "edge":
+    if r["engine"] == "edge" and "bulk_upserts_per_s" in r:
         extra = (
-            f", bulk {r['bulk_upserts_per_s']:.0f}/s (adapter = {r['upserts_per_s'] / r['bulk_upserts_per_s']:.0%}),"
+            f", bulk {r['bulk_upserts_per_s']:.0f}/s (adapter = {r['adapter_vs_bulk']:.0%}),"
             f" index build {r['index_build_s']:.1f}s"
         )
-    return f"{r['engine']} n={r['n']}: {r['upserts_per_s']:.0f} upserts/s{extra}, RSS {r['rss_mb']:.0f} MB, {r['wall_s']:.0f}s"
+    return f"{r['engine']} n={r['n']}: {r['upserts_per_s']:.0f} upserts/s{extra}, {memory}, {r['wall_s']:.0f}s"
 
 
 def table(results: list[dict[str, Any]]) -> str:
-    head = "| engine | points | upserts/s | Edge bulk/s | index build | "
+    head = "| engine | points | upserts/s | Edge bulk/s (adapter share) | index build | "
     head += " | ".join(f"{k} p50 / p95 ms" for k in ("dense", "sparse", "hybrid", "dense+filter"))
-    head += " | RSS (peak) MB |"
+    head += " | RSS (peak) MB | anonymous / file-backed MB |"
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in results:
-        bulk = f"{r['bulk_upserts_per_s']:,.0f}" if "bulk_upserts_per_s" in r else "-"
+        bulk = f"{r['bulk_upserts_per_s']:,.0f} ({r['adapter_vs_bulk']:.0%})" if "bulk_upserts_per_s" in r else "-"
         build = f"{r['index_build_s']:.0f} s" if "index_build_s" in r else "-"
+        ups = f"{r['upserts_per_s']:,.0f}" if "upserts_per_s" in r else "-"
         lat = " | ".join(
             f"{r[f'{k}_p50_ms']:.1f} / {r[f'{k}_p95_ms']:.1f}" for k in ("dense", "sparse", "hybrid", "dense+filter")
         )
         lines.append(
-            f"| {r['engine']} | {r['n']:,} | {r['upserts_per_s']:,.0f} | {bulk} | {build} | {lat} "
-            f"| {r['rss_mb']:.0f} ({r['peak_rss_mb']:.0f}) |"
+            f"| {r['engine']} | {r['n']:,} | {ups} | {bulk} | {build} | {lat} "
+            f"| {r['rss_mb']:.0f} ({r['peak_rss_mb']:.0f}) | {r['anon_mb']:.0f} / {r['file_mb']:.0f} |"
         )
     return "\n".join(lines)
 

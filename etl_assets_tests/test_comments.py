@@ -232,8 +232,7 @@ def test_bad_comments_each_get_their_own_outcome_and_nothing_else_is_lost(tmp_pa
 def test_a_comment_hit_shows_its_issue_and_the_passage_with_author_and_date(env):
     import asyncio
 
-    from qdrant_client import AsyncQdrantClient
-
+    from etl_assets.core.edge_client import EdgeQdrantClient
     from etl_assets.core.embeddings.factory import EmbeddingSettings, open_embedder
     from etl_assets.core.search import IssueFilters, Principal, SearchService
     from etl_assets.core.store.db import make_engine
@@ -249,7 +248,7 @@ def test_a_comment_hit_shows_its_issue_and_the_passage_with_author_and_date(env)
 
     async def go():
         engine = make_engine(env.database_url, create=False)
-        client = AsyncQdrantClient(path=env.qdrant_path)
+        client = EdgeQdrantClient(env.qdrant_path)  # the folder the graph wrote (QDRANT_ENGINE's default)
         try:
             async with open_embedder(settings) as embedder:
                 service = SearchService(client, embedder, engine, env.registry)

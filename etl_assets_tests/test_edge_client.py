@@ -465,3 +465,32 @@ def test_unsupported_calls_fail_by_name_and_closed_client_refuses(tmp_path: Path
             await client.count(NAME)
 
     asyncio.run(scenario())
+
+
+def test_equal_fused_scores_keep_one_order_the_first_legs(tmp_path: Path) -> None:
+    # Each leg's first point gets 1/k in a rank fusion, so points found by one leg only tie with the
+    # other leg's: Edge alone returns such ties in an order that changes between processes. The
+    # adapter fuses the legs itself and keeps local mode's order: the first leg's ranking first.
+    async def scenario(client: AsyncQdrantClient) -> Any:
+        far = models.SparseVector(indices=[9], values=[1.0])  # "cache": a term few points carry
+        out = []
+        for fusion in (models.Fusion.RRF, models.Fusion.DBSF):
+            response = await client.query_points(
+                NAME,
+                prefetch=[
+                    models.Prefetch(query=QUERY, using="dense", limit=6, score_threshold=0.6),
+                    models.Prefetch(query=far, using="bm25", limit=6),
+                ],
+                query=models.FusionQuery(fusion=fusion),
+                limit=12,
+                offset=1,
+                with_payload=["external_id"],
+            )
+            out.append([(str(p.id), round(p.score, 6), (p.payload or {}).get("external_id")) for p in response.points])
+        return out
+
+    edge, local = both(tmp_path, scenario)
+    rrf_scores = [score for _, score, _ in edge[0]]
+    assert len(rrf_scores) > len(set(rrf_scores)), "the scenario must have ties"
+    for fused_edge, fused_local in zip(edge, local, strict=True):
+        assert fused_edge == fused_local  # ids, scores and payloads, in the same order

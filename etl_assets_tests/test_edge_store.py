@@ -227,3 +227,60 @@ def test_one_process_owns_the_folder_and_the_next_sees_its_writes(tmp_path: Path
             return (await client.count("c")).count
 
     assert asyncio.run(read()) == 10
+
+
+def test_edge_is_the_default_engine_and_local_mode_stays_selectable(tmp_path: Path) -> None:
+    from etl_assets.core.settings import Settings
+    from etl_assets.core.vectorstore import QdrantConfigError
+    from etl_assets.defs.resources import QdrantResource
+
+    folder = str(tmp_path / "qdrant")
+    assert Settings.load({"QDRANT_PATH": folder}).qdrant.engine == "edge"
+    assert QdrantResource(path=folder).engine == "edge"
+    local = Settings.load({"QDRANT_PATH": str(tmp_path / "old"), "QDRANT_ENGINE": "local"}).qdrant
+    assert local.engine == "local"
+
+    async def kinds() -> tuple[type, type]:
+        async with open_qdrant(None, None, folder) as default:
+            await default.create_collection("c", vectors_config=models.VectorParams(size=4, distance="Cosine"))
+            default_kind = type(default)
+        async with open_qdrant(None, None, local.path, engine=local.engine) as chosen:
+            await chosen.create_collection("c", vectors_config=models.VectorParams(size=4, distance="Cosine"))
+            chosen_kind = type(chosen)
+        return default_kind, chosen_kind
+
+    default_kind, chosen_kind = asyncio.run(kinds())
+    assert default_kind is EdgeQdrantClient
+    assert chosen_kind is AsyncQdrantClient and (tmp_path / "old" / "meta.json").is_file()
+
+    async def open_edge_folder_as_local() -> None:
+        async with open_qdrant(None, None, folder, engine="local"):
+            pass
+
+    with pytest.raises(QdrantConfigError, match="QDRANT_ENGINE=edge"):
+        asyncio.run(open_edge_folder_as_local())
+
+
+def test_closing_the_writer_of_a_small_collection_builds_no_index(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Edge indexes what a client wrote when it closes; below Edge's indexing threshold a collection
+    # stays plain (searched exactly), so the small collections of tests and small tenants pay nothing.
+    async def write() -> tuple[int, int]:
+        async with open_qdrant(None, None, str(tmp_path / "qdrant")) as client:
+            issues = Collection(client, collection_name("1", "issues"), "1", "issues")
+            await issues.ensure(model="hash-16", dimensions=DIM, indexes=BY_NAME["issues"].payload_indexes)
+            await issues.upsert(_issue_points(500))
+            info = await client.get_collection(issues.name)
+            return info.points_count or 0, info.segments_count
+
+    with caplog.at_level(logging.INFO, logger="etl_assets.core.edge_client"):
+        points, segments = asyncio.run(write())
+    assert points == 1000 and segments == 1
+    assert not [r for r in caplog.records if "indexed" in r.getMessage()], "a 1,000-point collection was indexed"
+
+    async def reopen() -> int:
+        async with open_qdrant(None, None, str(tmp_path / "qdrant")) as client:
+            return (await client.count(collection_name("1", "issues"))).count
+
+    assert asyncio.run(reopen()) == 1000

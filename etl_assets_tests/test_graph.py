@@ -7,10 +7,10 @@ from collections import Counter
 
 import dagster as dg
 import pytest
-from qdrant_client import AsyncQdrantClient
 from sqlalchemy import create_engine, select, text
 
 from etl_assets.core.catalogue import CATALOGUE
+from etl_assets.core.edge_client import EdgeQdrantClient
 from etl_assets.core.sources.jira import tables
 from etl_assets.core.sources.jira.specs import ISSUES, PROJECTS, STATUSES, WITS
 from etl_assets.core.store import schema
@@ -46,7 +46,7 @@ def table_rows(env, spec, tenant_id, *, live=True):
 
 def all_points(env) -> dict[str, list]:
     async def go():
-        client = AsyncQdrantClient(path=env.qdrant_path)
+        client = EdgeQdrantClient(env.qdrant_path)  # the folder the graph wrote (QDRANT_ENGINE's default)
         try:
             out = {}
             for c in (await client.get_collections()).collections:

@@ -28,8 +28,8 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from qdrant_client import QdrantClient
 
+from etl_assets.core.edge_client import EdgeQdrantClient
 from etl_assets.core.search import MAX_COMMENTS
 from etl_assets.core.sources.jira.sample.site import stored_datetime
 from etl_assets.core.tenants import TenantRegistry
@@ -117,6 +117,25 @@ class _EnvWithCustomFields(Env):
         return path
 
 
+async def _payloads(path: str) -> dict[str, list[dict[str, Any]]]:
+    """The payloads of the collections the tests look into, from the folder the graph wrote."""
+    client = EdgeQdrantClient(path)
+    try:
+        points = {}
+        for name in (
+            "client_1_issues",
+            "client_2_issues",
+            "client_1_comments",
+            "client_1_github_issues",
+            "client_1_github_pull_requests",
+        ):
+            records, _ = await client.scroll(name, limit=10_000, with_payload=True)
+            points[name] = [r.payload or {} for r in records]
+        return points
+    finally:
+        await client.close()
+
+
 @pytest.fixture(scope="module")
 def indexed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Indexed]:
     tmp = tmp_path_factory.mktemp("mcp")
@@ -128,20 +147,7 @@ def indexed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Indexed]:
                 mp.setenv(name, value)
             for tenant in ("1", "2"):
                 assert env.materialize(tenant).success
-        client = QdrantClient(path=env.qdrant_path)
-        try:
-            points = {}
-            for name in (
-                "client_1_issues",
-                "client_2_issues",
-                "client_1_comments",
-                "client_1_github_issues",
-                "client_1_github_pull_requests",
-            ):
-                records, _ = client.scroll(name, limit=10_000, with_payload=True)
-                points[name] = [r.payload or {} for r in records]
-        finally:
-            client.close()
+        points = asyncio.run(_payloads(env.qdrant_path))
         config = tmp / "mcp.yaml"
         config.write_text(
             yaml.safe_dump(
@@ -800,8 +806,7 @@ def test_http_failures_and_timeouts_reach_the_caller_as_sentences_without_secret
 
 
 def test_search_api_answers_from_the_committed_tables_on_each_database(env: Env) -> None:
-    from qdrant_client import AsyncQdrantClient
-
+    from etl_assets.core.edge_client import EdgeQdrantClient
     from etl_assets.core.embeddings.factory import EmbeddingSettings, open_embedder
     from etl_assets.core.search import (
         InvalidRequestError,
@@ -824,7 +829,7 @@ def test_search_api_answers_from_the_committed_tables_on_each_database(env: Env)
 
     async def go() -> dict[str, Any]:
         engine = make_engine(env.database_url, create=False)
-        client = AsyncQdrantClient(path=env.qdrant_path)
+        client = EdgeQdrantClient(env.qdrant_path)  # the folder the graph wrote (QDRANT_ENGINE's default)
         try:
             async with open_embedder(settings) as embedder:
                 service = SearchService(client, embedder, engine, env.registry)

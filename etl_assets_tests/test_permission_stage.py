@@ -12,9 +12,9 @@ import asyncio
 from typing import Any
 
 import pytest
-from qdrant_client import AsyncQdrantClient
 from sqlalchemy import select, update
 
+from etl_assets.core.edge_client import EdgeQdrantClient
 from etl_assets.core.embeddings.factory import open_embedder
 from etl_assets.core.permissions import RESTRICTED
 from etl_assets.core.search import NO_THRESHOLDS, Principal, SearchMode, SearchService, resolve_access, search
@@ -63,7 +63,7 @@ def searched(env: Any, users: list[str | None], tenant: str = "1") -> dict[str |
 
     async def go() -> dict[str | None, set[str]]:
         engine = make_engine(env.database_url, create=False)
-        client = AsyncQdrantClient(path=env.qdrant_path)
+        client = EdgeQdrantClient(env.qdrant_path)  # the folder the graph wrote (QDRANT_ENGINE's default)
         out: dict[str | None, set[str]] = {}
         try:
             async with open_embedder(_settings(env)) as embedder:
@@ -222,7 +222,7 @@ def test_the_service_answers_get_issue_and_search_as_the_principal(env):
 
     async def go() -> dict[str, Any]:
         engine = make_engine(env.database_url, create=False)
-        client = AsyncQdrantClient(path=env.qdrant_path)
+        client = EdgeQdrantClient(env.qdrant_path)  # the folder the graph wrote (QDRANT_ENGINE's default)
         try:
             async with open_embedder(_settings(env)) as embedder:
                 service = SearchService(client, embedder, engine, env.registry)
@@ -330,7 +330,7 @@ def searched_github(env: Any, access: frozenset[str] | None) -> set[str]:
     """Keys of the tenant-1 GitHub issues a search with no thresholds returns to ``access``."""
 
     async def go() -> set[str]:
-        client = AsyncQdrantClient(path=env.qdrant_path)
+        client = EdgeQdrantClient(env.qdrant_path)  # the folder the graph wrote (QDRANT_ENGINE's default)
         try:
             async with open_embedder(_settings(env)) as embedder:
                 return {h.key for h in await everything(client, embedder, "1", "github_issues", access)}

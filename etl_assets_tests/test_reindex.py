@@ -58,11 +58,16 @@ def settings(env: Env, model: str, base_url: str | None = None) -> EmbeddingSett
     )
 
 
-def search_with(env: Env, model: str, path: str | None = None) -> list[str]:
+def search_with(env: Env, model: str, server_folder: str | None = None) -> list[str]:
+    """The keys ``model``'s search returns, from the graph's embedded store or from the folder of a stopped
+    loopback server (qdrant-client local mode: opened as such, never migrated to the embedded engine)."""
+
     async def go() -> list[str]:
         async with (
             open_embedder(settings(env, model)) as embedder,
-            open_qdrant(None, None, path or env.qdrant_path) as client,
+            open_qdrant(
+                None, None, server_folder or env.qdrant_path, engine="local" if server_folder else "edge"
+            ) as client,
         ):
             hits = await search(client, embedder, QUERY, tenant_id="1", access=None, k=5)
         return [h.key for h in hits]

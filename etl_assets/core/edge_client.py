@@ -40,6 +40,7 @@ import qdrant_edge as qe
 from pydantic_core import to_jsonable_python
 from qdrant_client import AsyncQdrantClient, models
 from qdrant_client.http import models as rest  # its QueryResponse (qdrant_client.models has fastembed's)
+from qdrant_client.hybrid.fusion import distribution_based_score_fusion, reciprocal_rank_fusion
 
 log = logging.getLogger(__name__)
 
@@ -804,7 +805,6 @@ class EdgeQdrantClient(AsyncQdrantClient):
             ]
         else:
             structs = list(points)
-        edge_points = [_edge_point(p) for p in structs]
         mode = {
             None: None,
             models.UpdateMode.UPSERT: qe.UpdateMode.Upsert,
@@ -812,8 +812,11 @@ class EdgeQdrantClient(AsyncQdrantClient):
             models.UpdateMode.UPDATE_ONLY: qe.UpdateMode.UpdateOnly,
         }[update_mode]
         condition = _filter(update_filter)
+        # The points are converted in the worker thread too (about 20 us each): a 256-point batch
+        # would otherwise hold the step's event loop for several milliseconds.
         return await self._update(
-            collection_name, lambda _c: qe.UpdateOperation.upsert_points(edge_points, condition, mode)
+            collection_name,
+            lambda _c: qe.UpdateOperation.upsert_points([_edge_point(p) for p in structs], condition, mode),
         )
 
     async def update_vectors(
@@ -1167,6 +1170,18 @@ class EdgeQdrantClient(AsyncQdrantClient):
         **kwargs: Any,
     ) -> rest.QueryResponse:
         _check_kwargs("query_points", {"shard_key_selector": shard_key_selector, **kwargs})
+        if _fused_here(query, prefetch, score_threshold, lookup_from):
+            fused = await self._fused(
+                collection_name,
+                query,
+                prefetch,
+                query_filter,
+                limit=limit,
+                offset=offset,
+                with_payload=with_payload,
+                with_vectors=with_vectors,
+            )
+            return rest.QueryResponse(points=fused)
         request = await self._query_request(
             collection_name,
             query=query,
@@ -1212,6 +1227,19 @@ class EdgeQdrantClient(AsyncQdrantClient):
             if request.shard_key is not None:
                 raise EdgeUnsupportedError("embedded Qdrant Edge: shard keys are not supported")
             with_payload = request.with_payload if request.with_payload is not None else False
+            if _fused_here(request.query, request.prefetch, request.score_threshold, request.lookup_from):
+                fused = await self._fused(
+                    collection_name,
+                    request.query,
+                    request.prefetch,
+                    request.filter,
+                    limit=request.limit if request.limit is not None else 10,
+                    offset=request.offset,
+                    with_payload=with_payload,
+                    with_vectors=request.with_vector if request.with_vector is not None else False,
+                )
+                out.append(rest.QueryResponse(points=fused))
+                continue
             edge = await self._query_request(
                 collection_name,
                 query=request.query,
@@ -1229,6 +1257,66 @@ class EdgeQdrantClient(AsyncQdrantClient):
             points = await self._run(functools.partial(self._query, collection_name, edge, with_payload))
             out.append(rest.QueryResponse(points=points))
         return out
+
+    async def _fused(
+        self,
+        name: str,
+        query: Any,  # a FusionQuery or an RrfQuery (see _fused_here)
+        prefetch: Any,
+        root_filter: models.Filter | None,
+        *,
+        limit: int,
+        offset: int | None,
+        with_payload: Any,
+        with_vectors: Any,
+    ) -> list[models.ScoredPoint]:
+        """A fusion of prefetch legs, fused here with qdrant-client's own RRF / DBSF (see :func:`_fused_here`)."""
+        legs = []
+        for p in _listed(prefetch):
+            flt = p.filter if root_filter is None else root_filter if p.filter is None else _both(root_filter, p.filter)
+            legs.append(
+                qe.QueryRequest(
+                    limit=p.limit if p.limit is not None else 10,
+                    query=await self._scoring(name, p.query, p.using),
+                    filter=_filter(flt),
+                    score_threshold=p.score_threshold,
+                    params=_search_params(p.params),
+                    with_payload=False,
+                    with_vector=False,
+                )
+            )
+        wp, wv = _with_payload(with_payload), _with_vectors(with_vectors)
+        skip = offset or 0
+
+        def work() -> list[models.ScoredPoint]:
+            shard = self._collection(name).shard
+            responses = [
+                [rest.ScoredPoint(id=_id_out(p.id), version=p.version, score=p.score) for p in shard.query(leg)]
+                for leg in legs
+            ]
+            if isinstance(query, models.RrfQuery):
+                fused = reciprocal_rank_fusion(responses, skip + limit, query.rrf.k, query.rrf.weights)
+            elif query.fusion == models.Fusion.RRF:
+                fused = reciprocal_rank_fusion(responses, skip + limit, RRF_DEFAULT_K)
+            else:
+                fused = distribution_based_score_fusion(responses, skip + limit)
+            chosen = fused[skip : skip + limit]
+            found: dict[Any, Any] = {}
+            if chosen and (wp is not False or wv is not False):
+                records = shard.retrieve([_point_id(p.id) for p in chosen], wp, wv)
+                found = {_id_out(r.id): r for r in records}
+            return [
+                models.ScoredPoint(
+                    id=p.id,
+                    version=p.version,
+                    score=p.score,
+                    payload=found[p.id].payload if wp is not False and p.id in found else None,
+                    vector=_vectors_out(found[p.id].vector) if wv is not False and p.id in found else None,
+                )
+                for p in chosen
+            ]
+
+        return await self._run(work)
 
     # -- lifecycle --
 
@@ -1280,6 +1368,30 @@ def _close_all(opened: list[tuple[str, _Collection]]) -> None:
                 if col.shard.optimize():
                     log.info("embedded Qdrant: indexed %s in %.1fs", name, time.monotonic() - started)
             col.shard.flush()
+
+
+def _fused_here(query: Any, prefetch: Any, score_threshold: float | None, lookup_from: Any) -> bool:
+    """Whether a query is a fusion of plain prefetch legs, which the adapter fuses itself.
+
+    Edge (like the Qdrant server) returns points of equal fused score in no fixed order, and in a
+    rank fusion equal scores are common (each leg's first gets 1/k): the same query could rank
+    differently from one process to the next. Each leg runs on Edge; the fusion is qdrant-client's
+    own (local mode's), which keeps equal scores in leg order (the first leg's ranking first), so
+    the answer is the same every time and the same as local mode's. Anything else (nested legs, a
+    fused score threshold, ``lookup_from``) is left to Edge's own fusion.
+    """
+    legs = _listed(prefetch)
+    return (
+        isinstance(query, (models.FusionQuery, models.RrfQuery))
+        and bool(legs)
+        and score_threshold is None
+        and lookup_from is None
+        and all(not _listed(p.prefetch) and p.lookup_from is None for p in legs)
+    )
+
+
+def _both(a: models.Filter, b: models.Filter) -> models.Filter:
+    return models.Filter(must=[a, b])
 
 
 def _order_by(value: Any) -> qe.OrderBy:

@@ -16,6 +16,11 @@ Query kinds (:func:`benchmark_queries`):
 - ``paraphrase`` and ``other-language``: :data:`PARAPHRASE_QUERIES`, worded unlike the issues
   or in another language than most of them; relevant = the issues of the topic.
 
+A second set comes from real public Jira data (:func:`linked_issue_queries`): the issues of a
+dump (the shared corpus's Appcelerator issues), and as queries the summaries of the issues they
+are linked to — ``duplicate`` (linked as duplicates: the same problem, reported again in other
+words) and ``related`` ("relates to": a weaker label); relevant = the issue that carries the link.
+
 :data:`NONSENSE_QUERIES` have no relevant issue: with the calibrated thresholds they must
 return nothing.
 """
@@ -25,12 +30,15 @@ from __future__ import annotations
 import contextlib
 import math
 import re
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from qdrant_client import AsyncQdrantClient, models
 
+from etl_assets.core.edge_client import EdgeQdrantClient
 from etl_assets.core.embeddings.base import Embedder
 from etl_assets.core.records import EntitySpec
 from etl_assets.core.search import FUSION, NO_THRESHOLDS, SearchMode, Thresholds, search
@@ -238,6 +246,33 @@ def benchmark_queries(
     return out
 
 
+# Link types of a Jira dump turned into query kinds by linked_issue_queries.
+LINK_KINDS = {"Duplicate": "duplicate", "Relates": "related"}
+
+
+def linked_issue_queries(issues: Iterable[dict[str, Any]], kinds: dict[str, str] = LINK_KINDS) -> list[LabelledQuery]:
+    """Queries from the issue links of real Jira issues (REST ``issue`` objects, v2 or v3).
+
+    For each link of a type in ``kinds`` to an issue outside ``issues``, the linked issue's
+    summary (which the REST answer carries with the link) is a query whose relevant issue is the
+    one holding the link: a user describing the linked problem should find it. Links between two
+    issues of the set are left out (the other issue, whose own summary is the query, would rank
+    first and is not the label), and so is a summary that is already a query of the same kind.
+    """
+    issues = list(issues)
+    keys = {str(i.get("key")) for i in issues}
+    relevant: dict[tuple[str, str], set[str]] = {}
+    for issue in issues:
+        for link in (issue.get("fields") or {}).get("issuelinks") or []:
+            kind = kinds.get(str((link.get("type") or {}).get("name")))
+            other = link.get("outwardIssue") or link.get("inwardIssue") or {}
+            summary = str((other.get("fields") or {}).get("summary") or "").strip()
+            if kind is None or not summary or other.get("key") in keys:
+                continue
+            relevant.setdefault((kind, summary), set()).add(str(issue["key"]))
+    return [LabelledQuery(summary, tuple(sorted(found)), kind) for (kind, summary), found in relevant.items()]
+
+
 # -- running them ----------------------------------------------------------------------------------
 
 
@@ -249,16 +284,19 @@ async def indexed(
     *,
     tenant_id: str = "eval",
     with_children: bool = False,
+    engine: str = "local",
 ) -> AsyncIterator[AsyncQdrantClient]:
-    """An in-memory Qdrant holding ``records`` (source objects of ``spec``) as the vector asset would
-    write them; ``with_children``: also the child entities they carry (comments), each in its own
-    collection (see :func:`document_rows`)."""
+    """A Qdrant holding ``records`` (source objects of ``spec``) as the vector asset would write them;
+    ``with_children``: also the child entities they carry (comments), each in its own collection
+    (see :func:`document_rows`). ``engine``: "local" (qdrant-client local mode in memory) or
+    "edge" (the embedded Qdrant Edge engine, in a temporary folder removed on exit)."""
     if with_children:
         rows = document_rows(spec, records, tenant_id)
     else:
         rows = {spec.name: [{**spec.parse(r), "id": n, "tenant_id": tenant_id} for n, r in enumerate(records, 1)]}
     specs = {spec.name: spec, **{link.spec.name: link.spec for link in spec.children}}
-    client = AsyncQdrantClient(location=":memory:")
+    folder = tempfile.mkdtemp(prefix="eval-edge-") if engine == "edge" else None
+    client = EdgeQdrantClient(folder) if folder else AsyncQdrantClient(location=":memory:")
     try:
         for name, entity_rows in rows.items():
             collection = Collection(client, collection_name(tenant_id, name), tenant_id, name, local=True)
@@ -278,6 +316,8 @@ async def indexed(
         yield client
     finally:
         await client.close()
+        if folder:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 async def run_queries(

@@ -425,7 +425,7 @@ class QdrantSettings:
     url: str | None
     api_key: str | None
     path: str
-    engine: str = "local"  # the embedded engine for ``path``: "local" (qdrant-client) or "edge"
+    engine: str = "edge"  # the embedded engine for ``path``: "edge" (Qdrant Edge) or "local" (qdrant-client)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> QdrantSettings:
@@ -472,10 +472,10 @@ class Settings(_FromLoadOnly):
         description="QDRANT_PATH: local-mode folder when no URL is set; default <ETL_DATA_DIR>/qdrant.",
     )
     qdrant_engine: Literal["local", "edge"] = Field(
-        default="local",
+        default="edge",
         validation_alias="QDRANT_ENGINE",
-        description="QDRANT_ENGINE: the embedded engine for QDRANT_PATH: local (qdrant-client's local mode) or edge "
-        "(Qdrant Edge: HNSW and payload indexes; a local-mode folder is migrated on first use).",
+        description="QDRANT_ENGINE: the embedded engine for QDRANT_PATH: edge (the default; Qdrant Edge: HNSW and "
+        "payload indexes; a local-mode folder is migrated on first use) or local (qdrant-client's local mode).",
     )
     executor: Literal["in_process", "multiprocess"] | None = Field(
         default=None,

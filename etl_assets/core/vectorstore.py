@@ -654,7 +654,7 @@ def _said(exc: UnexpectedResponse) -> str:
 
 @contextlib.asynccontextmanager
 async def open_qdrant(
-    url: str | None, api_key: str | None, path: str, lock_timeout_s: float = 900.0, engine: str = "local"
+    url: str | None, api_key: str | None, path: str, lock_timeout_s: float = 900.0, engine: str = "edge"
 ) -> AsyncIterator[AsyncQdrantClient]:
     """Open an AsyncQdrantClient in this loop and close it on exit.
 

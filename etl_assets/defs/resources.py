@@ -191,7 +191,7 @@ class QdrantResource(dg.ConfigurableResource):
     )
     lock_timeout_s: float = Field(default=900.0, description="How long a step waits for the local folder lock.")
     engine: str = Field(
-        default="local", description="QDRANT_ENGINE: the embedded engine for the folder: local or edge."
+        default="edge", description="QDRANT_ENGINE: the embedded engine for the folder: edge (default) or local."
     )
     _client: AsyncQdrantClient | None = PrivateAttr(default=None)
 

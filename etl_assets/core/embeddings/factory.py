@@ -35,8 +35,10 @@ async def open_embedder(settings: EmbeddingSettings, *, check_endpoints: bool = 
     """
     if settings.provider == "local":
         from etl_assets.core.embeddings.local_provider import LocalEmbedder
+        from etl_assets.core.embeddings.multilingual_provider import MULTILINGUAL_MODEL_NAME, MultilingualEmbedder
 
-        local = LocalEmbedder()
+        local: LocalEmbedder | MultilingualEmbedder
+        local = MultilingualEmbedder() if settings.model == MULTILINGUAL_MODEL_NAME else LocalEmbedder()
         if settings.dimensions not in (None, local.dimensions):
             raise EmbeddingConfigError(
                 f"EMBEDDING_DIMENSIONS={settings.dimensions} is not allowed with EMBEDDING_PROVIDER=local: "
