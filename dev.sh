@@ -102,7 +102,9 @@ case "${1:-}" in
     done
     # pytest exits 5 when it collected nothing: that is a failure here, not a pass.
     set +e
-    .venv/bin/python -m pytest "${parallel[@]}" "$@"
+    # --durations: every run (CI's included) ends by naming its 25 slowest tests, to keep the suite's
+    # time in check.
+    .venv/bin/python -m pytest "${parallel[@]}" --durations=25 "$@"
     rc=$?
     set -e
     if [ "$rc" = 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi
