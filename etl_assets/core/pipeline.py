@@ -6,7 +6,7 @@ Kept free of Dagster so they can be tested, and reused by the CLI, without it.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -60,6 +60,53 @@ def plan_fetches(
     if reason is not None:
         plans.append(reconcile_plan(spec, tenant, reason, page_size))
     return plans, state
+
+
+@dataclass(frozen=True)
+class TenantRun:
+    """What a routine (scheduled) run of one tenant includes: see :func:`plan_tenant_run`."""
+
+    entities: tuple[EntitySpec, ...]  # whose raw, table and vector steps the run includes
+    first_sync: bool  # an incremental entity was never synced, or its fan-out is unfinished
+    notes: tuple[str, ...]  # why a source is left out, or kept though unused; why it is a first sync
+
+
+def plan_tenant_run(engine: Engine, catalogue: Iterable[EntitySpec], tenant: Tenant) -> TenantRun:
+    """The entities a routine run of ``tenant`` syncs, and whether it is a first sync.
+
+    A source the tenant uses is always in. A source it does not use is in only while the
+    database holds something of it for the tenant (rows, live or marked deleted, or landed raw
+    records): its steps then list nothing, mark the rows deleted and remove their points. Left
+    out, it costs the run nothing; that is safe because a tenant that never had a row of a
+    source never had a point of it either. A first sync (an incremental entity whose table step
+    never committed, or a fan-out a killed run left unfinished) is the run worth spreading over
+    processes; every other run finds little to do.
+    """
+    by_source: dict[str, list[EntitySpec]] = {}
+    for spec in catalogue:
+        by_source.setdefault(spec.source, []).append(spec)
+    entities: list[EntitySpec] = []
+    notes: list[str] = []
+    first_sync = False
+    for source, specs in by_source.items():
+        if tenant.section(source) is None:
+            if not ops.holds_data(engine, specs, tenant.id):
+                notes.append(f"{source}: not used by tenant {tenant.id}, nothing of it stored: left out")
+                continue
+            notes.append(f"{source}: not used by tenant {tenant.id}, but rows of it are stored: kept to remove them")
+        entities += specs
+        if tenant.section(source) is None:
+            continue
+        for spec in specs:
+            if not spec.incremental or spec.parent is not None:
+                continue
+            if not ops.ever_synced(engine, tenant.id, spec.name):
+                notes.append(f"{spec.name}: never synced for tenant {tenant.id}: a first sync")
+                first_sync = True
+            elif spec.fan_out is not None and ops.unsealed_fan_out(engine, tenant.id, spec.name) is not None:
+                notes.append(f"{spec.name}: an unfinished fan-out for tenant {tenant.id}: a first sync resumed")
+                first_sync = True
+    return TenantRun(tuple(entities), first_sync, tuple(notes))
 
 
 def reconcile_plan(spec: EntitySpec, tenant: Tenant, reason: str, page_size: int = 50) -> FetchPlan:
