@@ -176,11 +176,18 @@ def unsealed_fan_out(engine: Engine, tenant_id: str, entity: str) -> FanOutBatch
 
 
 def start_fan_out(
-    engine: Engine, spec: EntitySpec, tenant_id: str, listing: list[RawPage], *, run_id: str | None = None
+    engine: Engine,
+    spec: EntitySpec,
+    tenant_id: str,
+    listing: list[RawPage],
+    *,
+    run_id: str | None = None,
+    records: int | None = None,
 ) -> FanOutBatches:
     """Land the id listing and an empty batch for the records, in one transaction; neither is seen
-    by the table step until :func:`seal_fan_out`."""
-    records = sum(len(spec.records(page.json())) for page in listing)
+    by the table step until :func:`seal_fan_out`. ``records``: the ids it holds, if counted already."""
+    if records is None:
+        records = sum(len(spec.records(page.json())) for page in listing)
     with engine.begin() as conn:
         listing_id = _insert_batch(conn, tenant_id, spec.name, listing, kind="listing", records=records, run_id=run_id)
         content_id = _insert_batch(conn, tenant_id, spec.name, [], kind="fetching", records=0, run_id=run_id)
