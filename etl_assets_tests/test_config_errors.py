@@ -142,6 +142,12 @@ LOAD_TIME = [
         id="budget-smaller-than-the-pool",
     ),
     pytest.param(
+        {"ETL_FIRST_SYNC_EXECUTOR": "multiprocess"},
+        SettingsError,
+        "ETL_FIRST_SYNC_EXECUTOR=multiprocess is not allowed without QDRANT_URL: the embedded store's folder",
+        id="first-sync-multiprocess-with-the-embedded-store",
+    ),
+    pytest.param(
         {"ETL_EXECUTOR": "threads"},
         SettingsError,
         "ETL_EXECUTOR='threads' is not allowed: use in_process or multiprocess",
@@ -387,7 +393,10 @@ def test_an_empty_variable_is_unset_and_a_given_mapping_is_all_that_is_read(monk
     monkeypatch.setenv("EMBEDDING_CONCURRENCY", "0")  # in the process environment, not in the mapping
     settings = Settings.load({"EMBEDDING_CONCURRENCY": "", "ETL_EXECUTOR": "", "EMBEDDING_RPM": " 600 "})
     assert (settings.embedding.concurrency, settings.executor_kind, settings.embedding.rpm) == (4, "in_process", 600)
-    assert Settings.load({"QDRANT_URL": "https://q.example:6333"}).executor_kind == "multiprocess"
+    # With a Qdrant server, runs choose (in process unless a first sync asks); ETL_EXECUTOR forces one.
+    assert Settings.load({"QDRANT_URL": "https://q.example:6333"}).executor_kind == "per_run"
+    forced = Settings.load({"QDRANT_URL": "https://q.example:6333", "ETL_EXECUTOR": "multiprocess"})
+    assert forced.executor_kind == "multiprocess"
     pooled = Settings.load({"ETL_POOL_EMBEDDINGS": "3", "EMBEDDING_TPM": "900"}).embedding
     assert (pooled.pool_limit, pooled.step_tpm) == (3, 300)
     assert Settings.load({"OPENAI_API_KEY": "sk-x"}).embedding.provider == "openai"

@@ -144,16 +144,29 @@ class AdaptiveLimit:
         self._limit = new
 
 
-def run_fanned_out(items: Iterable[T], work: Callable[[T], R], limit: AdaptiveLimit) -> Iterator[tuple[T, R]]:
+def run_fanned_out(
+    items: Iterable[T],
+    work: Callable[[T], R],
+    limit: AdaptiveLimit,
+    *,
+    then: Callable[[T, R], R] | None = None,
+) -> Iterator[tuple[T, R]]:
     """``work(item)`` for every item, at most ``limit`` at once, yielding ``(item, result)`` as each
     completes (completion order). The first failure stops new work, waits for what is in flight,
-    and is raised; a consumer that stops iterating early does the same (nothing keeps running)."""
+    and is raised; a consumer that stops iterating early does the same (nothing keeps running).
+
+    ``then(item, result)``, when given, runs on the same worker once ``work`` has given its place
+    under the limit back (e.g. storing an answer: the next request need not wait for it), and its
+    result is the one yielded. An item counts against ``limit.maximum`` until ``then`` is done, so
+    no more than that many items are ever fetched and not yet finished.
+    """
 
     def guarded(item: T) -> R:
         try:
-            return work(item)
+            result = work(item)
         finally:
             limit.release()
+        return result if then is None else then(item, result)
 
     pending: dict[Future[R], T] = {}
     source = iter(items)

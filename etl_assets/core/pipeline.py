@@ -5,8 +5,10 @@ Kept free of Dagster so they can be tested, and reused by the CLI, without it.
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -60,6 +62,53 @@ def plan_fetches(
     if reason is not None:
         plans.append(reconcile_plan(spec, tenant, reason, page_size))
     return plans, state
+
+
+@dataclass(frozen=True)
+class TenantRun:
+    """What a routine (scheduled) run of one tenant includes: see :func:`plan_tenant_run`."""
+
+    entities: tuple[EntitySpec, ...]  # whose raw, table and vector steps the run includes
+    first_sync: bool  # an incremental entity was never synced, or its fan-out is unfinished
+    notes: tuple[str, ...]  # why a source is left out, or kept though unused; why it is a first sync
+
+
+def plan_tenant_run(engine: Engine, catalogue: Iterable[EntitySpec], tenant: Tenant) -> TenantRun:
+    """The entities a routine run of ``tenant`` syncs, and whether it is a first sync.
+
+    A source the tenant uses is always in. A source it does not use is in only while the
+    database holds something of it for the tenant (rows, live or marked deleted, or landed raw
+    records): its steps then list nothing, mark the rows deleted and remove their points. Left
+    out, it costs the run nothing; that is safe because a tenant that never had a row of a
+    source never had a point of it either. A first sync (an incremental entity whose table step
+    never committed, or a fan-out a killed run left unfinished) is the run worth spreading over
+    processes; every other run finds little to do.
+    """
+    by_source: dict[str, list[EntitySpec]] = {}
+    for spec in catalogue:
+        by_source.setdefault(spec.source, []).append(spec)
+    entities: list[EntitySpec] = []
+    notes: list[str] = []
+    first_sync = False
+    for source, specs in by_source.items():
+        if tenant.section(source) is None:
+            if not ops.holds_data(engine, specs, tenant.id):
+                notes.append(f"{source}: not used by tenant {tenant.id}, nothing of it stored: left out")
+                continue
+            notes.append(f"{source}: not used by tenant {tenant.id}, but rows of it are stored: kept to remove them")
+        entities += specs
+        if tenant.section(source) is None:
+            continue
+        for spec in specs:
+            if not spec.incremental or spec.parent is not None:
+                continue
+            if not ops.ever_synced(engine, tenant.id, spec.name):
+                notes.append(f"{spec.name}: never synced for tenant {tenant.id}: a first sync")
+                first_sync = True
+            elif spec.fan_out is not None and ops.unsealed_fan_out(engine, tenant.id, spec.name) is not None:
+                notes.append(f"{spec.name}: an unfinished fan-out for tenant {tenant.id}: a first sync resumed")
+                first_sync = True
+    return TenantRun(tuple(entities), first_sync, tuple(notes))
 
 
 def reconcile_plan(spec: EntitySpec, tenant: Tenant, reason: str, page_size: int = 50) -> FetchPlan:
@@ -162,6 +211,51 @@ class FanOutResult:
         }
 
 
+@dataclass
+class _Answer:
+    pages: list[RawPage]
+    records: int
+    landed: bool = False
+    error: BaseException | None = None
+
+
+class _GroupLanding:
+    """Lands answers from many threads one transaction at a time (page numbers are taken in the
+    transaction, and SQLite writes one at a time anyway), each answer a checkpoint. Answers that
+    arrive while a transaction is being written are landed together by the next one: a group
+    commit, one commit (one fsync) for all of them, so landing keeps up when commits are slow.
+    :meth:`land` returns once the caller's answer is committed (or raises what landing it raised).
+    """
+
+    def __init__(self, land: Callable[[list[RawPage], int], int]) -> None:
+        self._land = land
+        self._writing = threading.Lock()  # held while a transaction is written
+        self._queue_lock = threading.Lock()
+        self._queue: list[_Answer] = []
+        self.transactions = 0
+
+    def land(self, pages: list[RawPage], records: int) -> None:
+        mine = _Answer(pages, records)
+        with self._queue_lock:
+            self._queue.append(mine)
+        with self._writing:
+            if not mine.landed:  # nobody took it along meanwhile: write it and whatever waits
+                with self._queue_lock:
+                    group, self._queue = self._queue, []
+                failed: BaseException | None = RuntimeError("landing was interrupted")
+                try:
+                    self._land([p for a in group for p in a.pages], sum(a.records for a in group))
+                    self.transactions += 1
+                    failed = None
+                except Exception as exc:  # noqa: BLE001 - not swallowed: every answer of the group raises it
+                    failed = exc
+                finally:
+                    for answer in group:
+                        answer.error, answer.landed = failed, True
+        if mine.error is not None:
+            raise mine.error
+
+
 def _ids(spec: EntitySpec, pages: list[RawPage]) -> list[str]:
     out: list[str] = []
     for page in pages:
@@ -185,24 +279,39 @@ def fetch_fanned_out(
     listing is smaller than ``options.min_records`` (nothing landed: take the paged path).
 
     1. List the live ids cheaply and land the listing (or find the listing of an unfinished
-       fan-out: then only ids without landed records are fetched — a resume).
+       fan-out: then only ids without landed records are fetched — a resume). Once the listing
+       is known to be big enough, what the fetches begin with (``begin``: e.g. a field listing)
+       is asked for beside the rest of it.
     2. Fetch the records of ``chunk`` ids per request, up to ``options.concurrency`` requests at
        once under an :class:`~etl_assets.core.fanout.AdaptiveLimit`; land each answer as it
        arrives (a checkpoint: a kill loses only the requests in flight).
     3. Catch up: records are fetched at different moments, so what changed since the listing
-       began (less ``overlap``) is read once more, the way an incremental sync reads it; the
-       watermark the table step derives is then true for every record.
+       began (less ``overlap``) is read once more, the way an incremental sync reads it (with
+       what ``begin`` gave, when the spec has a ``catch_up``); the watermark the table step
+       derives is then true for every record.
     4. Seal: the listing and the records become visible to the table step together.
     """
     fan = spec.fan_out
     assert fan is not None, f"{spec.name} has no fan-out"
     batches = ops.unsealed_fan_out(engine, tenant.id, spec.name)
     resumed = batches is not None
-    if batches is None:
-        listing = list(fan.list_ids(client, FetchRequest(tenant, ids_only=True, page_size=page_size)))
-        if len(_ids(spec, listing)) < options.min_records:
-            return None
-        batches = ops.start_fan_out(engine, spec, tenant.id, listing, run_id=run_id)
+    begin = FetchRequest(tenant, page_size=page_size)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fan-out-begin") as beside:
+        begun: Future[tuple[list[RawPage], Any]] | None = None
+        if batches is None:
+            listing: list[RawPage] = []
+            listed_count = 0
+            for page in fan.list_ids(client, FetchRequest(tenant, ids_only=True, page_size=page_size)):
+                listing.append(page)
+                listed_count += len(_ids(spec, [page]))
+                if begun is None and listed_count >= options.min_records:
+                    # A fan-out it is: what it begins with (e.g. a field listing) is asked for
+                    # while the rest of the listing arrives.
+                    begun = beside.submit(fan.begin, client, begin)
+            if listed_count < options.min_records:
+                return None
+            batches = ops.start_fan_out(engine, spec, tenant.id, listing, run_id=run_id, records=listed_count)
+        first, ask = begun.result() if begun is not None else fan.begin(client, begin)
     listed, landed = ops.fan_out_ids(engine, spec, tenant.id, batches)
     todo = [i for i in listed if i not in landed]
     result = FanOutResult(resumed, len(listed), len(landed & set(listed)))
@@ -214,17 +323,29 @@ def fetch_fanned_out(
         result.bytes += sum(len(p.body) for p in pages)
         return ops.append_fan_out(engine, spec, tenant.id, batches, pages, records)
 
-    first, ask = fan.begin(client, FetchRequest(tenant, page_size=page_size))
     land(first)
     limit = AdaptiveLimit(options.concurrency)
     chunks = [todo[i : i + fan.chunk] for i in range(0, len(todo), fan.chunk)]
+    # Each answer is landed by the worker that fetched it, after its place under the limit is free
+    # again, so the next request goes out while it is stored.
+    landing = _GroupLanding(lambda pages, records: ops.append_fan_out(engine, spec, tenant.id, batches, pages, records))
+
+    def land_answer(_ids: list[str], answer: tuple[list[RawPage], int]) -> tuple[list[RawPage], int]:
+        pages, records = answer
+        landing.land(pages, records)
+        return pages, records
+
     observed = hasattr(client, "observe")
     if observed:
         client.observe = limit.observe
     try:
-        for _chunk, (pages, records) in run_fanned_out(chunks, lambda ids: fan.fetch(client, ask, ids), limit):
+        for _chunk, (pages, records) in run_fanned_out(
+            chunks, lambda ids: fan.fetch(client, ask, ids), limit, then=land_answer
+        ):
             result.requests += 1
-            result.records += land(pages, records)
+            result.pages += len(pages)
+            result.bytes += sum(len(p.body) for p in pages)
+            result.records += records
             if progress is not None:
                 progress(
                     Progress(
@@ -240,7 +361,8 @@ def fetch_fanned_out(
             client.observe = None
     result.fetch_s = time.perf_counter() - started
     result.limit = limit.stats
-    catch_up = list(spec.fetch(client, FetchRequest(tenant, since=batches.started_at - overlap, page_size=page_size)))
+    since = FetchRequest(tenant, since=batches.started_at - overlap, page_size=page_size)
+    catch_up = list(fan.catch_up(client, ask, since) if fan.catch_up is not None else spec.fetch(client, since))
     result.catch_up_records = land(catch_up)
     result.records += result.catch_up_records
     ops.seal_fan_out(engine, batches)

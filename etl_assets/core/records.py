@@ -128,6 +128,9 @@ class FanOut:
     # several threads at once.
     fetch: Callable[[Any, Any, list[str]], tuple[list[RawPage], int]]
     chunk: int = 100  # ids per request (the endpoint's maximum)
+    # (client, what ``begin`` returned, request with ``since``) -> the pages of what changed since
+    # (the catch-up after the chunks); None: the entity's own incremental ``fetch``
+    catch_up: Callable[[Any, Any, FetchRequest], Iterator[RawPage]] | None = None
 
 
 @dataclass(frozen=True)

@@ -480,7 +480,14 @@ class Settings(_FromLoadOnly):
     executor: Literal["in_process", "multiprocess"] | None = Field(
         default=None,
         validation_alias="ETL_EXECUTOR",
-        description="ETL_EXECUTOR: Dagster executor for runs; default in_process with local Qdrant, else multiprocess.",
+        description="ETL_EXECUTOR: Dagster executor for every run (in_process or multiprocess); default in_process, "
+        "and with QDRANT_URL a run may ask for multiprocess in its run config.",
+    )
+    first_sync_executor: Literal["in_process", "multiprocess"] = Field(
+        default="in_process",
+        validation_alias="ETL_FIRST_SYNC_EXECUTOR",
+        description="ETL_FIRST_SYNC_EXECUTOR: with QDRANT_URL and no ETL_EXECUTOR, the executor the sync schedule and "
+        "the change sensors ask for on a tenant's first sync.",
     )
     sync_cron: str = Field(
         default="0 * * * *",
@@ -562,6 +569,15 @@ class Settings(_FromLoadOnly):
             raise ValueError("use a cron expression of five fields, e.g. '0 * * * *'")
         return value.strip()
 
+    @model_validator(mode="after")
+    def _first_sync_executor_needs_a_server(self) -> Settings:
+        if self.first_sync_executor == "multiprocess" and not self.qdrant_url and self.executor is None:
+            raise SettingsError(
+                "ETL_FIRST_SYNC_EXECUTOR=multiprocess is not allowed without QDRANT_URL: the embedded store's folder "
+                "is held by one process at a time (set QDRANT_URL, or unset ETL_FIRST_SYNC_EXECUTOR)"
+            )
+        return self
+
     @classmethod
     def load(cls, env: Mapping[str, str] | None = None) -> Settings:
         """The settings of ``env``, or of the process environment read once and cached.
@@ -612,9 +628,17 @@ class Settings(_FromLoadOnly):
         )
 
     @property
-    def executor_kind(self) -> Literal["in_process", "multiprocess"]:
-        # Local mode keeps the Qdrant folder locked by one process: steps must share it.
-        return self.executor or ("multiprocess" if self.qdrant_url else "in_process")
+    def executor_kind(self) -> Literal["in_process", "multiprocess", "per_run"]:
+        """The Dagster executor of runs: ``ETL_EXECUTOR`` for every run when set; else ``per_run``
+        with a Qdrant server (in process unless a run's config asks for multiprocess: see
+        ``defs/executor.py``), and ``in_process`` with the embedded store, whose folder one
+        process holds at a time."""
+        return self.executor or ("per_run" if self.qdrant_url else "in_process")
+
+    @property
+    def first_sync_multiprocess(self) -> bool:
+        """Whether a tenant's first sync asks for the multiprocess executor (``ETL_FIRST_SYNC_EXECUTOR``)."""
+        return self.executor_kind == "per_run" and self.first_sync_executor == "multiprocess"
 
     @property
     def dagster_home(self) -> Path:

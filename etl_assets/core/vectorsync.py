@@ -677,8 +677,10 @@ def _limits_record(embedder: Embedder, input_tokens: int) -> dict[str, Any]:
 
 def _recorded_input_tokens(limits: dict[str, Any] | None, embedder: Embedder) -> int | None:
     """The recorded input size, if it was learned from this model on this endpoint."""
+    if not limits:
+        return None  # nothing recorded: the embedder's endpoint is not asked (its client is made on first use)
     want = _limits_record(embedder, 0)
-    if not limits or limits.get("model") != want["model"] or limits.get("endpoint") != want["endpoint"]:
+    if limits.get("model") != want["model"] or limits.get("endpoint") != want["endpoint"]:
         return None
     value = limits.get("input_tokens")
     return value if isinstance(value, int) and value > 0 else None

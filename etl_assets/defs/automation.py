@@ -5,11 +5,14 @@ reconciliation schedule and change sensor, built from their spec.
 """
 
 import json
+from collections.abc import Mapping, Sequence
 from datetime import datetime
+from typing import Any
 
 import dagster as dg
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
+from etl_assets.core.pipeline import TenantRun, plan_tenant_run
 from etl_assets.core.records import EntitySpec
 from etl_assets.core.store.ops import read_sync_state
 from etl_assets.core.tenants import TenantRegistry
@@ -54,12 +57,64 @@ def per_tenant_schedule(
     return per_tenant
 
 
+def tenant_run_keys(
+    plan: TenantRun, source_keys: Mapping[str, Sequence[dg.AssetKey]] | None = None
+) -> list[dg.AssetKey]:
+    """The asset keys of a tenant's routine run: its entities' assets, and the other assets of their
+    sources (``source_keys``: source -> keys, e.g. Jira's permission stage)."""
+    keys = [key for spec in plan.entities for key in names.asset_keys(spec)]
+    for source in dict.fromkeys(spec.source for spec in plan.entities):
+        keys += (source_keys or {}).get(source, ())
+    return keys
+
+
 def build_sync_schedule(
-    job: UnresolvedAssetJobDefinition, registry: TenantRegistry, cron: str
+    job: UnresolvedAssetJobDefinition,
+    registry: TenantRegistry,
+    cron: str,
+    catalogue: tuple[EntitySpec, ...] = (),
+    *,
+    source_keys: Mapping[str, Sequence[dg.AssetKey]] | None = None,
+    first_sync_config: Mapping[str, Any] | None = None,
 ) -> dg.ScheduleDefinition:
-    return per_tenant_schedule(
-        names.SYNC_SCHEDULE, job, registry, cron, f"Every tenant's full sync, on cron `{cron}` (ETL_SYNC_CRON)."
+    """One run per tenant on each tick, of what that tenant syncs (:func:`plan_tenant_run`): the
+    sources it uses, and one it no longer uses only while rows of it remain to be removed. A
+    tenant's first sync gets ``first_sync_config`` (the multiprocess executor, when runs choose)."""
+
+    @dg.schedule(
+        name=names.SYNC_SCHEDULE,
+        job=job,
+        cron_schedule=cron,
+        execution_timezone="UTC",
+        required_resource_keys={"database"},
+        description=(
+            f"Every tenant's sync, on cron `{cron}` (ETL_SYNC_CRON): the sources each tenant uses, in one run per "
+            "tenant (a first sync with each step in its own process)."
+        ),
     )
+    def sync_all_tenants(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest]:
+        scheduled: object = context.scheduled_execution_time  # None when evaluated by hand
+        stamp = scheduled.isoformat() if isinstance(scheduled, datetime) else "manual"
+        engine = context.resources.database.engine
+        requests = []
+        for tenant in registry.tenants:
+            plan = plan_tenant_run(engine, catalogue, tenant)
+            for note in plan.notes:
+                context.log.info(note)
+            if not plan.entities:
+                continue
+            requests.append(
+                dg.RunRequest(
+                    run_key=f"{names.SYNC_SCHEDULE}-{tenant.id}-{stamp}",
+                    partition_key=tenant.id,
+                    asset_selection=tenant_run_keys(plan, source_keys),
+                    run_config=dict(first_sync_config or {}) if plan.first_sync else {},
+                    tags=names.tenant_tags(tenant.id, **({names.FIRST_SYNC_TAG: "true"} if plan.first_sync else {})),
+                )
+            )
+        return requests
+
+    return sync_all_tenants
 
 
 def build_automation_sensor(minimum_interval_s: int) -> dg.AutomationConditionSensorDefinition:
@@ -100,7 +155,11 @@ def build_reconcile_schedule(
 
 
 def build_change_sensor(
-    spec: EntitySpec, job: UnresolvedAssetJobDefinition, registry: TenantRegistry, minimum_interval_s: int
+    spec: EntitySpec,
+    job: UnresolvedAssetJobDefinition,
+    registry: TenantRegistry,
+    minimum_interval_s: int,
+    first_sync_config: Mapping[str, Any] | None = None,
 ) -> dg.SensorDefinition:
     """Polls each tenant's source for the newest change since the watermark and runs ``job`` for
     the tenants that changed. ``spec.newest_change`` asks the source in one cheap request."""
@@ -138,7 +197,9 @@ def build_change_sensor(
                         dg.RunRequest(
                             run_key=f"changes-{tenant.id}-first",
                             partition_key=tenant.id,
-                            tags=names.tenant_tags(tenant.id),
+                            # A tenant without this source lists nothing: no first sync to spread out.
+                            run_config=dict(first_sync_config or {}) if source.serves(tenant) else {},
+                            tags=names.tenant_tags(tenant.id, **{names.FIRST_SYNC_TAG: "true"}),
                         )
                     )
                     continue
@@ -184,13 +245,21 @@ def build_automation(
     reconcile_cron: str,
     automation_interval_s: int,
     change_interval_s: int,
+    source_keys: Mapping[str, Sequence[dg.AssetKey]] | None = None,
+    first_sync_config: Mapping[str, Any] | None = None,
 ) -> tuple[list[UnresolvedAssetJobDefinition], list[dg.ScheduleDefinition], list[dg.SensorDefinition]]:
-    """The jobs, schedules and sensors of a catalogue: one full-sync job and schedule, the vectors'
+    """The jobs, schedules and sensors of a catalogue: one sync job and schedule, the vectors'
     automation sensor, and per incremental entity a job, a reconciliation schedule and (when the
-    source can tell its newest change cheaply) a change sensor."""
+    source can tell its newest change cheaply) a change sensor. ``source_keys``: a source's assets
+    beyond its entities' (a tenant's scheduled run has them with the source); ``first_sync_config``:
+    the run config of a run known to be a tenant's first sync."""
     sync = build_sync_job()
     jobs = [sync]
-    schedules = [build_sync_schedule(sync, registry, sync_cron)]
+    schedules = [
+        build_sync_schedule(
+            sync, registry, sync_cron, catalogue, source_keys=source_keys, first_sync_config=first_sync_config
+        )
+    ]
     sensors: list[dg.SensorDefinition] = [build_automation_sensor(automation_interval_s)]
     for spec in catalogue:
         if not spec.incremental:
@@ -199,5 +268,5 @@ def build_automation(
         jobs.append(job)
         schedules.append(build_reconcile_schedule(spec, job, registry, reconcile_cron))
         if spec.newest_change is not None:
-            sensors.append(build_change_sensor(spec, job, registry, change_interval_s))
+            sensors.append(build_change_sensor(spec, job, registry, change_interval_s, first_sync_config))
     return jobs, schedules, sensors

@@ -15,7 +15,9 @@ from etl_assets.core.tenants import TenantRegistry
 from etl_assets.defs.assets import build_raw_asset, build_table_asset, build_vector_asset
 from etl_assets.defs.automation import build_automation
 from etl_assets.defs.doctor import build_doctor_job
+from etl_assets.defs.executor import first_sync_run_config, run_executor
 from etl_assets.defs.maintenance import build_maintenance_job, build_maintenance_schedule
+from etl_assets.defs.names import ACCESS_PAYLOADS, PERMISSIONS_TABLE
 from etl_assets.defs.permissions import build_permission_assets, build_permissions_job, build_permissions_schedule
 from etl_assets.defs.reindex import build_reindex_job
 from etl_assets.defs.resources import (
@@ -106,6 +108,7 @@ def build_definitions(
         assets.append(build_raw_asset(spec, registry, partitions))
         assets.append(build_table_asset(spec, registry, partitions, dialect, by_name, retention))
         assets.append(build_vector_asset(spec, registry, partitions, provider_kind))
+    permissions = "issues" in by_name and "projects" in by_name
     jobs, schedules, sensors = build_automation(
         catalogue,
         registry,
@@ -113,8 +116,11 @@ def build_definitions(
         reconcile_cron=settings.reconcile_cron,
         automation_interval_s=settings.automation_interval_s,
         change_interval_s=settings.change_sensor_interval_s,
+        # The permission stage belongs to Jira: a tenant's run has it when it has Jira's entities.
+        source_keys={"jira": [PERMISSIONS_TABLE, ACCESS_PAYLOADS]} if permissions else {},
+        first_sync_config=first_sync_run_config(settings.first_sync_multiprocess),
     )
-    if "issues" in by_name and "projects" in by_name:
+    if permissions:
         # Jira's access rules: who may find each issue and comment (docs/permissions.md).
         assets += build_permission_assets(registry, partitions, retention)
         permissions_job = build_permissions_job()
@@ -123,12 +129,11 @@ def build_definitions(
     maintenance = build_maintenance_job()
     schedules.append(build_maintenance_schedule(maintenance, settings.maintenance_cron))
     all_jobs: list[Any] = [*jobs, build_doctor_job(registry), build_reindex_job(registry), maintenance]
-    executor = dg.in_process_executor if settings.executor_kind == "in_process" else dg.multiprocess_executor
     return dg.Definitions(
         assets=assets,
         jobs=all_jobs,
         schedules=schedules,
         sensors=sensors,
         resources=resources,
-        executor=executor,
+        executor=run_executor(settings.executor_kind),
     )

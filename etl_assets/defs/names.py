@@ -22,6 +22,7 @@ from etl_assets.core.records import EntitySpec
 # be filtered and queued per tenant (deploy/dagster.yaml limits one run per partition).
 TENANT_TAG = "etl/tenant"
 RECONCILE_TAG = "etl/reconcile"
+FIRST_SYNC_TAG = "etl/first_sync"  # a run the schedule or a sensor knew to be a tenant's first sync
 
 TABLES_GROUP = "tables"
 VECTORS_GROUP = "vectors"

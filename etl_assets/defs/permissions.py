@@ -70,8 +70,12 @@ def build_permission_assets(
             result = sync_permission_tables(
                 database.engine, client, tenant.id, projects, issues, run_id=context.run.run_id, retention=keep
             )
-        for project, reason in sorted(result.fail_safe_projects.items()):
-            context.log.warning(f"tenant {tenant.id}: project {project} fails safe (operators only): {reason}")
+        if result.fail_safe_projects:
+            # One line for all of them: each log line is an event the run writes to Dagster's storage.
+            reasons = "; ".join(f"{p}: {r}" for p, r in sorted(result.fail_safe_projects.items()))
+            context.log.warning(
+                f"tenant {tenant.id}: {len(result.fail_safe_projects)} project(s) fail safe (operators only): {reasons}"
+            )
         meta: dict[str, Any] = {
             "tenant": tenant.id,
             "projects": len(projects),

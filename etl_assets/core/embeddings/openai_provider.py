@@ -1,7 +1,9 @@
 """Embeddings from OpenAI or any OpenAI-compatible endpoint, through AsyncOpenAI.
 
 The client and its httpx pool are created by :func:`open_openai_embedder`, an async
-context manager, so they are opened and closed inside the event loop that uses them.
+context manager, so they are opened and closed inside the event loop that uses them. They are
+created when the first request is made, not when the embedder opens: importing the OpenAI SDK
+takes a second or two, which a step that finds nothing to embed (a no-change run) need not pay.
 
 Retries are ours, not the SDK's (its ``max_retries`` is 0): a 429 has to pause every
 request that shares the budget, not only the one that got it, and the waits and counts
@@ -44,13 +46,12 @@ import json
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import numpy as np
-import openai
 
 from etl_assets.core.embeddings.base import (
     EmbeddingError,
@@ -69,7 +70,18 @@ from etl_assets.core.embeddings.ratelimit import (
 from etl_assets.core.embeddings.tokens import cl100k
 from etl_assets.core.http import display_url, host_port, one_line, parse_retry_after, transport_reason
 
+if TYPE_CHECKING:
+    import openai
+
 log = logging.getLogger(__name__)
+
+
+def _sdk() -> Any:
+    """The OpenAI SDK, imported on first use (1-2 s of imports; see the module docstring)."""
+    import openai
+
+    return openai
+
 
 OPENAI_MAX_INPUT_TOKENS = 8192
 OPENAI_MAX_BATCH_INPUTS = 2048
@@ -142,13 +154,23 @@ def too_large_kind(status: int, message: str, code: str | None) -> str | None:
 
 @dataclass
 class Endpoint:
-    """One OpenAI-compatible endpoint: its client, its rate budget, and the settings that name it."""
+    """One OpenAI-compatible endpoint: its client, its rate budget, and the settings that name it.
+
+    ``connect`` builds the client the first time it is needed (in the loop that then uses it).
+    """
 
     role: str  # "primary" or "fallback"
-    client: openai.AsyncOpenAI
+    connect: Callable[[], openai.AsyncOpenAI]
     limiter: RateLimiter
     url_setting: str = "OPENAI_BASE_URL"
     key_setting: str = "OPENAI_API_KEY"
+    _client: openai.AsyncOpenAI | None = field(default=None, init=False, repr=False)
+
+    @property
+    def client(self) -> openai.AsyncOpenAI:
+        if self._client is None:
+            self._client = self.connect()
+        return self._client
 
     @property
     def where(self) -> str:
@@ -161,7 +183,7 @@ class OpenAIEmbedder:
 
     def __init__(
         self,
-        client: openai.AsyncOpenAI,
+        client: openai.AsyncOpenAI | None,
         model: str,
         dimensions: int,
         *,
@@ -175,8 +197,14 @@ class OpenAIEmbedder:
         max_batch_tokens: int = DEFAULT_BATCH_TOKENS,
         fallback: Endpoint | None = None,
         secrets: Sequence[str] = (),
+        connect: Callable[[], openai.AsyncOpenAI] | None = None,
     ) -> None:
-        self.primary = Endpoint("primary", client, limiter or RateLimiter())
+        """``client``, or ``connect`` to build it on first use (then ``secrets`` must hold its key)."""
+        if client is not None:
+            connect = lambda: client  # noqa: E731 - the given client, as a connect function
+        if connect is None:
+            raise ValueError("OpenAIEmbedder needs a client or a function that connects one")
+        self.primary = Endpoint("primary", connect, limiter or RateLimiter())
         self.fallback = fallback
         # As configured, even when the step does not use it (its probe failed): the doctor probes it.
         self.configured_fallback = fallback
@@ -195,7 +223,8 @@ class OpenAIEmbedder:
         self.learned_input_tokens: int | None = None
         self._refusal: _TooLarge | None = None  # the last refusal as too large, for messages
         # Values that must never be repeated in a message: the keys and the gateway headers.
-        self._secrets = sorted({x for x in (client.api_key, *secrets) if x and len(x) >= 4}, key=len, reverse=True)
+        key = client.api_key if client is not None else None
+        self._secrets = sorted({x for x in (key, *secrets) if x and len(x) >= 4}, key=len, reverse=True)
         self._on_fallback = False
         self._primary_failures = 0  # consecutive transient failures of the primary
         self._next_primary_try = 0.0
@@ -467,6 +496,7 @@ class OpenAIEmbedder:
             self.learned_input_tokens = _lowest(self.learned_input_tokens, max(1, cap))
 
     async def _request(self, texts: list[str], counts: list[int]) -> np.ndarray:
+        openai = _sdk()  # a request is to be made: the SDK is needed now
         tokens = sum(counts)
         extra = {"dimensions": self.dimensions} if self.send_dimensions else {}
         transient = 0  # failed attempts other than 429 on the current endpoint
@@ -581,6 +611,7 @@ class OpenAIEmbedder:
 
     async def probe(self, endpoint: Endpoint) -> tuple[str | None, np.ndarray]:
         """One input through ``endpoint`` (no retries): the model it reports and the vector."""
+        openai = _sdk()
         extra = {"dimensions": self.dimensions} if self.send_dimensions else {}
         reservation = await endpoint.limiter.acquire(8)
         self.stats.waited_s += reservation.waited_s
@@ -823,17 +854,18 @@ def _client(
     headers: Mapping[str, str],
     query: Mapping[str, str],
 ) -> tuple[openai.AsyncOpenAI, httpx.AsyncClient]:
+    sdk = _sdk()
     http = httpx.AsyncClient(
         timeout=httpx.Timeout(timeout_s, connect=min(10.0, timeout_s)),
         limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
     )
     # openai 3.x annotates http_client with its vendored httpx2 types; an httpx.AsyncClient is what it
     # accepts at run time (and what lets us own, size and close the pool in this loop).
-    client = openai.AsyncOpenAI(
+    client: openai.AsyncOpenAI = sdk.AsyncOpenAI(
         api_key=api_key,
         base_url=base_url,
         max_retries=0,
-        http_client=http,  # type: ignore[arg-type]
+        http_client=http,
         timeout=timeout_s,
         default_headers=dict(headers) or None,
         default_query=dict(query) or None,
@@ -872,15 +904,23 @@ async def open_openai_embedder(
     """
     headers, query = dict(headers or {}), dict(query or {})
     opened: list[tuple[openai.AsyncOpenAI, httpx.AsyncClient]] = []
+
+    def connector(key: str, url: str | None) -> Callable[[], openai.AsyncOpenAI]:
+        # Called on the endpoint's first request, in the loop this context manager runs in; the
+        # client is closed on exit below, in the same loop.
+        def connect() -> openai.AsyncOpenAI:
+            opened.append(_client(key, url, timeout_s, max_connections, headers, query))
+            return opened[-1][0]
+
+        return connect
+
     try:
-        opened.append(_client(api_key, base_url, timeout_s, max_connections, headers, query))
         fallback = None
         if fallback_base_url:
             key = fallback_api_key or api_key
-            opened.append(_client(key, fallback_base_url, timeout_s, max_connections, headers, query))
             fallback = Endpoint(
                 "fallback",
-                opened[-1][0],
+                connector(key, fallback_base_url),
                 shared_limiter(limiter_key(fallback_base_url, key, model), rpm=rpm, tpm=tpm),
                 url_setting="EMBEDDING_FALLBACK_BASE_URL",
                 key_setting="EMBEDDING_FALLBACK_API_KEY" if fallback_api_key else "OPENAI_API_KEY",
@@ -890,7 +930,7 @@ async def open_openai_embedder(
         if limiter is None:
             limiter = shared_limiter(limiter_key(base_url, api_key, model), rpm=rpm, tpm=tpm)
         embedder = OpenAIEmbedder(
-            opened[0][0],
+            None,
             model,
             dimensions,
             send_dimensions=send_dimensions,
@@ -898,7 +938,8 @@ async def open_openai_embedder(
             max_retries=max_retries,
             rate_limit_timeout_s=rate_limit_timeout_s,
             fallback=fallback,
-            secrets=[*headers.values(), fallback_api_key or ""],
+            secrets=[api_key, *headers.values(), fallback_api_key or ""],
+            connect=connector(api_key, base_url),
         )
         if check_endpoints:
             await embedder.check_endpoints()

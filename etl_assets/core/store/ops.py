@@ -176,11 +176,18 @@ def unsealed_fan_out(engine: Engine, tenant_id: str, entity: str) -> FanOutBatch
 
 
 def start_fan_out(
-    engine: Engine, spec: EntitySpec, tenant_id: str, listing: list[RawPage], *, run_id: str | None = None
+    engine: Engine,
+    spec: EntitySpec,
+    tenant_id: str,
+    listing: list[RawPage],
+    *,
+    run_id: str | None = None,
+    records: int | None = None,
 ) -> FanOutBatches:
     """Land the id listing and an empty batch for the records, in one transaction; neither is seen
-    by the table step until :func:`seal_fan_out`."""
-    records = sum(len(spec.records(page.json())) for page in listing)
+    by the table step until :func:`seal_fan_out`. ``records``: the ids it holds, if counted already."""
+    if records is None:
+        records = sum(len(spec.records(page.json())) for page in listing)
     with engine.begin() as conn:
         listing_id = _insert_batch(conn, tenant_id, spec.name, listing, kind="listing", records=records, run_id=run_id)
         content_id = _insert_batch(conn, tenant_id, spec.name, [], kind="fetching", records=0, run_id=run_id)
@@ -784,6 +791,31 @@ class SyncState:
     watermark: datetime | None
     syncs_since_reconcile: int
     last_reconciled_at: datetime | None
+
+
+def ever_synced(engine: Engine, tenant_id: str, entity: str) -> bool:
+    """Whether a table step of ``entity`` ever committed for the tenant (it records a sync state then,
+    even when the source held nothing and there is no watermark)."""
+    s = schema.sync_state
+    with engine.connect() as conn:
+        found = conn.execute(select(s.c.entity).where(s.c.tenant_id == tenant_id, s.c.entity == entity)).first()
+    return found is not None
+
+
+def holds_data(engine: Engine, specs: Iterable[EntitySpec], tenant_id: str) -> bool:
+    """Whether the database holds anything of these entities for the tenant: a row (live or marked
+    deleted) or a landed raw batch with records. Nothing means no point was ever written either:
+    points are only ever written from committed rows."""
+    b = schema.raw_batches
+    with engine.connect() as conn:
+        for spec in specs:
+            t = spec.table
+            if conn.execute(select(t.c.id).where(t.c.tenant_id == tenant_id).limit(1)).first() is not None:
+                return True
+            landed = select(b.c.id).where(b.c.tenant_id == tenant_id, b.c.entity == spec.name, b.c.records > 0)
+            if conn.execute(landed.limit(1)).first() is not None:
+                return True
+    return False
 
 
 def read_sync_state(engine: Engine, tenant_id: str, entity: str) -> SyncState:

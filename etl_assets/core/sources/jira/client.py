@@ -231,16 +231,25 @@ class JiraClient:
 
     def token_pages(self, path: str, body: dict[str, Any], *, list_key: str = "issues") -> Iterator[RawPage]:
         """Pages of a ``nextPageToken`` endpoint such as ``POST /rest/api/3/search/jql``."""
+        for page, _data in self.token_pages_parsed(path, body, list_key=list_key):
+            yield page
+
+    def token_pages_parsed(
+        self, path: str, body: dict[str, Any], *, list_key: str = "issues"
+    ) -> Iterator[tuple[RawPage, Any]]:
+        """:meth:`token_pages`, each page with its body as parsed when it was checked (the caller's
+        own: parsing a page of 100 issues again would cost as much as the first time)."""
         token: str | None = None
         seen_tokens: set[str] = set()
         for _ in range(1_000_000):
-            page = self.request("POST", path, json_body={**body, **({"nextPageToken": token} if token else {})})
-            yield page
-            data = page.json()
-            if not isinstance(data, dict):
-                return
-            token = data.get("nextPageToken")
-            if data.get("isLast") or not token or not data.get(list_key):
+            page, data = self.request_parsed(
+                "POST", path, json_body={**body, **({"nextPageToken": token} if token else {})}
+            )
+            # Read before the caller sees (and may change) the parsed body.
+            last = not isinstance(data, dict) or bool(data.get("isLast")) or not data.get(list_key)
+            token = data.get("nextPageToken") if isinstance(data, dict) else None
+            yield page, data
+            if last or not token:
                 return
             if token in seen_tokens:
                 raise JiraError(f"{self.describe('POST', path)}: server repeated nextPageToken")

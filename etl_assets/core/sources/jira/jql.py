@@ -152,11 +152,24 @@ def search_pages(
     ``expand="changelog"`` brings each issue's recent history in the same response: no extra
     request per page (``POST /changelog/bulkfetch`` would cost at least one more per page).
     """
+    for page, _data in search_pages_parsed(client, jql, fields=fields, page_size=page_size, expand=expand):
+        yield page
+
+
+def search_pages_parsed(
+    client: JiraClient,
+    jql: str,
+    *,
+    fields: tuple[str, ...] | list[str] = ISSUE_FIELDS,
+    page_size: int = 100,
+    expand: str | None = None,
+) -> Iterator[tuple[RawPage, Any]]:
+    """:func:`search_pages`, each page with its parsed body (see ``JiraClient.token_pages_parsed``)."""
     body: dict[str, Any] = {"jql": jql, "fields": list(fields), "maxResults": page_size}
     if expand:
         body["expand"] = expand
     try:
-        yield from client.token_pages(SEARCH_PATH, body)
+        yield from client.token_pages_parsed(SEARCH_PATH, body)
     except JiraError as exc:
         raise _explain(exc, jql) from None
 

@@ -11,7 +11,7 @@ import dataclasses
 import logging
 import re
 from collections.abc import Callable, Collection, Iterator, Mapping
-from datetime import datetime
+from datetime import datetime, tzinfo
 from typing import Any
 
 from etl_assets.core.records import ChildLink, ChildRecords, EntitySpec, FanOut, FetchRequest, PagedPart, RawPage
@@ -22,6 +22,7 @@ from etl_assets.core.sources.jira.jql import (
     approximate_count,
     newest_change,
     search_pages,
+    search_pages_parsed,
     tenant_jql,
     user_zone,
 )
@@ -281,6 +282,8 @@ class _IssueAsk:
     fields: tuple[str, ...]
     custom: bool  # the tenant renders custom fields: names and schema are asked for too
     asked: dict[str, Any]
+    # The API user's zone (``user_zone``), asked once by a fan-out for its catch-up; None: unknown.
+    zone: tzinfo | None = None
 
 
 def _issue_ask(client: JiraClient, req: FetchRequest) -> tuple[RawPage | None, _IssueAsk]:
@@ -322,8 +325,13 @@ def _fetch_issues(client: JiraClient, req: FetchRequest) -> Iterator[RawPage]:
     if listing_page is not None:
         yield listing_page
     # JQL reads the watermark literal in the API user's zone: ask it once per fetch.
-    zone = user_zone(client) if req.since is not None else None
-    for page in search_pages(
+    yield from _search_issues(client, req, ask, user_zone(client) if req.since is not None else None)
+
+
+def _search_issues(client: JiraClient, req: FetchRequest, ask: _IssueAsk, zone: tzinfo | None) -> Iterator[RawPage]:
+    """The issues ``req`` asks for (all, or changed since ``req.since`` read in ``zone``), a search
+    page at a time, each followed by the pages of its issues' capped comments and changelogs."""
+    for page, data in search_pages_parsed(
         client,
         tenant_jql(req.tenant, since=req.since, zone=zone),
         fields=ask.fields,
@@ -332,7 +340,7 @@ def _fetch_issues(client: JiraClient, req: FetchRequest) -> Iterator[RawPage]:
         expand="changelog,names,schema" if ask.custom else "changelog",
     ):
         yield dataclasses.replace(page, params={**page.params, **ask.asked})
-        yield from _follow_ups(client, page.json())
+        yield from _follow_ups(client, data)
 
 
 def _list_issue_ids(client: JiraClient, req: FetchRequest) -> Iterator[RawPage]:
@@ -352,8 +360,17 @@ def _fan_out_ids(client: JiraClient, req: FetchRequest) -> Iterator[RawPage]:
 
 
 def _fan_out_begin(client: JiraClient, req: FetchRequest) -> tuple[list[RawPage], _IssueAsk]:
+    """The field listing and what every bulk fetch asks for; and the API user's zone, which the
+    catch-up's watermark is read in (asked now: this runs beside the id listing)."""
     listing_page, ask = _issue_ask(client, req)
+    ask = dataclasses.replace(ask, zone=user_zone(client))
     return ([listing_page] if listing_page is not None else []), ask
+
+
+def _fan_out_catch_up(client: JiraClient, ask: _IssueAsk, req: FetchRequest) -> Iterator[RawPage]:
+    """What changed since ``req.since``, as an incremental fetch reads it, with the fields, field
+    listing (landed at the start) and zone the fan-out began with."""
+    yield from _search_issues(client, req, ask, ask.zone)
 
 
 def _bulk_fetch(client: JiraClient, ask: _IssueAsk, ids: list[str]) -> tuple[list[RawPage], int]:
@@ -705,7 +722,13 @@ ISSUES = EntitySpec(
     ),
     children=(COMMENTS_OF_ISSUES,),
     parts=(PagedPart(page=_changechangelogpage, merge=_merge_changelog, incomplete_column="history_incomplete"),),
-    fan_out=FanOut(list_ids=_fan_out_ids, begin=_fan_out_begin, fetch=_bulk_fetch, chunk=BULKFETCH_MAX),
+    fan_out=FanOut(
+        list_ids=_fan_out_ids,
+        begin=_fan_out_begin,
+        fetch=_bulk_fetch,
+        chunk=BULKFETCH_MAX,
+        catch_up=_fan_out_catch_up,
+    ),
 )
 
 SPECS: tuple[EntitySpec, ...] = (PROJECTS, WITS, STATUSES, ISSUES, COMMENTS)

@@ -97,6 +97,7 @@ class JiraSiteHandler:
         page_size_cap: int = 100,
         clock: Callable[[], datetime] | None = None,
         extra_routes: Callable[[str, str, dict[str, str]], tuple[int, Any] | None] | None = None,
+        cache_views: bool = False,
     ) -> None:
         self.site = site
         # more endpoints (e.g. sample.permissions.PermissionRoutes): (method, route, query) -> answer or None;
@@ -114,6 +115,12 @@ class JiraSiteHandler:
         self._cursors: dict[str, list[dict[str, Any]]] = {}
         # id and key -> issue, rebuilt when the site's issue list changed (bulk fetches look up 100)
         self._index: tuple[int, int, dict[str, dict[str, Any]]] = (0, -1, {})
+        # ``cache_views``: each issue's JSON, once rendered for a field selection, is kept and
+        # served again (see :meth:`prerender`). Only for a site whose issues do not change while
+        # it is served, or whose owner calls :meth:`clear_views` after changing them: a benchmark
+        # stands in for Jira's own servers, which render on machines of their own.
+        self._views: dict[tuple[Any, ...], _Rendered] | None = {} if cache_views else None
+        self.views_rendered = 0  # issue views rendered while answering (cache misses)
 
     # ---- entry point -----------------------------------------------------------------
 
@@ -134,8 +141,63 @@ class JiraSiteHandler:
                 status, payload = exc.status, {"errorMessages": exc.messages, "errors": {}}
             except JqlError as exc:
                 status, payload = 400, {"errorMessages": [str(exc)], "errors": {}}
-        data = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
-        return status, dict(_JSON_HEADERS), data
+        return status, dict(_JSON_HEADERS), _encode(payload)
+
+    # ---- rendered issue views (``cache_views``) -----------------------------------------
+
+    def _view(
+        self, issue: dict[str, Any], wanted: set[str] | None, *, changelog: bool, names: bool, schema: bool
+    ) -> dict[str, Any] | _Rendered:
+        """An issue as a search page or a bulk fetch shows it (``names``/``schema``: an IssueBean's
+        own, as a bulk fetch gives them); from the view cache when it is on."""
+        if self._views is None or (wanted is not None and not wanted):  # an id listing: nothing to keep
+            return self._own_view(issue, wanted, changelog=changelog, names=names, schema=schema)
+        key = (issue["id"], None if wanted is None else frozenset(wanted), changelog, names, schema)
+        rendered = self._views.get(key)
+        if rendered is None:
+            self.views_rendered += 1
+            view = self._own_view(issue, wanted, changelog=changelog, names=names, schema=schema)
+            rendered = _Rendered(
+                tuple(view["fields"]), json.dumps(view, ensure_ascii=False, separators=(",", ":")).encode()
+            )
+            self._views[key] = rendered
+        return rendered
+
+    def _own_view(
+        self, issue: dict[str, Any], wanted: set[str] | None, *, changelog: bool, names: bool, schema: bool
+    ) -> dict[str, Any]:
+        view = _issue_view(issue, wanted, changelog=changelog)
+        if names or schema:
+            known = {f["id"]: f for f in self._fields()}
+            shown = sorted(k for k in view["fields"] if k in known)
+            if names:
+                view["names"] = {k: known[k]["name"] for k in shown}
+            if schema:
+                view["schema"] = {k: known[k]["schema"] for k in shown}
+        return view
+
+    def prerender(self, fields: list[str], expand: list[str]) -> int:
+        """Render every issue of the site for ``fields`` and ``expand`` (a bulk fetch's lists; a
+        search with the same fields and ``expand`` string is served from the same views) into the
+        view cache, before anything is timed; returns how many were rendered."""
+        if self._views is None:
+            raise RuntimeError("prerender needs a handler made with cache_views=True")
+        wanted = _field_selection([p for f in fields for p in _split_fields(f)])
+        with self.site._lock:
+            before = self.views_rendered
+            for issue in self.site.issues:
+                self._view(
+                    issue, wanted, changelog="changelog" in expand, names="names" in expand, schema="schema" in expand
+                )
+            rendered = self.views_rendered - before
+            self.views_rendered = before
+        return rendered
+
+    def clear_views(self) -> None:
+        """Forget every rendered view (call it after changing the site's issues)."""
+        if self._views is not None:
+            with self.site._lock:
+                self._views.clear()
 
     def _dispatch(self, method: str, route: str, query: dict[str, str], body: bytes | None) -> tuple[int, Any]:
         if re.fullmatch(r"/rest/api/(2|3|latest)/search", route):
@@ -415,9 +477,10 @@ class JiraSiteHandler:
             hits = run_jql(self.site, jql, now=self.clock())
         page = hits[offset : offset + size]
         expand = set(_split_fields(request.get("expand")))
-        out: dict[str, Any] = {"issues": [_issue_view(i, wanted, changelog="changelog" in expand) for i in page]}
+        views = [self._view(i, wanted, changelog="changelog" in expand, names=False, schema=False) for i in page]
+        out: dict[str, Any] = {"issues": views}
         known = {f["id"]: f for f in self._fields()}
-        shown = sorted({k for i in out["issues"] for k in i["fields"] if k in known})
+        shown = sorted({k for v in views for k in _view_fields(v) if k in known})
         if "names" in expand:
             out["names"] = {k: known[k]["name"] for k in shown}
         if "schema" in expand:
@@ -477,16 +540,16 @@ class JiraSiteHandler:
                 found[issue["id"]] = issue
         wanted = _field_selection([p for f in (fields or ["*navigable"]) for p in _split_fields(f)])
         expands = set(expand or [])
-        known = {f["id"]: f for f in self._fields()}
-        issues = []
-        for _, issue in sorted(found.items(), key=lambda item: int(item[0]) if item[0].isdigit() else 0):
-            view = _issue_view(issue, wanted, changelog="changelog" in expands)
-            shown = sorted(k for k in view["fields"] if k in known)
-            if "names" in expands:
-                view["names"] = {k: known[k]["name"] for k in shown}
-            if "schema" in expands:
-                view["schema"] = {k: known[k]["schema"] for k in shown}
-            issues.append(view)
+        issues = [
+            self._view(
+                issue,
+                wanted,
+                changelog="changelog" in expands,
+                names="names" in expands,
+                schema="schema" in expands,
+            )
+            for _, issue in sorted(found.items(), key=lambda item: int(item[0]) if item[0].isdigit() else 0)
+        ]
         return {"issues": issues, "issueErrors": []}
 
     def _approximate_count(self, method: str, query: dict[str, str], body: bytes | None) -> Any:
@@ -499,6 +562,29 @@ class JiraSiteHandler:
         if not isinstance(payload, dict) or set(payload) - {"jql"} or not isinstance(payload.get("jql", ""), str):
             raise _HttpError(400, [_INVALID_PAYLOAD])
         return {"count": len(run_jql(self.site, payload.get("jql", ""), now=self.clock()))}
+
+
+class _Rendered:
+    """An issue view already encoded as JSON (``cache_views``), with the ids of its fields."""
+
+    __slots__ = ("body", "fields")
+
+    def __init__(self, fields: tuple[str, ...], body: bytes) -> None:
+        self.fields, self.body = fields, body
+
+
+def _view_fields(view: dict[str, Any] | _Rendered) -> Any:
+    return view.fields if isinstance(view, _Rendered) else view["fields"]
+
+
+def _encode(payload: Any) -> bytes:
+    """The answer as compact JSON; issue views already rendered are spliced in as they are."""
+    issues = payload.get("issues") if isinstance(payload, dict) else None
+    if not issues or not isinstance(issues[0], _Rendered):
+        return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+    rest = json.dumps({k: v for k, v in payload.items() if k != "issues"}, ensure_ascii=False, separators=(",", ":"))
+    tail = b"}" if rest == "{}" else b"," + rest[1:].encode()
+    return b'{"issues":[' + b",".join(view.body for view in issues) + b"]" + tail
 
 
 def _int_param(query: dict[str, str], name: str, default: int, *, minimum: int) -> int:
