@@ -194,6 +194,14 @@ def test_with_a_qdrant_server_runs_choose_their_executor_and_a_first_sync_may_as
     assert all(r.tags[FIRST_SYNC_TAG] == "true" for r in first.values())
     spread = defs(ETL_FIRST_SYNC_EXECUTOR="multiprocess")
     assert {t: r.run_config for t, r in _sync_tick(env, spread).items()} == {"1": MULTIPROCESS, "2": MULTIPROCESS}
+    # The change sensor's request for a never-synced tenant is a first sync too.
+    res = env.resources()
+    with (
+        dg.DagsterInstance.ephemeral() as instance,
+        dg.build_sensor_context(instance=instance, resources={"jira": res["jira"], "database": res["database"]}) as ctx,
+    ):
+        sensed = spread.resolve_sensor_def("jira_issue_changes")(ctx)
+    assert [(r.partition_key, r.run_config) for r in sensed.run_requests] == [("1", MULTIPROCESS), ("2", MULTIPROCESS)]
     assert env.materialize("1").success
     after = _sync_tick(env, spread)
     assert (after["1"].run_config, after["2"].run_config) == ({}, MULTIPROCESS), "tenant 1 is no longer new"

@@ -72,7 +72,7 @@ def build_sync_schedule(
     job: UnresolvedAssetJobDefinition,
     registry: TenantRegistry,
     cron: str,
-    catalogue: tuple[EntitySpec, ...] = (),
+    catalogue: tuple[EntitySpec, ...],
     *,
     source_keys: Mapping[str, Sequence[dg.AssetKey]] | None = None,
     first_sync_config: Mapping[str, Any] | None = None,
@@ -89,7 +89,7 @@ def build_sync_schedule(
         required_resource_keys={"database"},
         description=(
             f"Every tenant's sync, on cron `{cron}` (ETL_SYNC_CRON): the sources each tenant uses, in one run per "
-            "tenant (a first sync with each step in its own process)."
+            "tenant" + (" (a first sync with each step in its own process)." if first_sync_config else ".")
         ),
     )
     def sync_all_tenants(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest]:
@@ -192,14 +192,15 @@ def build_change_sensor(
             try:
                 watermark = read_sync_state(database.engine, tenant.id, spec.name).watermark
                 if watermark is None:
+                    first = source.serves(tenant)
                     decisions.append(f"tenant {tenant.id}: never synced — run requested")
                     requests.append(
                         dg.RunRequest(
                             run_key=f"changes-{tenant.id}-first",
                             partition_key=tenant.id,
                             # A tenant without this source lists nothing: no first sync to spread out.
-                            run_config=dict(first_sync_config or {}) if source.serves(tenant) else {},
-                            tags=names.tenant_tags(tenant.id, **{names.FIRST_SYNC_TAG: "true"}),
+                            run_config=dict(first_sync_config or {}) if first else {},
+                            tags=names.tenant_tags(tenant.id, **({names.FIRST_SYNC_TAG: "true"} if first else {})),
                         )
                     )
                     continue
