@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -216,3 +217,53 @@ def test_cli_materializes_a_partition_on_a_fresh_home(env, tmp_path, cli):
         if spec.name in expected:  # the Jira entities whose count the site gives
             assert len(table_rows(env, spec, "1")) == expected[spec.name]
         assert table_rows(env, spec, "2") == []
+
+
+# -- an interrupted run: the step's task is cancelled before its clients close ---------------------
+
+INTERRUPTED_CHILD = textwrap.dedent(
+    """
+    import asyncio, os, signal, sys, threading
+    import dagster as dg
+    from etl_assets.defs.resources import QdrantResource
+
+    unwound = []
+
+    @dg.asset
+    async def busy(qdrant: QdrantResource) -> None:
+        client = qdrant.client
+        # Interrupted, as a run terminated from the UI or by Ctrl-C is, while it awaits the store.
+        threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()
+        try:
+            while True:
+                await client.get_collections()
+                await asyncio.sleep(0.001)
+        finally:
+            # Reached while the resource is still open: the client answers one last time.
+            unwound.append(len((await client.get_collections()).collections))
+
+    defs = dg.Definitions(assets=[busy], resources={"qdrant": QdrantResource(path=sys.argv[1])})
+    try:
+        result = defs.resolve_implicit_global_asset_job_def().execute_in_process(raise_on_error=False)
+        print("RESULT", result.success)
+    except KeyboardInterrupt:
+        print("RESULT interrupted")
+    print("UNWOUND", unwound)
+    """
+)
+
+
+def test_an_interrupted_step_unwinds_before_its_clients_close(tmp_path):
+    """A run interrupted while its async step awaits: Dagster abandons the step's task and tears
+    the resources down on the same loop. The task is cancelled there (its ``finally`` runs with
+    the client open), not left to hit the closed client as an error no one reads."""
+    script = tmp_path / "interrupted.py"
+    script.write_text(INTERRUPTED_CHILD)
+    cmd = [sys.executable, "-X", "dev", "-W", "ignore::DeprecationWarning", str(script), str(tmp_path / "qdrant")]
+    env = {**os.environ, "PYTHONASYNCIODEBUG": "1", "DAGSTER_HOME": str(tmp_path)}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    output = proc.stdout + proc.stderr
+    assert "RESULT" in proc.stdout, output[-4000:]
+    assert "UNWOUND [0]" in proc.stdout, output[-4000:]
+    for needle in (*FORBIDDEN, "Task was destroyed but it is pending", "client is closed"):
+        assert needle not in output, f"{needle!r} in the child's output:\n{output[-4000:]}"

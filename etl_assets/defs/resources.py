@@ -7,6 +7,7 @@ loop (async ``yield_for_execution``), the loop the async vector asset runs in.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -26,6 +27,26 @@ from etl_assets.core.source_api import ClientOptions, Source
 from etl_assets.core.store.db import make_engine, safe_url
 from etl_assets.core.tenants import Tenant
 from etl_assets.core.vectorstore import open_qdrant
+
+
+async def settle_abandoned_tasks() -> None:
+    """Cancel, and wait for, the tasks of this loop other than the caller's; called as a step's
+    async resources tear down, before their clients close.
+
+    When a run is interrupted (terminated from the UI, Ctrl-C, SIGTERM) while the step's async
+    code awaits, Dagster stops waiting for the task it was running and tears the resources down
+    on the same loop. That task is still pending: run by the teardown's own awaits, it would
+    call a client already closed and die with an error no one reads ("Task exception was never
+    retrieved"). Cancelled here, it unwinds (its ``async with`` blocks exit) while the clients
+    are still open. When a step ends normally there is nothing to cancel: Dagster tears down
+    one resource at a time, each on its own ``run_until_complete``.
+    """
+    current = asyncio.current_task()
+    abandoned = [task for task in asyncio.all_tasks() if task is not current and not task.done()]
+    for task in abandoned:
+        task.cancel()
+    # return_exceptions: what they ended with is retrieved here; the interruption is the story.
+    await asyncio.gather(*abandoned, return_exceptions=True)
 
 
 class DatabaseResource(dg.ConfigurableResource):
@@ -177,6 +198,7 @@ class EmbeddingsResource(dg.ConfigurableResource, EmbeddingSettings):
             try:
                 yield self
             finally:
+                await settle_abandoned_tasks()
                 self._embedder = None
 
 
@@ -216,4 +238,5 @@ class QdrantResource(dg.ConfigurableResource):
             try:
                 yield self
             finally:
+                await settle_abandoned_tasks()
                 self._client = None
