@@ -169,11 +169,12 @@ def main(argv: list[str] | None = None) -> None:
         home.mkdir()
         storage: dict[str, str] = {}
         if args.storage == "postgres":
-            from etl_assets_tests import pg
+            from etl_assets.fakes import postgres
 
+            server = postgres.PostgresServer()  # stopped when this process exits
             (home / "dagster.yaml").write_text((ROOT / "deploy" / "dagster.yaml").read_text())
-            storage = pg.dagster_storage_database("bench_executor").dagster_env()
-            database_url = pg.create_database("bench_executor_tables").url
+            storage = postgres.create_database(server, "bench_executor_dagster").dagster_env()
+            database_url = postgres.create_database(server, "bench_executor_tables").url
         else:
             (home / "dagster.yaml").write_text((ROOT / "dagster.yaml").read_text())
             database_url = f"sqlite:///{tmp}/etl.db"

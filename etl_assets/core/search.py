@@ -891,8 +891,11 @@ class SearchService:
                 open_embedder(settings.embedding) as embedder,
                 open_qdrant(qd.url, qd.api_key, qd.path, lock_timeout_s=10.0, engine=qd.engine) as client,
             ):
-                # The tokenizer loads on first use (about a second): pay for it here, not in the first query.
+                # The tokenizer loads on first use (about a second), and a provider's SDK client is made on
+                # the first request (importing the OpenAI SDK takes ~2 s): pay for both here, before any
+                # query runs under a caller's timeout.
                 await asyncio.to_thread(embedder.count_tokens, "warm up")
+                getattr(embedder, "client", None)
                 yield cls(client, embedder, engine, registry, server_mode=bool(qd.url))
         finally:
             engine.dispose()

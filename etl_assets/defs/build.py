@@ -117,7 +117,7 @@ def build_definitions(
         automation_interval_s=settings.automation_interval_s,
         change_interval_s=settings.change_sensor_interval_s,
         # The permission stage belongs to Jira: a tenant's run has it when it has Jira's entities.
-        source_keys={"jira": [PERMISSIONS_TABLE, ACCESS_PAYLOADS]} if permissions else {},
+        source_keys={by_name["issues"].source: [PERMISSIONS_TABLE, ACCESS_PAYLOADS]} if permissions else {},
         first_sync_config=first_sync_run_config(settings.first_sync_multiprocess),
     )
     if permissions:
