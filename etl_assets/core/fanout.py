@@ -22,6 +22,8 @@ small next to the wait for it.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
 import threading
 import time
@@ -142,6 +144,42 @@ class AdaptiveLimit:
         if int(new) < self.limit:
             self.stats.decreases += 1
         self._limit = new
+
+
+# CPython's young-generation threshold while a fan-out runs (its default is 700 container allocations).
+FAN_OUT_GC_THRESHOLD = 50_000
+_gc_lock = threading.Lock()
+_gc_users = 0
+_gc_saved: tuple[int, int, int] | None = None
+
+
+@contextlib.contextmanager
+def fewer_collections() -> Iterator[None]:
+    """Collect the young generation every :data:`FAN_OUT_GC_THRESHOLD` allocations instead of every
+    700, while the block runs (process-wide; restored when the last such block ends).
+
+    Each answer of a bulk fetch parses into ~50,000 containers that die with the answer and hold no
+    cycles. At the default threshold CPython runs a young collection every 700 of them, and the
+    trees that are alive at that moment (the answers being parsed, checked and landed by the other
+    threads) are traversed and promoted, until full collections follow: measured on the benchmark,
+    about a fifth of the fan-out's CPU. With the higher threshold nearly every tree is freed by its
+    reference count before any collection sees it.
+    """
+    global _gc_users, _gc_saved
+    with _gc_lock:
+        if _gc_users == 0:
+            _gc_saved = gc.get_threshold()
+            if _gc_saved[0] < FAN_OUT_GC_THRESHOLD:
+                gc.set_threshold(FAN_OUT_GC_THRESHOLD, *_gc_saved[1:])
+        _gc_users += 1
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_users -= 1
+            if _gc_users == 0 and _gc_saved is not None:
+                gc.set_threshold(*_gc_saved)
+                _gc_saved = None
 
 
 def run_fanned_out(
