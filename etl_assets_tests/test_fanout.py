@@ -104,6 +104,78 @@ def test_the_runner_never_exceeds_the_limit_and_stops_at_the_first_failure():
     assert len(seen) < 20, "no new work after the failure"
 
 
+def test_then_runs_once_the_request_slot_is_free_and_counts_until_done():
+    # One item at a time: while `then` runs, its request slot is free already, and no other item
+    # has started (it still counts against the maximum).
+    single = AdaptiveLimit(1)
+    seen_in_flight: list[int] = []
+    results = dict(
+        run_fanned_out(range(5), lambda n: n, single, then=lambda n, r: seen_in_flight.append(single.in_flight) or r)
+    )
+    assert results == {n: n for n in range(5)} and seen_in_flight == [0] * 5
+
+    limit = AdaptiveLimit(3, initial=3)
+    lock = threading.Lock()
+    holding, peak = [0], [0]
+
+    def work(n: int) -> int:
+        with lock:
+            holding[0] += 1
+            peak[0] = max(peak[0], holding[0])
+        return n
+
+    def then(n: int, r: int) -> int:
+        threading.Event().wait(0.005)
+        with lock:
+            holding[0] -= 1
+        return r * 10
+
+    assert dict(run_fanned_out(range(30), work, limit, then=then)) == {n: n * 10 for n in range(30)}
+    assert 1 < peak[0] <= 3, "items run side by side, never more than the maximum until `then` is done"
+
+
+def test_fewer_collections_raises_the_young_threshold_and_restores_it_after_the_last_user():
+    import gc
+
+    from etl_assets.core.fanout import FAN_OUT_GC_THRESHOLD, fewer_collections
+
+    before = gc.get_threshold()
+    with fewer_collections():
+        assert gc.get_threshold()[0] == max(before[0], FAN_OUT_GC_THRESHOLD)
+        with fewer_collections():
+            pass
+        assert gc.get_threshold()[0] == max(before[0], FAN_OUT_GC_THRESHOLD), "still in use by the outer block"
+    assert gc.get_threshold() == before
+
+
+def test_group_landing_commits_every_answer_and_hands_a_failure_to_its_whole_group():
+    from etl_assets.core.pipeline import _GroupLanding
+
+    landed: list[tuple[int, int]] = []
+    gate = threading.Event()
+
+    def land(pages: list[Any], records: int) -> int:
+        gate.wait(1)  # the first transaction is slow: the others queue and go together
+        landed.append((len(pages), records))
+        return records
+
+    landing = _GroupLanding(land)
+    threads = [threading.Thread(target=landing.land, args=([object()] * 2, 5)) for _ in range(6)]
+    for t in threads:
+        t.start()
+    gate.set()
+    for t in threads:
+        t.join()
+    assert sum(n for n, _ in landed) == 12 and sum(r for _, r in landed) == 30
+    assert landing.transactions == len(landed) < 6, "answers that waited were landed together"
+
+    def broken(pages: list[Any], records: int) -> int:
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        _GroupLanding(broken).land([object()], 1)
+
+
 # -- the fan-out against the sample site ----------------------------------------------------------------
 
 

@@ -340,3 +340,51 @@ def test_an_error_body_echoing_the_authorization_header_is_redacted(monkeypatch,
     assert "bad request; you sent ***" in str(raised.value), str(raised.value)
     needles = {"token": secret_forms(FAST_TOKEN), "basic auth": secret_forms(basic_auth_value(JIRA_EMAIL, FAST_TOKEN))}
     assert secret_hits(text, needles) == [], text
+
+
+ODD_BUT_READABLE = [
+    pytest.param('{"total": NaN, "values": []}', id="nan"),
+    pytest.param('{"summary": "half an emoji \\ud83d", "values": []}', id="lone-surrogate"),
+]
+
+
+@pytest.mark.parametrize("body", ODD_BUT_READABLE)
+def test_an_answer_the_fast_parser_refuses_is_read_as_the_standard_library_reads_it(body):
+    """The fetch parses with orjson; what only the standard library reads is still read, not retried."""
+    import json
+
+    import httpx
+
+    from etl_assets.core.sources.jira.client import JiraClient
+
+    served: list[str] = []
+
+    def answer(req: Request) -> Response:
+        served.append(req.path)
+        return Response(200, {"content-type": "application/json"}, body.encode())
+
+    with LoopbackServer(answer) as server, httpx.Client(base_url=server.url) as http:
+        client = JiraClient(http, "odd", server.url, max_attempts=2, sleep=lambda _s: None)
+        page, parsed = client.request_parsed("GET", STATUSES)
+    assert served == [STATUSES], "read at the first attempt"
+    assert page.body == body
+    assert json.dumps(parsed) == json.dumps(json.loads(body))
+
+
+def test_an_answer_nested_beyond_the_standard_library_fails_once_with_a_reason():
+    import httpx
+
+    from etl_assets.core.sources.jira.client import JiraClient
+
+    body = "[" * 100_000 + "]" * 100_000
+    served: list[str] = []
+
+    def answer(req: Request) -> Response:
+        served.append(req.path)
+        return Response(200, {"content-type": "application/json"}, body.encode())
+
+    with LoopbackServer(answer) as server, httpx.Client(base_url=server.url) as http:
+        client = JiraClient(http, "odd", server.url, max_attempts=3, sleep=lambda _s: None)
+        with pytest.raises(JiraError, match="nests too deeply"):
+            client.request("GET", STATUSES)
+    assert served == [STATUSES], "deterministic: not retried"

@@ -14,6 +14,12 @@ of threads, gated by an :class:`AdaptiveLimit` that learns from the source's ans
   round trip of the whole window), up to ``maximum`` — recovery is slow on purpose, so a limit
   that was just hit is approached again gently.
 
+A decrease happens at most once per round trip: the answers to requests that were already in
+flight when the limit went down were sent under the old limit and say nothing new about the
+new one (each still counts in the figures and still stops growth). Without that, one burst of
+near-limit answers from a full window (12 in flight, all answered "near") would take the limit
+from 12 to 1, where the source only asked for a little less.
+
 Hand-written rather than a library: the limit must move on what each answer says (statuses and
 headers seen by our own HTTP client), which the usual pool and retry libraries do not expose.
 Threads, not asyncio: the source clients are synchronous (httpx), and the work per answer is
@@ -22,6 +28,8 @@ small next to the wait for it.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
 import threading
 import time
@@ -76,6 +84,10 @@ class AdaptiveLimit:
         self.maximum = maximum
         self._limit = float(min(initial or max(1, maximum // 2), maximum))
         self._in_flight = 0
+        # Answers seen since the last decrease, and how many requests were in flight at it: a new
+        # decrease waits until those have been answered (see the module).
+        self._since_decrease = 0
+        self._decrease_window = 0
         self._hold_until = 0.0
         self._clock = clock
         self._cond = threading.Condition()
@@ -114,6 +126,7 @@ class AdaptiveLimit:
     def observe(self, status: int, headers: Mapping[str, str]) -> None:
         """One answer of the source (any attempt, retries included)."""
         with self._cond:
+            self._since_decrease += 1
             reason = header(headers, "ratelimit-reason")
             if reason:
                 self.stats.reasons.add(reason.strip()[:80])
@@ -138,10 +151,50 @@ class AdaptiveLimit:
             self._cond.notify_all()
 
     def _decrease(self, to: float) -> None:
+        if self._since_decrease <= self._decrease_window:
+            return  # an answer to a request sent before the last decrease (see the module)
         new = max(1.0, to)
         if int(new) < self.limit:
             self.stats.decreases += 1
         self._limit = new
+        # The answer being observed is one of the requests in flight; the others are still out.
+        self._since_decrease, self._decrease_window = 0, max(0, self._in_flight - 1)
+
+
+# CPython's young-generation threshold while a fan-out runs (its default is 700 container allocations).
+FAN_OUT_GC_THRESHOLD = 50_000
+_gc_lock = threading.Lock()
+_gc_users = 0
+_gc_saved: tuple[int, int, int] | None = None
+
+
+@contextlib.contextmanager
+def fewer_collections() -> Iterator[None]:
+    """Collect the young generation every :data:`FAN_OUT_GC_THRESHOLD` allocations instead of every
+    700, while the block runs (process-wide; restored when the last such block ends).
+
+    Each answer of a bulk fetch parses into ~50,000 containers that die with the answer and hold no
+    cycles. At the default threshold CPython runs a young collection every 700 of them, and the
+    trees that are alive at that moment (the answers being parsed, checked and landed by the other
+    threads) are traversed and promoted, until full collections follow: measured on the benchmark,
+    about a fifth of the fan-out's CPU. With the higher threshold nearly every tree is freed by its
+    reference count before any collection sees it.
+    """
+    global _gc_users, _gc_saved
+    with _gc_lock:
+        if _gc_users == 0:
+            _gc_saved = gc.get_threshold()
+            if _gc_saved[0] < FAN_OUT_GC_THRESHOLD:
+                gc.set_threshold(FAN_OUT_GC_THRESHOLD, *_gc_saved[1:])
+        _gc_users += 1
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_users -= 1
+            if _gc_users == 0 and _gc_saved is not None:
+                gc.set_threshold(*_gc_saved)
+                _gc_saved = None
 
 
 def run_fanned_out(

@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import Engine, select
 
-from etl_assets.core.fanout import AdaptiveLimit, LimitStats, run_fanned_out
+from etl_assets.core.fanout import AdaptiveLimit, LimitStats, fewer_collections, run_fanned_out
 from etl_assets.core.progress import Progress
 from etl_assets.core.records import EntitySpec, FetchRequest, RawPage
 from etl_assets.core.store import ops
@@ -175,7 +175,7 @@ def fetch(spec: EntitySpec, client: Any, plan: FetchPlan) -> Iterator[RawPage]:
 class FanOutOptions:
     """How a full read fans out (the source resource's settings)."""
 
-    concurrency: int = 8  # most requests in flight (the adaptive limit starts at half)
+    concurrency: int = 12  # most requests in flight (the adaptive limit starts at half)
     min_records: int = 2000  # smaller listings keep the simple paged path
 
 
@@ -256,13 +256,6 @@ class _GroupLanding:
             raise mine.error
 
 
-def _ids(spec: EntitySpec, pages: list[RawPage]) -> list[str]:
-    out: list[str] = []
-    for page in pages:
-        out += [str(r["id"]) for r in spec.records(page.json()) if isinstance(r, dict) and r.get("id") is not None]
-    return out
-
-
 def fetch_fanned_out(
     engine: Engine,
     spec: EntitySpec,
@@ -300,19 +293,25 @@ def fetch_fanned_out(
         begun: Future[tuple[list[RawPage], Any]] | None = None
         if batches is None:
             listing: list[RawPage] = []
-            listed_count = 0
+            ids: list[str] = []
+            records = 0
             for page in fan.list_ids(client, FetchRequest(tenant, ids_only=True, page_size=page_size)):
                 listing.append(page)
-                listed_count += len(_ids(spec, [page]))
-                if begun is None and listed_count >= options.min_records:
+                found = spec.records(page.json())
+                records += len(found)
+                ids += ops.record_ids(found)
+                if begun is None and records >= options.min_records:
                     # A fan-out it is: what it begins with (e.g. a field listing) is asked for
                     # while the rest of the listing arrives.
                     begun = beside.submit(fan.begin, client, begin)
-            if listed_count < options.min_records:
+            if records < options.min_records:
                 return None
-            batches = ops.start_fan_out(engine, spec, tenant.id, listing, run_id=run_id, records=listed_count)
+            batches = ops.start_fan_out(engine, spec, tenant.id, listing, run_id=run_id, records=records)
+            # What ops.fan_out_ids would read back from the listing just landed; nothing has landed.
+            listed, landed = list(dict.fromkeys(ids)), set[str]()
+        else:
+            listed, landed = ops.fan_out_ids(engine, spec, tenant.id, batches)
         first, ask = begun.result() if begun is not None else fan.begin(client, begin)
-    listed, landed = ops.fan_out_ids(engine, spec, tenant.id, batches)
     todo = [i for i in listed if i not in landed]
     result = FanOutResult(resumed, len(listed), len(landed & set(listed)))
     result.listing_batch, result.batch_id = batches.listing, batches.content
@@ -339,23 +338,24 @@ def fetch_fanned_out(
     if observed:
         client.observe = limit.observe
     try:
-        for _chunk, (pages, records) in run_fanned_out(
-            chunks, lambda ids: fan.fetch(client, ask, ids), limit, then=land_answer
-        ):
-            result.requests += 1
-            result.pages += len(pages)
-            result.bytes += sum(len(p.body) for p in pages)
-            result.records += records
-            if progress is not None:
-                progress(
-                    Progress(
-                        f"{spec.name} of tenant {tenant.id} (fan-out)",
-                        result.landed_before + result.records,
-                        len(listed),
-                        time.perf_counter() - started,
-                        "records",
+        with fewer_collections():
+            for _chunk, (pages, records) in run_fanned_out(
+                chunks, lambda ids: fan.fetch(client, ask, ids), limit, then=land_answer
+            ):
+                result.requests += 1
+                result.pages += len(pages)
+                result.bytes += sum(len(p.body) for p in pages)
+                result.records += records
+                if progress is not None:
+                    progress(
+                        Progress(
+                            f"{spec.name} of tenant {tenant.id} (fan-out)",
+                            result.landed_before + result.records,
+                            len(listed),
+                            time.perf_counter() - started,
+                            "records",
+                        )
                     )
-                )
     finally:
         if observed:
             client.observe = None

@@ -110,7 +110,7 @@ class SourceResource(dg.ConfigurableResource):
     )
     page_size: int | None = Field(default=None, description="Page size of listings; default: the source's.")
     fan_out_concurrency: int = Field(
-        default=8, ge=1, description="A full read's most fan-out requests in flight (adapts to 429s below it)."
+        default=12, ge=1, description="A full read's most fan-out requests in flight (adapts to 429s below it)."
     )
     fan_out_min_records: int = Field(
         default=2000,

@@ -197,12 +197,17 @@ def start_fan_out(
     return FanOutBatches(listing_id, content_id, as_utc(started))  # type: ignore[arg-type]
 
 
+def record_ids(records: Iterable[Any]) -> Iterator[str]:
+    """The ids of ``records`` (those without a usable id are skipped), as the table step keys them."""
+    for record in records:
+        key = _record_key(record)
+        if key is not None:
+            yield key
+
+
 def _batch_record_ids(conn: Connection, spec: EntitySpec, tenant_id: str, batch_id: int) -> Iterator[str]:
     for _no, _path, _params, body in _batch_pages(conn, tenant_id, batch_id):
-        for record in spec.records(json.loads(body)):
-            key = _record_key(record)
-            if key is not None:
-                yield key
+        yield from record_ids(spec.records(json.loads(body)))
 
 
 def fan_out_ids(engine: Engine, spec: EntitySpec, tenant_id: str, batches: FanOutBatches) -> tuple[list[str], set[str]]:

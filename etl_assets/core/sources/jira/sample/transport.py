@@ -627,22 +627,22 @@ def _field_selection(fields: list[str]) -> set[str] | None:
 
 
 def _issue_view(issue: dict[str, Any], wanted: set[str] | None, *, changelog: bool = False) -> dict[str, Any]:
-    fields = dict(issue["fields"])
-    comment = fields.get("comment")
-    if isinstance(comment, dict) and len(comment.get("comments") or []) > EMBEDDED_COMMENTS:
-        # Jira embeds only the first comments; the rest are paged on /issue/{id}/comment.
-        fields["comment"] = {
-            **comment,
-            "comments": comment["comments"][:EMBEDDED_COMMENTS],
-            "maxResults": EMBEDDED_COMMENTS,
-        }
+    fields = issue["fields"]
     if wanted is None:
         chosen = dict(fields)
     elif "*all" in wanted:
         drop = {w[1:] for w in wanted if w.startswith("-")}
         chosen = {k: v for k, v in fields.items() if k not in drop}
     else:
-        chosen = {k: fields[k] for k in fields if k in wanted}
+        chosen = {k: v for k, v in fields.items() if k in wanted}
+    comment = chosen.get("comment")
+    if isinstance(comment, dict) and len(comment.get("comments") or []) > EMBEDDED_COMMENTS:
+        # Jira embeds only the first comments; the rest are paged on /issue/{id}/comment.
+        chosen["comment"] = {
+            **comment,
+            "comments": comment["comments"][:EMBEDDED_COMMENTS],
+            "maxResults": EMBEDDED_COMMENTS,
+        }
     view = {
         "expand": "renderedFields,names,schema,operations,editmeta,changelog,versionedRepresentations",
         "id": issue["id"],
