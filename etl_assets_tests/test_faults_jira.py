@@ -10,9 +10,11 @@ pages). ``SourceResource(source="jira", max_attempts=3, max_wait_s=0.2, timeout_
 from __future__ import annotations
 
 import base64
+import contextlib
 import logging
 import traceback
 from collections.abc import Iterator
+from typing import Any
 
 import dagster as dg
 import pytest
@@ -348,11 +350,9 @@ ODD_BUT_READABLE = [
 ]
 
 
-@pytest.mark.parametrize("body", ODD_BUT_READABLE)
-def test_an_answer_the_fast_parser_refuses_is_read_as_the_standard_library_reads_it(body):
-    """The fetch parses with orjson; what only the standard library reads is still read, not retried."""
-    import json
-
+@contextlib.contextmanager
+def _client_answering(body: str, *, max_attempts: int) -> Iterator[tuple[Any, list[str]]]:
+    """A Jira client whose site answers every request 200 with ``body``, and the paths it served."""
     import httpx
 
     from etl_assets.core.sources.jira.client import JiraClient
@@ -364,7 +364,15 @@ def test_an_answer_the_fast_parser_refuses_is_read_as_the_standard_library_reads
         return Response(200, {"content-type": "application/json"}, body.encode())
 
     with LoopbackServer(answer) as server, httpx.Client(base_url=server.url) as http:
-        client = JiraClient(http, "odd", server.url, max_attempts=2, sleep=lambda _s: None)
+        yield JiraClient(http, "odd", server.url, max_attempts=max_attempts, sleep=lambda _s: None), served
+
+
+@pytest.mark.parametrize("body", ODD_BUT_READABLE)
+def test_an_answer_the_fast_parser_refuses_is_read_as_the_standard_library_reads_it(body):
+    """The fetch parses with orjson; what only the standard library reads is still read, not retried."""
+    import json
+
+    with _client_answering(body, max_attempts=2) as (client, served):
         page, parsed = client.request_parsed("GET", STATUSES)
     assert served == [STATUSES], "read at the first attempt"
     assert page.body == body
@@ -372,19 +380,8 @@ def test_an_answer_the_fast_parser_refuses_is_read_as_the_standard_library_reads
 
 
 def test_an_answer_nested_beyond_the_standard_library_fails_once_with_a_reason():
-    import httpx
-
-    from etl_assets.core.sources.jira.client import JiraClient
-
     body = "[" * 100_000 + "]" * 100_000
-    served: list[str] = []
-
-    def answer(req: Request) -> Response:
-        served.append(req.path)
-        return Response(200, {"content-type": "application/json"}, body.encode())
-
-    with LoopbackServer(answer) as server, httpx.Client(base_url=server.url) as http:
-        client = JiraClient(http, "odd", server.url, max_attempts=3, sleep=lambda _s: None)
+    with _client_answering(body, max_attempts=3) as (client, served):
         with pytest.raises(JiraError, match="nests too deeply"):
             client.request("GET", STATUSES)
     assert served == [STATUSES], "deterministic: not retried"
