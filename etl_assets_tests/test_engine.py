@@ -17,7 +17,6 @@ import numpy as np
 import pytest
 from qdrant_client import AsyncQdrantClient, models
 
-from etl_assets.core.edge_client import EdgeQdrantClient
 from etl_assets.core.embeddings.base import EmbeddingError, EmbeddingStats
 from etl_assets.core.embeddings.factory import EmbeddingConfigError, EmbeddingSettings, open_embedder
 from etl_assets.core.embeddings.openai_provider import DEFAULT_BATCH_TOKENS, open_openai_embedder
@@ -33,13 +32,7 @@ from etl_assets.core.embeddings.ratelimit import (
 from etl_assets.core.embeddings.tokens import cl100k
 from etl_assets.core.http import parse_retry_after
 from etl_assets.core.sources.jira.specs import ISSUES
-from etl_assets.core.vectorstore import (
-    EDGE_UPSERT_MAX_POINTS,
-    UPSERT_MAX_POINTS,
-    Collection,
-    point_id,
-    upsert_batches,
-)
+from etl_assets.core.vectorstore import Collection, point_id, upsert_batches
 from etl_assets.core.vectorsync import Packer, PlannedChunk, content_hash, row_text, sync_vectors
 from etl_assets.fakes.loopback import Fault, Request
 from etl_assets.fakes.openai_server import FakeEmbeddings, fake_vector
@@ -272,8 +265,6 @@ def test_upserts_are_cut_by_point_count_and_bytes():
     assert sizes == [256, 256, 256, 232]
     sizes = [len(b) for b in upsert_batches(points, max_points=1000, max_bytes=50_000)]
     assert max(sizes) * (1200 + 500) <= 50_000 + 2000 and sum(sizes) == 1000
-    sizes = [len(b) for b in upsert_batches(points, max_points=300, max_bytes=None)]  # the embedded engine's
-    assert sizes == [300, 300, 300, 100]
 
 
 # -- the provider against the loopback fake, through the real AsyncOpenAI client ---------------------
@@ -887,42 +878,3 @@ def test_a_request_packed_before_a_limit_was_learned_is_sliced_before_it_is_sent
     cap = sum(counts) * share // TPM_REQUEST_SHARE
     assert array.shape == (8, DIMS) and not refused and len(bodies) > 1 and stats.rate_limited == 0
     assert all(sum(exact_tokens(t) for t in b["input"]) <= cap for b in bodies)
-
-
-@pytest.mark.parametrize("engine", ["edge", "local"])
-def test_answered_requests_are_written_in_the_engines_write_size(fake, tmp_path, engine):
-    """Qdrant Edge takes a step's writes in calls of up to 4,096 points, gathered across requests (a
-    local model answers 64 inputs at a time); a server, and local mode, each request as it is
-    answered, in requests of at most 256 points. Either way every row converges."""
-    table = Table([issue_row(i) for i in range(300)])
-    calls: list[int] = []
-    base: type[AsyncQdrantClient] = EdgeQdrantClient if engine == "edge" else AsyncQdrantClient
-
-    class Recording(base):  # type: ignore[valid-type,misc]
-        async def upsert(self, collection_name: str, points: Any, **kwargs: Any) -> Any:
-            calls.append(len(points))
-            return await super().upsert(collection_name, points, **kwargs)
-
-    async def go():
-        client = Recording(tmp_path / "store") if engine == "edge" else Recording(location=":memory:")
-        try:
-            collection = Collection(client, "client_t_issues", "t", "issues", local=True)
-            async with embedder_for(fake) as embedder:
-                result = await sync_vectors(
-                    spec=ISSUES,
-                    tenant_id="t",
-                    pages=table.pages,
-                    live_ids=table.live_ids,
-                    embedder=embedder,
-                    collection=collection,
-                    max_batch_inputs=25,
-                )
-            points, _ = await client.scroll("client_t_issues", limit=10_000, with_payload=True, with_vectors=True)
-            return collection.upsert_points, result, points
-        finally:
-            await client.close()
-
-    size, result, points = asyncio.run(go())
-    assert result.embedding_batches == 12 and result.points_upserted == 300
-    assert (size, calls) == ((EDGE_UPSERT_MAX_POINTS, [300]) if engine == "edge" else (UPSERT_MAX_POINTS, [25] * 12))
-    converged(points, table)

@@ -15,16 +15,11 @@ memory by the table step), a bounded page at a time. The work is a pipeline:
    each time, since it lowers its token cap once the server announces a TPM limit), and
    up to ``concurrency`` requests are in flight.
 5. **Upsert**: each answered request is written to the collection in API-sized batches
-   (``upsert_points``, 256 for a Qdrant server) while the next requests are in flight. The
-   embedded engine (Qdrant Edge, in-process) has no request to size and pays per call, not per
-   point: there, answered requests are gathered, in the order they are answered, into calls of
-   its ``upsert_points`` (4,096; a local model answers 64 inputs at a time), and the rest is
-   written once the last request is answered.
+   while the next requests are in flight.
 
 Memory is bounded by the page size and by what the batches alive (packed, in flight, or
 answered and not yet written) may hold together: ``2 * concurrency`` full requests' worth of
-inputs (which become vectors) and of tokens (texts), plus, on the embedded engine, at most one
-call's worth of answered vectors waiting to be written. It never grows with the tenant's size: when the allowance is used up,
+inputs (which become vectors) and of tokens (texts). It never grows with the tenant's size: when the allowance is used up,
 reading waits. Small requests (under a TPM limit the embedder asks for slices of it) leave
 room for many of them, so the next minute's work is ready when the budget opens again.
 
@@ -54,8 +49,7 @@ records the new state only once it has completed.
 Errors propagate: the first failure cancels and awaits every other task, and is raised as
 itself (not wrapped in an ``ExceptionGroup``). Whatever was written before it is valid
 (points are written only with their vectors, ids are deterministic), and the next run
-re-embeds whatever is missing or stale (including answered vectors not yet written), so runs
-converge.
+re-embeds whatever is missing or stale, so runs converge.
 """
 
 from __future__ import annotations
@@ -80,7 +74,7 @@ from etl_assets.core.embeddings.base import (
 from etl_assets.core.progress import Progress
 from etl_assets.core.records import EntitySpec, jsonable
 from etl_assets.core.sparse import DENSE_VECTOR, SPARSE_VECTOR, document_vector
-from etl_assets.core.vectorstore import Collection, ExistingPoint, VectorCollection, new_point, point_id
+from etl_assets.core.vectorstore import UPSERT_MAX_POINTS, Collection, ExistingPoint, VectorCollection, point_id
 
 log = logging.getLogger(__name__)
 
@@ -354,10 +348,6 @@ class _Sync:
         # points are written once every batch has finished (see write_rechunked).
         self.rechunked: dict[str, _Rechunked] = {}
         self.row_filters: dict[str, tuple[str, str]] = {}  # indexed and recorded in this run
-        # On the embedded engine, answered chunks with their vectors, gathered into calls of
-        # ``upsert_points`` (see step 5).
-        self.gather = collection.embedded
-        self.answered: list[tuple[PlannedChunk, Any]] = []
 
     # -- 1. read -------------------------------------------------------------------------
 
@@ -539,35 +529,25 @@ class _Sync:
                 for ext in dict.fromkeys(batch[i].payload["external_id"] for i in refused):
                     if ext not in self.rechunked:  # another batch may have refused a chunk of it first
                         await self._rechunk(ext)
-            # The refused chunks' rows are cut again (and written by write_rechunked): theirs are
-            # dropped here, and again when written, since a row may be cut again in between.
-            answered = [(c, vectors[i]) for i, c in enumerate(batch) if c.payload["external_id"] not in self.rechunked]
-            if not self.gather:
-                for start in range(0, len(answered), self.upsert_points):
-                    await self.write(answered[start : start + self.upsert_points])
-                return
-            self.answered += answered
-            while len(self.answered) >= self.upsert_points:
-                part, self.answered = self.answered[: self.upsert_points], self.answered[self.upsert_points :]
-                await self.write(part)
+            async with self.upserting:
+                for start in range(0, len(batch), self.upsert_points):
+                    # Checked per part: a row may be cut again while an earlier part is written.
+                    part = [
+                        (c, vectors[start + i])
+                        for i, c in enumerate(batch[start : start + self.upsert_points])
+                        if c.payload["external_id"] not in self.rechunked
+                    ]
+                    if not part:
+                        continue
+                    points = [
+                        models.PointStruct(id=c.id, vector=point_vectors(_as_list(v), c), payload=c.payload)
+                        for c, v in part
+                    ]
+                    await self.collection.upsert(points)
+                    self.result.points_upserted += len(points)
+                    self._written([c for c, _ in part])
         finally:
             await self.alive.release(len(packed), tokens)
-
-    async def write_answered(self) -> None:
-        """Write what the last requests answered, short of a full call (after every batch finished)."""
-        part, self.answered = self.answered, []
-        await self.write(part)
-
-    async def write(self, answered: list[tuple[PlannedChunk, Any]]) -> None:
-        async with self.upserting:
-            # Checked when written: a row may be cut again while its chunks wait or an earlier write runs.
-            part = [(c, v) for c, v in answered if c.payload["external_id"] not in self.rechunked]
-            if not part:
-                return
-            points = [new_point(c.id, point_vectors(_as_list(v), c), c.payload) for c, v in part]
-            await self.collection.upsert(points)
-            self.result.points_upserted += len(points)
-            self._written([c for c, _ in part])
 
     async def _embed(self, chunks: list[PlannedChunk]) -> tuple[Any, set[int]]:
         """Vectors for ``chunks``, and the positions of those the provider refused as too large."""
@@ -614,7 +594,7 @@ class _Sync:
         """Write the rows cut again (see :meth:`_rechunk`), and drop chunks of theirs the new cut has no use for."""
         for ext, redo in self.rechunked.items():
             points = [
-                new_point(c.id, point_vectors(_as_list(v), c), c.payload)
+                models.PointStruct(id=c.id, vector=point_vectors(_as_list(v), c), payload=c.payload)
                 for c, v in zip(redo.chunks, redo.vectors, strict=True)
             ]
             for start in range(0, len(points), self.upsert_points):
@@ -782,7 +762,7 @@ async def sync_vectors(
     max_batch_inputs: int | None = None,
     max_batch_tokens: int | None = None,
     max_chunk_tokens: int | None = None,
-    upsert_batch_points: int | None = None,
+    upsert_batch_points: int = UPSERT_MAX_POINTS,
     prefetch_pages: int = 2,
     fingerprint: Callable[[], str] | None = None,
     progress: Callable[[Progress], None] | None = None,
@@ -795,8 +775,7 @@ async def sync_vectors(
     loop and overlap embedding. ``live_ids`` answers which of a list of external ids are
     live rows (for the orphan sweep). ``fingerprint`` (optional, called in a worker
     thread) returns a digest of the live rows' ids and row hashes; see the module
-    docstring. ``upsert_batch_points`` (default: the collection's ``upsert_points``) is the
-    most points per write (see step 5 there).
+    docstring.
 
     ``progress`` (e.g. a :class:`~etl_assets.core.progress.ProgressLog`) is told, after each
     page compared and each batch written, how many rows have all their points in place;
@@ -827,7 +806,7 @@ async def sync_vectors(
             max_batch_inputs=max_batch_inputs,
             max_batch_tokens=max_batch_tokens,
             chunk_tokens=chunk_tokens,
-            upsert_points=max(1, upsert_batch_points or collection.upsert_points),
+            upsert_points=max(1, upsert_batch_points),
             **extra,
         )
 
@@ -869,7 +848,6 @@ async def sync_vectors(
         # The failing task's own exception, raised outside the handler so that its cause and
         # context (e.g. the transport error under a qdrant-client exception) stay as they were.
         raise failure
-    await sync.write_answered()  # before the rows cut again: no stale write lands after their points
     await sync.write_rechunked()
     learned = _lowest_of(recorded, getattr(embedder, "learned_input_tokens", None))
     if learned is not None and learned != recorded:
