@@ -288,6 +288,14 @@ class DiscardingSink:
         self.name = name
         self.upserted = 0
 
+    embedded = False  # written as a Qdrant server is
+
+    @property
+    def upsert_points(self) -> int:  # in a Qdrant server's request sizes
+        from etl_assets.core.vectorstore import UPSERT_MAX_POINTS
+
+        return UPSERT_MAX_POINTS
+
     async def ensure(self, *, model: str, dimensions: int, indexes: dict[str, str] | None = None) -> bool:
         return True
 

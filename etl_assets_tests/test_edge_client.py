@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from qdrant_client import AsyncQdrantClient, models
 
+from etl_assets.core import edge_client
 from etl_assets.core.edge_client import (
     STORE_FILE,
     EdgeQdrantClient,
@@ -494,3 +495,40 @@ def test_equal_fused_scores_keep_one_order_the_first_legs(tmp_path: Path) -> Non
     assert len(rrf_scores) > len(set(rrf_scores)), "the scenario must have ties"
     for fused_edge, fused_local in zip(edge, local, strict=True):
         assert fused_edge == fused_local  # ids, scores and payloads, in the same order
+
+
+def test_a_writer_indexes_as_it_goes_and_keeps_its_segments_apart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every INDEX_EVERY_BYTES of dense vectors written, the writer builds the index of what it wrote
+    (not only at close), and the optimizer does not merge those segments back into one."""
+    dim, step = 1024, 2_700  # 2,700 points of 1,024 dimensions: 11 MB, above Edge's 10 MB indexing threshold
+    monkeypatch.setattr(edge_client, "INDEX_EVERY_BYTES", step * dim * 4)
+    monkeypatch.setattr(edge_client, "MAX_SEGMENT_KB", step * dim * 4 // 1024)
+    rng = random.Random(3)
+    vectors = [[rng.gauss(0, 1) for _ in range(dim)] for _ in range(2 * step)]
+
+    async def go() -> tuple[models.CollectionInfo, list[Any], int]:
+        client = EdgeQdrantClient(tmp_path / "store")
+        try:
+            await client.create_collection(
+                NAME, vectors_config={DENSE_VECTOR: models.VectorParams(size=dim, distance=models.Distance.COSINE)}
+            )
+            for start in range(0, len(vectors), 900):
+                points = [
+                    models.PointStruct(id=i + 1, vector={DENSE_VECTOR: vectors[i]}, payload={"i": i})
+                    for i in range(start, start + 900)
+                ]
+                await client.upsert(NAME, points=points)
+            info = await client.get_collection(NAME)  # before close: built as it wrote
+            hits = await client.query_points(NAME, query=vectors[4_321], using=DENSE_VECTOR, limit=1, with_payload=True)
+            return info, hits.points, (await client.count(NAME)).count
+        finally:
+            await client.close()
+
+    with caplog.at_level("INFO", logger="etl_assets.core.edge_client"):
+        info, hits, count = asyncio.run(go())
+    assert count == info.indexed_vectors_count == 2 * step  # built when 2,700 and 5,400 points were written
+    assert info.segments_count == 3  # two built segments, not merged into one, and the one new points go to
+    assert hits[0].payload == {"i": 4_321}
+    assert sum("embedded Qdrant: indexed client_t_issues" in r.message for r in caplog.records) == 2

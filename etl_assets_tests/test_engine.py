@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from qdrant_client import AsyncQdrantClient, models
 
+from etl_assets.core.edge_client import EdgeQdrantClient
 from etl_assets.core.embeddings.base import EmbeddingError, EmbeddingStats
 from etl_assets.core.embeddings.factory import EmbeddingConfigError, EmbeddingSettings, open_embedder
 from etl_assets.core.embeddings.openai_provider import DEFAULT_BATCH_TOKENS, open_openai_embedder
@@ -32,7 +33,13 @@ from etl_assets.core.embeddings.ratelimit import (
 from etl_assets.core.embeddings.tokens import cl100k
 from etl_assets.core.http import parse_retry_after
 from etl_assets.core.sources.jira.specs import ISSUES
-from etl_assets.core.vectorstore import Collection, point_id, upsert_batches
+from etl_assets.core.vectorstore import (
+    EDGE_UPSERT_MAX_POINTS,
+    UPSERT_MAX_POINTS,
+    Collection,
+    point_id,
+    upsert_batches,
+)
 from etl_assets.core.vectorsync import Packer, PlannedChunk, content_hash, row_text, sync_vectors
 from etl_assets.fakes.loopback import Fault, Request
 from etl_assets.fakes.openai_server import FakeEmbeddings, fake_vector
@@ -265,6 +272,8 @@ def test_upserts_are_cut_by_point_count_and_bytes():
     assert sizes == [256, 256, 256, 232]
     sizes = [len(b) for b in upsert_batches(points, max_points=1000, max_bytes=50_000)]
     assert max(sizes) * (1200 + 500) <= 50_000 + 2000 and sum(sizes) == 1000
+    sizes = [len(b) for b in upsert_batches(points, max_points=300, max_bytes=None)]  # the embedded engine's
+    assert sizes == [300, 300, 300, 100]
 
 
 # -- the provider against the loopback fake, through the real AsyncOpenAI client ---------------------
@@ -878,3 +887,59 @@ def test_a_request_packed_before_a_limit_was_learned_is_sliced_before_it_is_sent
     cap = sum(counts) * share // TPM_REQUEST_SHARE
     assert array.shape == (8, DIMS) and not refused and len(bodies) > 1 and stats.rate_limited == 0
     assert all(sum(exact_tokens(t) for t in b["input"]) <= cap for b in bodies)
+
+
+@pytest.mark.parametrize(
+    ("engine", "slow"), [("edge", "writer"), ("local", "writer"), ("edge", "embedder"), ("local", "embedder")]
+)
+def test_answered_requests_are_written_by_group_commit(fake, tmp_path, engine, slow):
+    """A writer takes everything answered since the last write, in calls of at most the engine's write
+    size (4,096 points on Qdrant Edge, 256 on local mode and a server; 60 here when asked). While the
+    writer is the bottleneck its writes grow past one request; while the embedder is, each request is
+    written as it is answered, so a run stopped midway has written what was answered before it.
+    Either way every row converges."""
+    table = Table([issue_row(i) for i in range(300)])
+    calls: list[int] = []
+    base: type[AsyncQdrantClient] = EdgeQdrantClient if engine == "edge" else AsyncQdrantClient
+
+    class Recording(base):  # type: ignore[valid-type,misc]
+        async def upsert(self, collection_name: str, points: Any, **kwargs: Any) -> Any:
+            calls.append(len(points))
+            if slow == "writer":  # long enough for the requests alive to be answered meanwhile
+                await asyncio.sleep(0.5)
+            return await super().upsert(collection_name, points, **kwargs)
+
+    async def go():
+        client = Recording(tmp_path / "store") if engine == "edge" else Recording(location=":memory:")
+        try:
+            collection = Collection(client, "client_t_issues", "t", "issues", local=True)
+            async with embedder_for(fake) as embedder:
+                result = await sync_vectors(
+                    spec=ISSUES,
+                    tenant_id="t",
+                    pages=table.pages,
+                    live_ids=table.live_ids,
+                    embedder=embedder,
+                    collection=collection,
+                    max_batch_inputs=25,
+                    concurrency=4 if slow == "writer" else 1,
+                    upsert_batch_points=60 if slow == "writer" else None,
+                )
+            points, _ = await client.scroll("client_t_issues", limit=10_000, with_payload=True, with_vectors=True)
+            return collection.upsert_points, result, points
+        finally:
+            await client.close()
+
+    if slow == "embedder":
+        fake.latency_s = 0.1
+    try:
+        size, result, points = asyncio.run(go())
+    finally:
+        fake.latency_s = 0.0
+    assert size == (EDGE_UPSERT_MAX_POINTS if engine == "edge" else UPSERT_MAX_POINTS)
+    assert result.embedding_batches == 12 and result.points_upserted == 300 and sum(calls) == 300
+    if slow == "writer":
+        assert max(calls) == 60 and len(calls) < 12, calls  # gathered, and cut at the size asked
+    else:
+        assert calls == [25] * 12  # one write per request, as it was answered
+    converged(points, table)

@@ -16,6 +16,10 @@ Layout of a store folder (one writer at a time: ``open_qdrant`` holds a file loc
 
 Edge calls release the GIL; the ones that touch a shard run in a worker thread
 (``asyncio.to_thread``) so a long upsert, optimize or close never stalls the step's loop.
+
+Edge builds its indexes (HNSW) only when asked. The client that writes asks as it goes, each
+time ``INDEX_EVERY_BYTES`` of dense vectors were written since the last build, and once more
+when it closes; see ``INDEX_EVERY_BYTES`` for why not only at close.
 """
 
 from __future__ import annotations
@@ -52,6 +56,19 @@ STORE_FORMAT = "qdrant-edge"
 STORE_VERSION = 1
 # Qdrant's own default for Reciprocal Rank Fusion (the server and qdrant-client's local mode).
 RRF_DEFAULT_K = 2
+# A writer indexes what it wrote each time this much of dense vectors (4 bytes a dimension) has
+# been written since its last build. Left to the close, a large first sync builds one segment of
+# all its points at once, and the build holds the unindexed segment (Edge maps its vectors twice),
+# the new segment and the graph together: the writer of 200,000 points of 384 dimensions peaked
+# at 1.75 GB. A build of at most this much peaks at about 3x it above what the open store maps,
+# whatever the collection's size; the cost is one segment per this much (five at 200,000 points
+# of 384 dimensions), which a search visits in turn, and Edge's indexing threshold (10 MB) keeps
+# small writers from indexing before their close.
+INDEX_EVERY_BYTES = 64 * 1024 * 1024
+# Edge's optimizer merges segments down to about one per CPU by default, which would rebuild the
+# graph of all of them at once (the peak above, every time): no merged segment may exceed one
+# indexing step (``max_segment_size`` counts KB of vectors); small leftovers still merge.
+MAX_SEGMENT_KB = INDEX_EVERY_BYTES // 1024
 # Call arguments that mean nothing in-process (there is no network, replica or shard key).
 _IGNORED = {"wait", "ordering", "timeout", "consistency", "grpc_grace"}
 _INVALID_NAME_CHARS = set('<>:"/\\|?*\0\u0000')
@@ -116,7 +133,12 @@ def _edge_config(vectors: Any, sparse: Mapping[str, models.SparseVectorParams] |
     return qe.EdgeConfig(
         vectors=dense,
         sparse_vectors={name: _sparse_params(p) for name, p in (sparse or {}).items()},
+        optimizers=_optimizers(),
     )
+
+
+def _optimizers() -> qe.EdgeOptimizersConfig:
+    return qe.EdgeOptimizersConfig(max_segment_size=MAX_SEGMENT_KB)
 
 
 def _point_id(value: Any) -> Any:
@@ -335,11 +357,43 @@ def _vectors_out(value: Any) -> Any:
 class _Collection:
     """One collection: its qdrant-client config (persisted as JSON) and its open Edge shard."""
 
-    def __init__(self, folder: Path, config: dict[str, Any], shard: qe.EdgeShard) -> None:
+    def __init__(self, folder: Path, config: dict[str, Any], shard: qe.EdgeShard | None) -> None:
         self.folder = folder
         self.config = config
-        self.shard = shard
+        self.shard = cast(qe.EdgeShard, shard)  # None only while the caller loads it
         self.written = False
+        self.unindexed_bytes = 0  # dense vectors written since this client's last build
+        self.counting = threading.Lock()  # writes run in several worker threads
+        self.building = threading.Lock()  # one build at a time (writes go on meanwhile)
+        self.indexing_s = 0.0
+
+    @property
+    def point_bytes(self) -> int:
+        """Bytes of dense vectors in one point (float32)."""
+        raw = self.config.get("vectors") or {}
+        params = [raw] if "size" in raw else list(raw.values())
+        return 4 * sum(int(p["size"]) for p in params)
+
+    def wrote(self, points: int) -> bool:
+        """Count ``points`` written; True when an index build is due (the count starts again)."""
+        with self.counting:
+            self.written = True
+            self.unindexed_bytes += points * self.point_bytes
+            if self.unindexed_bytes < INDEX_EVERY_BYTES:
+                return False
+            self.unindexed_bytes = 0
+            return True
+
+    def index(self) -> bool:
+        """Build the indexes of what was written; True if Edge had anything to build."""
+        with self.building:
+            started = time.monotonic()
+            built = self.shard.optimize()
+            if built:
+                # Edge keeps the segments a build replaced (and their mapped pages) until a flush.
+                self.shard.flush()
+            self.indexing_s += time.monotonic() - started
+            return built
 
     @property
     def vectors(self) -> models.VectorParams | dict[str, models.VectorParams]:
@@ -432,7 +486,10 @@ class EdgeQdrantClient(AsyncQdrantClient):
             if col is None:
                 folder = self._root / COLLECTIONS_DIR / real
                 config = json.loads((folder / CONFIG_FILE).read_text())
-                col = _Collection(folder, config, qe.EdgeShard.load(str(folder / SHARD_DIR)))
+                col = _Collection(folder, config, None)
+                # With the config it was created with (checked against the segments by Edge), and
+                # MAX_SEGMENT_KB, which a store created before it gets this way.
+                col.shard = qe.EdgeShard.load(str(folder / SHARD_DIR), _edge_config(col.vectors, col.sparse_vectors))
                 self._open[real] = col
             return col
 
@@ -812,12 +869,17 @@ class EdgeQdrantClient(AsyncQdrantClient):
             models.UpdateMode.UPDATE_ONLY: qe.UpdateMode.UpdateOnly,
         }[update_mode]
         condition = _filter(update_filter)
-        # The points are converted in the worker thread too (about 20 us each): a 256-point batch
-        # would otherwise hold the step's event loop for several milliseconds.
-        return await self._update(
-            collection_name,
-            lambda _c: qe.UpdateOperation.upsert_points([_edge_point(p) for p in structs], condition, mode),
-        )
+
+        # The points are converted in the worker thread too (about 100 us each with a payload of
+        # ten fields): a batch would otherwise hold the step's event loop that long.
+        def work() -> None:
+            col = self._collection(collection_name)
+            col.shard.update(qe.UpdateOperation.upsert_points([_edge_point(p) for p in structs], condition, mode))
+            if col.wrote(len(structs)):
+                self._index(collection_name, col)
+
+        await self._run(work)
+        return models.UpdateResult(operation_id=0, status=models.UpdateStatus.COMPLETED)
 
     async def update_vectors(
         self,
@@ -1322,7 +1384,19 @@ class EdgeQdrantClient(AsyncQdrantClient):
 
     async def optimize(self, collection_name: str) -> bool:
         """Build the HNSW and payload indexes of what was written since (Edge does not do it on its own)."""
-        return await self._run(lambda: self._collection(collection_name).shard.optimize())
+        return await self._run(lambda: self._index(collection_name, self._collection(collection_name)))
+
+    def indexing_seconds(self, collection_name: str) -> float:
+        """Time this client has spent building the collection's indexes (as it wrote and on ``optimize``)."""
+        return self._collection(collection_name).indexing_s
+
+    @staticmethod
+    def _index(name: str, col: _Collection) -> bool:
+        started = time.monotonic()
+        built = col.index()
+        if built:
+            log.info("embedded Qdrant: indexed %s in %.1fs", name, time.monotonic() - started)
+        return built
 
     async def close(self, grpc_grace: float | None = None, **kwargs: Any) -> None:
         """Index what this client wrote, flush and close every shard, in a worker thread."""
@@ -1364,9 +1438,7 @@ def _close_all(opened: list[tuple[str, _Collection]]) -> None:
             stack.callback(col.shard.close)
         for name, col in opened:
             if col.written:
-                started = time.monotonic()
-                if col.shard.optimize():
-                    log.info("embedded Qdrant: indexed %s in %.1fs", name, time.monotonic() - started)
+                EdgeQdrantClient._index(name, col)
             col.shard.flush()
 
 

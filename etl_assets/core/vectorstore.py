@@ -38,6 +38,13 @@ SCHEMA_VERSION = 1
 # stay near 5 MB and the byte budget is the backstop for larger vectors or payloads.
 UPSERT_MAX_POINTS = 256
 UPSERT_MAX_BYTES = 16 * 1024 * 1024
+# The embedded engine (Qdrant Edge, in-process) has no request to size: a write is one call
+# into the engine, and what it costs per call (a hop to a worker thread and back, which a busy
+# machine makes wait for the scheduler twice, and the engine's per-call work) is paid per call,
+# not per point. Its writes are 16x larger, with no byte budget (estimating it costs a few
+# microseconds a point); the cap bounds what one write holds converted at once (Edge's copy of
+# the points, about 3 KB each at 384 dimensions) and what the vector step writes at once.
+EDGE_UPSERT_MAX_POINTS = 4096
 DELETE_MAX_IDS = 1000
 RETRIEVE_MAX_IDS = 1000
 # Collection metadata key under which the engine records the state it last completed.
@@ -176,6 +183,16 @@ class VectorCollection(Protocol):
 
     name: str
 
+    @property
+    def upsert_points(self) -> int:
+        """Most points per :meth:`upsert` call the vector engine makes."""
+        ...
+
+    @property
+    def embedded(self) -> bool:
+        """The store runs in this process: a write is a call into the engine, not a request."""
+        ...
+
     async def ensure(self, *, model: str, dimensions: int, indexes: dict[str, str] | None = None) -> bool: ...
 
     async def existing(self, ids: Sequence[str]) -> dict[str, ExistingPoint]: ...
@@ -222,10 +239,25 @@ def _approx_bytes(point: models.PointStruct) -> int:
     return 12 * floats + strings + 32 * len(payload) + 64
 
 
+def new_point(point_id_: models.ExtendedPointId, vector: Any, payload: dict[str, Any]) -> models.PointStruct:
+    """A point whose parts this project built: a string or integer id, vectors as lists of floats (and
+    ``SparseVector`` models), a JSON-ready payload. They are already what qdrant-client's model holds,
+    so pydantic's validation is skipped: it costs more per point than Qdrant Edge's own conversion
+    (it checks every float of the vector), and a server validates the request anyway."""
+    return models.PointStruct.model_construct(id=point_id_, vector=vector, payload=payload)
+
+
 def upsert_batches(
-    points: Sequence[models.PointStruct], *, max_points: int = UPSERT_MAX_POINTS, max_bytes: int = UPSERT_MAX_BYTES
+    points: Sequence[models.PointStruct],
+    *,
+    max_points: int = UPSERT_MAX_POINTS,
+    max_bytes: int | None = UPSERT_MAX_BYTES,
 ) -> Iterator[list[models.PointStruct]]:
-    """Consecutive slices of ``points``, each within the point count and approximate byte budget."""
+    """Consecutive slices of ``points``, each within the point count and approximate byte budget (if any)."""
+    if max_bytes is None:
+        for start in range(0, len(points), max_points):
+            yield list(points[start : start + max_points])
+        return
     batch: list[models.PointStruct] = []
     size = 0
     for point in points:
@@ -248,6 +280,16 @@ class Collection:
     tenant_id: str
     entity: str
     local: bool = False
+
+    @property
+    def embedded(self) -> bool:
+        """Qdrant Edge in this process: writes are calls into the engine, not requests."""
+        return isinstance(self.client, EdgeQdrantClient)
+
+    @property
+    def upsert_points(self) -> int:
+        """Points per write: a server's request-size cap, or the embedded engine's larger calls."""
+        return EDGE_UPSERT_MAX_POINTS if self.embedded else UPSERT_MAX_POINTS
 
     async def ensure(self, *, model: str, dimensions: int, indexes: dict[str, str] | None = None) -> bool:
         """Create the collection if needed; refuse one built with another model. True if created.
@@ -507,8 +549,10 @@ class Collection:
         return sum(len(ids) for ids in lists.values())
 
     async def upsert(self, points: list[models.PointStruct]) -> None:
-        """Write ``points`` in requests sized for Qdrant's API (see ``UPSERT_MAX_*``)."""
-        for batch in upsert_batches(points):
+        """Write ``points`` in requests sized for Qdrant's API (``UPSERT_MAX_*``), or in the embedded
+        engine's larger calls (``EDGE_UPSERT_MAX_POINTS``)."""
+        max_bytes = None if self.embedded else UPSERT_MAX_BYTES
+        for batch in upsert_batches(points, max_points=self.upsert_points, max_bytes=max_bytes):
             await self.client.upsert(self.name, points=batch, wait=True)
 
     async def delete_ids(self, ids: Iterable[str], *, batch: int = DELETE_MAX_IDS) -> int:

@@ -14,12 +14,17 @@ memory by the table step), a bounded page at a time. The work is a pipeline:
    ``max_batch_inputs`` inputs and ``max_batch_tokens`` tokens (read from the embedder
    each time, since it lowers its token cap once the server announces a TPM limit), and
    up to ``concurrency`` requests are in flight.
-5. **Upsert**: each answered request is written to the collection in API-sized batches
-   while the next requests are in flight.
+5. **Upsert**: answered chunks are written while the next requests are in flight, by group
+   commit: a writer takes everything answered since the last write, in calls of at most the
+   collection's ``upsert_points`` (256 for a Qdrant server's requests; 4,096 for the embedded
+   engine, Qdrant Edge, which pays per call, not per point). Writes grow only while the writer
+   is the bottleneck; while the embedder is, each answer is written as it comes, so a run
+   stopped or killed midway has written what was answered before it.
 
 Memory is bounded by the page size and by what the batches alive (packed, in flight, or
 answered and not yet written) may hold together: ``2 * concurrency`` full requests' worth of
-inputs (which become vectors) and of tokens (texts). It never grows with the tenant's size: when the allowance is used up,
+inputs (which become vectors) and of tokens (texts), plus at most one write's worth of answered
+vectors whose request has finished. It never grows with the tenant's size: when the allowance is used up,
 reading waits. Small requests (under a TPM limit the embedder asks for slices of it) leave
 room for many of them, so the next minute's work is ready when the budget opens again.
 
@@ -49,7 +54,8 @@ records the new state only once it has completed.
 Errors propagate: the first failure cancels and awaits every other task, and is raised as
 itself (not wrapped in an ``ExceptionGroup``). Whatever was written before it is valid
 (points are written only with their vectors, ids are deterministic), and the next run
-re-embeds whatever is missing or stale, so runs converge.
+re-embeds whatever is missing or stale (including answered vectors not yet written), so runs
+converge.
 """
 
 from __future__ import annotations
@@ -74,7 +80,7 @@ from etl_assets.core.embeddings.base import (
 from etl_assets.core.progress import Progress
 from etl_assets.core.records import EntitySpec, jsonable
 from etl_assets.core.sparse import DENSE_VECTOR, SPARSE_VECTOR, document_vector
-from etl_assets.core.vectorstore import UPSERT_MAX_POINTS, Collection, ExistingPoint, VectorCollection, point_id
+from etl_assets.core.vectorstore import Collection, ExistingPoint, VectorCollection, new_point, point_id
 
 log = logging.getLogger(__name__)
 
@@ -348,6 +354,8 @@ class _Sync:
         # points are written once every batch has finished (see write_rechunked).
         self.rechunked: dict[str, _Rechunked] = {}
         self.row_filters: dict[str, tuple[str, str]] = {}  # indexed and recorded in this run
+        # Answered chunks with their vectors, not yet taken by a writer (see step 5).
+        self.answered: list[tuple[PlannedChunk, Any]] = []
 
     # -- 1. read -------------------------------------------------------------------------
 
@@ -529,25 +537,37 @@ class _Sync:
                 for ext in dict.fromkeys(batch[i].payload["external_id"] for i in refused):
                     if ext not in self.rechunked:  # another batch may have refused a chunk of it first
                         await self._rechunk(ext)
-            async with self.upserting:
-                for start in range(0, len(batch), self.upsert_points):
-                    # Checked per part: a row may be cut again while an earlier part is written.
-                    part = [
-                        (c, vectors[start + i])
-                        for i, c in enumerate(batch[start : start + self.upsert_points])
-                        if c.payload["external_id"] not in self.rechunked
-                    ]
-                    if not part:
-                        continue
-                    points = [
-                        models.PointStruct(id=c.id, vector=point_vectors(_as_list(v), c), payload=c.payload)
-                        for c, v in part
-                    ]
-                    await self.collection.upsert(points)
-                    self.result.points_upserted += len(points)
-                    self._written([c for c, _ in part])
+            # The refused chunks' rows are cut again (and written by write_rechunked): theirs are
+            # dropped here, and again when written, since a row may be cut again in between.
+            self.answered += [
+                (c, vectors[i]) for i, c in enumerate(batch) if c.payload["external_id"] not in self.rechunked
+            ]
+            await self.write_answered()
         finally:
             await self.alive.release(len(packed), tokens)
+
+    async def write_answered(self) -> None:
+        """Write every answered chunk waiting, in calls of at most ``upsert_points`` (group commit).
+
+        Whoever gets a writer's slot takes what all requests answered meanwhile, so writes grow only
+        while the writer is the bottleneck (on the embedded engine, up to 4,096 points a call, which
+        costs per call, not per point) and stay one request's size while the embedder is: a run
+        stopped or killed loses at most what was answered and not yet written, never more than
+        the requests in flight and one write."""
+        async with self.upserting:
+            while self.answered:
+                part, self.answered = self.answered[: self.upsert_points], self.answered[self.upsert_points :]
+                await self.write(part)
+
+    async def write(self, answered: list[tuple[PlannedChunk, Any]]) -> None:
+        # Checked when written: a row may be cut again while its chunks wait or an earlier write runs.
+        part = [(c, v) for c, v in answered if c.payload["external_id"] not in self.rechunked]
+        if not part:
+            return
+        points = [new_point(c.id, point_vectors(_as_list(v), c), c.payload) for c, v in part]
+        await self.collection.upsert(points)
+        self.result.points_upserted += len(points)
+        self._written([c for c, _ in part])
 
     async def _embed(self, chunks: list[PlannedChunk]) -> tuple[Any, set[int]]:
         """Vectors for ``chunks``, and the positions of those the provider refused as too large."""
@@ -594,7 +614,7 @@ class _Sync:
         """Write the rows cut again (see :meth:`_rechunk`), and drop chunks of theirs the new cut has no use for."""
         for ext, redo in self.rechunked.items():
             points = [
-                models.PointStruct(id=c.id, vector=point_vectors(_as_list(v), c), payload=c.payload)
+                new_point(c.id, point_vectors(_as_list(v), c), c.payload)
                 for c, v in zip(redo.chunks, redo.vectors, strict=True)
             ]
             for start in range(0, len(points), self.upsert_points):
@@ -762,7 +782,7 @@ async def sync_vectors(
     max_batch_inputs: int | None = None,
     max_batch_tokens: int | None = None,
     max_chunk_tokens: int | None = None,
-    upsert_batch_points: int = UPSERT_MAX_POINTS,
+    upsert_batch_points: int | None = None,
     prefetch_pages: int = 2,
     fingerprint: Callable[[], str] | None = None,
     progress: Callable[[Progress], None] | None = None,
@@ -775,7 +795,8 @@ async def sync_vectors(
     loop and overlap embedding. ``live_ids`` answers which of a list of external ids are
     live rows (for the orphan sweep). ``fingerprint`` (optional, called in a worker
     thread) returns a digest of the live rows' ids and row hashes; see the module
-    docstring.
+    docstring. ``upsert_batch_points`` (default: the collection's ``upsert_points``) is the
+    most points per write (see step 5 there).
 
     ``progress`` (e.g. a :class:`~etl_assets.core.progress.ProgressLog`) is told, after each
     page compared and each batch written, how many rows have all their points in place;
@@ -806,7 +827,7 @@ async def sync_vectors(
             max_batch_inputs=max_batch_inputs,
             max_batch_tokens=max_batch_tokens,
             chunk_tokens=chunk_tokens,
-            upsert_points=max(1, upsert_batch_points),
+            upsert_points=max(1, upsert_batch_points or collection.upsert_points),
             **extra,
         )
 
@@ -848,6 +869,7 @@ async def sync_vectors(
         # The failing task's own exception, raised outside the handler so that its cause and
         # context (e.g. the transport error under a qdrant-client exception) stay as they were.
         raise failure
+    await sync.write_answered()  # normally empty: every request's task writes before it ends
     await sync.write_rechunked()
     learned = _lowest_of(recorded, getattr(embedder, "learned_input_tokens", None))
     if learned is not None and learned != recorded:
