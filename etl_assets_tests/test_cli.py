@@ -292,8 +292,12 @@ def test_the_demo_prints_a_line_per_step_and_the_table(demo):
     steps = re.findall(r"^tenant 2  (\S+)\s+✓\s+[\d.]+s  \d+ (?:records|rows|points)", done.stdout, re.M)
     expected = {key.to_user_string() for spec in CATALOGUE for key in asset_keys(spec)}
     assert sorted(steps) == sorted(expected)
+    for noise in ("Event loop is closed", "Task exception was never retrieved", "Traceback"):
+        assert noise not in done.stdout, noise
     table = re.findall(r"^2\s+(\w+)\s+(\d+)\s+(\d+)\s+client_2_\w+$", done.stdout, re.M)
     assert [entity for entity, *_ in table] == [spec.name for spec in CATALOGUE]
+    for entity, live, points in table:
+        assert int(live) > 0 and int(points) >= int(live), (entity, live, points)  # long issues: chunks
     # One screen: the steps, the closing table and a few lines around them.
     assert len(lines) <= len(steps) + len(table) + 10, done.stdout
 
@@ -312,6 +316,8 @@ def test_search_after_the_demo_prints_a_header_and_the_hits(demo):
     # at most -k hits; fewer when the rest are no good match (calibrated thresholds, README "Hybrid retrieval")
     assert 1 + 1 <= len(lines) <= 1 + 3, lines
     assert all(re.match(r"^\d+\.\d{3}  \S+", line) for line in lines[1:]), lines
+    # each about signing in (the local model, as the demo indexed with it)
+    assert all(re.search(r"(?i)password|sign.?in|log.?in", line) for line in lines[1:]), lines
 
 
 @pytest.mark.slow

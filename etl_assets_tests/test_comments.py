@@ -140,27 +140,6 @@ def test_comment_page_failing_mid_way_keeps_the_rest_and_the_next_run_converges(
     assert sum(1 for p in comment_points(env) if p.payload["key"] == issue["key"]) == 230
 
 
-@pytest.mark.slow
-def test_local_model_finds_issues_by_what_only_their_comments_say():
-    """Comment-only queries of the sample site, recall@5 with the local model (HF_HUB_OFFLINE=1)."""
-    import asyncio
-
-    from etl_assets.core.embeddings.local_provider import LocalEmbedder
-    from etl_assets.core.evaluation import evaluate_documents
-    from etl_assets.core.sources.jira.sample import generate_sample_site
-    from etl_assets.core.sources.jira.sample.documents import document_queries
-
-    site = generate_sample_site()
-    queries = document_queries(site)
-    assert len(queries) >= 8
-    # The facts are in no issue's own text: only the comments can answer.
-    for fact, keys in site.comment_facts.items():
-        for key in keys:
-            assert fact[:40] not in ISSUES.text(ISSUES.parse(site.issue(key)))
-    report = asyncio.run(evaluate_documents(ISSUES, site.issues, queries, LocalEmbedder(), k=5))
-    assert report.recall_at_k >= 0.8, report.as_dict()
-
-
 def _doc(text: str, depth: int = 1) -> dict:
     node: dict = {"type": "paragraph", "content": [{"type": "text", "text": text}]}
     for _ in range(depth - 1):
