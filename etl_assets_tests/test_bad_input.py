@@ -38,6 +38,9 @@ from etl_assets.core.store.db import make_engine
 from etl_assets.fakes.loopback import Request, Response
 from etl_assets_tests.convergence import assert_converged, failure_texts, materialize
 
+# About the database itself: every backend runs it, even when the test matrix is split (conftest.py).
+pytestmark = pytest.mark.both_backends
+
 PARSERS = {"projects": parse_project, "wits": parse_wit, "statuses": parse_status, "issues": parse_issue}
 
 # -- what parsers may return ----------------------------------------------------------------------

@@ -21,6 +21,9 @@ from etl_assets.core.vectorstore import open_qdrant, point_id
 from etl_assets.fakes.openai_server import fake_vector
 from etl_assets_tests.convergence import convergence_problems
 
+# About the database itself: every backend runs it, even when the test matrix is split (conftest.py).
+pytestmark = pytest.mark.both_backends
+
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "crash_consistency.py"
 # Raw landing, the table transaction, an embedding in flight (update), an upsert in flight;
 # Qdrant local and server. The script itself runs them all, and many more.

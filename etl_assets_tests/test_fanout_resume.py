@@ -23,6 +23,9 @@ from etl_assets.defs.resources import SourceResource
 from etl_assets.fakes.loopback import Fault
 from etl_assets_tests.convergence import assert_converged, convergence_problems, materialize
 
+# About the database itself: every backend runs it, even when the test matrix is split (conftest.py).
+pytestmark = pytest.mark.both_backends
+
 BULK = "/rest/api/3/issue/bulkfetch"
 CONCURRENCY = 2
 

@@ -39,7 +39,12 @@ VECTOR_STEPS = {f"vectors__{s.name}_vectors" for s in CATALOGUE}
 TABLE_STEPS = {f"tables__{s.name}_table" for s in CATALOGUE if s.parent is None}  # children: their parent's step
 DB_PASSWORD = "db-password-SECRETVALUE"
 
-pytestmark = pytest.mark.filterwarnings("ignore:Api key is used with an insecure connection")
+# Store faults are about the database itself: every backend runs them, even when the test matrix is
+# split (conftest.py).
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:Api key is used with an insecure connection"),
+    pytest.mark.both_backends,
+]
 
 
 def _closed_port() -> int:

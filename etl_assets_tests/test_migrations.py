@@ -32,6 +32,9 @@ from etl_assets.fakes.github_server import expected_rows
 from etl_assets_tests.conftest import running_fakes
 from etl_assets_tests.pg import database_url_for_test, test_backends
 
+# About the database itself: every backend runs it, even when the test matrix is split (conftest.py).
+pytestmark = pytest.mark.both_backends
+
 DATA = Path(__file__).parent / "data"
 # The tables of release 6fa6683: every row in them must survive the upgrade unchanged.
 PREVIOUS_TABLES = (

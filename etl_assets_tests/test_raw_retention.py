@@ -17,6 +17,9 @@ from etl_assets.core.store.db import make_engine
 from etl_assets.core.store.retention import Keep, RawRetention, reclaim_space
 from etl_assets_tests.pg import database_url_for_test
 
+# About the database itself: every backend runs it, even when the test matrix is split (conftest.py).
+pytestmark = pytest.mark.both_backends
+
 
 def listing(n: int, size: int = 1) -> list[RawPage]:
     """One project listing page of ``size`` projects, ``n`` telling runs apart."""
