@@ -297,7 +297,9 @@ def test_the_demo_prints_a_line_per_step_and_the_table(demo):
     table = re.findall(r"^2\s+(\w+)\s+(\d+)\s+(\d+)\s+client_2_\w+$", done.stdout, re.M)
     assert [entity for entity, *_ in table] == [spec.name for spec in CATALOGUE]
     for entity, live, points in table:
-        assert int(live) > 0 and int(points) >= int(live), (entity, live, points)  # long issues: chunks
+        assert int(points) >= int(live), (entity, live, points)  # long issues: chunks
+        if entity in ("projects", "wits", "statuses", "issues"):  # the sample Jira site has each
+            assert int(live) > 0, (entity, live, points)
     # One screen: the steps, the closing table and a few lines around them.
     assert len(lines) <= len(steps) + len(table) + 10, done.stdout
 
