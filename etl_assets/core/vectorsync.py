@@ -23,8 +23,8 @@ memory by the table step), a bounded page at a time. The work is a pipeline:
 
 Memory is bounded by the page size and by what the batches alive (packed, in flight, or
 answered and not yet written) may hold together: ``2 * concurrency`` full requests' worth of
-inputs (which become vectors) and of tokens (texts), plus at most one write's worth of answered
-vectors whose request has finished. It never grows with the tenant's size: when the allowance is used up,
+inputs (which become vectors) and of tokens (texts), plus at most ``UPSERT_CONCURRENCY`` writes'
+worth of answered vectors whose request has finished. It never grows with the tenant's size: when the allowance is used up,
 reading waits. Small requests (under a TPM limit the embedder asks for slices of it) leave
 room for many of them, so the next minute's work is ready when the budget opens again.
 
@@ -553,7 +553,7 @@ class _Sync:
         while the writer is the bottleneck (on the embedded engine, up to 4,096 points a call, which
         costs per call, not per point) and stay one request's size while the embedder is: a run
         stopped or killed loses at most what was answered and not yet written, never more than
-        the requests in flight and one write."""
+        the requests in flight and the writes under way."""
         async with self.upserting:
             while self.answered:
                 part, self.answered = self.answered[: self.upsert_points], self.answered[self.upsert_points :]
