@@ -288,8 +288,6 @@ class DiscardingSink:
         self.name = name
         self.upserted = 0
 
-    embedded = False  # written as a Qdrant server is
-
     @property
     def upsert_points(self) -> int:  # in a Qdrant server's request sizes
         from etl_assets.core.vectorstore import UPSERT_MAX_POINTS
