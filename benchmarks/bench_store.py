@@ -3,8 +3,9 @@
 For each engine and size, a child process of its own (so its RSS is its own) builds a collection
 as the project does — named dense vector ``dense`` (cosine) and sparse ``bm25`` with Qdrant's IDF
 modifier, payload with tenant, external id, project and date — and writes it the way the vector
-step does: points built with ``vectorstore.new_point`` from the vectors, sparse vectors and
-payloads the step holds, handed to ``Collection.upsert`` in writes of ``Collection.upsert_points``
+step does: ``vectorstore.NewPoint`` s of the vectors (numpy rows, as the embedder returns them),
+sparse vectors and payloads the step holds, handed to ``Collection.write`` in writes of
+``Collection.upsert_points``
 (4,096 points on Edge, 256 on local mode: the most ``vectorsync`` writes at once, which it
 does while the writer is its bottleneck), then runs dense, sparse,
 hybrid (prefetch both, RRF) and filtered dense queries. On Edge the writer indexes as it goes
@@ -111,7 +112,7 @@ async def run_engine(engine: str, n: int, dim: int, queries: int, folder: Path, 
     from qdrant_client import AsyncQdrantClient, models
 
     from etl_assets.core.edge_client import EdgeQdrantClient
-    from etl_assets.core.vectorstore import Collection, new_point
+    from etl_assets.core.vectorstore import Collection, NewPoint
 
     out: dict[str, Any] = {"engine": engine, "n": n, "dim": dim, "start": memory_mb()}
     client: AsyncQdrantClient
@@ -132,7 +133,7 @@ async def run_engine(engine: str, n: int, dim: int, queries: int, folder: Path, 
             await client.create_payload_index(NAME, field, field_schema=models.PayloadSchemaType(kind))
         await client.create_payload_index(NAME, "updated", field_schema=models.PayloadSchemaType.DATETIME)
     collection = Collection(client, NAME, "bench", "issues", local=True)
-    size = write or collection.upsert_points  # what vectorsync hands Collection.upsert at a time
+    size = write or collection.upsert_points  # what vectorsync hands Collection.write at a time
     out["write_points"] = size
 
     spent = 0.0
@@ -145,11 +146,8 @@ async def run_engine(engine: str, n: int, dim: int, queries: int, folder: Path, 
             payloads = [payload(i) for i in ids]
             sparse = [models.SparseVector(indices=t, values=w) for t, w in zip(terms, weights, strict=True)]
             started = time.perf_counter()
-            points = [
-                new_point(i, {"dense": v.tolist(), "bm25": sv}, p)
-                for i, v, sv, p in zip(ids, x, sparse, payloads, strict=True)
-            ]
-            await collection.upsert(points)
+            points = [NewPoint(i, v, sv, p) for i, v, sv, p in zip(ids, x, sparse, payloads, strict=True)]
+            await collection.write(points)
             spent += time.perf_counter() - started
             unsent += len(ids)
             if bulk is not None and unsent >= BULK_POINTS:  # right after the writer wrote the same points

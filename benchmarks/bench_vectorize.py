@@ -300,7 +300,7 @@ class DiscardingSink:
     async def existing(self, ids: Sequence[str]) -> dict[str, Any]:
         return {}
 
-    async def upsert(self, points: list[Any]) -> None:
+    async def write(self, points: Sequence[Any]) -> None:
         self.upserted += len(points)
 
     async def delete_ids(self, ids: Iterable[str]) -> int:
@@ -354,7 +354,7 @@ class MemoryStore(DiscardingSink):
                 out[i] = ExistingPoint(i, p[0], p[2], p[3])
         return out
 
-    async def upsert(self, points: list[Any]) -> None:
+    async def write(self, points: Sequence[Any]) -> None:
         for pt in points:
             pl = pt.payload
             self.points[str(pt.id)] = (pl.get("external_id"), pl.get("chunk"), pl.get("content_hash"), pl.get("chunks"))

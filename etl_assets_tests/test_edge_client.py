@@ -12,8 +12,9 @@ import math
 import random
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+import numpy as np
 import pytest
 from qdrant_client import AsyncQdrantClient, models
 
@@ -24,7 +25,7 @@ from etl_assets.core.edge_client import (
     EdgeUnsupportedError,
 )
 from etl_assets.core.sparse import DENSE_VECTOR
-from etl_assets.core.vectorstore import Collection, point_id
+from etl_assets.core.vectorstore import Collection, NewPoint, point_id
 
 NAME = "client_t_issues"
 DIM = 8
@@ -255,6 +256,56 @@ def test_reads_and_payload_updates_agree_with_local_mode(tmp_path: Path) -> None
     assert edge["updated vector wins"] is True
     assert edge["count after delete"] == 120 - 2 - 24 + sum(1 for i in (0, 1) if i % 5 == 4)
     assert edge == local
+
+
+def test_collection_write_hands_edge_the_parts_and_stores_what_local_mode_stores(tmp_path: Path) -> None:
+    """``Collection.write`` gives Edge each point's parts (``upsert_parts``: a numpy row or a list as
+    the dense vector, no ``PointStruct``) and a server or local mode ``PointStruct`` s: the stored
+    points are the same, a payload value JSON lacks (a datetime) included."""
+    rng = np.random.default_rng(3)
+    rows = rng.standard_normal((7, DIM)).astype(np.float32)
+    points = [
+        NewPoint(
+            point_id("t", "issues", str(i)),
+            rows[i] if i % 2 else rows[i].tolist(),  # as a local embedder or a parsed answer holds it
+            models.SparseVector(indices=[i, i + 3], values=[1.0, 2.0]),
+            {"tenant_id": "t", "external_id": str(i), "at": dt.datetime(2024, 1, i + 1, tzinfo=dt.UTC)},
+        )
+        for i in range(7)
+    ]
+
+    async def scenario(client: AsyncQdrantClient) -> list[tuple[str, list[float], list[int], dict[str, Any]]]:
+        try:
+            await client.create_collection(
+                NAME,
+                vectors_config={"dense": models.VectorParams(size=DIM, distance=models.Distance.COSINE)},
+                sparse_vectors_config={"bm25": models.SparseVectorParams(modifier=models.Modifier.IDF)},
+            )
+            await Collection(client, NAME, "t", "issues", local=True).write(points)
+            got, _ = await client.scroll(NAME, limit=100, with_payload=True, with_vectors=True)
+        finally:
+            await client.close()
+        out = []
+        for r in got:
+            vec = cast(dict[str, Any], r.vector)
+            out.append((str(r.id), [round(x, 5) for x in vec["dense"]], vec["bm25"].indices, dict(r.payload or {})))
+        return sorted(out)
+
+    calls: list[int] = []
+
+    class Counting(EdgeQdrantClient):
+        async def upsert(self, *args: Any, **kwargs: Any) -> Any:
+            raise AssertionError("Collection.write made PointStructs for Edge")
+
+        async def upsert_parts(self, collection_name: str, parts: Any) -> None:
+            calls.append(len(parts))
+            await super().upsert_parts(collection_name, parts)
+
+    edge = asyncio.run(scenario(Counting(tmp_path / "edge")))
+    local = asyncio.run(scenario(AsyncQdrantClient(location=":memory:")))
+    assert calls == [7] and len(edge) == 7
+    assert edge == local
+    assert edge[0][3]["at"].startswith("2024-01-")  # the datetime, as qdrant-client sends it
 
 
 def test_collection_metadata_marker_and_schema_survive_a_restart(tmp_path: Path) -> None:

@@ -159,8 +159,6 @@ def _vector_in(value: Any) -> Any:
         return qe.SparseVector(value.indices, value.values)
     if hasattr(value, "tolist"):  # numpy arrays
         return value.tolist()
-    if isinstance(value, list):
-        return value
     raise EdgeUnsupportedError(
         f"embedded Qdrant Edge: vector of type {type(value).__name__} is not supported (no inference)"
     )
@@ -176,13 +174,17 @@ def _payload_in(payload: Any) -> dict[str, Any]:
     return dict(to_jsonable_python(payload)) if payload else {}
 
 
-def _edge_point(p: models.PointStruct) -> qe.Point:
-    pid = p.id if isinstance(p.id, (int, str)) else _point_id(p.id)  # Edge parses UUID strings itself
-    payload = p.payload or {}
+def _parts_point(point_id: Any, vector: Any, payload: dict[str, Any] | None) -> qe.Point:
+    pid = point_id if isinstance(point_id, (int, str)) else _point_id(point_id)  # Edge parses UUID strings itself
+    payload = payload or {}
     try:
-        return qe.Point(pid, _vectors_in(p.vector), payload)
+        return qe.Point(pid, _vectors_in(vector), payload)
     except TypeError:  # a value JSON lacks (datetime, UUID, ...): as qdrant-client would send it
-        return qe.Point(pid, _vectors_in(p.vector), _payload_in(payload))
+        return qe.Point(pid, _vectors_in(vector), _payload_in(payload))
+
+
+def _edge_point(p: models.PointStruct) -> qe.Point:
+    return _parts_point(p.id, p.vector, p.payload)
 
 
 def _with_payload(value: Any) -> Any:
@@ -880,6 +882,22 @@ class EdgeQdrantClient(AsyncQdrantClient):
 
         await self._run(work)
         return models.UpdateResult(operation_id=0, status=models.UpdateStatus.COMPLETED)
+
+    async def upsert_parts(
+        self, collection_name: str, points: Sequence[tuple[models.ExtendedPointId, Mapping[str, Any], dict[str, Any]]]
+    ) -> None:
+        """Upsert points given as ``(id, vectors by name, payload)``, with no qdrant-client model:
+        a dense vector as a list of floats or a numpy row (made a list here, one point at a time),
+        a sparse one as a ``SparseVector``, a JSON-ready payload. What :meth:`upsert` does with a
+        ``PointStruct`` is done with the parts, in the worker thread."""
+
+        def work() -> None:
+            col = self._collection(collection_name)
+            col.shard.update(qe.UpdateOperation.upsert_points([_parts_point(*p) for p in points]))
+            if col.wrote(len(points)):
+                self._index(collection_name, col)
+
+        await self._run(work)
 
     async def update_vectors(
         self,

@@ -185,14 +185,14 @@ class VectorCollection(Protocol):
 
     @property
     def upsert_points(self) -> int:
-        """Most points per :meth:`upsert` call the vector engine makes."""
+        """Most points per :meth:`write` call the vector engine makes."""
         ...
 
     async def ensure(self, *, model: str, dimensions: int, indexes: dict[str, str] | None = None) -> bool: ...
 
     async def existing(self, ids: Sequence[str]) -> dict[str, ExistingPoint]: ...
 
-    async def upsert(self, points: list[models.PointStruct]) -> None: ...
+    async def write(self, points: Sequence[NewPoint]) -> None: ...
 
     async def set_access(self, lists: Mapping[tuple[str, ...] | None, Sequence[str]]) -> int: ...
 
@@ -232,6 +232,20 @@ def _approx_bytes(point: models.PointStruct) -> int:
     payload = point.payload or {}
     strings = sum(len(v) for v in payload.values() if isinstance(v, str))
     return 12 * floats + strings + 32 * len(payload) + 64
+
+
+class NewPoint(NamedTuple):
+    """A point the vector step writes, as its parts: no qdrant-client model is made for it on the
+    embedded engine, which takes the parts as they are (see :meth:`Collection.write`)."""
+
+    id: models.ExtendedPointId
+    dense: Any  # the embedder's vector: a list of floats or a numpy row
+    sparse: models.SparseVector
+    payload: dict[str, Any]
+
+
+def _dense_list(vector: Any) -> list[float]:
+    return vector.tolist() if hasattr(vector, "tolist") else list(vector)
 
 
 def new_point(point_id_: models.ExtendedPointId, vector: Any, payload: dict[str, Any]) -> models.PointStruct:
@@ -542,6 +556,27 @@ class Collection:
         if ops:
             await self.client.batch_update_points(self.name, update_operations=ops, wait=True)
         return sum(len(ids) for ids in lists.values())
+
+    async def write(self, points: Sequence[NewPoint]) -> None:
+        """Write the vector step's points (see :meth:`upsert` for the sizes of the calls).
+
+        The embedded engine is handed each point's parts: a qdrant-client ``PointStruct`` and a
+        list copy of its dense vector, made first and held for the whole call, cost about a
+        quarter of Qdrant Edge's own write rate (``benchmarks/bench_store.py``); the engine
+        converts each point on its own, in its worker thread. A server gets ``PointStruct`` s."""
+        if isinstance(self.client, EdgeQdrantClient):
+            for start in range(0, len(points), EDGE_UPSERT_MAX_POINTS):
+                await self.client.upsert_parts(
+                    self.name,
+                    [
+                        (p.id, {DENSE_VECTOR: p.dense, SPARSE_VECTOR: p.sparse}, p.payload)
+                        for p in points[start : start + EDGE_UPSERT_MAX_POINTS]
+                    ],
+                )
+            return
+        await self.upsert(
+            [new_point(p.id, {DENSE_VECTOR: _dense_list(p.dense), SPARSE_VECTOR: p.sparse}, p.payload) for p in points]
+        )
 
     async def upsert(self, points: list[models.PointStruct]) -> None:
         """Write ``points`` in requests sized for Qdrant's API (``UPSERT_MAX_*``), or in the embedded

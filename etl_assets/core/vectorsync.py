@@ -79,8 +79,8 @@ from etl_assets.core.embeddings.base import (
 )
 from etl_assets.core.progress import Progress
 from etl_assets.core.records import EntitySpec, jsonable
-from etl_assets.core.sparse import DENSE_VECTOR, SPARSE_VECTOR, document_vector
-from etl_assets.core.vectorstore import Collection, ExistingPoint, VectorCollection, new_point, point_id
+from etl_assets.core.sparse import document_vector
+from etl_assets.core.vectorstore import Collection, ExistingPoint, NewPoint, VectorCollection, point_id
 
 log = logging.getLogger(__name__)
 
@@ -203,12 +203,10 @@ def _chunks(
     return chunks
 
 
-def point_vectors(dense: list[float], chunk: PlannedChunk) -> dict[str, Any]:
-    """The named vectors of one point: the dense embedding and the chunk's BM25 vector."""
-    return {
-        DENSE_VECTOR: dense,
-        SPARSE_VECTOR: chunk.sparse if chunk.sparse is not None else document_vector(chunk.text),
-    }
+def chunk_point(chunk: PlannedChunk, dense: Any) -> NewPoint:
+    """The point of one chunk: its dense embedding (as the embedder returned it) and its BM25 vector."""
+    sparse = chunk.sparse if chunk.sparse is not None else document_vector(chunk.text)
+    return NewPoint(chunk.id, dense, sparse, chunk.payload)
 
 
 def split_row(
@@ -257,10 +255,6 @@ class Packer:
         batch, tokens = self.batch, self.tokens
         self.batch, self.tokens = [], 0
         return batch, tokens
-
-
-def _as_list(vector: Any) -> list[float]:
-    return vector.tolist() if hasattr(vector, "tolist") else list(vector)
 
 
 def _first_error(group: BaseExceptionGroup) -> BaseException:
@@ -564,8 +558,8 @@ class _Sync:
         part = [(c, v) for c, v in answered if c.payload["external_id"] not in self.rechunked]
         if not part:
             return
-        points = [new_point(c.id, point_vectors(_as_list(v), c), c.payload) for c, v in part]
-        await self.collection.upsert(points)
+        points = [chunk_point(c, v) for c, v in part]
+        await self.collection.write(points)
         self.result.points_upserted += len(points)
         self._written([c for c, _ in part])
 
@@ -613,12 +607,9 @@ class _Sync:
     async def write_rechunked(self) -> None:
         """Write the rows cut again (see :meth:`_rechunk`), and drop chunks of theirs the new cut has no use for."""
         for ext, redo in self.rechunked.items():
-            points = [
-                new_point(c.id, point_vectors(_as_list(v), c), c.payload)
-                for c, v in zip(redo.chunks, redo.vectors, strict=True)
-            ]
+            points = [chunk_point(c, v) for c, v in zip(redo.chunks, redo.vectors, strict=True)]
             for start in range(0, len(points), self.upsert_points):
-                await self.collection.upsert(points[start : start + self.upsert_points])
+                await self.collection.write(points[start : start + self.upsert_points])
             self.result.points_upserted += len(points)
             if len(points) < redo.old_chunks:
                 surplus = [
@@ -758,13 +749,13 @@ async def _upgrade(collection: Collection, sync: _Sync, pages: Callable[[], Iter
         planned = await asyncio.to_thread(sync._split, current)
         stored = await collection.dense_vectors([c.id for chunks in planned for c in chunks])
         points = [
-            models.PointStruct(id=c.id, vector=point_vectors(stored[c.id][0], c), payload=c.payload)
+            chunk_point(c, stored[c.id][0])
             for chunks in planned
             if all(c.id in stored and stored[c.id][1].get("content_hash") == c.payload["content_hash"] for c in chunks)
             for c in chunks
         ]
         if points:
-            await staging.upsert(points)
+            await staging.write(points)
             carried += len(points)
     await collection.finish_upgrade(staging, model=embedder.model, dimensions=embedder.dimensions, indexes=indexes)
     return carried
