@@ -586,11 +586,14 @@ def enrich(site: JiraSite, seed: int) -> None:
 
     # Issue links, both ends, between issues of the same project.
     link_id = 20000
+    by_project: dict[Any, list[dict[str, Any]]] = {}  # in the issues' order, as a scan of them finds them
+    for issue in issues:
+        by_project.setdefault(issue["fields"]["project"]["id"], []).append(issue)
     for issue in issues:
         if rng.random() >= 0.07:
             continue
         project = issue["fields"]["project"]["id"]
-        others = [o for o in issues if o is not issue and o["fields"]["project"]["id"] == project]
+        others = [o for o in by_project[project] if o is not issue]
         if not others:
             continue
         other = rng.choice(others)
