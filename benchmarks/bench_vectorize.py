@@ -537,9 +537,11 @@ def phase_baseline(db_url: str, url: str, args: dict[str, Any]) -> dict[str, Any
     from etl_assets.core.sources.jira.specs import ISSUES
     from etl_assets.core.store import ops
     from etl_assets.core.store.db import make_engine
+    from etl_assets.core.vectorstore import NewPoint
     from etl_assets.core.vectorsync import plan_row
 
     sample = args["baseline_sample"]
+    no_terms = models.SparseVector(indices=[], values=[])
 
     class _Counts:  # plan_row only needs the model, dimensions and token counting
         model, dimensions = MODEL, args["dimensions"]
@@ -568,9 +570,10 @@ def phase_baseline(db_url: str, url: str, args: dict[str, Any]) -> dict[str, Any
                 )
                 requests += 1
                 tokens += answer.usage.total_tokens
-                await collection.upsert(
+                # Dense only, as such a loader writes (no BM25 vector is computed: an empty one).
+                await collection.write(
                     [
-                        models.PointStruct(id=c.id, vector=list(map(float, d.embedding)), payload=c.payload)
+                        NewPoint(c.id, list(map(float, d.embedding)), no_terms, c.payload)
                         for c, d in zip(chunks, answer.data, strict=True)
                     ]
                 )
