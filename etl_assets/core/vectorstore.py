@@ -560,10 +560,11 @@ class Collection:
     async def write(self, points: Sequence[NewPoint]) -> None:
         """Write the vector step's points (see :meth:`upsert` for the sizes of the calls).
 
-        The embedded engine is handed each point's parts: a qdrant-client ``PointStruct`` and a
-        list copy of its dense vector, made first and held for the whole call, cost about a
-        quarter of Qdrant Edge's own write rate (``benchmarks/bench_store.py``); the engine
-        converts each point on its own, in its worker thread. A server gets ``PointStruct`` s."""
+        The embedded engine is handed each point's parts and converts them one point at a time,
+        in its worker thread. Making a qdrant-client ``PointStruct`` and a list copy of the dense
+        vector for every point first, and holding them all through the call, cost the adapter a
+        fifth to a quarter of Qdrant Edge's own write rate (``benchmarks/bench_store.py``). A
+        server or local mode gets ``PointStruct`` objects, made for the request."""
         if isinstance(self.client, EdgeQdrantClient):
             for start in range(0, len(points), EDGE_UPSERT_MAX_POINTS):
                 await self.client.upsert_parts(
