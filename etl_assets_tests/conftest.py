@@ -379,7 +379,7 @@ def split_backends(items: list[pytest.Item], backends: list[str]) -> tuple[list[
             groups.setdefault(key, []).append((item, backend))
     dropped: set[int] = set()
     for key, members in groups.items():
-        present = [b for b in backends if any(b == backend for _, backend in members)]
+        present = [b for b in backends if b in {backend for _, backend in members}]
         if len(present) < 2:
             continue
         chosen = present[zlib.crc32(key.encode()) % len(present)]
